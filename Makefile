@@ -1,0 +1,39 @@
+# Tandem: `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+export GOFLAGS ?= -mod=mod
+# Tests talk to a real Redis here; ensure-redis.sh starts one when none answers.
+TEST_REDIS_ADDR ?= 127.0.0.1:6379
+export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
+
+.PHONY: help build demo test vet fmt-check bench deps services clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## install what building and testing need (Debian: redis-server, libopenblas-dev)
+	@scripts/install-deps.sh
+
+build: deps ## build producer, worker and scheduler into bin/
+	$(GO) build -o $(BIN)/ ./cmd/producer ./cmd/worker ./cmd/scheduler
+
+demo: build ## run the whole pipeline on its embedded defaults, end to end
+	$(GO) run ./scripts/demo
+
+services: deps ## start a Redis on $(TEST_REDIS_ADDR) when none answers
+	@scripts/ensure-redis.sh $(TEST_REDIS_ADDR)
+
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: services vet ## vet, gofmt, and every test with -race against real Redis and an embedded nats-server
+	$(GO) test -race -timeout 12m ./...
+
+bench: services ## benchmarks: pipeline vs raw asynq; model vs PyTorch/numpy (bench/run.sh)
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./pipeline/
+	@if [ -x bench/run.sh ]; then bench/run.sh; fi
+
+clean: ## remove build outputs and local demo data
+	rm -rf $(BIN) .tandem

@@ -1,0 +1,153 @@
+// Command scheduler enqueues Tandem's periodic jobs and hosts the NATS
+// consumers that turn events into work. Several replicas may run: every
+// tick is enqueued under a deterministic task id, so only the first
+// replica's enqueue lands and the others get a harmless conflict.
+//
+// With --embedded-nats it also hosts an in-process nats-server (JetStream on
+// disk under the data dir) for laptops and `make demo`.
+//
+// Shutdown order: the periodic loop stops, consumers drain, the NATS
+// connection closes, the embedded server (if any) shuts down last.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "scheduler:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := pipeline.DefaultConfig()
+	cfg.BindFlags(fs)
+	schedule := fs.String("schedule", envOr("TANDEM_SCHEDULE", ""), "JSON file of periodic jobs (empty: none) [TANDEM_SCHEDULE]")
+	embedded := fs.String("embedded-nats", envOr("TANDEM_EMBEDDED_NATS", ""), "host an in-process nats-server on this address, e.g. 127.0.0.1:4333 (JetStream under the data dir) [TANDEM_EMBEDDED_NATS]")
+	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9102"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+
+	var entries []pipeline.PeriodicEntry
+	if *schedule != "" {
+		var err error
+		if entries, err = pipeline.LoadSchedule(*schedule); err != nil {
+			return err
+		}
+	}
+	for _, e := range entries {
+		if err := jobs.ValidatePayload(e.Kind, e.Payload); err != nil {
+			return fmt.Errorf("schedule %s: entry %q: %w", *schedule, e.Name, err)
+		}
+	}
+
+	if *embedded != "" {
+		host, portStr, err := net.SplitHostPort(*embedded)
+		if err != nil {
+			return fmt.Errorf("--embedded-nats: %w", err)
+		}
+		port, err := strconv.Atoi(portStr)
+		if err != nil {
+			return fmt.Errorf("--embedded-nats: port: %w", err)
+		}
+		ns, err := pipeline.StartEmbeddedNATS(filepath.Join(cfg.DataDir, "nats"), pipeline.WithEmbeddedHost(host), pipeline.WithEmbeddedPort(port))
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		defer ns.Shutdown()
+		logger.Info("embedded nats-server started", "url", ns.URL())
+		if cfg.NATSURL == "" {
+			cfg.NATSURL = ns.URL()
+		}
+	}
+	if cfg.NATSURL != "" {
+		natsOpts, err := cfg.NATSOptions()
+		if err != nil {
+			return err
+		}
+		bus, err := pipeline.ConnectBus(ctx, cfg.NATSURL, natsOpts...)
+		if err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		defer bus.Close()
+		if err := bus.EnsureStreams(ctx); err != nil {
+			return fmt.Errorf("nats streams: %w", err)
+		}
+	}
+
+	client, err := pipeline.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	periodic, err := pipeline.NewPeriodic(client, entries, logger, time.Now)
+	if err != nil {
+		return err
+	}
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	admin := &http.Server{Addr: *adminAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("admin server failed", "err", err)
+		}
+	}()
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = admin.Shutdown(c)
+	}()
+
+	logger.Info("scheduler running", "entries", len(entries), "nats", cfg.NATSURL)
+	err = periodic.Run(ctx)
+	logger.Info("scheduler stopped")
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}

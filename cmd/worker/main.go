@@ -1,0 +1,166 @@
+// Command worker runs Tandem's job handlers: as an asynq server fed from
+// Redis (the default), or one job in-process with `worker exec KIND`.
+//
+// Shutdown order on SIGTERM/SIGINT: the asynq server stops fetching and
+// gives in-flight jobs the shutdown timeout to finish (unfinished ones go
+// back to pending for another worker), then the NATS connection drains,
+// then the admin HTTP server closes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "worker:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "exec" {
+		return execCmd(ctx, args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := pipeline.DefaultConfig()
+	cfg.BindFlags(fs)
+	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9101"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
+	logLevel := fs.String("log-level", envOr("TANDEM_LOG_LEVEL", "info"), "debug, info, warn or error [TANDEM_LOG_LEVEL]")
+	device := fs.String("device", envOr("TANDEM_DEVICE", "cpu"), "compute device: cpu (cuda:N needs a binary built with -tags cuda) [TANDEM_DEVICE]")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: worker [flags]           run the asynq server\n       worker exec KIND [flags] run one job in-process, no Redis\n\nkinds:\n")
+		for _, k := range jobs.Names() {
+			fmt.Fprintf(stderr, "  %-10s %s\n", k, jobs.Summary(k))
+		}
+		fmt.Fprintf(stderr, "\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	logger, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	if *device != "cpu" {
+		return fmt.Errorf("--device %s: this binary has no GPU backend; build with -tags cuda, or use --device cpu", *device)
+	}
+
+	deps := jobs.NewDeps(logger)
+	if cfg.NATSURL != "" {
+		natsOpts, err := cfg.NATSOptions()
+		if err != nil {
+			return err
+		}
+		bus, err := pipeline.ConnectBus(ctx, cfg.NATSURL, natsOpts...)
+		if err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		defer bus.Close()
+		deps.Bus = bus
+	}
+
+	reg := pipeline.NewRegistry()
+	jobs.RegisterAll(reg, deps)
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := pipeline.NewMetrics(promReg)
+	srv, err := pipeline.NewServer(cfg, reg, logger, pipeline.Recover(logger), metrics.Middleware(), pipeline.Logging(logger))
+	if err != nil {
+		return err
+	}
+
+	admin := &http.Server{Addr: *adminAddr, Handler: adminMux(promReg), ReadHeaderTimeout: 5 * time.Second}
+	adminErr := make(chan error, 1)
+	go func() {
+		if err := admin.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			adminErr <- err
+		}
+		close(adminErr)
+	}()
+	logger.Info("worker starting", "kinds", reg.Kinds(), "queues", cfg.Queues, "concurrency", cfg.Concurrency, "admin", *adminAddr)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		if err := <-adminErr; err != nil {
+			logger.Error("admin server failed", "err", err)
+			cancel()
+		}
+	}()
+	runErr := srv.Run(runCtx)
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = admin.Shutdown(shutCtx)
+	logger.Info("worker stopped")
+	return runErr
+}
+
+func adminMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(stderr, "usage: worker exec KIND [flags]\n\nkinds:\n")
+		for _, k := range jobs.Names() {
+			fmt.Fprintf(stderr, "  %-10s %s\n", k, jobs.Summary(k))
+		}
+		return errors.New("exec: a job kind is required")
+	}
+	logger, err := newLogger(stderr, envOr("TANDEM_LOG_LEVEL", "warn"))
+	if err != nil {
+		return err
+	}
+	return jobs.Exec(ctx, jobs.NewDeps(logger), args[0], args[1:], stdout)
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/jobs"
+)
+
+// These tests run the real worker binary as a child process against a real
+// Redis, because what they check (SIGKILL, SIGTERM) happens to processes.
+
+const testRedisDB = 13
+
+func testRedisAddr() string {
+	if a := os.Getenv("TANDEM_TEST_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+// testBundle is what each process test needs.
+type testBundle struct {
+	bin      string
+	redisURL string
+	client   *asynq.Client
+	insp     *asynq.Inspector
+	dir      string
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("process tests build and run the worker binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "worker")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
+	if err := rc.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatalf("redis at %s: %v", testRedisAddr(), err)
+	}
+	_ = rc.Close()
+	opt := asynq.RedisClientOpt{Addr: testRedisAddr(), DB: testRedisDB}
+	b := &testBundle{bin: bin, redisURL: fmt.Sprintf("redis://%s/%d", testRedisAddr(), testRedisDB), client: asynq.NewClient(opt), insp: asynq.NewInspector(opt), dir: dir}
+	t.Cleanup(func() {
+		b.client.Close()
+		b.insp.Close()
+		rc := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
+		_ = rc.FlushDB(context.Background()).Err()
+		_ = rc.Close()
+	})
+	return b
+}
+
+// startWorker starts the binary and waits until /healthz answers.
+func (b *testBundle) startWorker(t *testing.T, extraEnv ...string) *exec.Cmd {
+	t.Helper()
+	admin := freeAddr(t)
+	cmd := exec.Command(b.bin, "--admin-addr", admin, "--concurrency", "2")
+	cmd.Env = append(os.Environ(), "TANDEM_REDIS_URL="+b.redisURL, "TANDEM_QUEUES=default=1", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR="+b.dir)
+	cmd.Env = append(cmd.Env, extraEnv...)
+	logf, err := os.Create(filepath.Join(b.dir, fmt.Sprintf("worker-%d.log", time.Now().UnixNano())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		logf.Close()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return cmd
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("worker did not become healthy; log in %s", logf.Name())
+	return nil
+}
+
+func (b *testBundle) enqueuePing(t *testing.T, id string, args jobs.PingArgs) {
+	t.Helper()
+	payload, _ := json.Marshal(args)
+	if _, err := b.client.Enqueue(asynq.NewTask(jobs.KindPing, payload), asynq.TaskID(id), asynq.Queue("default"), asynq.MaxRetry(3), asynq.Retention(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", limit, what)
+}
+
+func runsRecorded(path string) []string {
+	b, _ := os.ReadFile(path)
+	return strings.Fields(string(b))
+}
+
+func TestSIGKILLedWorkerTaskIsRecovered(t *testing.T) {
+	b := setup(t)
+	record := filepath.Join(b.dir, "runs.txt")
+	w1 := b.startWorker(t)
+	b.enqueuePing(t, "crash-1", jobs.PingArgs{SleepMS: 4000, Record: record})
+	waitFor(t, "the first run to start", 30*time.Second, func() bool { return len(runsRecorded(record)) == 1 })
+
+	if err := w1.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = w1.Wait()
+	killedAt := time.Now()
+	info, err := b.insp.GetTaskInfo("default", "crash-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStateActive {
+		t.Fatalf("after SIGKILL the task is %v; want it still active (its lease not yet expired)", info.State)
+	}
+
+	// asynq's recoverer re-queues a task once its 30s lease has expired and
+	// a further 30s of clock-skew margin has passed; a worker runs it at
+	// start, so a replacement started after that picks the task up at once.
+	time.Sleep(time.Until(killedAt.Add(62 * time.Second)))
+	b.startWorker(t)
+	waitFor(t, "the task to complete after recovery", 60*time.Second, func() bool {
+		info, err := b.insp.GetTaskInfo("default", "crash-1")
+		return err == nil && info.State == asynq.TaskStateCompleted
+	})
+	runs := runsRecorded(record)
+	if len(runs) != 2 || runs[0] != "0" || runs[1] != "1" {
+		t.Fatalf("runs recorded = %v; want the killed run then one recovered retry [0 1]", runs)
+	}
+}
+
+func TestSIGTERMRequeuesInFlightWork(t *testing.T) {
+	b := setup(t)
+	record := filepath.Join(b.dir, "runs.txt")
+	w := b.startWorker(t, "TANDEM_SHUTDOWN_TIMEOUT=1s")
+	b.enqueuePing(t, "long-1", jobs.PingArgs{SleepMS: 120_000, Record: record})
+	waitFor(t, "the run to start", 30*time.Second, func() bool { return len(runsRecorded(record)) == 1 })
+
+	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker exit after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("worker did not exit within 20s of SIGTERM")
+	}
+	info, err := b.insp.GetTaskInfo("default", "long-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStatePending {
+		t.Fatalf("after graceful shutdown the task is %v; want pending so another worker takes it", info.State)
+	}
+}
+
+func TestBadPayloadIsArchivedNotRetried(t *testing.T) {
+	b := setup(t)
+	b.startWorker(t)
+	if _, err := b.client.Enqueue(asynq.NewTask(jobs.KindPing, []byte(`{"sleep_ms":"soon"}`)), asynq.TaskID("bad-1"), asynq.Queue("default"), asynq.MaxRetry(5)); err != nil {
+		t.Fatal(err)
+	}
+	var info *asynq.TaskInfo
+	waitFor(t, "the bad task to be archived", 30*time.Second, func() bool {
+		var err error
+		info, err = b.insp.GetTaskInfo("default", "bad-1")
+		return err == nil && info.State == asynq.TaskStateArchived
+	})
+	if info.Retried != 0 {
+		t.Fatalf("bad payload was retried %d times; want 0", info.Retried)
+	}
+	if !strings.Contains(info.LastErr, "sleep_ms") {
+		t.Fatalf("archived reason %q does not name the field sleep_ms", info.LastErr)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -1,0 +1,217 @@
+package jobs
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tandem-ai/tandem/model"
+)
+
+// MaxLineBytes bounds one request line of a batch file. Longer lines are
+// refused with an error naming the line; they are never read whole.
+const MaxLineBytes = 1 << 20
+
+// MaxPromptChars bounds the prompt text of one request before tokenisation.
+const MaxPromptChars = 256 << 10
+
+// CompletionsURL is the only endpoint a request line may name today.
+const CompletionsURL = "/v1/completions"
+
+// RequestLine is one line of an OpenAI Batch input file.
+type RequestLine struct {
+	CustomID string          `json:"custom_id"`
+	Method   string          `json:"method"`
+	URL      string          `json:"url"`
+	Body     CompletionsBody `json:"body"`
+}
+
+// CompletionsBody is the subset of the OpenAI /v1/completions body that the
+// engine understands. Unknown fields are refused so that a typo such as
+// "temprature" is an error rather than a silently ignored knob.
+type CompletionsBody struct {
+	Model             string      `json:"model,omitempty"`
+	Prompt            string      `json:"prompt"`
+	MaxTokens         *int        `json:"max_tokens,omitempty"`
+	Temperature       *float32    `json:"temperature,omitempty"`
+	TopP              *float32    `json:"top_p,omitempty"`
+	TopK              *int        `json:"top_k,omitempty"`
+	MinP              *float32    `json:"min_p,omitempty"`
+	PresencePenalty   *float32    `json:"presence_penalty,omitempty"`
+	FrequencyPenalty  *float32    `json:"frequency_penalty,omitempty"`
+	RepetitionPenalty *float32    `json:"repetition_penalty,omitempty"`
+	Seed              *int64      `json:"seed,omitempty"`
+	Stop              StopStrings `json:"stop,omitempty"`
+	N                 *int        `json:"n,omitempty"`
+	Logprobs          *int        `json:"logprobs,omitempty"`
+	User              string      `json:"user,omitempty"`
+}
+
+// StopStrings accepts the OpenAI forms of "stop": a string or a list.
+type StopStrings []string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (s *StopStrings) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*s = StopStrings{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("stop: want a string or a list of strings")
+	}
+	*s = many
+	return nil
+}
+
+// DefaultMaxTokens is used when a request names none (OpenAI uses 16).
+const DefaultMaxTokens = 16
+
+// Params turns the body into validated sampling parameters.
+func (b CompletionsBody) Params() (model.SamplingParams, error) {
+	p := model.SamplingParams{
+		MaxTokens:         DefaultMaxTokens,
+		Temperature:       1,
+		TopP:              1,
+		RepetitionPenalty: 1,
+		N:                 1,
+	}
+	if b.MaxTokens != nil {
+		p.MaxTokens = *b.MaxTokens
+	}
+	if b.Temperature != nil {
+		p.Temperature = *b.Temperature
+	}
+	if b.TopP != nil {
+		p.TopP = *b.TopP
+	}
+	if b.TopK != nil {
+		p.TopK = *b.TopK
+	}
+	if b.MinP != nil {
+		p.MinP = *b.MinP
+	}
+	if b.PresencePenalty != nil {
+		p.PresencePenalty = *b.PresencePenalty
+	}
+	if b.FrequencyPenalty != nil {
+		p.FrequencyPenalty = *b.FrequencyPenalty
+	}
+	if b.RepetitionPenalty != nil {
+		p.RepetitionPenalty = *b.RepetitionPenalty
+	}
+	if b.Seed != nil {
+		p.Seed = b.Seed
+	}
+	if b.N != nil {
+		p.N = *b.N
+	}
+	if b.Logprobs != nil {
+		p.Logprobs = *b.Logprobs
+	}
+	p.Stop = append([]string(nil), b.Stop...)
+	if err := p.Validate(); err != nil {
+		return p, fmt.Errorf("body: %w", err)
+	}
+	return p, nil
+}
+
+// LineError is the error object of an output line, pointing back at the input.
+type LineError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Line    int    `json:"line"`
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %s: %s", e.Line, e.Code, e.Message) }
+
+// ParseRequestLine decodes and checks one input line. lineNo is 1-based and
+// only used in the error. A line that fails returns a *LineError.
+func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
+	var r RequestLine
+	if len(raw) > MaxLineBytes {
+		return r, &LineError{Code: "line_too_long", Message: fmt.Sprintf("line is %d bytes; the limit is %d", len(raw), MaxLineBytes), Line: lineNo}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return r, &LineError{Code: "invalid_json", Message: err.Error(), Line: lineNo}
+	}
+	if dec.More() {
+		return r, &LineError{Code: "invalid_json", Message: "trailing data after the JSON object", Line: lineNo}
+	}
+	bad := func(field, msg string) (RequestLine, error) {
+		return r, &LineError{Code: "invalid_request", Message: field + ": " + msg, Line: lineNo}
+	}
+	switch {
+	case strings.TrimSpace(r.CustomID) == "":
+		return bad("custom_id", "required")
+	case len(r.CustomID) > 512:
+		return bad("custom_id", "longer than 512 bytes")
+	case r.Method != "" && r.Method != "POST":
+		return bad("method", fmt.Sprintf("%q is not supported; use POST", r.Method))
+	case r.URL != "" && r.URL != CompletionsURL:
+		return bad("url", fmt.Sprintf("%q is not supported; use %s", r.URL, CompletionsURL))
+	case r.Body.Prompt == "":
+		return bad("body.prompt", "required (a non-empty string)")
+	case len(r.Body.Prompt) > MaxPromptChars:
+		return bad("body.prompt", fmt.Sprintf("longer than %d bytes", MaxPromptChars))
+	}
+	if _, err := r.Body.Params(); err != nil {
+		return bad("body", strings.TrimPrefix(err.Error(), "body: "))
+	}
+	return r, nil
+}
+
+// ResponseLine is one line of an output file (vLLM run-batch shape).
+type ResponseLine struct {
+	ID       string     `json:"id"`
+	CustomID string     `json:"custom_id"`
+	Response *Response  `json:"response"`
+	Error    *LineError `json:"error"`
+}
+
+// Response wraps the completions body with its HTTP-like status.
+type Response struct {
+	StatusCode int                `json:"status_code"`
+	Body       CompletionResponse `json:"body"`
+}
+
+// CompletionResponse is the /v1/completions response body.
+type CompletionResponse struct {
+	ID      string   `json:"id"`
+	Object  string   `json:"object"`
+	Created int64    `json:"created"`
+	Model   string   `json:"model"`
+	Choices []Choice `json:"choices"`
+	Usage   Usage    `json:"usage"`
+}
+
+// Choice is one generated continuation.
+type Choice struct {
+	Index        int             `json:"index"`
+	Text         string          `json:"text"`
+	FinishReason string          `json:"finish_reason"`
+	Logprobs     *ChoiceLogprobs `json:"logprobs"`
+}
+
+// ChoiceLogprobs mirrors the legacy completions logprobs object.
+type ChoiceLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float32            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float32 `json:"top_logprobs,omitempty"`
+}
+
+// Usage counts tokens the way OpenAI bills them.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}

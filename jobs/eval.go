@@ -1,0 +1,135 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/tandem-ai/tandem/model"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// EvalArgs asks for the perplexity of a model over a UTF-8 text file.
+type EvalArgs struct {
+	Model  string `json:"model"`
+	Input  string `json:"input"`
+	Stride int    `json:"stride,omitempty"` // sliding-window stride in tokens; default half the context
+}
+
+// KindEval is the stable kind string of EvalArgs.
+const KindEval = "eval"
+
+// MaxEvalBytes bounds the text an eval job reads.
+const MaxEvalBytes = 64 << 20
+
+// Kind implements pipeline.JobArgs.
+func (EvalArgs) Kind() string { return KindEval }
+
+// Validate implements pipeline.Validator.
+func (a EvalArgs) Validate() error {
+	switch {
+	case a.Model == "":
+		return errors.New("model: required")
+	case a.Input == "":
+		return errors.New("input: required")
+	case a.Stride < 0:
+		return errors.New("stride: must not be negative")
+	}
+	return nil
+}
+
+// EvalResult is what eval prints and stores as the task's result.
+type EvalResult struct {
+	Model      string  `json:"model"`
+	Tokens     int     `json:"tokens"`
+	NLL        float64 `json:"nll"`
+	Perplexity float64 `json:"perplexity"`
+}
+
+// EvalWorker runs eval jobs.
+type EvalWorker struct{ Deps *Deps }
+
+// Work implements pipeline.Worker; the result is kept with the task.
+func (w EvalWorker) Work(ctx context.Context, job *pipeline.Job[EvalArgs]) error {
+	res, err := w.run(ctx, job.Args)
+	if err != nil {
+		return err
+	}
+	if job.ResultWriter != nil {
+		b, _ := json.Marshal(res)
+		if _, err := job.ResultWriter.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w EvalWorker) run(ctx context.Context, a EvalArgs) (EvalResult, error) {
+	res := EvalResult{Model: a.Model}
+	lm, err := w.Deps.Models.Get(a.Model)
+	if err != nil {
+		return res, pipeline.Permanent(err)
+	}
+	tok, err := w.Deps.Models.Tokenizer()
+	if err != nil {
+		return res, err
+	}
+	text, err := readBounded(a.Input, MaxEvalBytes)
+	if err != nil {
+		return res, pipeline.Permanent(fmt.Errorf("input: %w", err))
+	}
+	ids := tok.Encode(string(text))
+	if len(ids) < 2 {
+		return res, pipeline.Permanent(errors.New("input: needs at least two tokens of text"))
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	lm.Lock()
+	pr, err := model.Perplexity(lm.Model, ids, a.Stride)
+	lm.Unlock()
+	if err != nil {
+		return res, err
+	}
+	res.Tokens, res.NLL, res.Perplexity = pr.Tokens, pr.NLL, pr.Perplexity
+	return res, nil
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return b, nil
+}
+
+func execEval(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("worker exec eval", flag.ContinueOnError)
+	var a EvalArgs
+	fs.StringVar(&a.Model, "model", "builtin:tiny", "model directory or builtin:NAME")
+	fs.StringVar(&a.Input, "in", "", "UTF-8 text file to score")
+	fs.IntVar(&a.Stride, "stride", 0, "sliding-window stride in tokens (0 = half the context)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	res, err := EvalWorker{Deps: d}.run(ctx, a)
+	if err != nil {
+		return err
+	}
+	return writeJSON(stdout, res)
+}

@@ -1,0 +1,119 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// Deps are the long-lived parts a worker hands to its job handlers.
+type Deps struct {
+	Logger *slog.Logger
+	Models *ModelStore
+	Bus    *pipeline.Bus // nil when the worker runs without NATS (worker exec)
+}
+
+// NewDeps returns Deps with a fresh model store.
+func NewDeps(logger *slog.Logger) *Deps {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Deps{Logger: logger, Models: NewModelStore()}
+}
+
+// execFunc runs one job kind in-process from command-line flags.
+type execFunc func(ctx context.Context, d *Deps, args []string, stdout io.Writer) error
+
+// kind ties a job kind's registration, producer-side validation and
+// `worker exec` entry point together, so a new kind is added in one place.
+type kind struct {
+	register func(r *pipeline.Registry, d *Deps)
+	exec     execFunc
+	summary  string
+}
+
+var kinds = map[string]kind{
+	KindGenerate: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[GenerateArgs](r, GenerateWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 5, Timeout: 2 * time.Hour})
+		},
+		exec:     execGenerate,
+		summary:  "complete the requests of a JSONL file (OpenAI Batch format)",
+	},
+	KindPing: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[PingArgs](r, PingWorker{}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
+		},
+		exec:     execPing,
+		summary:  "diagnostic: wait, optionally record each run, optionally fail",
+	},
+	KindEval: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[EvalArgs](r, EvalWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: time.Hour})
+		},
+		exec:     execEval,
+		summary:  "perplexity of a model over a text file",
+	},
+}
+
+// RegisterAll registers every job kind on r.
+func RegisterAll(r *pipeline.Registry, d *Deps) {
+	for _, name := range Names() {
+		kinds[name].register(r, d)
+	}
+}
+
+// Names lists the job kinds in a stable order.
+func Names() []string {
+	names := make([]string, 0, len(kinds))
+	for n := range kinds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Summary is a one-line description of a kind for help texts.
+func Summary(name string) string { return kinds[name].summary }
+
+// ValidatePayload decodes payload as the args of the named kind and checks
+// it, so a producer refuses bad input before anything is enqueued.
+func ValidatePayload(name string, payload []byte) error {
+	if _, ok := kinds[name]; !ok {
+		return fmt.Errorf("kind: unknown %q (have %v)", name, Names())
+	}
+	checkOnce.Do(func() {
+		checkRegistry = pipeline.NewRegistry()
+		RegisterAll(checkRegistry, NewDeps(nil))
+	})
+	return checkRegistry.Check(name, payload)
+}
+
+// checkRegistry holds every kind only to decode and validate payloads; its
+// workers never run.
+var (
+	checkOnce     sync.Once
+	checkRegistry *pipeline.Registry
+)
+
+// Exec runs one kind in-process with no Redis: `worker exec KIND [flags]`.
+func Exec(ctx context.Context, d *Deps, name string, args []string, stdout io.Writer) error {
+	k, ok := kinds[name]
+	if !ok {
+		return fmt.Errorf("unknown job kind %q (have %v)", name, Names())
+	}
+	return k.exec(ctx, d, args, stdout)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

@@ -1,0 +1,249 @@
+package jobs
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tandem-ai/tandem/model"
+)
+
+// InputLine is a request line as read: either parsed or refused.
+type InputLine struct {
+	LineNo  int
+	Request RequestLine
+	Err     *LineError
+}
+
+// ReadRequestLines reads an OpenAI Batch JSONL stream. Every line yields an
+// InputLine, good or bad, so one bad line never hides the others. Blank lines
+// are skipped. Lines longer than MaxLineBytes are refused without being held
+// in memory. maxLines (0 = no limit) bounds how many lines are accepted.
+func ReadRequestLines(r io.Reader, maxLines int) ([]InputLine, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var out []InputLine
+	seen := map[string]int{}
+	for lineNo := 1; ; lineNo++ {
+		raw, tooLong, err := readBoundedLine(br, MaxLineBytes)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return out, fmt.Errorf("line %d: %w", lineNo, err)
+		}
+		if tooLong {
+			out = append(out, InputLine{LineNo: lineNo, Err: &LineError{Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", MaxLineBytes), Line: lineNo}})
+		} else if len(trimSpace(raw)) > 0 {
+			if maxLines > 0 && len(out) >= maxLines {
+				return out, fmt.Errorf("line %d: more than %d request lines", lineNo, maxLines)
+			}
+			req, perr := ParseRequestLine(raw, lineNo)
+			il := InputLine{LineNo: lineNo, Request: req}
+			if perr != nil {
+				il.Err = perr.(*LineError)
+			} else if first, dup := seen[req.CustomID]; dup {
+				il.Err = &LineError{Code: "duplicate_custom_id", Message: fmt.Sprintf("custom_id %q already used on line %d", req.CustomID, first), Line: lineNo}
+			} else {
+				seen[req.CustomID] = lineNo
+			}
+			out = append(out, il)
+		}
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+	}
+}
+
+// readBoundedLine returns one line without its newline. When the line is
+// longer than limit it is consumed and dropped, and tooLong is set.
+func readBoundedLine(br *bufio.Reader, limit int) (line []byte, tooLong bool, err error) {
+	for {
+		chunk, isPrefix, rerr := br.ReadLine()
+		if !tooLong {
+			if len(line)+len(chunk) > limit {
+				tooLong, line = true, nil
+			} else {
+				line = append(line, chunk...)
+			}
+		}
+		if rerr != nil {
+			if len(line) > 0 || tooLong {
+				return line, tooLong, nil
+			}
+			return nil, false, rerr
+		}
+		if !isPrefix {
+			return line, tooLong, nil
+		}
+	}
+}
+
+func trimSpace(b []byte) []byte {
+	i, j := 0, len(b)
+	for i < j && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r') {
+		i++
+	}
+	for j > i && (b[j-1] == ' ' || b[j-1] == '\t' || b[j-1] == '\r') {
+		j--
+	}
+	return b[i:j]
+}
+
+// GenerateLines runs the good lines through the model in batches of
+// batchSize rows and returns one ResponseLine per input line, in input
+// order. progress, if set, is called with the number of lines finished.
+func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, lines []InputLine, batchSize int, progress func(done int)) ([]ResponseLine, error) {
+	if batchSize <= 0 {
+		batchSize = 8
+	}
+	out := make([]ResponseLine, len(lines))
+	type pending struct {
+		idx int
+		req model.Request
+	}
+	var batch []pending
+	done := 0
+	maxPrompt := lm.Model.Config.NPositions - 1
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		reqs := make([]model.Request, len(batch))
+		for i, p := range batch {
+			reqs[i] = p.req
+		}
+		lm.Lock()
+		comps, err := model.Generate(ctx, lm.Model, tok, reqs, model.GenerateOptions{})
+		lm.Unlock()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			for _, p := range batch {
+				out[p.idx] = errorLine(lines[p.idx], &LineError{Code: "generation_failed", Message: err.Error(), Line: lines[p.idx].LineNo})
+			}
+		} else {
+			for i, p := range batch {
+				out[p.idx] = okLine(lines[p.idx], lm.Name, tok, comps[i])
+			}
+		}
+		done += len(batch)
+		batch = batch[:0]
+		if progress != nil {
+			progress(done)
+		}
+		return nil
+	}
+	for i, il := range lines {
+		if il.Err != nil {
+			out[i] = errorLine(il, il.Err)
+			done++
+			continue
+		}
+		params, _ := il.Request.Body.Params() // checked when parsed
+		prompt := tok.Encode(il.Request.Body.Prompt)
+		if len(prompt) > maxPrompt {
+			out[i] = errorLine(il, &LineError{Code: "context_length_exceeded", Message: fmt.Sprintf("body.prompt: %d tokens; the model's context allows %d prompt tokens", len(prompt), maxPrompt), Line: il.LineNo})
+			done++
+			continue
+		}
+		batch = append(batch, pending{idx: i, req: model.Request{Prompt: prompt, Params: params}})
+		if len(batch) >= batchSize {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// requestID is stable for a given input line, so a chunk that is generated
+// again after a crash writes the same ids.
+func requestID(prefix string, il InputLine) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%d\x00%s", il.LineNo, il.Request.CustomID)))
+	return prefix + hex.EncodeToString(h[:12])
+}
+
+func errorLine(il InputLine, e *LineError) ResponseLine {
+	return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Error: e}
+}
+
+func okLine(il InputLine, modelName string, tok *model.Tokenizer, comps []model.Completion) ResponseLine {
+	body := CompletionResponse{
+		ID:      requestID("cmpl-", il),
+		Object:  "text_completion",
+		Created: time.Now().Unix(),
+		Model:   modelName,
+	}
+	for i, c := range comps {
+		ch := Choice{Index: i, Text: c.Text, FinishReason: c.FinishReason}
+		if lp := choiceLogprobs(tok, c); lp != nil {
+			ch.Logprobs = lp
+		}
+		body.Choices = append(body.Choices, ch)
+		body.Usage.CompletionTokens += c.CompletionTokens
+		body.Usage.PromptTokens = c.PromptTokens
+	}
+	body.Usage.TotalTokens = body.Usage.PromptTokens + body.Usage.CompletionTokens
+	return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Response: &Response{StatusCode: 200, Body: body}}
+}
+
+// WriteJSONLAtomic writes lines to path through a temp file in the same
+// directory and a rename, so readers see the old file or the whole new one.
+func WriteJSONLAtomic(path string, lines []ResponseLine) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // no-op after a successful rename
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	for _, l := range lines {
+		if err := enc.Encode(l); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func choiceLogprobs(tok *model.Tokenizer, c model.Completion) *ChoiceLogprobs {
+	if len(c.Logprobs) == 0 {
+		return nil
+	}
+	lp := &ChoiceLogprobs{}
+	for _, t := range c.Logprobs {
+		lp.Tokens = append(lp.Tokens, t.Text)
+		lp.TokenLogprobs = append(lp.TokenLogprobs, t.Logprob)
+		top := make(map[string]float32, len(t.Top))
+		for _, alt := range t.Top {
+			top[tok.Decode([]int32{alt.Token})] = alt.Logprob
+		}
+		lp.TopLogprobs = append(lp.TopLogprobs, top)
+	}
+	return lp
+}

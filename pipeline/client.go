@@ -1,0 +1,147 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Client enqueues jobs and inspects queues. One go-redis connection pool is
+// shared by the asynq client, the inspector and callers of Redis, so a
+// producer holds one pool, not three. Safe for concurrent use.
+type Client struct {
+	rdb  redis.UniversalClient
+	aq   *asynq.Client
+	insp *asynq.Inspector
+	reg  *Registry
+}
+
+// ClientOption configures NewClient.
+type ClientOption func(*Client)
+
+// WithRegistry makes Enqueue apply reg's per-kind defaults (queue, retries,
+// timeout) and check raw payloads of registered kinds.
+func WithRegistry(reg *Registry) ClientOption {
+	return func(c *Client) { c.reg = reg }
+}
+
+// NewClient validates cfg and connects lazily: no command is sent until the
+// first enqueue. Use Ping to fail fast.
+func NewClient(cfg Config, opts ...ClientOption) (*Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	rdb, err := cfg.RedisClient()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		rdb:  rdb,
+		aq:   asynq.NewClientFromRedisClient(rdb),
+		insp: asynq.NewInspectorFromRedisClient(rdb),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// Close closes the shared connection pool.
+func (c *Client) Close() error {
+	// The asynq client and inspector were built on our pool and refuse to
+	// close it themselves; closing it here ends all three.
+	return c.rdb.Close()
+}
+
+// Ping checks that Redis answers.
+func (c *Client) Ping(ctx context.Context) error {
+	if err := c.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}
+
+// Inspector returns an asynq inspector on the client's pool (queue sizes,
+// task states, archived tasks). Do not Close it; Close the Client.
+func (c *Client) Inspector() *asynq.Inspector { return c.insp }
+
+// Redis returns the client's go-redis pool for Tandem's own keys (see
+// keys.go). Do not Close it; Close the Client.
+func (c *Client) Redis() redis.UniversalClient { return c.rdb }
+
+// Registry returns the registry given by WithRegistry, or nil.
+func (c *Client) Registry() *Registry { return c.reg }
+
+// NewTask validates args, marshals them to JSON and returns an asynq task
+// with the kind's defaults from KindOptioner (if args has one) followed by
+// opts.
+func NewTask[T JobArgs](args T, opts ...asynq.Option) (*asynq.Task, error) {
+	kind, payload, err := encodeArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	base := KindOptions{}
+	if ko, ok := any(args).(KindOptioner); ok {
+		base = ko.KindOptions()
+	}
+	if err := base.validate(); err != nil {
+		return nil, fmt.Errorf("%T.KindOptions: %w", args, err)
+	}
+	return asynq.NewTask(kind, payload, append(base.withDefaults().asynqOptions(), opts...)...), nil
+}
+
+// Enqueue validates args and enqueues them as a job. Options apply in this
+// order, later winning: the defaults of T (KindOptioner), those given to
+// Register in the client's registry, then opts. Invalid args are refused
+// with a permanent error naming the field, before anything reaches Redis.
+func Enqueue[T JobArgs](ctx context.Context, c *Client, args T, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	kind, payload, err := encodeArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	ko := KindOptions{}
+	if k, ok := any(args).(KindOptioner); ok {
+		ko = k.KindOptions()
+		if err := ko.validate(); err != nil {
+			return nil, fmt.Errorf("%T.KindOptions: %w", args, err)
+		}
+	}
+	if e := c.reg.entry(kind); e != nil {
+		ko = ko.merge(e.regOpts)
+	}
+	return c.enqueue(ctx, kind, payload, ko, opts)
+}
+
+// EnqueueRaw enqueues an already-encoded payload, for callers that hold JSON
+// rather than a typed value (the HTTP API, the scheduler). If the kind is
+// registered, the payload is checked as a worker would check it and the
+// kind's defaults apply; an unregistered kind gets DefaultMaxRetry,
+// DefaultTimeout and QueueDefault unless opts say otherwise.
+func (c *Client) EnqueueRaw(ctx context.Context, kind string, payload []byte, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	if err := ValidateKind(kind); err != nil {
+		return nil, Permanent(err)
+	}
+	if len(payload) > MaxPayloadBytes {
+		return nil, Permanent(fmt.Errorf("%s payload is %d bytes, over the limit of %d", kind, len(payload), MaxPayloadBytes))
+	}
+	var ko KindOptions
+	if e := c.reg.entry(kind); e != nil {
+		if err := e.check(payload); err != nil {
+			return nil, err
+		}
+		ko = e.opts
+	}
+	return c.enqueue(ctx, kind, payload, ko, opts)
+}
+
+// enqueue fills ko's zero fields with defaults and puts opts after them.
+func (c *Client) enqueue(ctx context.Context, kind string, payload []byte, ko KindOptions, opts []asynq.Option) (*asynq.TaskInfo, error) {
+	all := append(ko.withDefaults().asynqOptions(), opts...)
+	info, err := c.aq.EnqueueContext(ctx, asynq.NewTask(kind, payload), all...)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue %s: %w", kind, err)
+	}
+	return info, nil
+}

@@ -1,0 +1,363 @@
+// Command demo runs the whole Tandem pipeline on its embedded defaults: a
+// local Redis (the machine's, or a private one), an in-process nats-server
+// hosted by the scheduler, a worker, and producer commands that submit one
+// job of each kind and follow them to their results. `make demo` runs it.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+	fmt.Println("\ndemo finished: every part started, ran its job and shut down cleanly")
+}
+
+// demo holds the state of one run.
+type demo struct {
+	dir, bin string
+	env      []string
+	procs    []*exec.Cmd
+}
+
+func run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	d := &demo{dir: filepath.Join(root, ".tandem", "demo"), bin: filepath.Join(root, "bin")}
+	if err := os.RemoveAll(d.dir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(d.dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	defer d.stopAll()
+
+	step("1. services")
+	redisURL := os.Getenv("TANDEM_REDIS_URL")
+	if redisURL == "" {
+		redisURL = "redis://127.0.0.1:6379/0"
+	}
+	redisURL, stopRedis, err := pipeline.EnsureRedis(ctx, redisURL, filepath.Join(root, ".tandem"), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	defer stopRedis()
+	fmt.Println("   redis:", redisURL)
+
+	natsURL := os.Getenv("TANDEM_NATS_URL")
+	schedAdmin, workerAdmin := freeAddr(), freeAddr()
+	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+d.dir)
+	schedArgs := []string{"--admin-addr", schedAdmin}
+	if natsURL == "" {
+		natsAddr := freeAddr()
+		natsURL = "nats://" + natsAddr
+		schedArgs = append(schedArgs, "--embedded-nats", natsAddr)
+		fmt.Println("   nats:  in-process nats-server inside the scheduler at", natsURL)
+	} else {
+		fmt.Println("   nats: ", natsURL)
+	}
+	d.env = append(d.env, "TANDEM_NATS_URL="+natsURL)
+	// The scheduler must host NATS before the others connect.
+	if err := d.start(ctx, "scheduler", schedArgs...); err != nil {
+		return err
+	}
+	if err := waitHealthy(ctx, schedAdmin); err != nil {
+		return fmt.Errorf("scheduler: %w (see %s)", err, d.logPath("scheduler"))
+	}
+	if err := d.start(ctx, "worker", "--admin-addr", workerAdmin, "--concurrency", "2"); err != nil {
+		return err
+	}
+	if err := waitHealthy(ctx, workerAdmin); err != nil {
+		return fmt.Errorf("worker: %w (see %s)", err, d.logPath("worker"))
+	}
+	fmt.Printf("   scheduler and worker up (logs in %s)\n", filepath.Join(d.dir, "logs"))
+
+	step("2. generation through the queue (producer -> Redis -> worker)")
+	prompts := filepath.Join(d.dir, "prompts.jsonl")
+	if err := writeDemoPrompts(prompts); err != nil {
+		return err
+	}
+	genOut := filepath.Join(d.dir, "results.jsonl")
+	genID, err := d.enqueue(ctx, "generate", map[string]any{"model": "builtin:tiny", "input": prompts, "output": genOut, "batch_size": 4})
+	if err != nil {
+		return err
+	}
+	if err := d.follow(ctx, genID); err != nil {
+		return err
+	}
+	if err := showResults(genOut); err != nil {
+		return err
+	}
+
+	step("3. evaluation through the queue")
+	text := filepath.Join(d.dir, "eval.txt")
+	if err := os.WriteFile(text, []byte(demoText), 0o644); err != nil {
+		return err
+	}
+	evalID, err := d.enqueue(ctx, "eval", map[string]any{"model": "builtin:tiny", "input": text})
+	if err != nil {
+		return err
+	}
+	if err := d.follow(ctx, evalID); err != nil {
+		return err
+	}
+
+	step("4. the same kinds in-process, no Redis: worker exec")
+	out, err := d.output(ctx, "worker", "exec", "eval", "--model", "builtin:tiny", "--in", text)
+	if err != nil {
+		return err
+	}
+	fmt.Print("   worker exec eval -> ", out)
+
+	step("5. queues")
+	out, err = d.output(ctx, "producer", "queues")
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+
+	step("6. shutdown")
+	return d.stopAll()
+}
+
+const demoText = "The pipeline takes topics and templates, generates text in batches, and learns from what people accept. " +
+	"Workers run a small transformer on the CPU; a scheduler runs the nightly jobs; events flow over NATS.\n"
+
+func writeDemoPrompts(path string) error {
+	topics := []string{"a product description for a rain jacket", "a support reply about a late parcel", "a headline about a city marathon", "a haiku about autumn", "a tweet announcing a bakery opening", "a one-line summary of a football match"}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	enc := json.NewEncoder(f)
+	for i, t := range topics {
+		line := map[string]any{
+			"custom_id": fmt.Sprintf("demo-%d", i+1), "method": "POST", "url": "/v1/completions",
+			"body": map[string]any{"prompt": "Write " + t + ":", "max_tokens": 24, "temperature": 0.8, "top_p": 0.95, "seed": i},
+		}
+		if err := enc.Encode(line); err != nil {
+			return err
+		}
+	}
+	// One bad line shows that errors are reported per line, not per file.
+	_, err = f.WriteString(`{"custom_id":"demo-bad","method":"POST","url":"/v1/completions","body":{"prompt":"x","temperature":9}}` + "\n")
+	return err
+}
+
+func showResults(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Println("   results:", path)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l struct {
+			CustomID string `json:"custom_id"`
+			Response *struct {
+				Body struct {
+					Choices []struct {
+						Text         string `json:"text"`
+						FinishReason string `json:"finish_reason"`
+					} `json:"choices"`
+				} `json:"body"`
+			} `json:"response"`
+			Error *struct {
+				Code, Message string
+				Line          int
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			return err
+		}
+		switch {
+		case l.Error != nil:
+			fmt.Printf("   %-9s error on line %d: %s\n", l.CustomID, l.Error.Line, l.Error.Message)
+		case l.Response != nil && len(l.Response.Body.Choices) > 0:
+			c := l.Response.Body.Choices[0]
+			fmt.Printf("   %-9s [%s] %q\n", l.CustomID, c.FinishReason, truncate(c.Text, 70))
+		}
+	}
+	fmt.Println("   (builtin:tiny has random weights: the text is noise until a fine-tune trains it)")
+	return sc.Err()
+}
+
+func (d *demo) logPath(name string) string { return filepath.Join(d.dir, "logs", name+".log") }
+
+func (d *demo) start(ctx context.Context, name string, args ...string) error {
+	logf, err := os.Create(d.logPath(name))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(d.bin, name), args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = d.env, logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	d.procs = append(d.procs, cmd)
+	return nil
+}
+
+// stopAll sends SIGTERM to the children, newest first, and waits for each.
+func (d *demo) stopAll() error {
+	var errs []error
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		cmd := d.procs[i]
+		name := filepath.Base(cmd.Path)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s exited: %w (see %s)", name, err, d.logPath(name)))
+			} else {
+				fmt.Printf("   %s stopped cleanly\n", name)
+			}
+		case <-time.After(45 * time.Second):
+			_ = cmd.Process.Kill()
+			errs = append(errs, fmt.Errorf("%s did not stop within 45s", name))
+		}
+	}
+	d.procs = nil
+	return errors.Join(errs...)
+}
+
+func (d *demo) output(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, name), args...)
+	cmd.Env = d.env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
+}
+
+func (d *demo) enqueue(ctx context.Context, kind string, args map[string]any) (string, error) {
+	path := filepath.Join(d.dir, kind+"-args.json")
+	b, _ := json.Marshal(args)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return "", err
+	}
+	out, err := d.output(ctx, "producer", "enqueue", kind, "--args", path)
+	if err != nil {
+		return "", err
+	}
+	var v struct{ ID, Queue string }
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		return "", fmt.Errorf("producer enqueue: %w", err)
+	}
+	fmt.Printf("   producer enqueue %s -> job %s on queue %s\n", kind, v.ID, v.Queue)
+	return v.ID, nil
+}
+
+// follow polls `producer status` until the job ends, showing its state.
+func (d *demo) follow(ctx context.Context, id string) error {
+	start, last := time.Now(), ""
+	for {
+		out, err := d.output(ctx, "producer", "status", id)
+		if err != nil {
+			return err
+		}
+		var v struct {
+			State     string          `json:"state"`
+			LastError string          `json:"last_error"`
+			Result    json.RawMessage `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			return err
+		}
+		if v.State != last {
+			fmt.Printf("   [%5.1fs] job %s: %s\n", time.Since(start).Seconds(), id, v.State)
+			last = v.State
+		}
+		switch v.State {
+		case "completed":
+			if len(v.Result) > 0 {
+				fmt.Printf("   result: %s\n", v.Result)
+			}
+			return nil
+		case "archived":
+			return fmt.Errorf("job %s archived: %s", id, v.LastError)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+func waitHealthy(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return errors.New("not healthy after 30s")
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func step(s string) { fmt.Println("\n==", s) }
+
+func indent(s string) string {
+	return "   " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n   ") + "\n"
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n]) + "…"
+}
