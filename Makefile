@@ -37,3 +37,25 @@ bench: services ## benchmarks: pipeline vs raw asynq; model vs PyTorch/numpy (be
 
 clean: ## remove build outputs and local demo data
 	rm -rf $(BIN) .tandem
+
+# Container images (build/docker/*.Dockerfile). One registry and one tag for all four;
+# they must match k8s/components/images/kustomization.yaml (go test ./k8s/ checks it).
+IMAGE_REPO ?= ghcr.io/tandem-ai
+IMAGE_TAG ?= 0.1.0
+DOCKER ?= docker
+IMAGE_REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+IMAGE_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build --build-arg VERSION=$(IMAGE_TAG) --build-arg REVISION=$(IMAGE_REVISION)
+
+.PHONY: images
+images: ## build the container images (needs a Docker engine; IMAGE_REPO, IMAGE_TAG)
+	@if ! $(DOCKER) info >/dev/null 2>&1; then \
+	  echo "make images: no Docker engine answers here ('$(DOCKER) info' failed), so nothing was built."; \
+	  echo "  The Dockerfiles are build/docker/*.Dockerfile (go test ./k8s/ lints them); run"; \
+	  echo "  'make images' where a Docker engine with BuildKit runs. docs/DEPLOY.md has the rest."; \
+	  exit 0; \
+	fi; \
+	set -e; \
+	$(IMAGE_BUILD) -f build/docker/producer.Dockerfile -t $(IMAGE_REPO)/tandem-producer:$(IMAGE_TAG) .; \
+	$(IMAGE_BUILD) -f build/docker/scheduler.Dockerfile -t $(IMAGE_REPO)/tandem-scheduler:$(IMAGE_TAG) .; \
+	$(IMAGE_BUILD) -f build/docker/worker.Dockerfile -t $(IMAGE_REPO)/tandem-worker:$(IMAGE_TAG) .; \
+	$(IMAGE_BUILD) -f build/docker/worker-cuda.Dockerfile -t $(IMAGE_REPO)/tandem-worker-cuda:$(IMAGE_TAG) .

@@ -1,8 +1,10 @@
 // Package k8s holds Tandem's Kubernetes deployment: a kustomize base
 // (k8s/base), overlays for a development and a production cluster
 // (k8s/overlays/dev, k8s/overlays/prod) and optional components
-// (k8s/components: the GPU worker pool, KEDA autoscaling, the HPA fallback,
-// Prometheus monitoring, an Ingress, example secrets, a fine-tune ScaledJob).
+// (k8s/components: image names and tag, the GPU worker pool, KEDA
+// autoscaling, the HPA fallback, Prometheus monitoring, an Ingress, example
+// secrets, a fine-tune ScaledJob), example overlays (k8s/examples) and a
+// file-copy pod (k8s/tools). docs/DEPLOY.md walks through them.
 //
 // The package has no Go API. Its tests render every overlay with kustomize's
 // Go library, decode each object strictly into the Kubernetes API types (or

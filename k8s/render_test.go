@@ -10,12 +10,13 @@ import (
 )
 
 // renderTargets are the kustomizations the tests build, each as
-// `kubectl apply -k DIR` would: the two overlays, the example overlay that
-// adds the fine-tune ScaledJob, and the file-shuttle tool.
+// `kubectl apply -k DIR` would: the two overlays, the example overlays (the
+// fine-tune ScaledJob; HPAs instead of KEDA), and the file-shuttle tool.
 var renderTargets = []string{
 	"overlays/dev",
 	"overlays/prod",
 	"examples/prod-finetune-jobs",
+	"examples/prod-without-keda",
 	"tools/file-shuttle",
 }
 
