@@ -18,14 +18,26 @@ type Deps struct {
 	Logger *slog.Logger
 	Models *ModelStore
 	Bus    *pipeline.Bus // nil when the worker runs without NATS (worker exec)
+	// Batches runs the batch kinds (generate:chunk, generate:finalize); nil
+	// until batch.Attach installs it, and those kinds then fail transiently.
+	Batches BatchRunner
+	// Webhooks delivers webhook tasks; nil when no URL is configured.
+	Webhooks *WebhookConfig
 }
 
-// NewDeps returns Deps with a fresh model store.
+// NewDeps returns Deps with a fresh model store bounded by
+// TANDEM_MODEL_CACHE_BYTES (a bad value is logged and the default used;
+// ModelCacheBytesFromEnv reports it as an error for callers that can fail).
 func NewDeps(logger *slog.Logger) *Deps {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Deps{Logger: logger, Models: NewModelStore()}
+	limit, err := ModelCacheBytesFromEnv()
+	if err != nil {
+		logger.Error("model cache bound ignored", "err", err, "using", DefaultModelCacheBytes)
+		limit = DefaultModelCacheBytes
+	}
+	return &Deps{Logger: logger, Models: NewModelStoreLimit(limit)}
 }
 
 // execFunc runs one job kind in-process from command-line flags.
@@ -44,22 +56,43 @@ var kinds = map[string]kind{
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[GenerateArgs](r, GenerateWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 5, Timeout: 2 * time.Hour})
 		},
-		exec:     execGenerate,
-		summary:  "complete the requests of a JSONL file (OpenAI Batch format)",
+		exec:    execGenerate,
+		summary: "complete the requests of a JSONL file (OpenAI Batch format)",
 	},
 	KindPing: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[PingArgs](r, PingWorker{}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
 		},
-		exec:     execPing,
-		summary:  "diagnostic: wait, optionally record each run, optionally fail",
+		exec:    execPing,
+		summary: "diagnostic: wait, optionally record each run, optionally fail",
 	},
 	KindEval: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[EvalArgs](r, EvalWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: time.Hour})
 		},
-		exec:     execEval,
-		summary:  "perplexity of a model over a text file",
+		exec:    execEval,
+		summary: "perplexity of a model over a text file",
+	},
+	KindBatchChunk: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[BatchChunkArgs](r, BatchChunkWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 10, Timeout: time.Hour})
+		},
+		exec:    execQueueOnly(KindBatchChunk),
+		summary: "generate one chunk of a batch (enqueued by `producer batch create`)",
+	},
+	KindBatchFinalize: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[BatchFinalizeArgs](r, BatchFinalizeWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 20, Timeout: 30 * time.Minute})
+		},
+		exec:    execQueueOnly(KindBatchFinalize),
+		summary: "merge a batch's chunk outputs into output.jsonl and errors.jsonl",
+	},
+	KindWebhook: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[WebhookArgs](r, WebhookWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 12, Timeout: time.Minute})
+		},
+		exec:    execWebhook,
+		summary: "deliver one signed lifecycle event to a webhook URL",
 	},
 }
 

@@ -1,8 +1,11 @@
 package jobs
 
 import (
+	"container/list"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -39,19 +42,105 @@ func (l *LoadedModel) Lock() { l.mu.Lock() }
 // Unlock releases it.
 func (l *LoadedModel) Unlock() { l.mu.Unlock() }
 
-// ModelStore loads models once per worker and keeps them. It resolves
-// builtin names and model directories (Hugging Face GPT-2 layout).
+// Bytes is the memory its parameters take.
+func (l *LoadedModel) Bytes() int64 { return int64(len(l.Model.Params)) * 4 }
+
+// EnvModelCacheBytes bounds the parameter bytes a worker keeps loaded.
+const EnvModelCacheBytes = "TANDEM_MODEL_CACHE_BYTES"
+
+// DefaultModelCacheBytes is the cache bound when EnvModelCacheBytes is unset:
+// room for a few GPT-2 124M (about 0.5 GB each in float32) at once.
+const DefaultModelCacheBytes = 4 << 30
+
+// ModelCacheBytesFromEnv reads EnvModelCacheBytes: a byte count, optionally
+// with a KiB/MiB/GiB (or K/M/G) suffix; 0 means no bound. Unset gives
+// DefaultModelCacheBytes.
+func ModelCacheBytesFromEnv() (int64, error) {
+	v, ok := os.LookupEnv(EnvModelCacheBytes)
+	if !ok || strings.TrimSpace(v) == "" {
+		return DefaultModelCacheBytes, nil
+	}
+	n, err := parseByteSize(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: %w", EnvModelCacheBytes, v, err)
+	}
+	return n, nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("want a non-negative byte count such as 4294967296 or 4GiB")
+	}
+	return n * mult, nil
+}
+
+// ModelStore loads models once per worker and keeps them, least recently
+// used first out once the parameters of the kept models exceed the byte
+// limit. It resolves builtin names and model directories (Hugging Face GPT-2
+// layout).
+//
+// Eviction drops the store's reference only: a job that already holds the
+// model keeps decoding on it, and the memory goes when that job ends. The
+// model last loaded is always kept, even when it alone exceeds the limit.
 type ModelStore struct {
-	mu     sync.Mutex
-	loaded map[string]*LoadedModel
+	mu        sync.Mutex
+	limit     int64 // 0: no bound
+	used      int64
+	entries   map[string]*modelEntry
+	lru       *list.List // of *modelEntry, most recently used in front
+	evictions int64
+	loads     int64
+
 	tok    *model.Tokenizer
 	tokErr error
 	tokOne sync.Once
+
+	// load is model loading, replaceable in tests.
+	load func(key string) (*model.Model, error)
 }
 
-// NewModelStore returns an empty store.
-func NewModelStore() *ModelStore {
-	return &ModelStore{loaded: map[string]*LoadedModel{}}
+// modelEntry is a model being loaded or loaded. ready closes when lm or err
+// is set; waiters for the same name share one load.
+type modelEntry struct {
+	key   string
+	ready chan struct{}
+	lm    *LoadedModel
+	err   error
+	bytes int64
+	elem  *list.Element // nil until loaded
+}
+
+// ModelStoreStats describes the cache.
+type ModelStoreStats struct {
+	Models    int   `json:"models"`
+	Bytes     int64 `json:"bytes"`
+	Limit     int64 `json:"limit"`
+	Loads     int64 `json:"loads"`
+	Evictions int64 `json:"evictions"`
+}
+
+// NewModelStore returns an empty store with no byte limit.
+func NewModelStore() *ModelStore { return NewModelStoreLimit(0) }
+
+// NewModelStoreLimit returns an empty store that keeps at most limit bytes
+// of parameters loaded (0: no limit).
+func NewModelStoreLimit(limit int64) *ModelStore {
+	if limit < 0 {
+		limit = 0
+	}
+	return &ModelStore{limit: limit, entries: map[string]*modelEntry{}, lru: list.New(), load: loadModel}
 }
 
 // Tokenizer returns the shared GPT-2 tokenizer (loaded offline, once).
@@ -60,30 +149,82 @@ func (s *ModelStore) Tokenizer() (*model.Tokenizer, error) {
 	return s.tok, s.tokErr
 }
 
-// Get returns the named model, loading it on first use.
+// Get returns the named model, loading it on first use. Concurrent Gets of
+// one name share a single load; loads of different names run in parallel.
+// A failed load is not cached: the next Get tries again.
 func (s *ModelStore) Get(name string) (*LoadedModel, error) {
 	key, err := canonicalModelName(name)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
+	if e, ok := s.entries[key]; ok {
+		if e.elem != nil {
+			s.lru.MoveToFront(e.elem)
+			s.mu.Unlock()
+			return e.lm, nil
+		}
+		s.mu.Unlock()
+		<-e.ready
+		return e.lm, e.err
+	}
+	e := &modelEntry{key: key, ready: make(chan struct{})}
+	s.entries[key] = e
+	s.mu.Unlock()
+
+	m, err := s.load(key)
+	s.mu.Lock()
 	defer s.mu.Unlock()
-	if lm, ok := s.loaded[key]; ok {
-		return lm, nil
-	}
-	var m *model.Model
-	if strings.HasPrefix(key, BuiltinPrefix) {
-		cfg := builtinConfigs[strings.TrimPrefix(key, BuiltinPrefix)]
-		m, err = model.New(cfg, builtinSeed)
-	} else {
-		m, err = model.LoadDir(key)
-	}
+	defer close(e.ready)
 	if err != nil {
-		return nil, fmt.Errorf("model %q: %w", name, err)
+		e.err = fmt.Errorf("model %q: %w", name, err)
+		delete(s.entries, key)
+		return nil, e.err
 	}
-	lm := &LoadedModel{Name: name, Model: m}
-	s.loaded[key] = lm
-	return lm, nil
+	e.lm = &LoadedModel{Name: name, Model: m}
+	e.bytes = e.lm.Bytes()
+	e.elem = s.lru.PushFront(e)
+	s.used += e.bytes
+	s.loads++
+	s.evictLocked()
+	return e.lm, nil
+}
+
+// evictLocked drops least recently used models until the kept ones fit the
+// limit, never the most recent one.
+func (s *ModelStore) evictLocked() {
+	if s.limit == 0 {
+		return
+	}
+	for s.used > s.limit && s.lru.Len() > 1 {
+		back := s.lru.Back()
+		e := back.Value.(*modelEntry)
+		s.lru.Remove(back)
+		delete(s.entries, e.key)
+		s.used -= e.bytes
+		s.evictions++
+	}
+}
+
+// Stats describes what the store holds.
+func (s *ModelStore) Stats() ModelStoreStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return ModelStoreStats{Models: s.lru.Len(), Bytes: s.used, Limit: s.limit, Loads: s.loads, Evictions: s.evictions}
+}
+
+func loadModel(key string) (*model.Model, error) {
+	if strings.HasPrefix(key, BuiltinPrefix) {
+		return model.New(builtinConfigs[strings.TrimPrefix(key, BuiltinPrefix)], builtinSeed)
+	}
+	return model.LoadDir(key)
+}
+
+// ValidateModelName checks a model name without loading it: a known
+// builtin name, or a non-empty directory path.
+func ValidateModelName(name string) error {
+	_, err := canonicalModelName(name)
+	return err
 }
 
 func canonicalModelName(name string) (string, error) {

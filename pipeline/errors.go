@@ -80,27 +80,27 @@ func (e *PanicError) Unwrap() error {
 }
 
 // RetryBackoff returns an asynq.RetryDelayFunc with exponential backoff:
-// the n-th retry (n from 0) waits base*2^n, capped at max, of which the upper
+// the n-th retry (n from 0) waits base*2^n, capped at ceiling, of which the upper
 // half is random. The jitter spreads the retries of jobs that failed together
 // (a Redis blip, a GPU worker restart) so they do not return as one wave.
-func RetryBackoff(base, max time.Duration) asynq.RetryDelayFunc {
+func RetryBackoff(base, ceiling time.Duration) asynq.RetryDelayFunc {
 	if base <= 0 {
 		base = time.Second
 	}
-	if max < base {
-		max = base
+	if ceiling < base {
+		ceiling = base
 	}
 	return func(n int, _ error, _ *asynq.Task) time.Duration {
 		d := base
 		for i := 0; i < n; i++ {
-			if d > max/2 {
-				d = max
+			if d > ceiling/2 {
+				d = ceiling
 				break
 			}
 			d *= 2
 		}
-		if d > max {
-			d = max
+		if d > ceiling {
+			d = ceiling
 		}
 		half := d / 2
 		return half + rand.N(d-half+1)

@@ -211,21 +211,32 @@ func startRedis(ctx context.Context, bin, dir string) (*privateRedis, error) {
 }
 
 // stop asks redis-server to shut down (SIGTERM: it flushes the append-only
-// file) and kills it if it has not exited in time.
+// file) and kills it if it has not exited in time. The signal is repeated:
+// redis-server 7 drops a SIGTERM that arrives while it forks for a
+// background rewrite.
 func (rs *privateRedis) stop() error {
 	rs.stopOnce.Do(func() {
-		select {
-		case <-rs.exited:
-			return
-		default:
-		}
-		_ = rs.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-rs.exited:
-		case <-time.After(privateRedisStopTimeout):
-			_ = rs.cmd.Process.Kill()
-			<-rs.exited
-			rs.stopErr = fmt.Errorf("redis-server did not stop within %v; killed", privateRedisStopTimeout)
+		deadline := time.NewTimer(privateRedisStopTimeout)
+		defer deadline.Stop()
+		resend := time.NewTicker(250 * time.Millisecond)
+		defer resend.Stop()
+		for {
+			select {
+			case <-rs.exited:
+				return
+			default:
+			}
+			_ = rs.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-rs.exited:
+				return
+			case <-resend.C:
+			case <-deadline.C:
+				_ = rs.cmd.Process.Kill()
+				<-rs.exited
+				rs.stopErr = fmt.Errorf("redis-server did not stop within %v; killed", privateRedisStopTimeout)
+				return
+			}
 		}
 	})
 	return rs.stopErr
@@ -284,9 +295,20 @@ func pingURL(ctx context.Context, url string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
+	// A bare TCP probe first: go-redis logs every failed dial to stderr,
+	// which would fill a demo's output while a private server starts.
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return err
+	}
+	conn.Close()
+	// One dial attempt and a pool larger than the number of failures: a
+	// go-redis pool whose dial failures reach its size starts a background
+	// redialer that outlives Close by up to a second.
 	c := redis.NewClient(&redis.Options{
 		Addr: t.addr, Username: t.username, Password: t.password, DB: t.db,
-		DialTimeout: pingTimeout, MaxRetries: -1, PoolSize: 1,
+		DialTimeout: pingTimeout, MaxRetries: -1, DialerRetries: 1, PoolSize: 4,
 	})
 	defer c.Close()
 	return c.Ping(ctx).Err()

@@ -127,7 +127,11 @@ func setup(t *testing.T) *testBundle {
 		t.Fatal(err)
 	}
 	b.client = c
+	// Start from an empty queue (a -count=N rerun sees the last run's tasks)
+	// and leave one behind.
+	_ = c.Inspector().DeleteQueue(b.queue, true)
 	t.Cleanup(func() {
+		_ = c.Inspector().DeleteQueue(b.queue, true)
 		if err := c.Close(); err != nil {
 			t.Errorf("close client: %v", err)
 		}

@@ -52,8 +52,8 @@ func classify(ctx context.Context, err error) outcome {
 		return outcomeArchived
 	}
 	retried, ok1 := asynq.GetRetryCount(ctx)
-	max, ok2 := asynq.GetMaxRetry(ctx)
-	if ok1 && ok2 && retried >= max {
+	maxRetry, ok2 := asynq.GetMaxRetry(ctx)
+	if ok1 && ok2 && retried >= maxRetry {
 		return outcomeArchived
 	}
 	return outcomeRetry

@@ -24,8 +24,8 @@ type Registry struct {
 // kindEntry is one registered kind with its type erased: the generic part
 // (decode into T, call Worker[T]) is captured in closures at Register time.
 type kindEntry struct {
-	opts    KindOptions // the type's own defaults, then regOpts, then package defaults
-	regOpts KindOptions // as given to Register, so a value's own KindOptions can sit below it
+	opts    KindOptions // regOpts over the type's KindOptions, zero fields filled with defaults
+	regOpts KindOptions // as given to Register; Enqueue lays them over a value's own KindOptions
 	handle  asynq.HandlerFunc
 	run     func(ctx context.Context, payload []byte) error
 	check   func(payload []byte) error

@@ -7,10 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
+
+// startPingTimeout bounds the Redis check at the start of Run.
+const startPingTimeout = 10 * time.Second
 
 // Server runs the registered workers against the queues in Config.
 type Server struct {
@@ -98,10 +102,10 @@ func (s *Server) handleError(ctx context.Context, t *asynq.Task, err error) {
 	}
 	id, _ := asynq.GetTaskID(ctx)
 	retried, _ := asynq.GetRetryCount(ctx)
-	max, _ := asynq.GetMaxRetry(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	s.logger.LogAttrs(ctx, level, "job failed",
 		slog.String("kind", t.Type()), slog.String("id", id),
-		slog.Int("retry", retried), slog.Int("max_retry", max),
+		slog.Int("retry", retried), slog.Int("max_retry", maxRetry),
 		slog.Bool("permanent", IsPermanent(err)), slog.String("error", err.Error()))
 }
 
@@ -125,8 +129,18 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ran = true
 	s.mu.Unlock()
 	defer s.rdb.Close()
-
-	if err := s.rdb.Ping(ctx).Err(); err != nil {
+	if ctx.Err() != nil {
+		return nil // stopped before it started
+	}
+	// Fail fast on a wrong address or password; asynq itself would only log
+	// dequeue errors forever.
+	pctx, cancel := context.WithTimeout(ctx, startPingTimeout)
+	err := s.rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("redis ping: %w", err)
 	}
 	if err := s.srv.Start(s.handler); err != nil {

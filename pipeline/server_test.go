@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,12 +315,12 @@ func TestServerRunTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
 	if err := srv.Run(ctx); err != nil {
 		t.Fatalf("first Run: %v", err)
 	}
-	if err := srv.Run(ctx); err == nil {
+	if err := srv.Run(context.Background()); err == nil {
 		t.Error("second Run succeeded")
 	}
 }
@@ -333,5 +334,22 @@ func TestServerRejectsBadConfig(t *testing.T) {
 	}
 	if _, err := NewClient(cfg); err == nil {
 		t.Error("NewClient accepted a bad config")
+	}
+}
+
+func TestServerRunFailsFastWithoutRedis(t *testing.T) {
+	t.Parallel()
+	cfg := DefaultConfig()
+	port, err := freeLoopbackPort() // nothing listens there now
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RedisURL = "redis://127.0.0.1:" + strconv.Itoa(port) + "/12"
+	srv, err := NewServer(cfg, NewRegistry(), discardLogger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "redis ping") {
+		t.Errorf("Run = %v; want a redis ping error", err)
 	}
 }

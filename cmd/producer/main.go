@@ -26,6 +26,7 @@ var commands = map[string]command{
 	"cancel":  {"cancel a job: cancel ID", cmdCancel},
 	"queues":  {"list queues and their sizes", cmdQueues},
 	"serve":   {"run the HTTP API (/v1, /monitoring, /metrics, /healthz)", cmdServe},
+	"batch":   {"bulk generation batches: batch create|status|cancel|results|list", cmdBatch},
 }
 
 func main() {

@@ -41,7 +41,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	promReg.MustRegister(pipeline.QueueCollector(client.Inspector()))
 
-	api := &apiServer{client: client, logger: logger}
+	batches, err := newBatchAPI(ctx, *cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer batches.Close()
+	api := &apiServer{client: client, logger: logger, batches: batches}
 	mon := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
 	defer mon.Close()
 
@@ -71,8 +76,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // apiServer serves the versioned JSON API.
 type apiServer struct {
-	client *pipeline.Client
-	logger *slog.Logger
+	client  *pipeline.Client
+	logger  *slog.Logger
+	batches *batchAPI // nil: no /v1/batches routes
 }
 
 // maxRequestBody bounds a JSON request body of the API.
@@ -83,7 +89,10 @@ func (a *apiServer) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/jobs/{id}", a.getJob)
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", a.cancelJob)
 	mux.HandleFunc("GET /v1/queues", a.listQueues)
-	mux.HandleFunc("GET /v1/kinds", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, map[string]any{"kinds": jobs.Names()}) })
+	a.batchRoutes(mux)
+	mux.HandleFunc("GET /v1/kinds", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"kinds": jobs.Names()})
+	})
 }
 
 // createJobRequest is the body of POST /v1/jobs.

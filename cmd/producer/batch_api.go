@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/batch"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// EnvBatchInputDir names the directory POST /v1/batches may read input
+// files from by path ("input_path"); paths are confined to it.
+const EnvBatchInputDir = "TANDEM_BATCH_INPUT_DIR"
+
+// maxBatchJSONBody bounds a JSON create request, inline input included;
+// larger inputs are uploaded as a raw body (up to batch.MaxInputBytes) or
+// referenced by path.
+const maxBatchJSONBody = 64 << 20
+
+// batchAPI serves /v1/batches.
+type batchAPI struct {
+	svc      *batch.Service
+	logger   *slog.Logger
+	inputDir string // "" when input_path is not allowed
+	closeFn  func()
+}
+
+// newBatchAPI connects the batch service for the HTTP API.
+func newBatchAPI(ctx context.Context, cfg pipeline.Config, logger *slog.Logger) (*batchAPI, error) {
+	svc, closeFn, err := openBatches(ctx, cfg, os.Getenv(artifact.EnvStore), io.Discard)
+	if err != nil {
+		return nil, fmt.Errorf("batches: %w", err)
+	}
+	dir := os.Getenv(EnvBatchInputDir)
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, "inputs")
+	}
+	return &batchAPI{svc: svc, logger: logger, inputDir: dir, closeFn: closeFn}, nil
+}
+
+// Close releases the service's connections.
+func (b *batchAPI) Close() {
+	if b != nil && b.closeFn != nil {
+		b.closeFn()
+	}
+}
+
+// batchRoutes adds the batch API to mux (nothing when a has no batch service).
+func (a *apiServer) batchRoutes(mux *http.ServeMux) {
+	b := a.batches
+	if b == nil {
+		return
+	}
+	mux.HandleFunc("POST /v1/batches", b.create)
+	mux.HandleFunc("GET /v1/batches", b.list)
+	mux.HandleFunc("GET /v1/batches/{id}", b.get)
+	mux.HandleFunc("POST /v1/batches/{id}/cancel", b.cancel)
+	mux.HandleFunc("GET /v1/batches/{id}/output", b.output)
+	mux.HandleFunc("GET /v1/batches/{id}/events", b.events)
+}
+
+// createBatchRequest is the JSON body of POST /v1/batches: the options plus
+// the input, inline or by a path under TANDEM_BATCH_INPUT_DIR.
+type createBatchRequest struct {
+	batch.CreateOptions
+	Input     *string `json:"input,omitempty"`
+	InputPath string  `json:"input_path,omitempty"`
+}
+
+// validationBody is the 400 answer for an invalid input: the usual error
+// object plus every problem by line.
+type validationBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+	Report batch.Report `json:"report"`
+}
+
+// create accepts either a JSON body (createBatchRequest) or the input file
+// itself as the body (JSONL or CSV) with the options in the query string:
+// model, template, format, completion_window, chunk_size, batch_size,
+// skip_invalid, trim, strip_prompt, max_chars, stop (repeatable) and
+// metadata (repeatable KEY=VALUE).
+func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var (
+		o     batch.CreateOptions
+		input io.Reader
+	)
+	if mt == "application/json" {
+		var req createBatchRequest
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchJSONBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+			return
+		}
+		o = req.CreateOptions
+		switch {
+		case req.Input != nil && req.InputPath != "":
+			writeError(w, http.StatusBadRequest, "invalid_request", "give input or input_path, not both")
+			return
+		case req.Input != nil:
+			input = strings.NewReader(*req.Input)
+		case req.InputPath != "":
+			f, err := b.openInput(req.InputPath)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "invalid_request", "input_path: "+err.Error())
+				return
+			}
+			defer f.Close()
+			input = f
+		default:
+			writeError(w, http.StatusBadRequest, "invalid_request", "input or input_path: required")
+			return
+		}
+	} else {
+		var err error
+		if o, err = optionsFromQuery(r); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+			return
+		}
+		if o.Template != "" && o.Format == "" && mt == "text/csv" {
+			o.Format = batch.FormatCSV
+		}
+		input = http.MaxBytesReader(w, r.Body, batch.MaxInputBytes+1)
+	}
+	created, _, err := b.svc.Create(r.Context(), input, o)
+	var verr *batch.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		var body validationBody
+		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", verr.Report.Invalid, verr.Report.Lines)
+		body.Report = verr.Report
+		writeJSON(w, http.StatusBadRequest, body)
+	case errors.Is(err, batch.ErrInvalid), errors.As(err, new(*http.MaxBytesError)):
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+	case err != nil:
+		b.logger.Error("batch create failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		writeJSON(w, http.StatusOK, created)
+	}
+}
+
+// openInput opens a path under the input directory; os.Root keeps it there.
+func (b *batchAPI) openInput(path string) (*os.File, error) {
+	if b.inputDir == "" {
+		return nil, errors.New("reading inputs by path is not enabled")
+	}
+	root, err := os.OpenRoot(b.inputDir)
+	if err != nil {
+		return nil, fmt.Errorf("input directory: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(filepath.Clean(path))
+	if err != nil {
+		return nil, fmt.Errorf("%q under %s: %w", path, EnvBatchInputDir, err)
+	}
+	return f, nil
+}
+
+func optionsFromQuery(r *http.Request) (batch.CreateOptions, error) {
+	q := r.URL.Query()
+	o := batch.CreateOptions{
+		Model: q.Get("model"), Template: q.Get("template"), Format: q.Get("format"),
+		CompletionWindow: q.Get("completion_window"),
+	}
+	ints := map[string]*int{"chunk_size": &o.ChunkSize, "batch_size": &o.BatchSize, "max_chars": &o.PostProcess.MaxChars}
+	for k, p := range ints {
+		if v := q.Get(k); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return o, fmt.Errorf("%s: %q is not a whole number", k, v)
+			}
+			*p = n
+		}
+	}
+	bools := map[string]*bool{"skip_invalid": &o.SkipInvalid, "trim": &o.PostProcess.Trim, "strip_prompt": &o.PostProcess.StripPrompt}
+	for k, p := range bools {
+		if v := q.Get(k); v != "" {
+			x, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, fmt.Errorf("%s: %q is not true or false", k, v)
+			}
+			*p = x
+		}
+	}
+	o.PostProcess.Stop = q["stop"]
+	for _, kv := range q["metadata"] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return o, fmt.Errorf("metadata %q: want KEY=VALUE", kv)
+		}
+		if o.Metadata == nil {
+			o.Metadata = map[string]string{}
+		}
+		o.Metadata[k] = v
+	}
+	return o, nil
+}
+
+func (b *batchAPI) writeBatchError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, batch.ErrNotFound), errors.Is(err, artifact.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, batch.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	default:
+		b.logger.Error("batch request failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	}
+}
+
+func (b *batchAPI) get(w http.ResponseWriter, r *http.Request) {
+	got, err := b.svc.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		b.writeBatchError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, got)
+}
+
+func (b *batchAPI) cancel(w http.ResponseWriter, r *http.Request) {
+	got, err := b.svc.Cancel(r.Context(), r.PathValue("id"))
+	if err != nil {
+		b.writeBatchError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, got)
+}
+
+func (b *batchAPI) list(w http.ResponseWriter, r *http.Request) {
+	limit := 20
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > batch.MaxListLimit {
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit: want 1..%d", batch.MaxListLimit))
+			return
+		}
+		limit = n
+	}
+	bs, more, err := b.svc.List(r.Context(), r.URL.Query().Get("after"), limit)
+	if err != nil {
+		b.writeBatchError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, listPage(bs, more))
+}
+
+// output streams output.jsonl, or errors.jsonl with ?file=errors.
+func (b *batchAPI) output(w http.ResponseWriter, r *http.Request) {
+	which := r.URL.Query().Get("file")
+	if which == "" {
+		which = batch.FileOutput
+	}
+	if which != batch.FileOutput && which != batch.FileErrors {
+		writeError(w, http.StatusBadRequest, "invalid_request", "file: want output or errors")
+		return
+	}
+	rc, _, err := b.svc.OpenResult(r.Context(), r.PathValue("id"), which)
+	if err != nil {
+		b.writeBatchError(w, err)
+		return
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", which+".jsonl"))
+	if _, err := io.Copy(w, rc); err != nil {
+		b.logger.Warn("batch output copy stopped", "batch", r.PathValue("id"), "err", err)
+	}
+}
+
+// events streams the batch's progress as server-sent events: an
+// "progress" event with the batch object at once and on every change, and
+// a final "done" event when the batch ends.
+func (b *batchAPI) events(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := b.svc.Get(r.Context(), id); err != nil {
+		b.writeBatchError(w, err)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "unsupported", "streaming is not supported by this connection")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+	err := b.svc.Watch(r.Context(), id, time.Second, func(bt *batch.Batch) bool {
+		data, err := json.Marshal(bt)
+		if err != nil {
+			return false
+		}
+		name := "progress"
+		if bt.Status.Terminal() {
+			name = "done"
+		}
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data); err != nil {
+			return false
+		}
+		flusher.Flush()
+		return true
+	})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(w, "event: error\ndata: %q\n\n", err.Error())
+		flusher.Flush()
+	}
+}

@@ -1,0 +1,140 @@
+package jobs
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tandem-ai/tandem/model"
+)
+
+// smallModel is a model of about n float32 parameters' worth of vocabulary.
+func smallModel(t *testing.T, vocab int) *model.Model {
+	t.Helper()
+	m, err := model.New(model.Config{NLayer: 1, NHead: 1, NEmbd: 8, NPositions: 8, VocabSize: vocab, LayerNormEpsilon: 1e-5}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestModelStoreLRU(t *testing.T) {
+	one := int64(len(smallModel(t, 64).Params)) * 4
+	s := NewModelStoreLimit(2*one + one/2) // room for two
+	var loads atomic.Int32
+	s.load = func(string) (*model.Model, error) {
+		loads.Add(1)
+		return smallModel(t, 64), nil
+	}
+	get := func(name string) *LoadedModel {
+		t.Helper()
+		lm, err := s.Get(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lm
+	}
+	a := get("/models/a")
+	get("/models/b")
+	if get("/models/a") != a || loads.Load() != 2 {
+		t.Fatalf("a second Get loaded again (%d loads)", loads.Load())
+	}
+	get("/models/c") // evicts b, the least recently used
+	if st := s.Stats(); st.Models != 2 || st.Evictions != 1 || st.Bytes > st.Limit {
+		t.Fatalf("stats after the third model: %+v", st)
+	}
+	if get("/models/a") != a {
+		t.Fatal("a was evicted though it was used more recently than b")
+	}
+	get("/models/b")
+	if loads.Load() != 4 {
+		t.Fatalf("b was not reloaded after its eviction (%d loads)", loads.Load())
+	}
+	// The model still held by a job keeps working after eviction.
+	a.Lock()
+	get("/models/c")
+	get("/models/d")
+	a.Unlock()
+	if len(a.Model.Params) == 0 {
+		t.Fatal("evicted model lost its parameters")
+	}
+}
+
+func TestModelStoreKeepsOneOverLimit(t *testing.T) {
+	s := NewModelStoreLimit(1)
+	s.load = func(string) (*model.Model, error) { return smallModel(t, 64), nil }
+	if _, err := s.Get("/models/big"); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Models != 1 {
+		t.Fatalf("the only model was evicted: %+v", st)
+	}
+}
+
+func TestModelStoreSharesOneLoad(t *testing.T) {
+	s := NewModelStore()
+	var loads atomic.Int32
+	release := make(chan struct{})
+	s.load = func(string) (*model.Model, error) {
+		loads.Add(1)
+		<-release
+		return smallModel(t, 32), nil
+	}
+	var wg sync.WaitGroup
+	got := make([]*LoadedModel, 8)
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], _ = s.Get("/models/shared")
+		}()
+	}
+	close(release)
+	wg.Wait()
+	for _, lm := range got {
+		if lm == nil || lm != got[0] {
+			t.Fatal("concurrent Gets returned different models")
+		}
+	}
+	if loads.Load() != 1 {
+		t.Fatalf("%d loads for one name; want 1", loads.Load())
+	}
+}
+
+func TestModelStoreFailedLoadIsRetried(t *testing.T) {
+	s := NewModelStore()
+	fail := true
+	s.load = func(string) (*model.Model, error) {
+		if fail {
+			return nil, errors.New("disk on fire")
+		}
+		return smallModel(t, 32), nil
+	}
+	if _, err := s.Get("/models/x"); err == nil {
+		t.Fatal("failed load returned no error")
+	}
+	fail = false
+	if _, err := s.Get("/models/x"); err != nil {
+		t.Fatalf("second Get after a failure: %v", err)
+	}
+	if _, err := s.Get("builtin:nope"); err == nil {
+		t.Fatal("unknown builtin accepted")
+	}
+}
+
+func TestModelCacheBytesFromEnv(t *testing.T) {
+	for v, want := range map[string]int64{"": DefaultModelCacheBytes, "0": 0, "1024": 1024, "2GiB": 2 << 30, "512M": 512 << 20, " 3K ": 3 << 10} {
+		t.Setenv(EnvModelCacheBytes, v)
+		got, err := ModelCacheBytesFromEnv()
+		if err != nil || got != want {
+			t.Errorf("%q: %d, %v; want %d", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"-1", "lots", "1.5G", "99999999999G"} {
+		t.Setenv(EnvModelCacheBytes, v)
+		if _, err := ModelCacheBytesFromEnv(); err == nil {
+			t.Errorf("%q accepted", v)
+		}
+	}
+}
