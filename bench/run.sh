@@ -19,7 +19,8 @@ out=bench/out
 mkdir -p "$out"
 export GOFLAGS="${GOFLAGS:--mod=mod}"
 
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+load_before=$(cut -d' ' -f1 /proc/loadavg)
+echo "load before: $load_before" >&2
 go build -o "$out/gobench" ./bench/gobench
 
 # Both sides get two threads: torch.set_num_threads(2) in the script,
@@ -42,15 +43,18 @@ else
 fi
 echo "ours: gobench ($parts)" >&2
 GOMAXPROCS=2 "$out/gobench" -parts "$parts" >"$out/go.json"
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+load_after=$(cut -d' ' -f1 /proc/loadavg)
+echo "load after: $load_after" >&2
 
-"$py" - "$out" <<'EOF'
+"$py" - "$out" "$load_before" "$load_after" "$(nproc)" <<'EOF'
 import json, sys
 out = sys.argv[1]
+load = max(float(sys.argv[2]), float(sys.argv[3]))
+cores = int(sys.argv[4])
 go = json.load(open(out + "/go.json"))
 torch = json.load(open(out + "/torch.json"))
 npy = json.load(open(out + "/numpy.json")).get("sgemm_gflops", {})
-summary = {}
+summary = {"load_average": load, "cores": cores}
 
 def ratio(a, b):
     return a / b if a and b else None
@@ -80,6 +84,11 @@ json.dump(summary, open(out + "/summary.json", "w"), indent=1)
 print("%-30s %12s %12s %8s" % ("workload", "ours", "peer", "ours/peer"))
 for name, a, b, r in rows:
     print("%-30s %12.2f %12.2f %8.2f" % (name, a, b, r or 0))
+if load > 0.75 * cores:
+    # Both sides run 2 threads; on a busy machine OpenMP's barriers in
+    # PyTorch suffer far more from preemption than Go's pool, so ratios
+    # taken under load overstate our lead.
+    print("WARNING: load average %.1f on %d cores: other work skews these figures" % (load, cores))
 if machine:
     print("machine sgemm rate (numpy, %s): %.1f GFLOP/s" % (npy.get("openblas_core"), machine))
     for part in ("gen", "train"):

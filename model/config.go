@@ -82,8 +82,8 @@ func (c Config) NumParams() int { return int(c.numParams64()) }
 
 func (c Config) numParams64() int64 {
 	var n int64
-	for _, s := range c.paramShapes() {
-		n += s.size()
+	for _, s := range c.paramSizes() {
+		n += s
 	}
 	return n
 }

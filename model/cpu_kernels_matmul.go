@@ -8,15 +8,21 @@ func (k *cpuKernels) MatmulForward(out, inp, weight, bias []float32, N, C, OC in
 	if bias != nil {
 		// Start from the bias and let the product accumulate onto it: one
 		// pass over out instead of a product pass plus a bias pass.
-		b := bias[:OC]
-		k.pool.rows(N, OC, func(_, lo, hi int) {
-			for i := lo; i < hi; i++ {
-				copy(out[i*OC:i*OC+OC], b)
-			}
-		})
+		if !k.pool.split(N, OC) {
+			fillRows(out, bias, OC, 0, N)
+		} else {
+			k.pool.parallelFor(N, 0, func(_, lo, hi int) { fillRows(out, bias, OC, lo, hi) })
+		}
 		beta = 1
 	}
 	k.pool.sgemm(false, false, N, OC, C, 1, inp, C, weight, OC, beta, out, OC)
+}
+
+func fillRows(out, row []float32, width, lo, hi int) {
+	row = row[:width]
+	for i := lo; i < hi; i++ {
+		copy(out[i*width:i*width+width], row)
+	}
 }
 
 func (k *cpuKernels) MatmulBackward(dinp, dweight, dbias, dout, inp, weight []float32, N, C, OC int) {
@@ -27,21 +33,24 @@ func (k *cpuKernels) MatmulBackward(dinp, dweight, dbias, dout, inp, weight []fl
 		k.pool.sgemm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, dweight, OC)
 	}
 	if dbias != nil {
-		k.biasGrad(dbias, dout, N, OC)
+		if !k.pool.split(N, OC) {
+			columnSums(dbias, dout, N, OC, 0, OC)
+			return
+		}
+		k.pool.parallelFor(OC, colGrain(OC, k.pool.size), func(_, lo, hi int) { columnSums(dbias, dout, N, OC, lo, hi) })
 	}
 }
 
-// biasGrad accumulates the column sums of dout[N,OC] into dbias.
-func (k *cpuKernels) biasGrad(dbias, dout []float32, N, OC int) {
-	k.cols(OC, N, func(lo, hi int) {
-		db := dbias[lo:hi]
-		for i := 0; i < N; i++ {
-			g := dout[i*OC+lo : i*OC+hi]
-			for c, v := range g {
-				db[c] += v
-			}
+// columnSums accumulates the sums of columns [lo, hi) of dout[N,OC] into
+// dbias; splitting by columns means no two goroutines add into one element.
+func columnSums(dbias, dout []float32, N, OC, lo, hi int) {
+	db := dbias[lo:hi]
+	for i := 0; i < N; i++ {
+		g := dout[i*OC+lo : i*OC+hi]
+		for c, v := range g {
+			db[c] += v
 		}
-	})
+	}
 }
 
 func (k *cpuKernels) MatmulTransposedForward(out, inp, weight []float32, N, C, OC int) {

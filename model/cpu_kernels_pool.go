@@ -103,12 +103,15 @@ func (p *workPool) parallelFor(n, grain int, fn func(part, lo, hi int)) {
 // which a loop is not worth handing to other goroutines.
 const serialBelow = 1 << 14
 
-// rows runs fn over n rows of cost `width` each, in parallel when the
-// total is large enough.
-func (p *workPool) rows(n, width int, fn func(part, lo, hi int)) {
-	if n*width < serialBelow {
-		fn(0, 0, n)
-		return
-	}
-	p.parallelFor(n, 0, fn)
+// split reports whether n items of cost width each are worth spreading
+// over the pool. Kernels test it first and call their loop body directly
+// otherwise, so small calls (decoding one token) build no closure at all.
+func (p *workPool) split(n, width int) bool {
+	return p.size > 1 && n > 1 && n*width >= serialBelow
+}
+
+// colGrain is the block width for loops split by columns: one block per
+// participant, rounded to whole cache lines.
+func colGrain(n, parts int) int {
+	return max(16, ((n+parts-1)/parts+15)/16*16)
 }

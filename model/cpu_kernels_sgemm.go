@@ -1,6 +1,10 @@
 package model
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tandem-ai/tandem/model/internal/vec"
+)
 
 // Sgemm computes C = alpha * op(A) @ op(B) + beta * C on row-major float32
 // matrices, where op(X) is X or Xᵀ. op(A) is M×K, op(B) is K×N, C is M×N;
@@ -63,6 +67,16 @@ func (p *workPool) sgemm(transA, transB bool, M, N, K int, alpha float32, A []fl
 		scaleMatrix(C, M, N, ldc, beta)
 		return
 	}
+	if !transA && alpha == 1 && p.smallM(transB, M, N, K, A, lda, B, ldb, beta, C, ldc) {
+		return
+	}
+	if M == 1 {
+		// One row (decoding a single sequence): a matrix-vector product
+		// streams B once, where SGEMM would first copy it into packed
+		// panels, more than doubling the memory traffic.
+		p.sgemv(transA, transB, N, K, alpha, A, lda, B, ldb, beta, C)
+		return
+	}
 	if blasSelfThreaded || p.size == 1 || M*N*K < sgemmSplitBelow {
 		sgemmKernel(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
 		return
@@ -87,6 +101,79 @@ func (p *workPool) sgemm(transA, transB bool, M, N, K int, alpha float32, A []fl
 		}
 		sgemmKernel(transA, transB, M, hi-lo, K, alpha, A, lda, B[bOff:], ldb, beta, C[lo:], ldc)
 	})
+}
+
+// useSmallM enables the small-M kernels (a switch for benchmarks).
+var useSmallM = true
+
+// smallM runs a product with few rows (a decode step) through package
+// vec's kernels, split by columns over the pool, and reports false,
+// having done nothing, when they cannot take it. They stream B once
+// instead of packing it, and they are batch-invariant: with them a decode
+// step gives each sequence the same bits whichever other sequences share
+// the step, so a seeded sample does not depend on the batch it ran in.
+func (p *workPool) smallM(transB bool, M, N, K int, A []float32, lda int, B []float32, ldb int, beta float32, C []float32, ldc int) bool {
+	if !useSmallM || !vec.GemmAvailable() || M > vec.SmallM {
+		return false
+	}
+	if (transB && K%8 != 0) || (!transB && (N%16 != 0 || K%4 != 0)) {
+		return false
+	}
+	if beta != 1 {
+		scaleMatrix(C, M, N, ldc, beta)
+	}
+	if p.size == 1 || M*N*K < sgemmSplitBelow/4 {
+		smallMColumns(transB, M, K, A, lda, B, ldb, C, ldc, 0, N)
+		return true
+	}
+	grain := ((N+p.size-1)/p.size + 15) / 16 * 16
+	p.parallelFor(N, grain, func(_, lo, hi int) { smallMColumns(transB, M, K, A, lda, B, ldb, C, ldc, lo, hi) })
+	return true
+}
+
+func smallMColumns(transB bool, M, K int, A []float32, lda int, B []float32, ldb int, C []float32, ldc, lo, hi int) {
+	if transB {
+		vec.GemmNT(M, hi-lo, K, A, lda, B[lo*ldb:], ldb, C[lo:], ldc)
+	} else {
+		vec.GemmNN(M, hi-lo, K, A, lda, B[lo:], ldb, C[lo:], ldc)
+	}
+}
+
+// sgemv computes the single row c[N] = alpha * a[K] @ op(B) + beta*c, with
+// the elements of a spaced lda apart when transA (a column of A).
+func (p *workPool) sgemv(transA, transB bool, N, K int, alpha float32, a []float32, lda int,
+	B []float32, ldb int, beta float32, c []float32) {
+	if blasSelfThreaded || p.size == 1 || N*K < sgemmSplitBelow {
+		sgemmOne(transA, transB, 1, N, K, alpha, a, lda, B, ldb, beta, c, N)
+		return
+	}
+	grain := ((N+p.size-1)/p.size + 15) / 16 * 16
+	p.parallelFor(N, grain, func(_, lo, hi int) {
+		bOff := lo
+		if transB {
+			bOff = lo * ldb
+		}
+		sgemmOne(transA, transB, 1, hi-lo, K, alpha, a, lda, B[bOff:], ldb, beta, c[lo:], hi-lo)
+	})
+}
+
+// sgemmOne is a single-threaded product. A one-row product goes to SGEMV,
+// which streams B once instead of first packing it into panels.
+func sgemmOne(transA, transB bool, M, N, K int, alpha float32, A []float32, lda int,
+	B []float32, ldb int, beta float32, C []float32, ldc int) {
+	if M != 1 {
+		sgemmKernel(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+		return
+	}
+	incx := 1
+	if transA {
+		incx = lda
+	}
+	if transB { // B is N×K: c = B a
+		sgemvKernel(false, N, K, alpha, B, ldb, A, incx, beta, C, 1)
+	} else { // B is K×N: c = Bᵀ a
+		sgemvKernel(true, K, N, alpha, B, ldb, A, incx, beta, C, 1)
+	}
 }
 
 // scaleMatrix does C *= beta, the whole of an SGEMM with K = 0.

@@ -50,22 +50,6 @@ func fdCheck(t *testing.T, name string, x, analytic []float32, loss func() float
 	}
 }
 
-func TestExpfAccuracy(t *testing.T) {
-	for x := float32(-100); x <= 100; x += 0.0137 {
-		want := math.Exp(float64(x))
-		got := float64(expf(x))
-		if want < 0x1p-126 || want > math.MaxFloat32 { // float32 subnormals lose precision anyway
-			continue
-		}
-		if rel := math.Abs(got-want) / want; rel > 5e-7 {
-			t.Fatalf("expf(%g) = %g, want %g (rel %g)", x, got, want, rel)
-		}
-	}
-	if !math.IsNaN(float64(expf(float32(math.NaN())))) || expf(float32(math.Inf(-1))) != 0 || !math.IsInf(float64(expf(float32(math.Inf(1)))), 1) {
-		t.Fatal("expf special values")
-	}
-}
-
 func TestGELUMatchesTanhForm(t *testing.T) {
 	for x := -8.0; x <= 8; x += 0.01 {
 		want := 0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))
@@ -102,7 +86,7 @@ func TestSgemmMatchesNaive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	// Sizes on both sides of the split threshold, tall and wide, with
 	// padded leading dimensions.
-	for _, sz := range [][3]int{{1, 1, 1}, {3, 5, 7}, {130, 17, 33}, {160, 150, 140}, {20, 300, 400}, {300, 20, 400}} {
+	for _, sz := range [][3]int{{1, 1, 1}, {1, 9, 5}, {1, 3000, 800}, {3, 5, 7}, {130, 17, 33}, {160, 150, 140}, {20, 300, 400}, {300, 20, 400}} {
 		M, N, K := sz[0], sz[1], sz[2]
 		for _, tA := range []bool{false, true} {
 			for _, tB := range []bool{false, true} {

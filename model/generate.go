@@ -74,10 +74,15 @@ type genRow struct {
 	req, choice int
 	prompt      []int32
 	maxNew      int
-	sampler     *Sampler
-	stop        []string
-	logprobs    bool
-	ignoreEOS   bool
+	params      SamplingParams
+	seed        uint64
+	// sampler exists while the row holds a slot: its buffers are a few
+	// bytes per vocabulary entry, too much to keep for every waiting or
+	// finished row of a large batch.
+	sampler   *Sampler
+	stop      []string
+	logprobs  bool
+	ignoreEOS bool
 
 	buf     []byte // decoded text so far
 	emitted int    // bytes of buf already passed to OnToken
@@ -93,9 +98,9 @@ type genRow struct {
 // Rows share one KV cache: the prompts, of any lengths, are prefilled in
 // one ragged Decode call, then every live row advances by one token per
 // Decode step; a finished row's slot goes to the next waiting row, whose
-// prompt is prefilled alongside the others' next tokens. A row finishes on the end-of-text token (unless
-// IgnoreEOS), on a stop sequence (matched on the decoded text), or after
-// max_tokens.
+// prompt is prefilled alongside the others' next tokens. A row finishes on
+// the end-of-text token (unless IgnoreEOS), on a stop sequence (matched on
+// the decoded text), or after max_tokens.
 //
 // Context policy: a prompt must leave room for at least one new token
 // (len(Prompt) <= n_positions-1, else an error naming the request); beyond
@@ -166,17 +171,11 @@ func buildRows(cfg Config, tok *Tokenizer, reqs []Request) ([]*genRow, error) {
 			seed = uint64(*p.Seed)
 		}
 		for c := range p.N {
-			// One random stream per choice, so that n>1 gives n different
-			// draws and each choice is repeatable on its own.
-			s, err := NewSampler(p, cfg.VocabSize, seed, uint64(c))
-			if err != nil {
-				return nil, fmt.Errorf("request %d: %w", i, err)
-			}
-			s.ObservePrompt(rq.Prompt)
 			rows = append(rows, &genRow{
 				req: i, choice: c, prompt: rq.Prompt,
 				maxNew:    min(p.MaxTokens, cfg.NPositions-len(rq.Prompt)),
-				sampler:   s,
+				params:    p,
+				seed:      seed,
 				stop:      p.Stop,
 				logprobs:  p.Logprobs > 0,
 				ignoreEOS: p.IgnoreEOS,
@@ -210,21 +209,33 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 	feed := make([][]int32, slots)
 	one := make([]int32, slots) // backing store for the one-token feeds
 	next := 0
-	fill := func() int {
+	fill := func() (int, error) {
 		live := 0
 		for s := range active {
 			if active[s] == nil && next < len(rows) {
-				cache.ResetRow(s)
-				active[s], feed[s] = rows[next], rows[next].prompt
+				r := rows[next]
 				next++
+				// One random stream per choice, so that n>1 gives n
+				// different draws and each choice is repeatable on its own.
+				sm, err := NewSampler(r.params, m.Config.VocabSize, r.seed, uint64(r.choice))
+				if err != nil {
+					return 0, fmt.Errorf("generate: request %d: %w", r.req, err)
+				}
+				sm.ObservePrompt(r.prompt)
+				r.sampler = sm
+				cache.ResetRow(s)
+				active[s], feed[s] = r, r.prompt
 			}
 			if active[s] != nil {
 				live++
 			}
 		}
-		return live
+		return live, nil
 	}
-	for fill() > 0 {
+	for {
+		if live, err := fill(); err != nil || live == 0 {
+			return err
+		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("generate: %w", err)
 		}
@@ -242,13 +253,13 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 			r.advance(tok, eot, onToken)
 			if r.done {
 				active[s], feed[s] = nil, nil
+				r.sampler = nil
 				continue
 			}
 			one[s] = r.next.Token
 			feed[s] = one[s : s+1]
 		}
 	}
-	return nil
 }
 
 // sampleRows draws the next token of every active row. Rows are

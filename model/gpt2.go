@@ -22,8 +22,8 @@ type Model struct {
 	// Kernels runs the arithmetic; CPU() unless replaced.
 	Kernels Kernels
 
-	acts   *activations
-	back   *backScratch
+	acts *activations
+	back *backScratch
 }
 
 // newModel allocates a zeroed model.
@@ -65,6 +65,7 @@ type activations struct {
 	proj                      []float32 // [B,T,C], scratch for projections before the residual add
 	tokens, targets           []int32
 	hasTargets                bool
+	logitsValid               bool
 	validTargets              int
 	forwardDone, backwardDone bool
 }
@@ -72,19 +73,13 @@ type activations struct {
 // backScratch is the gradient scratch of Backward: one layer's worth,
 // reused layer after layer, rather than a gradient for every activation.
 type backScratch struct {
-	buf     []float32
-	dres    []float32 // [B,T,C] gradient of the residual stream
-	dC      []float32 // [B,T,C]
-	dqkv    []float32 // [B,T,3C]
-	d4C     []float32 // [B,T,4C]
-	datt    []float32 // [B,NH,T,T]
-	dlogits []float32 // [chunk,V]
+	buf  []float32
+	dres []float32 // [B,T,C] gradient of the residual stream
+	dC   []float32 // [B,T,C]
+	dqkv []float32 // [B,T,3C]
+	d4C  []float32 // [B,T,4C]
+	datt []float32 // [B,NH,T,T]
 }
-
-// lmHeadChunk is the number of rows whose logit gradients exist at once in
-// Backward: the head's backward runs chunk by chunk instead of holding a
-// second [B*T, V] buffer.
-const lmHeadChunk = 256
 
 // carve hands out consecutive slices of buf.
 type carver struct {
@@ -103,9 +98,12 @@ func (m *Model) actSizes(B, T int) (fwd, back int64) {
 	L, C, V, NH := int64(c.NLayer), int64(c.NEmbd), int64(c.VocabSize), int64(c.NHead)
 	N := int64(B) * int64(T)
 	att := int64(B) * NH * int64(T) * int64(T)
-	fwd = N*C + L*(N*C*2+N*2) + L*N*3*C + L*N*C + L*att + L*N*C + L*(N*C*2+N*2) + 2*L*N*4*C + L*N*C +
-		N*C + 2*N + N*V + 2*N + N*C
-	back = 3*N*C + N*3*C + N*4*C + att + min(N, lmHeadChunk)*V
+	// In the order ensureActivations carves them.
+	fwd = N*C + // encoded
+		L*(N*C+2*N) + L*N*3*C + L*N*C + L*att + L*N*C + // ln1, qkv, atty, att, residual2
+		L*(N*C+2*N) + 2*L*N*4*C + L*N*C + // ln2, fch, fchGelu, residual3
+		(N*C + 2*N) + N*V + 2*N + N*C // lnf, logits, losses and lse, proj
+	back = 3*N*C + N*3*C + N*4*C + att
 	return fwd, back
 }
 
@@ -156,7 +154,7 @@ func (m *Model) ensureBackScratch() {
 	a := m.acts
 	B, T := a.B, a.T
 	c := m.Config
-	C, V, NH := c.NEmbd, c.VocabSize, c.NHead
+	C, NH := c.NEmbd, c.NHead
 	N := B * T
 	_, need := m.actSizes(B, T)
 	s := m.back
@@ -167,7 +165,6 @@ func (m *Model) ensureBackScratch() {
 	s.dres, s.dC = cv.take(N*C), cv.take(N*C)
 	s.dqkv, s.d4C = cv.take(N*3*C), cv.take(N*4*C)
 	s.datt = cv.take(B * NH * T * T)
-	s.dlogits = cv.take(min(N, lmHeadChunk) * V)
 	m.back = s
 }
 
@@ -250,7 +247,7 @@ func (m *Model) Forward(tokens []int32, B, T int, targets []int32) (float32, err
 	last := a.residual3[(L-1)*N*C : L*N*C]
 	k.LayerNormForward(a.lnf, a.lnfMean, a.lnfRstd, last, p[pLNFW], p[pLNFB], N, C, c.LayerNormEpsilon)
 	k.MatmulTransposedForward(a.logits, a.lnf, p[pWTE], N, C, V)
-	a.forwardDone = true
+	a.forwardDone, a.logitsValid = true, true
 	a.hasTargets = targets != nil
 	if targets == nil {
 		return 0, nil
@@ -271,10 +268,11 @@ func (m *Model) Forward(tokens []int32, B, T int, targets []int32) (float32, err
 	return float32(sum / float64(a.validTargets)), nil
 }
 
-// Logits returns the [B*T*V] logits of the last Forward (nil before any).
-// The slice is reused by the next Forward.
+// Logits returns the [B*T*V] logits of the last Forward: nil before any,
+// and nil after Backward, which reuses the buffer for their gradient. The
+// slice is overwritten by the next Forward.
 func (m *Model) Logits() []float32 {
-	if m.acts == nil || !m.acts.forwardDone {
+	if m.acts == nil || !m.acts.forwardDone || !m.acts.logitsValid {
 		return nil
 	}
 	return m.acts.logits
@@ -322,16 +320,15 @@ func (m *Model) Backward() error {
 	N := B * T
 	p, g, s := &pv, &gv, m.back
 
-	// Loss and language-model head, chunk by chunk: dlogits for a chunk of
-	// rows, then its contribution to dlnf and to the tied embedding.
+	// Loss and language-model head. As in llm.c the logit gradients
+	// overwrite the logits: the largest buffer of all is not doubled, and
+	// the head's two products each run as one large SGEMM.
 	scale := 1 / float32(a.validTargets)
 	dlnf := s.dC
-	for r0 := 0; r0 < N; r0 += lmHeadChunk {
-		r1 := min(r0+lmHeadChunk, N)
-		n := r1 - r0
-		k.SoftmaxCrossEntropyBackward(s.dlogits, a.logits[r0*V:r1*V], a.lse[r0:r1], a.targets[r0:r1], scale, n, V)
-		k.MatmulTransposedBackward(dlnf[r0*C:r1*C], g[pWTE], s.dlogits, a.lnf[r0*C:r1*C], p[pWTE], n, C, V)
-	}
+	dlogits := a.logits
+	a.logitsValid = false
+	k.SoftmaxCrossEntropyBackward(dlogits, a.logits, a.lse, a.targets, scale, N, V)
+	k.MatmulTransposedBackward(dlnf, g[pWTE], dlogits, a.lnf, p[pWTE], N, C, V)
 	clear(s.dres)
 	last := a.residual3[(L-1)*N*C : L*N*C]
 	k.LayerNormBackward(s.dres, g[pLNFW], g[pLNFB], dlnf, last, p[pLNFW], a.lnfMean, a.lnfRstd, N, C)

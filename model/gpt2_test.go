@@ -153,6 +153,14 @@ func TestIgnoredTargetsAreMasked(t *testing.T) {
 			t.Fatal("all-masked batch produced a gradient")
 		}
 	}
+	// Logits are readable after Forward and gone after a real Backward,
+	// which reuses their buffer.
+	if _, err := m.Forward(tokens, B, T, targets); err != nil || len(m.Logits()) != B*T*50 {
+		t.Fatalf("logits after forward: %v", err)
+	}
+	if err := m.Backward(); err != nil || m.Logits() != nil {
+		t.Fatalf("logits after backward: %v", err)
+	}
 }
 
 func TestGradientAccumulationMatchesOneBatch(t *testing.T) {

@@ -20,19 +20,19 @@ type KVCache struct {
 	k, v          []float32 // [L, batch, maxLen, C]
 	lens          []int
 
-	chunk                  int // token capacity of one pass
-	tok, pos               []int32
-	x, ln, mean, rstd      []float32 // [chunk,C], [chunk,C], [chunk], [chunk]
-	qkv, atty, proj, fch   []float32 // [chunk,3C], [chunk,C], [chunk,C], [chunk,4C]
-	attScratch             []float32 // ScratchParts * DecodeScratchLen(maxLen)
-	lastX, lastLn          []float32 // [batch,C]
-	lastMean, lastRstd     []float32 // [batch]
-	logits                 []float32 // [batch,V]
-	out                    [][]float32
-	spans                  []DecodeSpan
-	done                   []int
-	finished               []int // rows whose last token is in the current pass
-	scratchParts           int // attention scratch areas allocated
+	chunk                int // token capacity of one pass
+	tok, pos             []int32
+	x, ln, mean, rstd    []float32 // [chunk,C], [chunk,C], [chunk], [chunk]
+	qkv, atty, proj, fch []float32 // [chunk,3C], [chunk,C], [chunk,C], [chunk,4C]
+	attScratch           []float32 // ScratchParts * DecodeScratchLen(maxLen)
+	lastX, lastLn        []float32 // [batch,C]
+	lastMean, lastRstd   []float32 // [batch]
+	logits               []float32 // [batch,V]
+	out                  [][]float32
+	spans                []DecodeSpan
+	done                 []int
+	finished             []int // rows whose last token is in the current pass
+	scratchParts         int   // attention scratch areas allocated
 }
 
 // NewKVCache allocates a cache for `batch` sequences of up to maxLen
@@ -104,6 +104,12 @@ func (c *KVCache) ResetRow(b int) {
 //
 // The returned slices are views into the cache, overwritten by the next
 // Decode: copy what must outlive it. On error nothing is appended.
+//
+// A step with at most 16 new tokens in all (vec.SmallM; every step after
+// the prompts) is batch-invariant on AVX2 machines: each row's logits are
+// bit-identical whichever other rows share the step, so seeded sampling
+// gives the same text however requests were grouped. Larger prefills use
+// BLAS, whose rounding can depend on the number of rows.
 func (m *Model) Decode(c *KVCache, tokens [][]int32) ([][]float32, error) {
 	cfg := m.Config
 	if c == nil {

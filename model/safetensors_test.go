@@ -204,23 +204,3 @@ func TestOpenSafetensorsTruncatedFile(t *testing.T) {
 		t.Fatal("missing file opened")
 	}
 }
-
-func FuzzReadSafetensors(f *testing.F) {
-	var buf bytes.Buffer
-	WriteSafetensors(&buf, []SafetensorsTensor{{Name: "w", Shape: []int{2, 2}, Data: []float32{1, 2, 3, 4}}}, map[string]string{"format": "pt"})
-	f.Add(buf.Bytes())
-	f.Add([]byte{8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '})
-	f.Fuzz(func(t *testing.T, file []byte) {
-		s, err := ReadSafetensors(bytes.NewReader(file), int64(len(file)))
-		if err != nil {
-			return
-		}
-		for _, n := range s.Names() {
-			info, _ := s.Tensor(n)
-			if info.NumElements() > 1<<20 {
-				continue
-			}
-			_ = s.ReadFloat32(n, make([]float32, info.NumElements()))
-		}
-	})
-}

@@ -242,9 +242,12 @@ func (s *Sampler) Sample(logits []float32) (SampleResult, error) {
 		return SampleResult{}, fmt.Errorf("logits: length %d, want vocabulary size %d", len(logits), s.vocab)
 	}
 	var res SampleResult
-	w := s.work
-	copy(w, logits)
-	s.applyPenalties(w)
+	w := logits // the steps below only read w
+	if s.p.RepetitionPenalty != 1 || s.p.PresencePenalty != 0 || s.p.FrequencyPenalty != 0 {
+		w = s.work
+		copy(w, logits)
+		s.applyPenalties(w)
+	}
 
 	var tok int32
 	if s.p.Temperature == 0 {

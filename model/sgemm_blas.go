@@ -13,6 +13,11 @@ static void tandem_sgemm(int ta, int tb, int m, int n, int k, float alpha,
 	cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
 		m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+
+static void tandem_sgemv(int trans, int m, int n, float alpha, const float *a, int lda,
+		const float *x, int incx, float beta, float *y, int incy) {
+	cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, m, n, alpha, a, lda, x, incx, beta, y, incy);
+}
 */
 import "C"
 
@@ -42,4 +47,16 @@ func sgemmKernel(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 	C.tandem_sgemm(ta, tb, C.int(m), C.int(n), C.int(k), C.float(alpha),
 		(*C.float)(&a[0]), C.int(lda), (*C.float)(&b[0]), C.int(ldb), C.float(beta),
 		(*C.float)(&c[0]), C.int(ldc))
+}
+
+// sgemvKernel is one single-threaded row-major SGEMV: y = alpha*op(A)*x +
+// beta*y with A m×n (op(A) = Aᵀ when trans).
+func sgemvKernel(trans bool, m, n int, alpha float32, a []float32, lda int, x []float32, incx int,
+	beta float32, y []float32, incy int) {
+	t := C.int(0)
+	if trans {
+		t = 1
+	}
+	C.tandem_sgemv(t, C.int(m), C.int(n), C.float(alpha), (*C.float)(&a[0]), C.int(lda),
+		(*C.float)(&x[0]), C.int(incx), C.float(beta), (*C.float)(&y[0]), C.int(incy))
 }

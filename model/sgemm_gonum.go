@@ -30,3 +30,13 @@ func sgemmKernel(transA, transB bool, m, n, k int, alpha float32, a []float32, l
 	}
 	gonumBLAS.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
+
+// sgemvKernel is the portable SGEMV: y = alpha*op(A)*x + beta*y.
+func sgemvKernel(trans bool, m, n int, alpha float32, a []float32, lda int, x []float32, incx int,
+	beta float32, y []float32, incy int) {
+	t := blas.NoTrans
+	if trans {
+		t = blas.Trans
+	}
+	gonumBLAS.Sgemv(t, m, n, alpha, a, lda, x, incx, beta, y, incy)
+}

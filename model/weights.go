@@ -67,14 +67,30 @@ func (c Config) paramShapes() [numParamKinds]paramShape {
 	}
 }
 
+// paramSizes is the element count of each kind. Unlike paramShapes it
+// allocates nothing, which matters on every decode step.
+func (c Config) paramSizes() [numParamKinds]int64 {
+	V, P, L, C := int64(c.VocabSize), int64(c.NPositions), int64(c.NLayer), int64(c.NEmbd)
+	return [numParamKinds]int64{
+		pWTE: V * C, pWPE: P * C,
+		pLN1W: L * C, pLN1B: L * C,
+		pQKVW: L * C * 3 * C, pQKVB: L * 3 * C,
+		pAttProjW: L * C * C, pAttProjB: L * C,
+		pLN2W: L * C, pLN2B: L * C,
+		pFCW: L * C * 4 * C, pFCB: L * 4 * C,
+		pFCProjW: L * 4 * C * C, pFCProjB: L * C,
+		pLNFW: C, pLNFB: C,
+	}
+}
+
 // paramViews are the per-kind slices of one contiguous buffer.
 type paramViews [numParamKinds][]float32
 
 func (c Config) views(buf []float32) paramViews {
 	var v paramViews
 	off := 0
-	for i, s := range c.paramShapes() {
-		n := int(s.size())
+	for i, n64 := range c.paramSizes() {
+		n := int(n64)
 		v[i] = buf[off : off+n : off+n]
 		off += n
 	}

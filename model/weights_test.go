@@ -167,6 +167,11 @@ func TestParamTensorsCoverTheBufferOnce(t *testing.T) {
 			t.Fatalf("element %d covered %d times", i, n)
 		}
 	}
+	for i, sh := range cfg.paramShapes() {
+		if sh.size() != cfg.paramSizes()[i] {
+			t.Fatalf("kind %d: shape %v, size %d", i, sh.dims, cfg.paramSizes()[i])
+		}
+	}
 	// GPT-2 small has the well-known 124,439,808 parameters.
 	if n := GPT2Small().NumParams(); n != 124439808 {
 		t.Fatalf("GPT-2 small: %d parameters", n)
