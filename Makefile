@@ -7,7 +7,7 @@ export GOFLAGS ?= -mod=mod
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
 
-.PHONY: help build demo test vet fmt-check bench deps services clean
+.PHONY: help build demo test vet bench deps services clean fuzz vulncheck
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -34,6 +34,13 @@ test: services vet ## vet, gofmt, and every test with -race against real Redis a
 bench: services ## benchmarks: pipeline vs raw asynq; model vs PyTorch/numpy (bench/run.sh)
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./pipeline/
 	@if [ -x bench/run.sh ]; then bench/run.sh; fi
+
+FUZZTIME ?= 30
+fuzz: services ## run every fuzz target for FUZZTIME seconds each (default 30), one after another
+	scripts/fuzz.sh $(FUZZTIME)
+
+vulncheck: ## govulncheck offline (database built from golang.org/x/vulndb); fails on reachable module vulnerabilities
+	scripts/govulncheck.sh
 
 clean: ## remove build outputs and local demo data
 	rm -rf $(BIN) .tandem

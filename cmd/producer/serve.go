@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -24,10 +25,19 @@ import (
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("serve", stderr)
 	addr := fs.String("addr", envOr("TANDEM_HTTP_ADDR", "127.0.0.1:8080"), "listen address of the HTTP API [TANDEM_HTTP_ADDR]")
+	apiTokens := fs.String("api-tokens", envOr("TANDEM_API_TOKENS", ""), "file of API tokens, one per line: <token or sha256 hex> <name> <submit,read,admin>; empty: no authentication (logged as a warning) [TANDEM_API_TOKENS]")
+	requireAuth := fs.Bool("api-require-auth", envOr("TANDEM_API_REQUIRE_AUTH", "") == "true", "refuse to start without --api-tokens [TANDEM_API_REQUIRE_AUTH]")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	authn, err := auth.New(auth.Options{TokenFile: *apiTokens, RequireTokens: *requireAuth, Logger: logger})
+	if err != nil {
+		return err
+	}
+	if st := authn.Store(); st != nil {
+		st.WatchSIGHUP(ctx, logger) // kill -HUP reloads the token file
+	}
 	client, err := newClient(*cfg)
 	if err != nil {
 		return err
@@ -47,11 +57,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer batches.Close()
 	api := &apiServer{client: client, logger: logger, batches: batches}
-	mon := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
-	defer mon.Close()
+	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
+	defer closeMon()
 
+	// Every /v1 route sits behind the token check: GET needs read, other
+	// methods need submit. The monitoring UI is read-only unless admin.
+	apiMux := http.NewServeMux()
+	api.routes(apiMux)
 	mux := http.NewServeMux()
-	api.routes(mux)
+	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
 	mux.Handle("/monitoring/", mon)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })

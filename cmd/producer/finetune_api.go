@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
+)
+
+// finetuneAPI serves fine-tuning runs and the model registry under /v1.
+type finetuneAPI struct {
+	client  *pipeline.Client
+	dataDir string
+	reg     *registry.Registry
+}
+
+// registerFinetuneRoutes adds:
+//
+//	POST /v1/finetunes                   enqueue a finetune job (body: jobs.FinetuneArgs)
+//	GET  /v1/finetunes/{id}              the job and its progress or result
+//	GET  /v1/finetunes/{id}/loss.png     the run's loss curve
+//	GET  /v1/models                      registered model names
+//	GET  /v1/models/{name}               a name's versions
+//	POST /v1/models/{name}/promote       {"version": N}
+//
+// The registry shares the client's Redis; artifacts live under dataDir.
+func registerFinetuneRoutes(mux *http.ServeMux, client *pipeline.Client, dataDir string) {
+	f := &finetuneAPI{client: client, dataDir: dataDir, reg: registry.New(client.Redis(), jobs.RegistryDir(dataDir))}
+	mux.HandleFunc("POST /v1/finetunes", f.create)
+	mux.HandleFunc("GET /v1/finetunes/{id}", f.get)
+	mux.HandleFunc("GET /v1/finetunes/{id}/loss.png", f.lossCurve)
+	mux.HandleFunc("GET /v1/models", f.listModels)
+	mux.HandleFunc("GET /v1/models/{name}", f.showModel)
+	mux.HandleFunc("POST /v1/models/{name}/promote", f.promote)
+}
+
+func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
+	body := http.MaxBytesReader(w, r.Body, maxRequestBody)
+	var a jobs.FinetuneArgs
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&a); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		return
+	}
+	if err := a.Validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
+		return
+	}
+	payload, _ := json.Marshal(a)
+	info, err := enqueueRaw(r.Context(), f.client, jobs.KindFinetune, payload, "", "", -1)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, taskView(info))
+}
+
+// finetuneView is a finetune job with its decoded status.
+type finetuneView struct {
+	TaskView
+	Status *jobs.FinetuneStatus `json:"status,omitempty"`
+}
+
+func (f *finetuneAPI) find(w http.ResponseWriter, id string) (finetuneView, jobs.FinetuneArgs, bool) {
+	info, err := findTask(f.client.Inspector(), id)
+	if errors.Is(err, errNotFound) || (err == nil && info.Type != jobs.KindFinetune) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no finetune job %s", id))
+		return finetuneView{}, jobs.FinetuneArgs{}, false
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return finetuneView{}, jobs.FinetuneArgs{}, false
+	}
+	v := finetuneView{TaskView: taskView(info)}
+	var st jobs.FinetuneStatus
+	if len(info.Result) > 0 && json.Unmarshal(info.Result, &st) == nil {
+		v.Status = &st
+	}
+	var a jobs.FinetuneArgs
+	_ = json.Unmarshal(info.Payload, &a)
+	return v, a, true
+}
+
+func (f *finetuneAPI) get(w http.ResponseWriter, r *http.Request) {
+	v, _, ok := f.find(w, r.PathValue("id"))
+	if ok {
+		writeJSON(w, http.StatusOK, v)
+	}
+}
+
+func (f *finetuneAPI) lossCurve(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	_, a, ok := f.find(w, id)
+	if !ok {
+		return
+	}
+	out := a.Out
+	if out == "" {
+		out = filepath.Join(f.dataDir, "finetune", id)
+	}
+	b, err := os.ReadFile(filepath.Join(out, finetune.CurveFile))
+	if err != nil {
+		writeError(w, http.StatusNotFound, "not_found", "no loss curve yet (one is drawn at each epoch end)")
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(b)
+}
+
+func (f *finetuneAPI) listModels(w http.ResponseWriter, r *http.Request) {
+	names, err := f.reg.Names(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": names})
+}
+
+func (f *finetuneAPI) showModel(w http.ResponseWriter, r *http.Request) {
+	vs, err := f.reg.Versions(r.Context(), r.PathValue("name"))
+	f.answer(w, map[string]any{"versions": vs}, err)
+}
+
+func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Version int `json:"version"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || req.Version < 1 {
+		writeError(w, http.StatusBadRequest, "invalid_request", "want {\"version\": N} with N >= 1")
+		return
+	}
+	v, err := f.reg.Promote(r.Context(), r.PathValue("name"), req.Version)
+	f.answer(w, v, err)
+}
+
+func (f *finetuneAPI) answer(w http.ResponseWriter, v any, err error) {
+	switch {
+	case errors.Is(err, registry.ErrBadName):
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrNoPromoted):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		writeJSON(w, http.StatusOK, v)
+	}
+}

@@ -1,0 +1,215 @@
+package finetune
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
+)
+
+// Feedback actions that make a training sample. Others (ratings, rejects)
+// are ignored by the collector.
+const (
+	FeedbackAccept = "accept" // the generation was used as is
+	FeedbackEdit   = "edit"   // the generation was used after a person edited it
+)
+
+// Limits on one feedback sample.
+const (
+	MaxFeedbackIDLen     = 128
+	MaxFeedbackTextBytes = 16 << 10
+)
+
+// FeedbackEvent is the part of a feedback event the collector reads.
+// Unknown fields are ignored: the same events feed the recommender.
+type FeedbackEvent struct {
+	GenerationID string `json:"generation_id"`
+	Action       string `json:"action"`
+	Prompt       string `json:"prompt"`
+	Completion   string `json:"completion"`            // the text the model generated
+	EditedText   string `json:"edited_text,omitempty"` // for edits: the person's version
+	// Model is the registered model that generated the text; it picks the
+	// collection (see Collection).
+	Model string `json:"model,omitempty"`
+}
+
+// DefaultCollection gathers feedback that names no registered model.
+const DefaultCollection = "default"
+
+// Collection is the collection ev belongs to: its model's registry name
+// (without any @version), or DefaultCollection.
+func (ev FeedbackEvent) Collection() string {
+	name, _, _ := strings.Cut(ev.Model, "@")
+	if registry.ValidateName(name) != nil {
+		return DefaultCollection
+	}
+	return name
+}
+
+// FeedbackSample is one line of the feedback dataset (JSONL, the format
+// finetune reads).
+type FeedbackSample struct {
+	Prompt     string `json:"prompt"`
+	Completion string `json:"completion"`
+}
+
+// ErrIgnored is returned by Collect for feedback that makes no sample.
+var ErrIgnored = errors.New("feedback: not an accept or an edit")
+
+// FeedbackCollector gathers accepted and edited generations into a Redis
+// hash keyed by generation id, so a redelivered event, or an accept
+// followed by an edit of the same generation, leaves one sample (an edit
+// replaces an accept; a repeated accept changes nothing).
+type FeedbackCollector struct {
+	rdb        redis.UniversalClient
+	collection string
+}
+
+// NewFeedbackCollector returns a collector for one collection (the
+// registry name of the model the feedback is about, see
+// FeedbackEvent.Collection); "" means DefaultCollection.
+func NewFeedbackCollector(rdb redis.UniversalClient, collection string) (*FeedbackCollector, error) {
+	if collection == "" {
+		collection = DefaultCollection
+	}
+	if err := registry.ValidateName(collection); err != nil {
+		return nil, fmt.Errorf("feedback collection: %w", err)
+	}
+	return &FeedbackCollector{rdb: rdb, collection: collection}, nil
+}
+
+func (c *FeedbackCollector) samplesKey() string {
+	return pipeline.Key("finetune", "feedback", c.collection, "samples")
+}
+func (c *FeedbackCollector) trainedKey() string {
+	return pipeline.Key("finetune", "feedback", c.collection, "trained")
+}
+
+// DecodeFeedback parses an event's JSON body.
+func DecodeFeedback(data []byte) (FeedbackEvent, error) {
+	var ev FeedbackEvent
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return ev, fmt.Errorf("feedback: %w", err)
+	}
+	return ev, nil
+}
+
+// sample checks ev and turns it into a sample.
+func (ev FeedbackEvent) sample() (FeedbackSample, error) {
+	if ev.Action != FeedbackAccept && ev.Action != FeedbackEdit {
+		return FeedbackSample{}, ErrIgnored
+	}
+	if ev.GenerationID == "" || len(ev.GenerationID) > MaxFeedbackIDLen || strings.ContainsAny(ev.GenerationID, "\x00\n") {
+		return FeedbackSample{}, fmt.Errorf("feedback: generation_id must be 1..%d bytes without NUL or newline", MaxFeedbackIDLen)
+	}
+	s := FeedbackSample{Prompt: ev.Prompt, Completion: ev.Completion}
+	if ev.Action == FeedbackEdit {
+		if strings.TrimSpace(ev.EditedText) == "" {
+			return FeedbackSample{}, errors.New("feedback: edited_text: required for an edit")
+		}
+		s.Completion = ev.EditedText
+	}
+	if strings.TrimSpace(s.Completion) == "" {
+		return FeedbackSample{}, errors.New("feedback: completion: required")
+	}
+	for name, v := range map[string]string{"prompt": s.Prompt, "completion": s.Completion} {
+		if len(v) > MaxFeedbackTextBytes || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return FeedbackSample{}, fmt.Errorf("feedback: %s must be valid UTF-8 text of at most %d bytes", name, MaxFeedbackTextBytes)
+		}
+	}
+	return s, nil
+}
+
+// Collect records ev. added is false for a duplicate; ErrIgnored marks an
+// event that is neither an accept nor an edit (the caller acks it).
+func (c *FeedbackCollector) Collect(ctx context.Context, ev FeedbackEvent) (added bool, err error) {
+	s, err := ev.sample()
+	if err != nil {
+		return false, err
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return false, err
+	}
+	if ev.Action == FeedbackEdit {
+		n, err := c.rdb.HSet(ctx, c.samplesKey(), ev.GenerationID, b).Result()
+		if err != nil {
+			return false, fmt.Errorf("feedback: %w", err)
+		}
+		return n == 1, nil
+	}
+	ok, err := c.rdb.HSetNX(ctx, c.samplesKey(), ev.GenerationID, b).Result()
+	if err != nil {
+		return false, fmt.Errorf("feedback: %w", err)
+	}
+	return ok, nil
+}
+
+// Count is the number of samples collected.
+func (c *FeedbackCollector) Count(ctx context.Context) (int, error) {
+	n, err := c.rdb.HLen(ctx, c.samplesKey()).Result()
+	if err != nil {
+		return 0, fmt.Errorf("feedback: %w", err)
+	}
+	return int(n), nil
+}
+
+// Trained is the sample count of the last fine-tune that used them.
+func (c *FeedbackCollector) Trained(ctx context.Context) (int, error) {
+	s, err := c.rdb.Get(ctx, c.trainedKey()).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("feedback: %w", err)
+	}
+	return strconv.Atoi(s)
+}
+
+// MarkTrained records that a fine-tune used n samples.
+func (c *FeedbackCollector) MarkTrained(ctx context.Context, n int) error {
+	if err := c.rdb.Set(ctx, c.trainedKey(), n, 0).Err(); err != nil {
+		return fmt.Errorf("feedback: %w", err)
+	}
+	return nil
+}
+
+// Export writes every sample as JSONL, ordered by generation id so that the
+// same samples always give the same file (and digest), atomically.
+func (c *FeedbackCollector) Export(ctx context.Context, path string) (n int, digest string, err error) {
+	all, err := c.rdb.HGetAll(ctx, c.samplesKey()).Result()
+	if err != nil {
+		return 0, "", fmt.Errorf("feedback: %w", err)
+	}
+	ids := make([]string, 0, len(all))
+	for id := range all {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var b strings.Builder
+	for _, id := range ids {
+		b.WriteString(all[id])
+		b.WriteByte('\n')
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return 0, "", err
+	}
+	if err := writeFileAtomic(path, []byte(b.String())); err != nil {
+		return 0, "", fmt.Errorf("feedback export: %w", err)
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	return len(ids), hex.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,464 @@
+package finetune
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tandem-ai/tandem/model"
+)
+
+// Files a run writes in its OutDir besides the model itself.
+const (
+	BestDir    = "best"        // model with the lowest dev loss so far
+	CurveFile  = "loss.png"    // loss curve
+	ResultFile = "result.json" // final Result
+)
+
+// StepEvent reports one optimizer step.
+type StepEvent struct {
+	Epoch        int     `json:"epoch"` // 1-based
+	Step         int     `json:"step"`  // optimizer steps so far
+	TotalSteps   int     `json:"total_steps"`
+	Loss         float64 `json:"loss"`
+	LR           float64 `json:"lr"`
+	GradNorm     float64 `json:"grad_norm"`
+	TokensPerSec float64 `json:"tokens_per_sec"`
+	Skipped      bool    `json:"skipped,omitempty"`
+}
+
+// Hooks observe a run; every field may be nil. They run on the training
+// goroutine, so they should be quick.
+type Hooks struct {
+	OnStep       func(StepEvent)
+	OnEpoch      func(EpochStats)
+	OnCheckpoint func(path string, st State)
+}
+
+// Result is a finished run.
+type Result struct {
+	OutDir         string       `json:"out_dir"`
+	DatasetDigest  string       `json:"dataset_sha256"`
+	Examples       [3]int       `json:"examples"` // train, dev, test
+	Steps          int          `json:"steps"`
+	Epochs         []EpochStats `json:"epochs"`
+	InitialDevLoss float64      `json:"initial_dev_loss"`
+	BestDevLoss    float64      `json:"best_dev_loss"`
+	BestEpoch      int          `json:"best_epoch"`
+	TestLoss       float64      `json:"test_loss"`
+	TestPPL        float64      `json:"test_ppl"`
+	BLEU           *float64     `json:"bleu,omitempty"`
+	ROUGEL         *float64     `json:"rouge_l,omitempty"`
+	StoppedEarly   bool         `json:"stopped_early,omitempty"`
+	// ResumedAt is the optimizer step the run resumed from (0: fresh).
+	ResumedAt int     `json:"resumed_at,omitempty"`
+	Options   Options `json:"options"`
+}
+
+// run is one training run's working state.
+type run struct {
+	opts    Options
+	hooks   Hooks
+	tok     *model.Tokenizer
+	ds      *Dataset
+	split   Split
+	train   []Row
+	dev     []Row
+	test    []Row
+	T       int
+	m       *model.Model
+	opt     *model.AdamW
+	trainer *model.Trainer
+	st      State
+	perStep int // rows per optimizer step
+	steps   int // optimizer steps per epoch
+}
+
+// Run trains according to opts and writes the results into opts.OutDir.
+// When OutDir holds a checkpoint of the same run (same options and
+// dataset), training resumes from it; a finished run returns its stored
+// result. Cancelling ctx checkpoints and returns ctx's error.
+func Run(ctx context.Context, opts Options, hooks Hooks) (*Result, error) {
+	opts = opts.WithDefaults()
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.OutDir == "" {
+		return nil, errors.New("out: required")
+	}
+	tok, err := model.NewTokenizer()
+	if err != nil {
+		return nil, err
+	}
+	ds, err := LoadDataset(opts.Data, opts.Format, tok)
+	if err != nil {
+		return nil, err
+	}
+	r := &run{opts: opts, hooks: hooks, tok: tok, ds: ds}
+	if err := r.prepare(); err != nil {
+		return nil, err
+	}
+	if r.st.Done {
+		return readResult(filepath.Join(opts.OutDir, ResultFile))
+	}
+	return r.loop(ctx)
+}
+
+// prepare splits the data, loads or resumes the model and sizes the run.
+func (r *run) prepare() error {
+	o := r.opts
+	sp, err := SplitExamples(r.ds.Examples, o.DevFrac, o.TestFrac, o.Seed)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadDataset, err)
+	}
+	r.split = sp
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return fmt.Errorf("out: %w", err)
+	}
+	key := o.runKey(r.ds.Digest)
+	ck, err := LoadCheckpoint(filepath.Join(o.OutDir, CheckpointFile))
+	switch {
+	case errors.Is(err, ErrNoCheckpoint):
+		if err := r.freshModel(); err != nil {
+			return err
+		}
+		r.st = State{RunKey: key, Config: r.m.Config, BestDevLoss: math.MaxFloat64}
+	case err != nil:
+		return err
+	default:
+		if ck.State.RunKey != key {
+			return fmt.Errorf("out: %s holds a checkpoint of a different run (other options or dataset); use a new output directory", o.OutDir)
+		}
+		r.m, err = model.New(ck.State.Config, 0)
+		if err != nil {
+			return err
+		}
+		if len(ck.Params) != len(r.m.Params) {
+			return fmt.Errorf("checkpoint: %d params, config needs %d", len(ck.Params), len(r.m.Params))
+		}
+		r.m.Params = ck.Params
+		r.st = ck.State
+		r.opt = model.NewAdamW(float32(o.LR), float32(o.WeightDecay))
+		if err := r.opt.SetState(ck.Opt, len(r.m.Params)); err != nil {
+			return err
+		}
+	}
+	if r.opt == nil {
+		r.opt = model.NewAdamW(float32(o.LR), float32(o.WeightDecay))
+	}
+	r.T = min(o.SeqLen, r.m.Config.NPositions)
+	r.train, r.dev, r.test = PackRows(sp.Train, r.T), PackRows(sp.Dev, r.T), PackRows(sp.Test, r.T)
+	if len(r.train) == 0 || len(r.dev) == 0 || len(r.test) == 0 {
+		return fmt.Errorf("%w: train, dev and test splits need tokens (have %d, %d and %d rows)", ErrBadDataset, len(r.train), len(r.dev), len(r.test))
+	}
+	r.perStep = o.BatchSize * o.Accum
+	r.steps = (len(r.train) + r.perStep - 1) / r.perStep
+	total := r.steps * o.Epochs
+	if total > MaxTotalSteps {
+		return fmt.Errorf("epochs: %d steps in all, limit %d", total, MaxTotalSteps)
+	}
+	warmup := o.Warmup
+	switch {
+	case warmup == -1:
+		warmup = 0
+	case warmup == 0:
+		warmup = min(100, max(1, total/20))
+	}
+	r.trainer = &model.Trainer{Model: r.m, Opt: r.opt, MaxGradNorm: float32(o.MaxGradNorm), Warmup: warmup, MinLR: float32(o.MinLR)}
+	if o.Schedule == ScheduleCosine {
+		r.trainer.TotalSteps = total
+	}
+	return nil
+}
+
+func (r *run) freshModel() error {
+	o := r.opts
+	var err error
+	if o.InitConfig != nil {
+		r.m, err = model.New(*o.InitConfig, o.Seed)
+	} else {
+		r.m, err = model.LoadDir(o.BaseModel)
+		if err != nil {
+			err = fmt.Errorf("model: %w", err)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if r.m.Config.VocabSize < r.tok.VocabSize() {
+		return fmt.Errorf("model: vocab_size %d is smaller than the GPT-2 tokenizer's %d", r.m.Config.VocabSize, r.tok.VocabSize())
+	}
+	return nil
+}
+
+func (r *run) loop(ctx context.Context) (*Result, error) {
+	o := r.opts
+	res := &Result{OutDir: o.OutDir, DatasetDigest: r.ds.Digest, Options: o,
+		Examples: [3]int{len(r.split.Train), len(r.split.Dev), len(r.split.Test)}}
+	res.ResumedAt = r.opt.Steps
+	if r.opt.Steps == 0 && r.st.Epoch == 0 && r.st.StepInEpoch == 0 {
+		l, err := r.evalRows(ctx, r.dev)
+		if err != nil {
+			return nil, err
+		}
+		r.st.InitialDevLoss = l
+	}
+	total := r.steps * o.Epochs
+	stopped := false
+	for r.st.Epoch < o.Epochs && !stopped {
+		e := r.st.Epoch
+		pcg := rand.NewPCG(uint64(o.Seed), uint64(e)+0x65706f6368) // stream per epoch
+		if len(r.st.RNG) > 0 && r.st.StepInEpoch > 0 {
+			if err := pcg.UnmarshalBinary(r.st.RNG); err != nil {
+				return nil, fmt.Errorf("checkpoint: rng state: %w", err)
+			}
+		}
+		rngState, _ := pcg.MarshalBinary()
+		r.st.RNG = rngState
+		perm := rand.New(pcg).Perm(len(r.train))
+		for s := r.st.StepInEpoch; s < r.steps; s++ {
+			if err := ctx.Err(); err != nil {
+				if cerr := r.checkpoint(); cerr != nil {
+					return nil, errors.Join(err, cerr)
+				}
+				return nil, err
+			}
+			start := time.Now()
+			batches := r.stepBatches(perm, s)
+			sr, err := r.trainer.Step(batches...)
+			if err != nil {
+				return nil, err
+			}
+			ntok := 0
+			for _, b := range batches {
+				ntok += b.B * b.T
+			}
+			r.st.StepInEpoch = s + 1
+			r.st.EpochTrainLoss += float64(sr.Loss)
+			r.st.EpochSteps++
+			r.st.StepLosses = append(r.st.StepLosses, sr.Loss)
+			if r.hooks.OnStep != nil {
+				r.hooks.OnStep(StepEvent{Epoch: e + 1, Step: sr.Step, TotalSteps: total, Loss: float64(sr.Loss), LR: float64(sr.LR),
+					GradNorm: float64(sr.GradNorm), TokensPerSec: float64(ntok) / max(time.Since(start).Seconds(), 1e-9), Skipped: sr.Skipped})
+			}
+			if o.CheckpointEvery > 0 && sr.Step%o.CheckpointEvery == 0 && s+1 < r.steps {
+				if err := r.checkpoint(); err != nil {
+					return nil, err
+				}
+			}
+		}
+		stats, err := r.endEpoch(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		res.Epochs = r.st.Epochs
+		if r.hooks.OnEpoch != nil {
+			r.hooks.OnEpoch(stats)
+		}
+		if o.Patience > 0 && r.st.BadEpochs >= o.Patience && r.st.Epoch < o.Epochs {
+			stopped = true
+			res.StoppedEarly = true
+		}
+	}
+	return r.finish(ctx, res)
+}
+
+// stepBatches are the micro-batches of step s of the epoch order perm.
+func (r *run) stepBatches(perm []int, s int) []model.Batch {
+	B := r.opts.BatchSize
+	var out []model.Batch
+	for k := 0; k < r.opts.Accum; k++ {
+		lo := s*r.perStep + k*B
+		if lo >= len(perm) {
+			break
+		}
+		hi := min(lo+B, len(perm))
+		rows := make([]Row, 0, hi-lo)
+		for _, i := range perm[lo:hi] {
+			rows = append(rows, r.train[i])
+		}
+		out = append(out, batchOf(rows, r.T))
+	}
+	return out
+}
+
+// endEpoch evaluates on dev, keeps the best model, checkpoints and redraws
+// the curve.
+func (r *run) endEpoch(ctx context.Context, e int) (EpochStats, error) {
+	dev, err := r.evalRows(ctx, r.dev)
+	if err != nil {
+		return EpochStats{}, err
+	}
+	stats := EpochStats{Epoch: e + 1, Step: r.opt.Steps, TrainLoss: r.st.EpochTrainLoss / float64(max(r.st.EpochSteps, 1)), DevLoss: dev, DevPPL: math.Exp(dev)}
+	r.st.Epochs = append(r.st.Epochs, stats)
+	if dev < r.st.BestDevLoss {
+		r.st.BestDevLoss, r.st.BestEpoch, r.st.BadEpochs = dev, e+1, 0
+		if err := r.m.SaveDir(filepath.Join(r.opts.OutDir, BestDir)); err != nil {
+			return stats, err
+		}
+	} else {
+		r.st.BadEpochs++
+	}
+	r.st.Epoch, r.st.StepInEpoch, r.st.EpochTrainLoss, r.st.EpochSteps, r.st.RNG = e+1, 0, 0, 0, nil
+	if err := r.checkpoint(); err != nil {
+		return stats, err
+	}
+	if err := r.drawCurve(); err != nil {
+		return stats, err
+	}
+	return stats, nil
+}
+
+// finish puts the best weights in OutDir, scores the test split and marks
+// the run done.
+func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
+	o := r.opts
+	best, err := model.LoadDir(filepath.Join(o.OutDir, BestDir))
+	if err != nil {
+		return nil, fmt.Errorf("best model: %w", err)
+	}
+	final := r.m.Clone()
+	final.Params = best.Params
+	if err := final.SaveDir(o.OutDir); err != nil {
+		return nil, err
+	}
+	tl, err := r.evalModelRows(ctx, final, r.test)
+	if err != nil {
+		return nil, err
+	}
+	res.TestLoss, res.TestPPL = tl, math.Exp(tl)
+	if o.GenEval > 0 {
+		if err := r.genEval(ctx, final, res); err != nil {
+			return nil, err
+		}
+	}
+	res.Steps = r.opt.Steps
+	res.Epochs = r.st.Epochs
+	res.InitialDevLoss = r.st.InitialDevLoss
+	res.BestDevLoss, res.BestEpoch = r.st.BestDevLoss, r.st.BestEpoch
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(o.OutDir, ResultFile), append(b, '\n')); err != nil {
+		return nil, fmt.Errorf("result: %w", err)
+	}
+	r.st.Done = true
+	if err := r.checkpoint(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func (r *run) checkpoint() error {
+	path := filepath.Join(r.opts.OutDir, CheckpointFile)
+	st := r.opt.State()
+	if len(st.M) != len(r.m.Params) { // no step taken yet
+		st.M, st.V = make([]float32, len(r.m.Params)), make([]float32, len(r.m.Params))
+	}
+	if err := SaveCheckpoint(path, &Checkpoint{State: r.st, Params: r.m.Params, Opt: st}); err != nil {
+		return err
+	}
+	if r.hooks.OnCheckpoint != nil {
+		r.hooks.OnCheckpoint(path, r.st)
+	}
+	return nil
+}
+
+func (r *run) evalRows(ctx context.Context, rows []Row) (float64, error) {
+	return r.evalModelRows(ctx, r.m, rows)
+}
+
+// evalModelRows is the mean loss per counted token over rows.
+func (r *run) evalModelRows(ctx context.Context, m *model.Model, rows []Row) (float64, error) {
+	B := r.opts.BatchSize
+	var sum float64
+	n := 0
+	for lo := 0; lo < len(rows); lo += B {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		b := batchOf(rows[lo:min(lo+B, len(rows))], r.T)
+		c := countTargets(b.Targets)
+		if c == 0 {
+			continue
+		}
+		l, err := m.Eval(b)
+		if err != nil {
+			return 0, err
+		}
+		sum += float64(l) * float64(c)
+		n += c
+	}
+	if n == 0 {
+		return 0, errors.New("eval: no token counts in the loss")
+	}
+	return sum / float64(n), nil
+}
+
+// genEval completes test prompts greedily and scores them against the
+// held-out completions.
+func (r *run) genEval(ctx context.Context, m *model.Model, res *Result) error {
+	var reqs []model.Request
+	var refs [][]string
+	limit := m.Config.NPositions - 1
+	for _, ex := range r.split.Test {
+		if ex.Completion == "" || len(reqs) >= r.opts.GenEval {
+			continue
+		}
+		p := r.tok.Encode(ex.Prompt)
+		if len(p) == 0 {
+			p = []int32{r.tok.EOT()}
+		}
+		if len(p) > limit {
+			p = p[len(p)-limit:]
+		}
+		seed := int64(0)
+		reqs = append(reqs, model.Request{Prompt: p, Params: model.SamplingParams{MaxTokens: r.opts.GenMaxTokens, Temperature: 0, Seed: &seed}})
+		refs = append(refs, []string{ex.Completion})
+	}
+	if len(reqs) == 0 {
+		return nil
+	}
+	out, err := model.Generate(ctx, m, r.tok, reqs, model.GenerateOptions{})
+	if err != nil {
+		return fmt.Errorf("gen eval: %w", err)
+	}
+	hyps := make([]string, len(out))
+	for i, c := range out {
+		hyps[i] = strings.TrimSpace(c[0].Text)
+	}
+	bl, err := model.CorpusBLEU(hyps, refs, model.BLEUOptions{Smoothing: model.SmoothAddOne})
+	if err != nil {
+		return err
+	}
+	rl, err := model.CorpusROUGEL(hyps, refs)
+	if err != nil {
+		return err
+	}
+	res.BLEU, res.ROUGEL = &bl.Score, &rl.F1
+	return nil
+}
+
+func (r *run) drawCurve() error {
+	return WriteCurvePNG(filepath.Join(r.opts.OutDir, CurveFile), r.st.StepLosses, r.st.Epochs)
+}
+
+func readResult(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("result: %w", err)
+	}
+	var res Result
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("result %s: %w", path, err)
+	}
+	return &res, nil
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package finetune
+
+const raceBuild = false
