@@ -94,6 +94,20 @@ var kinds = map[string]kind{
 		exec:    execWebhook,
 		summary: "deliver one signed lifecycle event to a webhook URL",
 	},
+	KindFinetune: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[FinetuneArgs](r, FinetuneWorker{Deps: d}, pipeline.KindOptions{})
+		},
+		exec:    execFinetune,
+		summary: "train or fine-tune a model on a dataset, with checkpoints and resume",
+	},
+	KindFinetuneFeedback: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[FinetuneFeedbackArgs](r, FinetuneFeedbackWorker{Deps: d}, pipeline.KindOptions{})
+		},
+		exec:    execFinetuneFeedback,
+		summary: "fine-tune a registered model on accepted and edited generations; promote if no worse",
+	},
 }
 
 // RegisterAll registers every job kind on r.

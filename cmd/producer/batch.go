@@ -188,7 +188,7 @@ func cmdBatchCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if errors.As(err, &verr) {
 		fmt.Fprintf(stderr, "%s: %d of %d lines are invalid; nothing was enqueued:\n", file, verr.Report.Invalid, verr.Report.Lines)
 		for _, p := range verr.Report.Problems {
-			fmt.Fprintf(stderr, "  %s:%s\n", file, p)
+			fmt.Fprintf(stderr, "  %s\n", problemLine(file, p))
 		}
 		if verr.Report.Unlisted > 0 {
 			fmt.Fprintf(stderr, "  ... and %d more\n", verr.Report.Unlisted)
@@ -204,7 +204,7 @@ func cmdBatchCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	if rep != nil && rep.Invalid > 0 {
 		fmt.Fprintf(stderr, "skipped %d invalid lines (they will be in errors.jsonl):\n", rep.Invalid)
 		for _, p := range rep.Problems {
-			fmt.Fprintf(stderr, "  %s:%s\n", file, p)
+			fmt.Fprintf(stderr, "  %s\n", problemLine(file, p))
 		}
 	}
 	if !*wait {
@@ -217,6 +217,11 @@ func cmdBatchCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stderr, "batch %s: %d requests in %d chunks\n", b.ID, b.RequestCounts.Total, b.Chunks)
 	return followBatch(ctx, svc, b.ID, stdout, stderr, *asJSON)
+}
+
+// problemLine formats a problem as compilers do: FILE:LINE: code: message.
+func problemLine(file string, p batch.Problem) string {
+	return fmt.Sprintf("%s:%d: %s: %s", file, p.Line, p.Code, p.Message)
 }
 
 // followBatch draws the progress bar until the batch ends, then prints the

@@ -21,12 +21,14 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"enqueue": {"enqueue a job: enqueue KIND --args FILE.json", cmdEnqueue},
-	"status":  {"show a job: status ID", cmdStatus},
-	"cancel":  {"cancel a job: cancel ID", cmdCancel},
-	"queues":  {"list queues and their sizes", cmdQueues},
-	"serve":   {"run the HTTP API (/v1, /monitoring, /metrics, /healthz)", cmdServe},
-	"batch":   {"bulk generation batches: batch create|status|cancel|results|list", cmdBatch},
+	"enqueue":  {"enqueue a job: enqueue KIND --args FILE.json", cmdEnqueue},
+	"status":   {"show a job: status ID", cmdStatus},
+	"cancel":   {"cancel a job: cancel ID", cmdCancel},
+	"queues":   {"list queues and their sizes", cmdQueues},
+	"serve":    {"run the HTTP API (/v1, /monitoring, /metrics, /healthz)", cmdServe},
+	"batch":    {"bulk generation batches: batch create|status|cancel|results|list", cmdBatch},
+	"finetune": {"train or fine-tune a model: finetune --data FILE (--model M | --init-config F) [--wait]", cmdFinetune},
+	"models":   {"model registry: models list | show NAME | promote NAME@N", cmdModels},
 }
 
 func main() {

@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfg := pipeline.DefaultConfig()
 	cfg.BindFlags(fs)
+	requirePersistence := pipeline.RequirePersistenceFlag(fs)
 	schedule := fs.String("schedule", envOr("TANDEM_SCHEDULE", ""), "JSON file of periodic jobs (empty: none) [TANDEM_SCHEDULE]")
 	embedded := fs.String("embedded-nats", envOr("TANDEM_EMBEDDED_NATS", ""), "host an in-process nats-server on this address, e.g. 127.0.0.1:4333 (JetStream under the data dir) [TANDEM_EMBEDDED_NATS]")
 	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9102"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
@@ -61,6 +62,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := cfg.EnforceRedisPersistence(ctx, *requirePersistence, logger); err != nil {
+		return err
+	}
 
 	var entries []pipeline.PeriodicEntry
 	if *schedule != "" {

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -93,6 +94,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Batches: Redis records, the artifact store (TANDEM_ARTIFACT_STORE),
+	// webhooks (TANDEM_WEBHOOK_URLS) and batch metrics. Detached after the
+	// server stops and before the NATS connection closes.
+	detachBatches, err := batch.Attach(ctx, deps, cfg, promReg)
+	if err != nil {
+		return err
+	}
+	defer detachBatches()
+
 	metrics := pipeline.NewMetrics(promReg)
 	srv, err := pipeline.NewServer(cfg, reg, logger, pipeline.Recover(logger), metrics.Middleware(), pipeline.Logging(logger))
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -125,6 +126,10 @@ func run(ctx context.Context) error {
 		return err
 	}
 	if err := d.follow(ctx, evalID); err != nil {
+		return err
+	}
+
+	if err := demoBatch(ctx, d); err != nil {
 		return err
 	}
 
@@ -360,4 +365,71 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return string(r[:n]) + "…"
+}
+
+// demoBatch runs a templated batch end to end: a template and CSV rows go
+// through `producer batch create --template --wait`, which validates them,
+// enqueues one task per chunk, draws progress and prints where
+// output.jsonl and errors.jsonl are.
+func demoBatch(ctx context.Context, d *demo) error {
+	step("3b. a templated batch (producer batch create --template --wait)")
+	tmpl := filepath.Join(d.dir, "note.tmpl")
+	if err := os.WriteFile(tmpl, []byte("Write a {{.style}} about {{.topic}} for {{.audience | default \"everyone\"}}:\n"), 0o644); err != nil {
+		return err
+	}
+	rows := filepath.Join(d.dir, "rows.csv")
+	var b strings.Builder
+	b.WriteString("custom_id,topic,style,audience,max_tokens,temperature,seed\n")
+	topics := []string{"a rain jacket", "a late parcel", "a city marathon", "autumn", "a bakery opening", "a football match"}
+	styles := []string{"product blurb", "short reply", "headline", "haiku"}
+	for i, t := range topics {
+		for j, s := range styles {
+			fmt.Fprintf(&b, "note-%d-%d,%s,%s,%s,24,0.8,%d\n", i+1, j+1, t, s, []string{"", "commuters", "families"}[(i+j)%3], i*10+j)
+		}
+	}
+	if err := os.WriteFile(rows, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("   template %s, %d rows in %s\n", tmpl, len(topics)*len(styles), rows)
+	var out strings.Builder
+	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "producer"), "batch", "create", rows,
+		"--model", "builtin:tiny", "--template", tmpl, "--chunk-size", "8", "--trim", "--max-chars", "120",
+		"--metadata", "source=demo", "--wait")
+	cmd.Env = d.env
+	shown := &indentWriter{w: os.Stdout}
+	cmd.Stdout = io.MultiWriter(shown, &out)
+	cmd.Stderr = shown // the progress bar
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("producer batch create: %w", err)
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if path, ok := strings.CutPrefix(line, "output: "); ok {
+			return showResults(path)
+		}
+	}
+	return errors.New("producer batch create --wait printed no output path")
+}
+
+// indentWriter indents each line it passes on, like the demo's own lines.
+type indentWriter struct {
+	w       io.Writer
+	midLine bool
+}
+
+func (iw *indentWriter) Write(p []byte) (int, error) {
+	var b []byte
+	for _, c := range p {
+		if !iw.midLine {
+			b = append(b, "   "...)
+			iw.midLine = true
+		}
+		b = append(b, c)
+		if c == '\n' || c == '\r' {
+			iw.midLine = false
+		}
+	}
+	if _, err := iw.w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -1,0 +1,211 @@
+package artifact
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Local is a Store in a directory. Every access goes through an os.Root
+// opened on that directory, so a key can never resolve outside it: ".." and
+// absolute paths are refused by ValidateKey, and a symbolic link planted
+// inside the directory that points outside is refused by os.Root.
+type Local struct {
+	dir  string // absolute
+	root *os.Root
+}
+
+// NewLocal opens (creating it if needed) dir as a store.
+func NewLocal(dir string) (*Local, error) {
+	if dir == "" {
+		return nil, errors.New("artifact: local store directory is empty")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("artifact: local store %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("artifact: local store: %w", err)
+	}
+	root, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("artifact: local store: %w", err)
+	}
+	return &Local{dir: abs, root: root}, nil
+}
+
+// Dir is the store's absolute directory.
+func (l *Local) Dir() string { return l.dir }
+
+// Put writes r to a temporary file beside key, syncs it and renames it over
+// key, then syncs the directory so the rename survives a power cut.
+func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	dir := path.Dir(key)
+	if dir != "." {
+		if err := l.root.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("artifact: put %s: %w", key, err)
+		}
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := path.Join(dir, "."+path.Base(key)+".tmp-"+hex.EncodeToString(rnd[:]))
+	f, err := l.root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("artifact: put %s: %w", key, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			f.Close()
+			_ = l.root.Remove(tmp)
+		}
+	}()
+	if _, err := io.Copy(f, ctxReader{ctx: ctx, r: r}); err != nil {
+		return fmt.Errorf("artifact: put %s: %w", key, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("artifact: put %s: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("artifact: put %s: %w", key, err)
+	}
+	if err := l.root.Rename(tmp, key); err != nil {
+		_ = l.root.Remove(tmp)
+		committed = true
+		return fmt.Errorf("artifact: put %s: %w", key, err)
+	}
+	committed = true
+	if d, err := l.root.Open(dir); err == nil {
+		_ = d.Sync() // best effort: some filesystems refuse to sync directories
+		d.Close()
+	}
+	return nil
+}
+
+// Get opens key.
+func (l *Local) Get(_ context.Context, key string) (io.ReadCloser, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	f, err := l.root.Open(key)
+	if err != nil {
+		return nil, l.wrap("get", key, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, l.wrap("get", key, err)
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("artifact: get %s: %w (not a regular file)", key, ErrNotFound)
+	}
+	return f, nil
+}
+
+// Stat describes key.
+func (l *Local) Stat(_ context.Context, key string) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	st, err := l.root.Stat(key)
+	if err != nil {
+		return Info{}, l.wrap("stat", key, err)
+	}
+	if !st.Mode().IsRegular() {
+		return Info{}, fmt.Errorf("artifact: stat %s: %w (not a regular file)", key, ErrNotFound)
+	}
+	return Info{Key: key, Size: st.Size(), ModTime: st.ModTime()}, nil
+}
+
+// Delete removes key.
+func (l *Local) Delete(_ context.Context, key string) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if err := l.root.Remove(key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("artifact: delete %s: %w", key, err)
+	}
+	// Remove directories the delete left empty; Remove refuses non-empty
+	// ones, which ends the climb.
+	for dir := path.Dir(key); dir != "."; dir = path.Dir(dir) {
+		if l.root.Remove(dir) != nil {
+			break
+		}
+	}
+	return nil
+}
+
+// List walks the directory under prefix. Temporary files of unfinished
+// Puts (names starting with a dot) are left out.
+func (l *Local) List(_ context.Context, prefix string) ([]string, error) {
+	if err := validatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	start := "."
+	if prefix != "" {
+		start = strings.TrimSuffix(prefix, "/")
+	}
+	var keys []string
+	err := fs.WalkDir(l.root.FS(), start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p == start {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".") && p != "." {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.Type().IsRegular() {
+			keys = append(keys, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("artifact: list %s: %w", prefix, err)
+	}
+	sort.Strings(keys)
+	return keys, nil
+}
+
+// Location is the object's file path.
+func (l *Local) Location(key string) string { return filepath.Join(l.dir, filepath.FromSlash(key)) }
+
+// Close releases the directory handle.
+func (l *Local) Close() error { return l.root.Close() }
+
+func (l *Local) wrap(op, key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("artifact: %s %s: %w", op, key, ErrNotFound)
+	}
+	return fmt.Errorf("artifact: %s %s: %w", op, key, err)
+}
+
+// ctxReader stops a long copy when ctx is cancelled.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

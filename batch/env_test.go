@@ -1,0 +1,226 @@
+package batch
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// Tests use Redis database 9 and flush only it.
+const testRedisDB = 9
+
+func testRedisAddr() string {
+	if a := os.Getenv("TANDEM_TEST_REDIS_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:6379"
+}
+
+func flushTestDB(t testing.TB) {
+	t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
+	defer rc.Close()
+	if err := rc.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatalf("redis at %s: %v", testRedisAddr(), err)
+	}
+}
+
+// testEnv is a real Redis, optionally an embedded nats-server, a Service
+// as the producer has it and in-process workers.
+type testEnv struct {
+	cfg     pipeline.Config
+	svc     *Service
+	bus     *pipeline.Bus
+	nats    *pipeline.EmbeddedNATS
+	promReg *prometheus.Registry
+	deps    *jobs.Deps
+}
+
+type envOptions struct {
+	nats      bool
+	artifacts string // artifact store spec
+	workers   int    // in-process worker servers (0: none; start later)
+	webhooks  *jobs.WebhookConfig
+	poll      time.Duration
+}
+
+func newTestEnv(t testing.TB, o envOptions) *testEnv {
+	t.Helper()
+	flushTestDB(t)
+	t.Cleanup(func() { flushTestDB(t) })
+	e := &testEnv{promReg: prometheus.NewRegistry()}
+	cfg := pipeline.DefaultConfig()
+	cfg.RedisURL = fmt.Sprintf("redis://%s/%d", testRedisAddr(), testRedisDB)
+	cfg.DataDir = t.TempDir()
+	cfg.Queues = map[string]int{pipeline.QueueDefault: 1}
+	cfg.Concurrency = 2
+	cfg.PollInterval = 20 * time.Millisecond
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.RetryBaseDelay = 50 * time.Millisecond
+	cfg.RetryMaxDelay = 200 * time.Millisecond
+	e.cfg = cfg
+	ctx := context.Background()
+	if o.artifacts != "" {
+		t.Setenv(artifact.EnvStore, o.artifacts) // workers read it, as in production
+	}
+	if o.nats {
+		srv, err := pipeline.StartEmbeddedNATS(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.Shutdown)
+		e.nats = srv
+		bus, err := pipeline.ConnectBus(ctx, srv.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(bus.Close)
+		if err := bus.EnsureStreams(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.bus = bus
+	}
+	svc, err := Open(ctx, cfg, OpenOptions{ArtifactStore: o.artifacts, Bus: e.bus, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.CancelGrace = 300 * time.Millisecond
+	t.Cleanup(func() { svc.Close() })
+	e.svc = svc
+	for i := 0; i < o.workers; i++ {
+		e.startWorker(t, o)
+	}
+	return e
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// startWorker runs an in-process worker server until the test ends.
+func (e *testEnv) startWorker(t testing.TB, o envOptions) *jobs.Deps {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logger := quietLogger()
+	deps := jobs.NewDeps(logger)
+	deps.Bus = e.bus
+	reg := pipeline.NewRegistry()
+	jobs.RegisterAll(reg, deps)
+	detach, err := Attach(ctx, deps, e.cfg, e.promReg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := deps.Batches.(*Runner)
+	r.PollInterval = 50 * time.Millisecond
+	if o.poll > 0 {
+		r.PollInterval = o.poll
+	}
+	if o.webhooks != nil {
+		r.Webhooks, deps.Webhooks = o.webhooks, o.webhooks
+	}
+	srv, err := pipeline.NewServer(e.cfg, reg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+		detach()
+	})
+	e.deps = deps
+	return deps
+}
+
+// waitTerminal waits for the batch to end and returns it.
+func (e *testEnv) waitTerminal(t testing.TB, id string, limit time.Duration) *Batch {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	var last *Batch
+	err := e.svc.Watch(ctx, id, 20*time.Millisecond, func(b *Batch) bool { last = b; return true })
+	if err != nil {
+		t.Fatalf("batch %s did not end within %v (last seen %+v): %v", id, limit, last, err)
+	}
+	return last
+}
+
+// results reads a finished batch's two files.
+func (e *testEnv) results(t testing.TB, id string) (out, errs []jobs.ResponseLine) {
+	t.Helper()
+	read := func(which string) []jobs.ResponseLine {
+		rc, _, err := e.svc.OpenResult(context.Background(), id, which)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		var lines []jobs.ResponseLine
+		b, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if l == "" {
+				continue
+			}
+			var rl jobs.ResponseLine
+			if err := jsonUnmarshalStrict([]byte(l), &rl); err != nil {
+				t.Fatalf("%s line %q: %v", which, l, err)
+			}
+			lines = append(lines, rl)
+		}
+		return lines
+	}
+	return read(FileOutput), read(FileErrors)
+}
+
+// checkExactlyOnce asserts every custom_id of ids appears once across the
+// two files, and nothing else does.
+func checkExactlyOnce(t testing.TB, ids []string, out, errs []jobs.ResponseLine) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, l := range append(append([]jobs.ResponseLine(nil), out...), errs...) {
+		seen[l.CustomID]++
+	}
+	var problems []string
+	for _, id := range ids {
+		if seen[id] != 1 {
+			problems = append(problems, fmt.Sprintf("%s x%d", id, seen[id]))
+		}
+		delete(seen, id)
+	}
+	for id, n := range seen {
+		problems = append(problems, fmt.Sprintf("unexpected %s x%d", id, n))
+	}
+	sort.Strings(problems)
+	if len(problems) > 0 {
+		t.Fatalf("custom_ids not exactly once: %v", problems)
+	}
+}
+
+// openAIInput writes n request lines; ids are r0000..
+func openAIInput(n, maxTokens int) (string, []string) {
+	var b strings.Builder
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("r%04d", i)
+		fmt.Fprintf(&b, `{"custom_id":%q,"method":"POST","url":"/v1/completions","body":{"prompt":"Write about topic %d:","max_tokens":%d,"temperature":0.7,"seed":%d}}`+"\n", ids[i], i, maxTokens, i)
+	}
+	return b.String(), ids
+}

@@ -1,0 +1,269 @@
+package batch
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// Finalize seals a batch, merges its results and ends it (see
+// jobs.BatchFinalizeArgs). Every step can run again after a crash: sealing
+// resumes a batch already finalizing, the merged files are rewritten whole,
+// and announcing is skipped once it has succeeded.
+func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[jobs.BatchFinalizeArgs]) error {
+	a := job.Args
+	expire := a.Reason == jobs.FinalizeExpire
+	if expire {
+		_, exp, err := r.Store.State(ctx, a.BatchID)
+		if errors.Is(err, ErrNotFound) {
+			return nil // deleted by hand; nothing to expire
+		}
+		if err != nil {
+			return err
+		}
+		if wait := time.Unix(exp, 0).Sub(r.now()); wait > 0 {
+			return fmt.Errorf("batch %s: expiry task ran %v early; retrying", a.BatchID, wait.Round(time.Second))
+		}
+	}
+	seal, err := r.Store.Seal(ctx, a.BatchID, expire)
+	if errors.Is(err, ErrNotFound) {
+		return pipeline.Permanent(err)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case seal.Terminal != "":
+		return r.announce(ctx, a.BatchID)
+	case !seal.Sealed:
+		return nil // chunks left, no cancel, window open: the last chunk finalises
+	}
+	b, err := r.Store.Get(ctx, a.BatchID)
+	if err != nil {
+		return err
+	}
+	counts, err := r.merge(ctx, b, seal.Final)
+	if err != nil {
+		return fmt.Errorf("batch %s: merge: %w", b.ID, err)
+	}
+	final := seal.Final
+	if final == StatusCompleted && counts.Completed == 0 && counts.Failed > 0 {
+		final = StatusFailed // nothing could be generated at all
+	}
+	err = r.Store.Finish(ctx, b.ID, final, counts, outputKey(b.ID), errorKey(b.ID))
+	if errors.Is(err, ErrConflict) {
+		// A concurrent finalisation (the expiry racing the last chunk's)
+		// finished first with the same files.
+		return r.announce(ctx, b.ID)
+	}
+	if err != nil {
+		return err
+	}
+	r.cleanup(context.WithoutCancel(ctx), b, final)
+	return r.announce(ctx, b.ID)
+}
+
+// merge writes output.jsonl and errors.jsonl: every input line once, in
+// input order, from the counted chunk outputs, the rows of chunks that did
+// not count (reported as cancelled or expired), and the invalid lines
+// --skip-invalid left out.
+func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, error) {
+	outputs, err := r.Store.ChunkOutputs(ctx, b.ID)
+	if err != nil {
+		return Counts{}, err
+	}
+	var invalid []lineResult
+	if b.Skipped > 0 {
+		err := readJSONL(ctx, r.Artifacts, invalidKey(b.ID), func(l lineResult) error {
+			invalid = append(invalid, l)
+			return nil
+		})
+		if err != nil {
+			return Counts{}, fmt.Errorf("invalid lines: %w", err)
+		}
+	}
+	code, msg := "batch_cancelled", "the batch was cancelled before this request ran"
+	switch final {
+	case StatusExpired:
+		code, msg = "batch_expired", "the batch's completion window closed before this request ran"
+	case StatusCompleted:
+		code, msg = "batch_incomplete", "this request's chunk did not finish"
+	}
+
+	w, err := newResultWriter()
+	if err != nil {
+		return Counts{}, err
+	}
+	defer w.remove()
+	emit := func(l lineResult) error {
+		for len(invalid) > 0 && invalid[0].Line < l.Line {
+			if err := w.write(invalid[0]); err != nil {
+				return err
+			}
+			invalid = invalid[1:]
+		}
+		return w.write(l)
+	}
+	for c := 0; c < b.Chunks; c++ {
+		if key, ok := outputs[c]; ok {
+			if err := readJSONL(ctx, r.Artifacts, key, emit); err != nil {
+				return Counts{}, fmt.Errorf("chunk %d output: %w", c, err)
+			}
+			continue
+		}
+		err := readJSONL(ctx, r.Artifacts, inputKey(b.ID, c), func(row Row) error {
+			return emit(errorResult(row.Line, row.Request.CustomID, code, msg))
+		})
+		if err != nil {
+			return Counts{}, fmt.Errorf("chunk %d input: %w", c, err)
+		}
+	}
+	for _, l := range invalid {
+		if err := w.write(l); err != nil {
+			return Counts{}, err
+		}
+	}
+	if err := w.put(ctx, r.Artifacts, outputKey(b.ID), errorKey(b.ID)); err != nil {
+		return Counts{}, err
+	}
+	return Counts{Total: b.RequestCounts.Total, Completed: w.ok, Failed: w.bad}, nil
+}
+
+// resultWriter splits results into two local temporary files, then puts
+// them in the store: output.jsonl and errors.jsonl are written in one pass
+// over the chunks, and a Put needs a whole file to be atomic.
+type resultWriter struct {
+	files   [2]*os.File
+	bufs    [2]*bufio.Writer
+	encs    [2]*json.Encoder
+	ok, bad int
+}
+
+func newResultWriter() (*resultWriter, error) {
+	w := &resultWriter{}
+	for i := range w.files {
+		f, err := os.CreateTemp("", "tandem-finalize-*.jsonl")
+		if err != nil {
+			w.remove()
+			return nil, err
+		}
+		w.files[i] = f
+		w.bufs[i] = bufio.NewWriterSize(f, 256<<10)
+		w.encs[i] = json.NewEncoder(w.bufs[i])
+		w.encs[i].SetEscapeHTML(false)
+	}
+	return w, nil
+}
+
+func (w *resultWriter) write(l lineResult) error {
+	i := 0
+	if l.Result.Error != nil || l.Result.Response == nil {
+		i = 1
+		w.bad++
+	} else {
+		w.ok++
+	}
+	return w.encs[i].Encode(l.Result)
+}
+
+func (w *resultWriter) put(ctx context.Context, store artifact.Store, keys ...string) error {
+	for i, key := range keys {
+		if err := w.bufs[i].Flush(); err != nil {
+			return err
+		}
+		if _, err := w.files[i].Seek(0, 0); err != nil {
+			return err
+		}
+		if err := store.Put(ctx, key, w.files[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *resultWriter) remove() {
+	for _, f := range w.files {
+		if f != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}
+}
+
+// cleanup removes what the merged files replace, and the expiry task a
+// batch that finished in time no longer needs. Best effort: leftovers are
+// garbage, not errors.
+func (r *Runner) cleanup(ctx context.Context, b *Batch, final Status) {
+	keys, err := r.Artifacts.List(ctx, batchPrefix(b.ID))
+	if err == nil {
+		var drop []string
+		for _, k := range keys {
+			if k != outputKey(b.ID) && k != errorKey(b.ID) {
+				drop = append(drop, k)
+			}
+		}
+		deleteQuietly(ctx, r.Artifacts, drop)
+	}
+	if final != StatusExpired {
+		exp := jobs.BatchFinalizeArgs{BatchID: b.ID, Reason: jobs.FinalizeExpire}
+		insp := r.Client.Inspector()
+		if err := insp.DeleteTask(pipeline.QueueDefault, exp.TaskID()); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
+			r.Logger.Debug("batch: expiry task not removed", "batch", b.ID, "err", err)
+		}
+	}
+}
+
+// announce publishes the lifecycle event and enqueues the webhooks of a
+// finished batch, once: a failure returns an error, the finalize task is
+// retried, and the retry announces again (JetStream and the webhook task
+// ids drop what already went out).
+func (r *Runner) announce(ctx context.Context, id string) error {
+	if done, err := r.Store.Announced(ctx, id); err != nil || done {
+		return err
+	}
+	b, err := r.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !b.Status.Terminal() {
+		return nil
+	}
+	ev, err := batchEvent(b)
+	if err != nil {
+		return err
+	}
+	if r.Bus != nil {
+		if err := publishEvent(ctx, r.Bus, ev); err != nil {
+			return fmt.Errorf("batch %s: lifecycle event: %w", id, err)
+		}
+	}
+	if r.Webhooks != nil {
+		body, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		for _, u := range r.Webhooks.URLs {
+			wa := jobs.WebhookArgs{URL: u, EventID: ev.ID, EventType: ev.Type, Body: body}
+			if err := r.enqueue(ctx, wa, jobs.WebhookTaskID(ev.ID, u), asynq.Retention(24*time.Hour)); err != nil {
+				return fmt.Errorf("batch %s: webhook %s: %w", id, u, err)
+			}
+		}
+	}
+	if first, err := r.Store.MarkAnnounced(ctx, id); err != nil {
+		return err
+	} else if first {
+		r.Metrics.finish(b.Status)
+	}
+	r.progress(b)
+	return nil
+}

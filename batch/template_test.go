@@ -1,0 +1,122 @@
+package batch
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestTemplateRenders(t *testing.T) {
+	tp, err := ParseTemplate("t", `Write a {{.kind | lower}} about {{.topic}}.{{range .tags}} #{{.}}{{end}}{{if .extra}} {{.extra}}{{end}} {{printf "%03d" 7}} {{truncate 3 "abcdef"}} {{replace "a" "b" "banana"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tp.Render(map[string]any{"kind": "HAIKU", "topic": "autumn", "tags": []any{"a", "b"}, "extra": ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Write a haiku about autumn. #a #b 007 abc bbnbnb"; got != want {
+		t.Fatalf("got %q; want %q", got, want)
+	}
+	// JSON numbers keep their literal text.
+	var row map[string]any
+	dec := json.NewDecoder(strings.NewReader(`{"n": 3.10}`))
+	dec.UseNumber()
+	if err := dec.Decode(&row); err != nil {
+		t.Fatal(err)
+	}
+	tp2, _ := ParseTemplate("t", "n={{.n}}")
+	if got, err := tp2.Render(row); err != nil || got != "n=3.10" {
+		t.Fatalf("number: %q, %v", got, err)
+	}
+}
+
+func TestTemplateMissingField(t *testing.T) {
+	tp, err := ParseTemplate("t", "about {{.topic}}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tp.Render(map[string]any{"custom_id": "x"})
+	if err == nil || !strings.Contains(err.Error(), `"topic"`) {
+		t.Fatalf("missing field: %v", err)
+	}
+}
+
+func TestTemplateBounds(t *testing.T) {
+	cases := []struct {
+		name, src string
+		data      map[string]any
+		want      error
+	}{
+		{"range over a huge int", `{{range 100000000000}}{{end}}`, nil, ErrRenderTooLong},
+		{"nested ranges", `{{range 1000}}{{range 1000}}{{range 1000}}{{end}}{{end}}{{end}}`, nil, ErrRenderTooLong},
+		{"range over a row number", `{{range .n}}{{end}}`, map[string]any{"n": 1 << 40}, ErrRenderTooLong},
+		// Few steps, much text: the writer's bound, not the step bound, stops it.
+		{"output too large", `{{range 300}}{{printf "%999d" 1}}{{end}}`, nil, ErrRenderTooLarge},
+		{"replace blow-up", `{{replace "a" .big .big}}`, map[string]any{"big": strings.Repeat("a", 10000)}, ErrRenderTooLarge},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tp, err := ParseTemplate("t", c.src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A bound that failed would hang here (or exhaust memory).
+			if _, err := tp.Render(c.data); !errors.Is(err, c.want) {
+				t.Fatalf("Render: %v; want %v", err, c.want)
+			}
+		})
+	}
+}
+
+func TestTemplateRefusals(t *testing.T) {
+	for name, src := range map[string]string{
+		"recursion":          `{{define "a"}}{{template "a"}}{{end}}{{template "a"}}`,
+		"mutual recursion":   `{{define "a"}}{{template "b"}}{{end}}{{define "b"}}{{template "a"}}{{end}}{{template "a"}}`,
+		"syntax":             `{{.topic`,
+		"unknown function":   `{{exec "rm"}}`,
+		"empty":              "   ",
+		"too big":            strings.Repeat("x", MaxTemplateBytes+1),
+		"invalid utf-8":      "\xff",
+		"star width":         `{{printf "%*d" 5 1}}`,
+		"call":               `{{call .f}}`,
+		"huge printf width":  `{{printf "%99999d" 1}}`,
+		"huge printf prec":   `{{printf "%.99999f" 1.0}}`,
+		"env is not a thing": `{{env "HOME"}}`,
+	} {
+		tp, err := ParseTemplate("t", src)
+		if err == nil {
+			_, err = tp.Render(map[string]any{"f": "x"})
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// A non-recursive sub-template is fine.
+	tp, err := ParseTemplate("t", `{{define "greet"}}hello {{.}}{{end}}{{template "greet" .name}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := tp.Render(map[string]any{"name": "x"}); err != nil || got != "hello x" {
+		t.Fatalf("sub-template: %q, %v", got, err)
+	}
+}
+
+func TestPostProcess(t *testing.T) {
+	pp := PostProcess{StripPrompt: true, Stop: []string{"END", "\n\n"}, Trim: true, MaxChars: 5}
+	if err := pp.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := pp.Apply("Q:", "Q:  héllo world END more"); got != "héllo" {
+		t.Fatalf("Apply = %q", got)
+	}
+	if got := (PostProcess{}).Apply("p", " x "); got != " x " {
+		t.Fatalf("zero PostProcess changed the text: %q", got)
+	}
+	for _, bad := range []PostProcess{{Stop: []string{""}}, {MaxChars: -1}, {Stop: make([]string, MaxPostStops+1)}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
