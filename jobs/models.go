@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/tandem-ai/tandem/model"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 // BuiltinPrefix names models that need no files: a seeded random-weights
@@ -230,6 +231,13 @@ func ValidateModelName(name string) error {
 func canonicalModelName(name string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("model: required (a directory or %stiny)", BuiltinPrefix)
+	}
+	// A registered name (or name@version) resolves to its version's
+	// directory on every call, so a promotion reaches the next job.
+	if dir, ok, err := registry.ResolveModel(name); err != nil {
+		return "", fmt.Errorf("model %q: %w", name, err)
+	} else if ok {
+		name = dir
 	}
 	if strings.HasPrefix(name, BuiltinPrefix) {
 		if _, ok := builtinConfigs[strings.TrimPrefix(name, BuiltinPrefix)]; !ok {

@@ -64,6 +64,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// methods need submit. The monitoring UI is read-only unless admin.
 	apiMux := http.NewServeMux()
 	api.routes(apiMux)
+	registerFinetuneRoutes(apiMux, client, cfg.DataDir)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
 	mux.Handle("/monitoring/", mon)

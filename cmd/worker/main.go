@@ -26,8 +26,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tandem-ai/tandem/batch"
+	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 func main() {
@@ -50,6 +52,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfg := pipeline.DefaultConfig()
 	cfg.BindFlags(fs)
+	requirePersistence := pipeline.RequirePersistenceFlag(fs)
 	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9101"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
 	logLevel := fs.String("log-level", envOr("TANDEM_LOG_LEVEL", "info"), "debug, info, warn or error [TANDEM_LOG_LEVEL]")
 	device := fs.String("device", envOr("TANDEM_DEVICE", "cpu"), "compute device: cpu (cuda:N needs a binary built with -tags cuda) [TANDEM_DEVICE]")
@@ -94,6 +97,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	promReg.MustRegister(finetune.Collectors()...)
+
+	// The model registry lets jobs name models (name or name@N) and lets
+	// fine-tunes register what they train.
+	rdb, err := cfg.RedisClient()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := cfg.EnforceRedisPersistence(ctx, *requirePersistence, logger); err != nil {
+		return err
+	}
+	modelReg := registry.New(rdb, jobs.RegistryDir(cfg.DataDir))
+	registry.SetDefault(modelReg)
+	jobs.SetFinetuneBackends(modelReg, rdb)
+	jobs.SetFinetuneDataDir(cfg.DataDir)
 
 	// Batches: Redis records, the artifact store (TANDEM_ARTIFACT_STORE),
 	// webhooks (TANDEM_WEBHOOK_URLS) and batch metrics. Detached after the

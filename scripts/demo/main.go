@@ -44,7 +44,7 @@ type demo struct {
 }
 
 func run(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
 	root, err := os.Getwd()
 	if err != nil {
@@ -140,14 +140,18 @@ func run(ctx context.Context) error {
 	}
 	fmt.Print("   worker exec eval -> ", out)
 
-	step("5. queues")
+	step("6. queues")
 	out, err = d.output(ctx, "producer", "queues")
 	if err != nil {
 		return err
 	}
 	fmt.Print(indent(out))
 
-	step("6. shutdown")
+	if err := demoFinetune(ctx, d); err != nil {
+		return err
+	}
+
+	step("7. shutdown")
 	return d.stopAll()
 }
 
