@@ -16,16 +16,24 @@ import (
 // counter is not contended.
 const rowChunk = 64
 
-// buildRange computes the top-K lists of rows [lo, hi) with the given number
-// of goroutines, each with its own dense accumulator. Rows are handed out in
-// chunks from a shared counter, so a few heavy rows do not leave the other
-// goroutines idle. Context cancellation is checked per chunk.
+// buildRange computes the lists (K+Slack long) of rows [lo, hi) with the
+// given number of goroutines, each with its own dense accumulator, over the
+// cache-friendly localView. Rows are handed out in view order, in chunks from a shared
+// counter, so consecutive rows share their accumulator band and a few heavy
+// rows do not leave the other goroutines idle. Context cancellation is
+// checked per chunk.
 func (ss *simSide) buildRange(ctx context.Context, lo, hi, workers int) ([][]Neighbor, error) {
+	v := ss.localView()
+	order := make([]int32, 0, hi-lo)
+	for _, r := range v.toSide {
+		if int(r) >= lo && int(r) < hi {
+			order = append(order, r)
+		}
+	}
 	out := make([][]Neighbor, hi-lo)
 	var next atomic.Int64
-	next.Store(int64(lo))
 	var wg sync.WaitGroup
-	for range min(workers, (hi-lo+rowChunk-1)/rowChunk) {
+	for range min(workers, (len(order)+rowChunk-1)/rowChunk) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -33,11 +41,11 @@ func (ss *simSide) buildRange(ctx context.Context, lo, hi, workers int) ([][]Nei
 			var sl slab
 			for ctx.Err() == nil {
 				start := int(next.Add(rowChunk)) - rowChunk
-				if start >= hi {
+				if start >= len(order) {
 					return
 				}
-				for r := start; r < min(start+rowChunk, hi); r++ {
-					out[r-lo] = sl.copy(k.row(ss, int32(r), false))
+				for _, r := range order[start:min(start+rowChunk, len(order))] {
+					out[int(r)-lo] = sl.copy(k.row(v, r, false))
 				}
 			}
 		}()
@@ -66,13 +74,13 @@ func Build(ctx context.Context, st *Store, cfg Config) (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
-		ss.nb = nb
+		ss.setLists(nb)
 		sides[s] = ss
 	}
 	return newModel(st, cfg, sides[SideUsers], sides[SideItems]), nil
 }
 
-// Shard is the top-K lists of rows [Lo, Hi) of one side, computed by
+// Shard is the neighbour lists of rows [Lo, Hi) of one side, computed by
 // BuildShard, possibly on another worker. Rows is the side's row count and
 // Fingerprint identifies the data and configuration it was computed from;
 // Merge refuses shards that disagree on either.
@@ -81,7 +89,7 @@ type Shard struct {
 	Lo, Hi      int
 	Rows        int
 	Fingerprint uint64
-	Lists       [][]Neighbor // Lists[r-Lo] is row r's list, best first
+	Lists       [][]Neighbor // Lists[r-Lo] is row r's list, best first, K+Slack long at most
 }
 
 // BuildShard computes rows [lo, hi) of one side: the unit of work of a
@@ -124,7 +132,7 @@ func ShardRanges(n, parts int) [][2]int {
 	return out
 }
 
-// Neighbors is one side's complete top-K table, as Merge assembles it.
+// Neighbors is one side's complete table, as Merge assembles it.
 type Neighbors struct {
 	Side        Side
 	Fingerprint uint64
@@ -190,10 +198,10 @@ func NewModel(st *Store, cfg Config, users, items *Neighbors) (*Model, error) {
 		if want := ss.fingerprint(fp); nb.Fingerprint != want {
 			return nil, fmt.Errorf("recsys: NewModel: %v table fingerprint %x, this store and config give %x", nb.Side, nb.Fingerprint, want)
 		}
-		if err := validateLists(nb.Lists, ss.rows.rows(), ss.cfg.K); err != nil {
+		if err := validateLists(nb.Lists, ss.rows.rows(), ss.capacity()); err != nil {
 			return nil, fmt.Errorf("recsys: NewModel: %v table: %w", nb.Side, err)
 		}
-		ss.nb = nb.Lists
+		ss.setLists(nb.Lists)
 		sides[nb.Side] = ss
 	}
 	st.byUser.compact()
@@ -207,7 +215,7 @@ func validateLists(lists [][]Neighbor, rows, k int) error {
 	}
 	for r, l := range lists {
 		if len(l) > k {
-			return fmt.Errorf("row %d has %d neighbours, over K=%d", r, len(l), k)
+			return fmt.Errorf("row %d has %d neighbours, over K+Slack=%d", r, len(l), k)
 		}
 		for j, n := range l {
 			if n.ID < 0 || int(n.ID) >= rows || int(n.ID) == r {
@@ -229,6 +237,7 @@ func (ss *simSide) fingerprint(store uint64) uint64 {
 	b = binary.LittleEndian.AppendUint64(b, store)
 	b = binary.LittleEndian.AppendUint64(b, uint64(ss.side))
 	b = binary.LittleEndian.AppendUint64(b, uint64(ss.cfg.K))
+	b = binary.LittleEndian.AppendUint64(b, uint64(ss.cfg.Slack))
 	b = binary.LittleEndian.AppendUint64(b, uint64(ss.cfg.Weighting))
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(ss.base))
 	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(ss.cfg.Shrinkage))

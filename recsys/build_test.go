@@ -13,7 +13,8 @@ func simConfigs() map[string]Config {
 	given := map[string]float64{"i0": 3, "i1": 0, "i2": 0.5, "u1": 2, "u3": 0.25}
 	return map[string]Config{
 		"plain":         {Users: SimConfig{K: 5}, Items: SimConfig{K: 4}},
-		"idf-shrink":    {Users: SimConfig{K: 6, Weighting: WeightIDF, Shrinkage: 3}, Items: SimConfig{K: 3, Weighting: WeightIDF, Shrinkage: 1.5}},
+		"no-slack":      {Users: SimConfig{K: 5, Slack: -1}, Items: SimConfig{K: 4, Slack: -1}},
+		"idf-shrink":    {Users: SimConfig{K: 6, Slack: 1, Weighting: WeightIDF, Shrinkage: 3}, Items: SimConfig{K: 3, Slack: 1, Weighting: WeightIDF, Shrinkage: 1.5}},
 		"bm25-overlap":  {Users: SimConfig{K: 5, Weighting: WeightBM25, MinOverlap: 2}, Items: SimConfig{K: 5, Weighting: WeightBM25, MinOverlap: 3}},
 		"given-allsims": {Users: SimConfig{K: 8, Weighting: WeightGiven, Given: given, MinSimilarity: -2}, Items: SimConfig{K: 8, Weighting: WeightGiven, Given: given, MinSimilarity: 0.2}},
 		"big-k":         {Users: SimConfig{K: 1000, Weighting: WeightIDF}, Items: SimConfig{K: 1000}, Workers: 3},
@@ -37,7 +38,7 @@ func TestBuildMatchesBruteForce(t *testing.T) {
 			m := build(t, newTestStore(t, sc, evs), cfg)
 			for _, side := range []Side{SideUsers, SideItems} {
 				ref := bruteSide(m.store, side, cfg.side(side), 0)
-				checkLists(t, side.String(), m.sides[side].nb, ref)
+				checkSide(t, side.String(), m.sides[side], ref)
 				for r, n := range ref.norm {
 					if got := m.sides[side].norm[r]; math.Abs(got-n) > 1e-9*(1+n) {
 						t.Fatalf("%v norm of row %d = %g, want %g", side, r, got, n)

@@ -60,8 +60,14 @@ func (w Weighting) countBased() bool { return w == WeightIDF || w == WeightBM25 
 
 // SimConfig configures one similarity side (user-user or item-item).
 type SimConfig struct {
-	// K is the number of neighbours kept per row. Default 50.
+	// K is the number of neighbours per row. Default 50.
 	K int
+	// Slack is how many neighbours beyond K each row keeps internally, so
+	// that an incremental update which pushes a neighbour out of the top K
+	// can promote the next one instead of recomputing the row. Zero means
+	// K/2; negative means none. Shards carry K+Slack entries per row; every
+	// reader sees the first K.
+	Slack int
 	// Weighting picks the feature weights. Default WeightNone.
 	Weighting Weighting
 	// Given holds the weights for WeightGiven, by feature name (item IDs for
@@ -72,6 +78,14 @@ type SimConfig struct {
 	// incremental updates (see Model.IDFBase), so that only the columns an
 	// event touches change weight. The nightly rebuild takes the new count.
 	IDFBase float64
+	// FreezeWeights keeps IDF/BM25 weights fixed through incremental
+	// updates: every a_t stays as the build computed it, and a feature first
+	// seen by an update keeps the weight of its first count (1 row). An update
+	// then costs the same as with WeightNone (only the event's own rows are
+	// recomputed) instead of recomputing every row that has the event's item.
+	// The state equals a rebuild with Weighting WeightGiven and Given =
+	// Model.FeatureWeights. The default (false) keeps weights exact.
+	FreezeWeights bool
 	// Shrinkage is lambda in sim * n/(n + lambda), n the number of features
 	// both rows have; it pulls similarities that rest on few co-ratings toward
 	// 0. Zero (the default) turns it off.
@@ -89,6 +103,12 @@ func (c SimConfig) withDefaults() SimConfig {
 	if c.K == 0 {
 		c.K = 50
 	}
+	switch {
+	case c.Slack == 0:
+		c.Slack = c.K / 2
+	case c.Slack < 0:
+		c.Slack = 0
+	}
 	if c.MinOverlap == 0 {
 		c.MinOverlap = 1
 	}
@@ -100,8 +120,8 @@ func (c SimConfig) validate(name string, lim Limits) error {
 		return fmt.Errorf("recsys: %s similarity: "+format, append([]any{name}, args...)...)
 	}
 	switch {
-	case c.K < 1 || c.K > lim.MaxK:
-		return bad("K %d out of range [1, %d]", c.K, lim.MaxK)
+	case c.K < 1 || c.K+c.Slack > lim.MaxK:
+		return bad("K %d + Slack %d out of range [1, %d]", c.K, c.Slack, lim.MaxK)
 	case c.Weighting < WeightNone || c.Weighting > WeightGiven:
 		return bad("unknown weighting %v", c.Weighting)
 	case c.IDFBase < 0 || math.IsNaN(c.IDFBase) || math.IsInf(c.IDFBase, 0):

@@ -2,53 +2,60 @@ package recsys
 
 import "slices"
 
-// ranked is an element of a bounded heap: a.outranks(b) means a comes
-// before b in the final order. The order must be total (ties broken by ID)
-// so that results do not depend on the order candidates arrive in.
-type ranked[T any] interface {
-	outranks(T) bool
+// ranked is a candidate in a top-N selection of recommendations: a score
+// and the item it belongs to.
+type ranked struct {
+	score float64
+	id    int32
 }
 
-// bounded keeps the n best elements pushed so far in a binary heap whose
-// root is the worst of them, so most candidates cost one comparison.
-type bounded[T ranked[T]] struct {
+// beats is the total order of every top-N list: higher score first, ties to
+// the lower index, so results never depend on the order candidates arrive in.
+func (a ranked) beats(b ranked) bool {
+	return a.score > b.score || (a.score == b.score && a.id < b.id)
+}
+
+// topN keeps the n best candidates pushed so far in a binary heap whose root
+// is the worst of them, so most candidates cost one comparison.
+type topN struct {
 	n int
-	h []T
+	h []ranked
 }
 
-func (b *bounded[T]) reset(n int) {
-	b.n = n
-	b.h = b.h[:0]
+func (t *topN) reset(n int) {
+	t.n = n
+	t.h = t.h[:0]
 }
 
-// full reports whether a new element must beat the root to get in.
-func (b *bounded[T]) full() bool { return len(b.h) >= b.n }
+// admits reports whether x would enter: cheaper than push for the many
+// candidates that do not.
+func (t *topN) admits(x ranked) bool { return len(t.h) < t.n || x.beats(t.h[0]) }
 
-func (b *bounded[T]) push(x T) {
-	h := b.h
-	if len(h) < b.n {
+func (t *topN) push(x ranked) {
+	h := t.h
+	if len(h) < t.n {
 		h = append(h, x)
-		for i := len(h) - 1; i > 0; { // sift up: worse elements rise to the root
+		for i := len(h) - 1; i > 0; { // sift up: worse candidates rise to the root
 			p := (i - 1) / 2
-			if !h[p].outranks(h[i]) {
+			if !h[p].beats(h[i]) {
 				break
 			}
 			h[p], h[i] = h[i], h[p]
 			i = p
 		}
-		b.h = h
+		t.h = h
 		return
 	}
-	if !x.outranks(h[0]) {
+	if !x.beats(h[0]) {
 		return
 	}
 	h[0] = x
 	for i := 0; ; { // sift down
 		l, r, w := 2*i+1, 2*i+2, i
-		if l < len(h) && h[w].outranks(h[l]) {
+		if l < len(h) && h[w].beats(h[l]) {
 			w = l
 		}
-		if r < len(h) && h[w].outranks(h[r]) {
+		if r < len(h) && h[w].beats(h[r]) {
 			w = r
 		}
 		if w == i {
@@ -59,17 +66,19 @@ func (b *bounded[T]) push(x T) {
 	}
 }
 
-// sorted returns the kept elements best first. It reorders the heap's
+// sorted returns the kept candidates best first. It reorders the heap's
 // storage in place, so reset before pushing again.
-func (b *bounded[T]) sorted() []T {
-	slices.SortFunc(b.h, func(x, y T) int {
-		switch {
-		case x.outranks(y):
-			return -1
-		case y.outranks(x):
-			return 1
-		}
-		return 0
-	})
-	return b.h
+func (t *topN) sorted() []ranked {
+	slices.SortFunc(t.h, cmpRanked)
+	return t.h
+}
+
+func cmpRanked(a, b ranked) int {
+	switch {
+	case a.beats(b):
+		return -1
+	case b.beats(a):
+		return 1
+	}
+	return 0
 }

@@ -11,9 +11,10 @@ import (
 // brute is a dense, direct evaluation of the similarity definition, the
 // reference the sparse kernels are checked against.
 type brute struct {
-	sim   []map[int32]float64 // every kept pair's similarity, by row
-	lists [][]Neighbor        // top-K by (float32 sim desc, id asc)
-	norm  []float64
+	sim     []map[int32]float64 // every kept pair's similarity, by row
+	ranking [][]Neighbor        // every kept pair by (float32 sim desc, id asc)
+	lists   [][]Neighbor        // the first K of ranking
+	norm    []float64
 }
 
 func bruteSide(st *Store, side Side, cfg SimConfig, base float64) brute {
@@ -65,7 +66,7 @@ func bruteSide(st *Store, side Side, cfg SimConfig, base float64) brute {
 			}
 		}
 	}
-	b := brute{sim: make([]map[int32]float64, nr), lists: make([][]Neighbor, nr), norm: make([]float64, nr)}
+	b := brute{sim: make([]map[int32]float64, nr), ranking: make([][]Neighbor, nr), lists: make([][]Neighbor, nr), norm: make([]float64, nr)}
 	for r := range nr {
 		for f := range nf {
 			b.norm[r] += a[f] * val[r][f] * val[r][f]
@@ -99,6 +100,7 @@ func bruteSide(st *Store, side Side, cfg SimConfig, base float64) brute {
 			cands = append(cands, Neighbor{ID: int32(r2), Sim: float32(s)})
 		}
 		slices.SortFunc(cands, cmpNeighbor)
+		b.ranking[r] = cands
 		b.lists[r] = cands[:min(len(cands), cfg.K)]
 	}
 	return b
@@ -106,18 +108,53 @@ func bruteSide(st *Store, side Side, cfg SimConfig, base float64) brute {
 
 const simTol = 1e-6
 
-// checkLists asserts that got is a correct top-K given the reference: the
-// same length, the same similarity at every rank (to simTol), and every
-// listed neighbour a real pair with that similarity. Which of two rows whose
-// similarities agree to simTol takes the last place is left open.
-func checkLists(t *testing.T, what string, got [][]Neighbor, ref brute) {
+// tops is a side's public table: the first K of every list.
+func tops(ss *simSide) [][]Neighbor {
+	out := make([][]Neighbor, len(ss.nb))
+	for r := range out {
+		out[r] = ss.top(int32(r))
+	}
+	return out
+}
+
+// checkSide checks a side's public table against the reference, and the
+// invariant its internal lists keep: each is the exact best len(list) rows,
+// all of them when marked complete, at least K otherwise, and its summary
+// matches it.
+func checkSide(t *testing.T, what string, ss *simSide, ref brute) {
 	t.Helper()
-	if len(got) != len(ref.lists) {
-		t.Fatalf("%s: %d lists, want %d", what, len(got), len(ref.lists))
+	checkLists(t, what, tops(ss), ref.lists, ref)
+	prefix := make([][]Neighbor, len(ss.nb))
+	for r, l := range ss.nb {
+		want := ref.ranking[r]
+		sum := ss.sum[r]
+		switch {
+		case sum.complete && len(l) != len(want):
+			t.Fatalf("%s: row %d marked complete with %d of %d rows", what, r, len(l), len(want))
+		case !sum.complete && len(l) < min(ss.cfg.K, len(want)):
+			t.Fatalf("%s: row %d incomplete with %d rows, K is %d", what, r, len(l), ss.cfg.K)
+		case len(l) > len(want) || len(l) > ss.capacity():
+			t.Fatalf("%s: row %d holds %d rows; %d qualify, capacity %d", what, r, len(l), len(want), ss.capacity())
+		case sum != summarize(l, sum.complete):
+			t.Fatalf("%s: row %d summary out of date", what, r)
+		}
+		prefix[r] = want[:len(l)]
+	}
+	checkLists(t, what+" (internal)", ss.nb, prefix, ref)
+}
+
+// checkLists asserts that got is a correct top list given the reference
+// want: the same length, the same similarity at every rank (to simTol), and
+// every listed neighbour a real pair with that similarity. Which of two rows
+// whose similarities agree to simTol takes the last place is left open.
+func checkLists(t *testing.T, what string, got, wantLists [][]Neighbor, ref brute) {
+	t.Helper()
+	if len(got) != len(wantLists) {
+		t.Fatalf("%s: %d lists, want %d", what, len(got), len(wantLists))
 	}
 	bad := 0
 	for r := range got {
-		g, w := got[r], ref.lists[r]
+		g, w := got[r], wantLists[r]
 		ok := len(g) == len(w)
 		seen := map[int32]bool{}
 		for j := 0; ok && j < len(g); j++ {

@@ -67,6 +67,21 @@ func (m *Model) IDFBase(side Side) float64 {
 	return m.sides[side].base
 }
 
+// FeatureWeights returns the side's current feature weights a_t by feature
+// name (items for SideUsers, users for SideItems). Passed as
+// SimConfig.Given with WeightGiven, they make a rebuild reproduce a model
+// whose weights were frozen (SimConfig.FreezeWeights).
+func (m *Model) FeatureWeights(side Side) map[string]float64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ss := m.sides[side]
+	out := make(map[string]float64, len(ss.fw))
+	for f, w := range ss.fw {
+		out[ss.feats.name(int32(f))] = w
+	}
+	return out
+}
+
 // Neighbors returns the top-K list of a user (SideUsers) or an item
 // (SideItems), best first, and false when the ID is unknown.
 func (m *Model) Neighbors(side Side, id string) ([]Similar, bool) {
@@ -81,8 +96,9 @@ func (m *Model) Neighbors(side Side, id string) ([]Similar, bool) {
 	if !ok {
 		return nil, false
 	}
-	out := make([]Similar, len(ss.nb[r]))
-	for i, n := range ss.nb[r] {
+	top := ss.top(r)
+	out := make([]Similar, len(top))
+	for i, n := range top {
 		out[i] = Similar{ID: names.name(n.ID), Sim: float64(n.Sim)}
 	}
 	return out, true

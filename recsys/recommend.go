@@ -70,17 +70,7 @@ type recScratch struct {
 	stamp   []uint32 // stamp == epoch: score is live; seenStamp: item seen
 	epoch   uint32
 	touched []int32
-	top     []scoredIdx
-}
-
-type scoredIdx struct {
-	item  int32
-	score float64
-}
-
-// outranks orders by score, ties to the lower item index.
-func (a scoredIdx) outranks(b scoredIdx) bool {
-	return a.score > b.score || (a.score == b.score && a.item < b.item)
+	top     []ranked
 }
 
 // Recommend returns up to N items for user, best first, never an item the
@@ -171,7 +161,7 @@ func (m *Model) recommendLocked(u int32, opts RecOptions) []Scored {
 	if u >= 0 {
 		switch opts.Method {
 		case UserKNN:
-			for _, nb := range m.sides[SideUsers].nb[u] {
+			for _, nb := range m.sides[SideUsers].top(u) {
 				s := float64(nb.Sim)
 				ids, vals := st.byUser.idx[nb.ID], st.byUser.val[nb.ID]
 				for k, i := range ids {
@@ -183,7 +173,7 @@ func (m *Model) recommendLocked(u int32, opts RecOptions) []Scored {
 			ids, vals := st.byUser.idx[u], st.byUser.val[u]
 			for k, j := range ids {
 				h := float64(vals[k])
-				for _, nb := range items.nb[j] {
+				for _, nb := range items.top(j) {
 					add(nb.ID, h*float64(nb.Sim))
 				}
 			}
@@ -192,16 +182,16 @@ func (m *Model) recommendLocked(u int32, opts RecOptions) []Scored {
 			sc.stamp[i] = seen
 		}
 	}
-	top := bounded[scoredIdx]{n: opts.N, h: sc.top[:0]}
+	top := topN{n: opts.N, h: sc.top[:0]}
 	for _, i := range touched {
 		if sc.stamp[i] == live && sc.score[i] > 0 && keep(i) {
-			top.push(scoredIdx{item: i, score: sc.score[i]})
+			top.push(ranked{score: sc.score[i], id: i})
 		}
 	}
 	if len(top.h) == 0 && !opts.NoFallback {
 		for i, p := range m.pop {
 			if p > 0 && sc.stamp[i] != seen && keep(int32(i)) {
-				top.push(scoredIdx{item: int32(i), score: float64(p)})
+				top.push(ranked{score: float64(p), id: int32(i)})
 			}
 		}
 	}
@@ -210,7 +200,7 @@ func (m *Model) recommendLocked(u int32, opts RecOptions) []Scored {
 	best := top.sorted()
 	out := make([]Scored, len(best))
 	for k, x := range best {
-		out[k] = Scored{Item: st.items.name(x.item), Score: x.score}
+		out[k] = Scored{Item: st.items.name(x.id), Score: x.score}
 	}
 	return out
 }
@@ -237,4 +227,3 @@ func (m *Model) itemFilter(opts RecOptions) func(int32) bool {
 		return true
 	}
 }
-

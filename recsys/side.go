@@ -15,6 +15,37 @@ type simSide struct {
 	fw    []float64   // a_t per feature
 	norm  []float64   // |row|_a per row
 	nb    [][]Neighbor
+	sum   []listSummary // sum[r] summarizes nb[r]; kept by setList
+}
+
+// capacity is how many entries a computed list holds: K plus the slack.
+func (ss *simSide) capacity() int { return ss.cfg.K + ss.cfg.Slack }
+
+// top is row r's public list: the first K entries.
+func (ss *simSide) top(r int32) []Neighbor {
+	l := ss.nb[r]
+	return l[:min(len(l), ss.cfg.K)]
+}
+
+// setList replaces row r's list and its summary.
+func (ss *simSide) setList(r int32, l []Neighbor, complete bool) {
+	ss.nb[r] = l
+	ss.sum[r] = summarize(l, complete)
+}
+
+// setComputed installs a list fresh from the kernel: it is complete when
+// the kernel found fewer candidates than it had room for.
+func (ss *simSide) setComputed(r int32, l []Neighbor) {
+	ss.setList(r, l, len(l) < ss.capacity())
+}
+
+// setLists installs a whole computed table.
+func (ss *simSide) setLists(lists [][]Neighbor) {
+	ss.nb = lists
+	ss.sum = make([]listSummary, len(lists))
+	for r, l := range lists {
+		ss.setComputed(int32(r), l)
+	}
 }
 
 // newSimSide computes feature weights and norms for the store's current
@@ -80,14 +111,14 @@ func (ss *simSide) rowNorm(r int32) float64 {
 	return math.Sqrt(s)
 }
 
-// similarity turns a raw dot product and a co-rated count into the kept
-// similarity, or false when the pair is filtered out. Full and incremental
-// computations both go through here.
-func (ss *simSide) similarity(dot float64, n int32, r, r2 int32) (float32, bool) {
+// similarity turns a raw dot product, a co-rated count and the two norms
+// into the kept similarity, or false when the pair is filtered out. Full and
+// incremental computations both go through here.
+func (ss *simSide) similarity(dot float64, n int32, norm, norm2 float64) (float32, bool) {
 	if int(n) < ss.cfg.MinOverlap {
 		return 0, false
 	}
-	d := ss.norm[r] * ss.norm[r2]
+	d := norm * norm2
 	if d == 0 {
 		return 0, false
 	}
@@ -98,78 +129,8 @@ func (ss *simSide) similarity(dot float64, n int32, r, r2 int32) (float32, bool)
 	if !(s > ss.cfg.MinSimilarity) {
 		return 0, false
 	}
+	if s == 0 {
+		s = 0 // -0 would order apart from +0 in the packed select keys
+	}
 	return float32(s), true
-}
-
-// candidate is one co-rated row seen while computing a row, kept for the
-// incremental update to push the new similarity into that row's list.
-type candidate struct {
-	id  int32
-	sim float32
-	ok  bool
-}
-
-// kernel is one goroutine's scratch space for computing rows: a dense
-// accumulator over all rows of the side, the co-rated counts, the list of
-// rows touched, and the top-K heap.
-type kernel struct {
-	acc     []float64
-	cnt     []int32
-	touched []int32
-	heap    bounded[Neighbor]
-	cands   []candidate
-}
-
-func (k *kernel) ensure(n int) {
-	if len(k.acc) < n {
-		k.acc = append(k.acc, make([]float64, n-len(k.acc))...)
-		k.cnt = append(k.cnt, make([]int32, n-len(k.cnt))...)
-	}
-}
-
-// row computes row r's similarities to every row sharing a feature with it,
-// as one row of the sparse product (X diag(a)) X^T: for each feature f of r,
-// walk the rows that have f and accumulate a_f x_r[f] x_r2[f] into acc[r2].
-// It returns r's top-K, best first, valid until the next call; with
-// keepCands it also records every co-rated row's similarity in k.cands.
-func (k *kernel) row(ss *simSide, r int32, keepCands bool) []Neighbor {
-	k.ensure(ss.rows.rows())
-	acc, cnt := k.acc, k.cnt
-	touched := k.touched[:0]
-	ids, vals := ss.rows.idx[r], ss.rows.val[r]
-	vals = vals[:len(ids)]
-	for j, f := range ids {
-		w := ss.fw[f] * float64(vals[j])
-		cr, cv := ss.cols.idx[f], ss.cols.val[f]
-		cv = cv[:len(cr)]
-		for j2, r2 := range cr {
-			if cnt[r2] == 0 {
-				touched = append(touched, r2)
-			}
-			cnt[r2]++
-			acc[r2] += w * float64(cv[j2])
-		}
-	}
-	k.heap.reset(ss.cfg.K)
-	if keepCands {
-		k.cands = k.cands[:0]
-	}
-	for _, r2 := range touched {
-		dot, n := acc[r2], cnt[r2]
-		acc[r2], cnt[r2] = 0, 0
-		if r2 == r {
-			continue
-		}
-		s, ok := ss.similarity(dot, n, r, r2)
-		// Most candidates lose to the current K-th: test that inline
-		// before paying for the heap's generic call.
-		if x := (Neighbor{ID: r2, Sim: s}); ok && (!k.heap.full() || better(x, k.heap.h[0])) {
-			k.heap.push(x)
-		}
-		if keepCands {
-			k.cands = append(k.cands, candidate{id: r2, sim: s, ok: ok})
-		}
-	}
-	k.touched = touched
-	return k.heap.sorted()
 }
