@@ -235,9 +235,9 @@ func writableMount(c *corev1.Container, vols map[string]corev1.Volume, dir strin
 // binaryEnv lists the TANDEM_* variables that a binary reads itself, beside
 // the pipeline.Config ones (cmd/*/main.go, cmd/producer/serve.go).
 var binaryEnv = map[string][]string{
-	"producer":  {"TANDEM_HTTP_ADDR"},
-	"scheduler": {"TANDEM_ADMIN_ADDR", "TANDEM_SCHEDULE", "TANDEM_EMBEDDED_NATS"},
-	"worker":    {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE"},
+	"producer":  {"TANDEM_HTTP_ADDR", pipeline.StreamReplicasEnv},
+	"scheduler": {"TANDEM_ADMIN_ADDR", "TANDEM_SCHEDULE", "TANDEM_EMBEDDED_NATS", pipeline.StreamReplicasEnv},
+	"worker":    {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE", pipeline.StreamReplicasEnv},
 }
 
 // imageBinary maps Tandem's images to the binary each runs.

@@ -66,8 +66,18 @@ func (s StreamSpec) validate() error {
 
 // EnsureStreams creates or updates FEEDBACK, EVENTS and DEADLETTER. It is
 // idempotent and safe to run from every replica at start-up.
+//
+// The replica count comes from TANDEM_NATS_STREAM_REPLICAS (default 1).
 func (b *Bus) EnsureStreams(ctx context.Context) error {
-	return b.EnsureStreamSpecs(ctx, DefaultStreams()...)
+	replicas, err := StreamReplicas()
+	if err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	specs := DefaultStreams()
+	for i := range specs {
+		specs[i].Replicas = replicas
+	}
+	return b.EnsureStreamSpecs(ctx, specs...)
 }
 
 // EnsureStreamSpecs creates or updates the given streams (for a cluster, pass
