@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -23,6 +25,10 @@ type Deps struct {
 	Batches BatchRunner
 	// Webhooks delivers webhook tasks; nil when no URL is configured.
 	Webhooks *WebhookConfig
+	// Redis is the worker's Redis client, for kinds that write serving data
+	// (recs-rebuild's publish); nil under `worker exec`, which then connects
+	// from the TANDEM_* environment when it needs one.
+	Redis redis.UniversalClient
 }
 
 // NewDeps returns Deps with a fresh model store bounded by
@@ -107,6 +113,19 @@ var kinds = map[string]kind{
 		},
 		exec:    execFinetuneFeedback,
 		summary: "fine-tune a registered model on accepted and edited generations; promote if no worse",
+	},
+	KindRecsRebuild: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[RecsRebuildArgs](r, RecsRebuildWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 2 * time.Hour})
+		},
+		exec:    execRecsRebuild,
+		summary: "rebuild recommendations from an interaction log; optionally publish them to Redis",
+	},
+	KindRecsEval: {
+		// Offline evaluation is a command for people; it has no queue entry.
+		register: func(*pipeline.Registry, *Deps) {},
+		exec:     execRecsEval,
+		summary:  "offline precision/recall/nDCG/MAP/coverage of the recommender (worker exec only)",
 	},
 }
 

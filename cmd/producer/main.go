@@ -29,6 +29,8 @@ var commands = map[string]command{
 	"batch":    {"bulk generation batches: batch create|status|cancel|results|list", cmdBatch},
 	"finetune": {"train or fine-tune a model: finetune --data FILE (--model M | --init-config F) [--wait]", cmdFinetune},
 	"models":   {"model registry: models list | show NAME | promote NAME@N", cmdModels},
+	"feedback": {"publish a feedback event: feedback --user U --item I --event click [--value 1] [--id ID]", cmdFeedback},
+	"recs":     {"show a user's recommendations: recs USER [--n 10]", cmdRecs},
 }
 
 func main() {

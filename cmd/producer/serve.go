@@ -56,7 +56,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer batches.Close()
-	api := &apiServer{client: client, logger: logger, batches: batches}
+	recs, err := newRecsAPI(ctx, *cfg, client.Redis(), logger)
+	if err != nil {
+		return err
+	}
+	defer recs.Close()
+	api := &apiServer{client: client, logger: logger, batches: batches, recs: recs}
 	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
 	defer closeMon()
 
@@ -94,6 +99,7 @@ type apiServer struct {
 	client  *pipeline.Client
 	logger  *slog.Logger
 	batches *batchAPI // nil: no /v1/batches routes
+	recs    *recsAPI  // nil: no feedback or recommendation routes
 }
 
 // maxRequestBody bounds a JSON request body of the API.
@@ -105,6 +111,7 @@ func (a *apiServer) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/jobs/{id}/cancel", a.cancelJob)
 	mux.HandleFunc("GET /v1/queues", a.listQueues)
 	a.batchRoutes(mux)
+	a.recsRoutes(mux)
 	mux.HandleFunc("GET /v1/kinds", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"kinds": jobs.Names()})
 	})

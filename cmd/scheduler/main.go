@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	requirePersistence := pipeline.RequirePersistenceFlag(fs)
 	schedule := fs.String("schedule", envOr("TANDEM_SCHEDULE", ""), "JSON file of periodic jobs (empty: none) [TANDEM_SCHEDULE]")
 	embedded := fs.String("embedded-nats", envOr("TANDEM_EMBEDDED_NATS", ""), "host an in-process nats-server on this address, e.g. 127.0.0.1:4333 (JetStream under the data dir) [TANDEM_EMBEDDED_NATS]")
+	interactions := fs.String("interactions", envOr("TANDEM_INTERACTIONS", ""), "interaction log (.csv or .jsonl) the live recommender starts from; empty: no data [TANDEM_INTERACTIONS]")
 	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9102"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -98,12 +99,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			cfg.NATSURL = ns.URL()
 		}
 	}
+	var bus *pipeline.Bus
 	if cfg.NATSURL != "" {
 		natsOpts, err := cfg.NATSOptions()
 		if err != nil {
 			return err
 		}
-		bus, err := pipeline.ConnectBus(ctx, cfg.NATSURL, natsOpts...)
+		bus, err = pipeline.ConnectBus(ctx, cfg.NATSURL, natsOpts...)
 		if err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
@@ -118,6 +120,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer client.Close()
+	if bus != nil {
+		stopFeedback, err := startFeedback(ctx, bus, feedbackOptions{Interactions: *interactions, Redis: client.Redis(), Logger: logger})
+		if err != nil {
+			return err
+		}
+		defer stopFeedback() // drains before the bus closes
+	}
 	periodic, err := pipeline.NewPeriodic(client, entries, logger, time.Now)
 	if err != nil {
 		return err

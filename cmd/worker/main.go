@@ -106,6 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
+	deps.Redis = rdb // recs-rebuild publishes through it
 	if err := cfg.EnforceRedisPersistence(ctx, *requirePersistence, logger); err != nil {
 		return err
 	}

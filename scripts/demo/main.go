@@ -58,6 +58,10 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer d.stopAll()
+	// The scheduler's live recommender loads this file at start.
+	if err := writeDemoInteractions(d.dir); err != nil {
+		return err
+	}
 
 	step("1. services")
 	redisURL := os.Getenv("TANDEM_REDIS_URL")
@@ -74,7 +78,7 @@ func run(ctx context.Context) error {
 	natsURL := os.Getenv("TANDEM_NATS_URL")
 	schedAdmin, workerAdmin := freeAddr(), freeAddr()
 	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+d.dir)
-	schedArgs := []string{"--admin-addr", schedAdmin}
+	schedArgs := []string{"--admin-addr", schedAdmin, "--interactions", demoInteractions(d.dir)}
 	if natsURL == "" {
 		natsAddr := freeAddr()
 		natsURL = "nats://" + natsAddr
@@ -146,6 +150,10 @@ func run(ctx context.Context) error {
 		return err
 	}
 	fmt.Print(indent(out))
+
+	if err := demoRecs(ctx, d); err != nil {
+		return err
+	}
 
 	if err := demoFinetune(ctx, d); err != nil {
 		return err

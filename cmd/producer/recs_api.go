@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
+)
+
+// recsAPI serves feedback intake and precomputed recommendations.
+type recsAPI struct {
+	bus    *pipeline.Bus // nil without NATS: feedback answers 503
+	store  *recsys.RedisStore
+	logger *slog.Logger
+}
+
+// newRecsAPI connects to NATS when cfg names a server; the recommendation
+// lists are read from rdb.
+func newRecsAPI(ctx context.Context, cfg pipeline.Config, rdb redis.UniversalClient, logger *slog.Logger) (*recsAPI, error) {
+	r := &recsAPI{store: recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}), logger: logger}
+	if cfg.NATSURL == "" {
+		logger.Warn("no NATS URL: POST /v1/feedback answers 503 (set TANDEM_NATS_URL)")
+		return r, nil
+	}
+	bus, err := connectBus(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.bus = bus
+	return r, nil
+}
+
+// Close closes the NATS connection, if any.
+func (r *recsAPI) Close() {
+	if r != nil && r.bus != nil {
+		r.bus.Close()
+	}
+}
+
+func connectBus(ctx context.Context, cfg pipeline.Config) (*pipeline.Bus, error) {
+	opts, err := cfg.NATSOptions()
+	if err != nil {
+		return nil, err
+	}
+	bus, err := pipeline.ConnectBus(ctx, cfg.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	if err := bus.EnsureStreams(ctx); err != nil {
+		bus.Close()
+		return nil, fmt.Errorf("nats streams: %w", err)
+	}
+	return bus, nil
+}
+
+// recsRoutes adds:
+//
+//	POST /v1/feedback                         one feedback event (recsys.Event JSON); 202 once stored
+//	GET  /v1/users/{id}/recommendations[?n=]  the user's precomputed list
+func (a *apiServer) recsRoutes(mux *http.ServeMux) {
+	if a.recs == nil {
+		return
+	}
+	mux.HandleFunc("POST /v1/feedback", a.recs.postFeedback)
+	mux.HandleFunc("GET /v1/users/{id}/recommendations", a.recs.getRecommendations)
+}
+
+func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
+	if r.bus == nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "feedback needs NATS: start the producer with TANDEM_NATS_URL (or --nats-url)")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, pipeline.MaxEventBytes))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: over %d bytes", pipeline.MaxEventBytes))
+		return
+	}
+	ev, err := jobs.PublishFeedback(req.Context(), r.bus, body)
+	switch {
+	case errors.Is(err, jobs.ErrBadFeedback):
+		writeError(w, http.StatusBadRequest, "invalid_event", err.Error())
+		return
+	case err != nil:
+		r.logger.Error("feedback publish failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"id": ev.ID, "subject": pipeline.FeedbackSubject(ev.Type)})
+}
+
+// recsView is the answer of the recommendations route and `producer recs`.
+type recsView struct {
+	User       string          `json:"user"`
+	Generation int64           `json:"generation"`
+	Found      bool            `json:"found"`
+	Items      []recsys.Scored `json:"items"`
+}
+
+// getRecs reads a user's list, cut to n (0: all).
+func getRecs(ctx context.Context, store *recsys.RedisStore, user string, n int) (recsView, error) {
+	v := recsView{User: user, Items: []recsys.Scored{}}
+	gen, err := store.Current(ctx)
+	if err != nil || gen == 0 {
+		return v, err
+	}
+	v.Generation = gen
+	lists, err := store.GetAt(ctx, gen, user)
+	if err != nil {
+		return v, err
+	}
+	if lists[0] != nil {
+		v.Found, v.Items = true, lists[0]
+	}
+	if n > 0 && len(v.Items) > n {
+		v.Items = v.Items[:n]
+	}
+	return v, nil
+}
+
+// maxRecsUserBytes bounds a user id in a URL (the serving store's limit).
+const maxRecsUserBytes = 256
+
+func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
+	user := req.PathValue("id")
+	if user == "" || len(user) > maxRecsUserBytes {
+		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("id: want 1..%d bytes", maxRecsUserBytes))
+		return
+	}
+	n := 0
+	if s := req.URL.Query().Get("n"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > jobs.MaxRecsTop {
+			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("n: want an integer in [1, %d]", jobs.MaxRecsTop))
+			return
+		}
+		n = v
+	}
+	v, err := getRecs(req.Context(), r.store, user, n)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return
+	}
+	if !v.Found {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no recommendations for user %q (not in the last rebuild, no feedback since)", user))
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// cmdFeedback is `producer feedback --user U --item I --event TYPE`.
+func cmdFeedback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfg := clientFlags("feedback", stderr)
+	var ev recsys.Event
+	fs.StringVar(&ev.User, "user", "", "user id (required)")
+	fs.StringVar(&ev.Item, "item", "", "item id (required)")
+	fs.StringVar(&ev.Type, "event", recsys.EventClick, "event type: view, click, purchase, rating, dwell, accepted, edited, rejected")
+	fs.Float64Var(&ev.Value, "value", 1, "value: a rating, seconds of dwell, a count")
+	fs.StringVar(&ev.ID, "id", "", "event id, used as Nats-Msg-Id (default: random)")
+	fs.StringVar(&ev.ItemKind, "kind", "", "item kind, e.g. template or topic")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if cfg.NATSURL == "" {
+		return errors.New("feedback needs NATS: set TANDEM_NATS_URL (or --nats-url)")
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	if _, err := jobs.DecodeFeedbackEvent(body); err != nil {
+		return err // before dialling: a bad flag needs no server
+	}
+	bus, err := connectBus(ctx, *cfg)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	pub, err := jobs.PublishFeedback(ctx, bus, body)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, map[string]string{"id": pub.ID, "subject": pipeline.FeedbackSubject(pub.Type)})
+}
+
+// cmdRecs is `producer recs USER [--n N]`.
+func cmdRecs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfg := clientFlags("recs", stderr)
+	n := fs.Int("n", 10, "at most this many items")
+	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
+		return errors.New("usage: producer recs USER [--n N]")
+	}
+	user := args[0]
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *n < 1 || *n > jobs.MaxRecsTop {
+		return fmt.Errorf("--n: %d out of range [1, %d]", *n, jobs.MaxRecsTop)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	rdb, err := cfg.RedisClient()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	v, err := getRecs(ctx, recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}), user, *n)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, v)
+}
