@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,6 +56,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	requirePersistence := pipeline.RequirePersistenceFlag(fs)
 	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9101"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
 	logLevel := fs.String("log-level", envOr("TANDEM_LOG_LEVEL", "info"), "debug, info, warn or error [TANDEM_LOG_LEVEL]")
+	idleDefault, err := envDuration("TANDEM_EXIT_WHEN_IDLE")
+	if err != nil {
+		return err
+	}
+	exitWhenIdle := fs.Duration("exit-when-idle", idleDefault, "exit after this long with no job running and nothing waiting on the worker's queues; 0 runs until stopped (for Kubernetes Jobs) [TANDEM_EXIT_WHEN_IDLE]")
 	device := fs.String("device", envOr("TANDEM_DEVICE", "cpu"), "compute device: cpu (cuda:N needs a binary built with -tags cuda) [TANDEM_DEVICE]")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: worker [flags]           run the asynq server\n       worker exec KIND [flags] run one job in-process, no Redis\n\nkinds:\n")
@@ -125,7 +131,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer detachBatches()
 
 	metrics := pipeline.NewMetrics(promReg)
-	srv, err := pipeline.NewServer(cfg, reg, logger, pipeline.Recover(logger), metrics.Middleware(), pipeline.Logging(logger))
+	middleware := []asynq.MiddlewareFunc{pipeline.Recover(logger), metrics.Middleware(), pipeline.Logging(logger)}
+	var idle *idleExit
+	if *exitWhenIdle > 0 {
+		redisOpt, err := cfg.RedisConnOpt()
+		if err != nil {
+			return err
+		}
+		insp := asynq.NewInspector(redisOpt)
+		defer insp.Close()
+		idle = &idleExit{after: *exitWhenIdle, inspect: insp, queues: queueNames(cfg.Queues), logger: logger, poll: time.Second}
+		middleware = append([]asynq.MiddlewareFunc{idle.middleware}, middleware...)
+	}
+	srv, err := pipeline.NewServer(cfg, reg, logger, middleware...)
 	if err != nil {
 		return err
 	}
@@ -148,6 +166,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			cancel()
 		}
 	}()
+	if idle != nil {
+		go idle.watch(runCtx, cancel)
+	}
 	runErr := srv.Run(runCtx)
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
@@ -187,6 +208,19 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("log-level: %w", err)
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// envDuration reads a duration variable; unset or empty is zero.
+func envDuration(key string) (time.Duration, error) {
+	v := os.Getenv(key)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s: %q is not a non-negative duration such as 5m", key, v)
+	}
+	return d, nil
 }
 
 func envOr(key, def string) string {

@@ -222,3 +222,30 @@ func freeAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+func TestExitWhenIdleEndsAfterTheQueueDrains(t *testing.T) {
+	b := setup(t)
+	record := filepath.Join(b.dir, "runs.txt")
+	b.enqueuePing(t, "oneshot-1", jobs.PingArgs{SleepMS: 1500, Record: record})
+	w := b.startWorker(t, "TANDEM_EXIT_WHEN_IDLE=2s")
+	done := make(chan error, 1)
+	go func() { done <- w.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker with --exit-when-idle exited with %v; want a clean exit", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("worker with --exit-when-idle 2s still running 60s after start")
+	}
+	info, err := b.insp.GetTaskInfo("default", "oneshot-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStateCompleted {
+		t.Fatalf("the queued job is %v when the idle worker exited; want completed", info.State)
+	}
+	if runs := runsRecorded(record); len(runs) != 1 {
+		t.Fatalf("job ran %d times; want once", len(runs))
+	}
+}
