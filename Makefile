@@ -7,7 +7,7 @@ export GOFLAGS ?= -mod=mod
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
 
-.PHONY: help build demo test vet bench deps services clean fuzz vulncheck
+.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ bench: services ## benchmarks: pipeline vs raw asynq; model vs PyTorch/numpy (be
 FUZZTIME ?= 30
 fuzz: services ## run every fuzz target for FUZZTIME seconds each (default 30), one after another
 	scripts/fuzz.sh $(FUZZTIME)
+
+chaos: build ## fault-injection run: SIGKILL/SIGSTOP workers, kill and restart Redis (AOF) and NATS mid-batch; checks exactly-once, writes docs/RELIABILITY.md
+	$(GO) run ./scripts/chaos
 
 vulncheck: ## govulncheck offline (database built from golang.org/x/vulndb); fails on reachable module vulnerabilities
 	scripts/govulncheck.sh
