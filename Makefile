@@ -7,7 +7,7 @@ export GOFLAGS ?= -mod=mod
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
 
-.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos
+.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos bench-recsys
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,9 +31,13 @@ vet: ## go vet and gofmt
 test: services vet ## vet, gofmt, and every test with -race against real Redis and an embedded nats-server
 	$(GO) test -race -timeout 12m ./...
 
-bench: services ## benchmarks: pipeline vs raw asynq; model vs PyTorch/numpy (bench/run.sh)
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./pipeline/
-	@if [ -x bench/run.sh ]; then bench/run.sh; fi
+bench: services ## benchmarks with their peers: pipeline vs raw asynq, batch vs in-process, model vs PyTorch/numpy
+	$(GO) test -run '^$$' -bench Noop -benchtime 5x ./pipeline/
+	$(GO) test -run '^$$' -bench BatchVsDirect -benchtime 5x ./batch/
+	bench/run.sh
+
+bench-recsys: ## similarity rebuild vs SciPy at 100k users x 20k items x 2M events (about 10 minutes)
+	$(GO) run ./bench/recsys
 
 FUZZTIME ?= 30
 fuzz: services ## run every fuzz target for FUZZTIME seconds each (default 30), one after another
