@@ -9,8 +9,8 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
-	"path/filepath"
 
+	"github.com/tandem-ai/tandem/atomicfile"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -86,57 +86,38 @@ func SaveCheckpoint(path string, c *Checkpoint) error {
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
+	err = atomicfile.Write(path, func(f io.Writer) error {
+		crc := crc32.NewIEEE()
+		w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
+		le := binary.LittleEndian
+		if _, err := w.WriteString(checkpointMagic); err != nil {
+			return err
+		}
+		for _, v := range []any{uint32(checkpointVersion), uint64(len(hdr))} {
+			if err := binary.Write(w, le, v); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(hdr); err != nil {
+			return err
+		}
+		if err := binary.Write(w, le, uint64(n)); err != nil {
+			return err
+		}
+		for _, s := range [][]float32{c.Params, c.Opt.M, c.Opt.V} {
+			if err := binary.Write(w, le, s); err != nil {
+				return err
+			}
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		return binary.Write(f, le, crc.Sum32())
+	})
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	crc := crc32.NewIEEE()
-	w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
-	le := binary.LittleEndian
-	if _, err := w.WriteString(checkpointMagic); err != nil {
-		return fail(err)
-	}
-	for _, v := range []any{uint32(checkpointVersion), uint64(len(hdr))} {
-		if err := binary.Write(w, le, v); err != nil {
-			return fail(err)
-		}
-	}
-	if _, err := w.Write(hdr); err != nil {
-		return fail(err)
-	}
-	if err := binary.Write(w, le, uint64(n)); err != nil {
-		return fail(err)
-	}
-	for _, s := range [][]float32{c.Params, c.Opt.M, c.Opt.V} {
-		if err := binary.Write(w, le, s); err != nil {
-			return fail(err)
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return fail(err)
-	}
-	if err := binary.Write(f, le, crc.Sum32()); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // ErrNoCheckpoint is returned by LoadCheckpoint when there is none.
@@ -217,45 +198,4 @@ func LoadCheckpoint(path string) (*Checkpoint, error) {
 		return nil, bad("checksum mismatch (damaged file)")
 	}
 	return c, nil
-}
-
-// syncDir makes a rename durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes data to path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
 }

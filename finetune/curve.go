@@ -7,6 +7,8 @@ import (
 	"image/color"
 	"image/png"
 	"math"
+
+	"github.com/tandem-ai/tandem/atomicfile"
 )
 
 // Curve image geometry.
@@ -127,7 +129,7 @@ func WriteCurvePNG(path string, stepLosses []float32, epochs []EpochStats) error
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(path, b); err != nil {
+	if err := atomicfile.WriteBytes(path, b); err != nil {
 		return fmt.Errorf("curve: %w", err)
 	}
 	return nil

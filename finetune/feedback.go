@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/atomicfile"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -207,7 +208,7 @@ func (c *FeedbackCollector) Export(ctx context.Context, path string) (n int, dig
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return 0, "", err
 	}
-	if err := writeFileAtomic(path, []byte(b.String())); err != nil {
+	if err := atomicfile.WriteBytes(path, []byte(b.String())); err != nil {
 		return 0, "", fmt.Errorf("feedback export: %w", err)
 	}
 	sum := sha256.Sum256([]byte(b.String()))

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-ai/tandem/atomicfile"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -347,7 +348,7 @@ func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(o.OutDir, ResultFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(o.OutDir, ResultFile), append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("result: %w", err)
 	}
 	r.st.Done = true

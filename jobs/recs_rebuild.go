@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/atomicfile"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -187,20 +188,13 @@ func writeRecsFile(path string, m *recsys.Model, opts recsys.RecOptions) (int, e
 			return 0, fmt.Errorf("out: %w", err)
 		}
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	var n int
+	err := atomicfile.Write(path, func(w io.Writer) error {
+		var err error
+		n, err = recsys.WriteRecommendations(w, m, opts)
+		return err
+	})
 	if err != nil {
-		return 0, fmt.Errorf("out: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	n, err := recsys.WriteRecommendations(tmp, m, opts)
-	if err != nil {
-		tmp.Close()
-		return n, fmt.Errorf("out: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return n, fmt.Errorf("out: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
 		return n, fmt.Errorf("out: %w", err)
 	}
 	return n, nil

@@ -2,11 +2,14 @@ package model
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tandem-ai/tandem/atomicfile"
 )
 
 // Parameter layout. All parameters live in one contiguous []float32, as in
@@ -300,7 +303,7 @@ func (m *Model) SaveDir(dir string) error {
 			os.RemoveAll(tmp)
 			return fmt.Errorf("save model: %w", err)
 		}
-		return syncDir(parent)
+		return atomicfile.SyncDir(parent)
 	}
 	return m.writeFiles(dir, cfgJSON)
 }
@@ -311,57 +314,13 @@ func (m *Model) writeFiles(dir string, cfgJSON []byte) error {
 		tensors = append(tensors, SafetensorsTensor{Name: "transformer." + p.Name, Shape: p.Shape, Data: m.Params[p.Offset : p.Offset+p.Size]})
 	}
 	meta := map[string]string{"format": "pt"}
-	if err := writeFileAtomic(filepath.Join(dir, SafetensorsFile), func(f *os.File) error {
-		return WriteSafetensors(f, tensors, meta)
+	if err := atomicfile.Write(filepath.Join(dir, SafetensorsFile), func(w io.Writer) error {
+		return WriteSafetensors(w, tensors, meta)
 	}); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ConfigFile), func(f *os.File) error {
-		_, err := f.Write(append(cfgJSON, '\n'))
-		return err
-	}); err != nil {
+	if err := atomicfile.WriteBytes(filepath.Join(dir, ConfigFile), append(cfgJSON, '\n')); err != nil {
 		return fmt.Errorf("save model: %w", err)
-	}
-	return nil
-}
-
-// writeFileAtomic writes path through a temporary file in the same
-// directory, synced before it is renamed over path.
-func writeFileAtomic(path string, write func(*os.File) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = write(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir makes a rename durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
 	}
 	return nil
 }

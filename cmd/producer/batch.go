@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tandem-ai/tandem/atomicfile"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -330,26 +331,17 @@ func cmdBatchResults(ctx context.Context, args []string, stdout, stderr io.Write
 	return nil
 }
 
-// saveResult copies one result file through a temporary file and a rename.
+// saveResult copies one result file atomically.
 func saveResult(ctx context.Context, svc *batch.Service, id, which, path string) error {
 	rc, _, err := svc.OpenResult(ctx, id, which)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	return atomicfile.Write(path, func(w io.Writer) error {
+		_, err := io.Copy(w, rc)
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, rc); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	})
 }
 
 func cmdBatchList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
