@@ -71,7 +71,7 @@ func jsonKind(goKind string) string {
 func readJSONLRows(r io.Reader, visit rowVisitor) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for line := 1; ; line++ {
-		raw, tooLong, err := readLine(br, jobs.MaxLineBytes)
+		raw, tooLong, err := jobs.ReadBoundedLine(br, jobs.MaxLineBytes)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("input: line %d: %w", line, err)
 		}
@@ -106,30 +106,6 @@ func decodeJSONRow(raw []byte, line int) (map[string]any, *Problem) {
 		return nil, &Problem{Line: line, Code: "invalid_json", Message: "want a JSON object"}
 	}
 	return row, nil
-}
-
-// readLine returns one line without its newline; a line longer than limit
-// is consumed and dropped, and tooLong set.
-func readLine(br *bufio.Reader, limit int) (line []byte, tooLong bool, err error) {
-	for {
-		chunk, isPrefix, rerr := br.ReadLine()
-		if !tooLong {
-			if len(line)+len(chunk) > limit {
-				tooLong, line = true, nil
-			} else {
-				line = append(line, chunk...)
-			}
-		}
-		if rerr != nil {
-			if len(line) > 0 || tooLong {
-				return line, tooLong, nil
-			}
-			return nil, false, rerr
-		}
-		if !isPrefix {
-			return line, tooLong, nil
-		}
-	}
 }
 
 // readCSVRows reads a header naming the columns (custom_id required) and
@@ -272,7 +248,7 @@ func (g *lineGuard) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		g.line++
-		raw, tooLong, err := readLine(g.br, g.limit)
+		raw, tooLong, err := jobs.ReadBoundedLine(g.br, g.limit)
 		if errors.Is(err, io.EOF) {
 			g.eof = true
 			continue

@@ -33,7 +33,7 @@ func ReadRequestLines(r io.Reader, maxLines int) ([]InputLine, error) {
 	var out []InputLine
 	seen := map[string]int{}
 	for lineNo := 1; ; lineNo++ {
-		raw, tooLong, err := readBoundedLine(br, MaxLineBytes)
+		raw, tooLong, err := ReadBoundedLine(br, MaxLineBytes)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return out, fmt.Errorf("line %d: %w", lineNo, err)
 		}
@@ -60,9 +60,10 @@ func ReadRequestLines(r io.Reader, maxLines int) ([]InputLine, error) {
 	}
 }
 
-// readBoundedLine returns one line without its newline. When the line is
-// longer than limit it is consumed and dropped, and tooLong is set.
-func readBoundedLine(br *bufio.Reader, limit int) (line []byte, tooLong bool, err error) {
+// ReadBoundedLine returns one line without its newline. When the line is
+// longer than limit it is consumed and dropped, and tooLong is set, so an
+// oversized line is reported without ever being held in memory.
+func ReadBoundedLine(br *bufio.Reader, limit int) (line []byte, tooLong bool, err error) {
 	for {
 		chunk, isPrefix, rerr := br.ReadLine()
 		if !tooLong {
