@@ -3,11 +3,7 @@ package batch
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,78 +11,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tandem-ai/tandem/internal/workerproc"
 	"github.com/tandem-ai/tandem/pipeline"
 )
-
-// buildWorker builds cmd/worker once per test binary run.
-func buildWorker(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "worker")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/tandem-ai/tandem/cmd/worker").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build ./cmd/worker: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// workerProc is a worker binary running as a child process.
-type workerProc struct {
-	cmd *exec.Cmd
-	log string
-}
-
-func startWorkerProc(t *testing.T, bin string, env []string, dir string) *workerProc {
-	t.Helper()
-	admin := freeAddr(t)
-	cmd := exec.Command(bin, "--admin-addr", admin)
-	cmd.Env = append(os.Environ(), env...)
-	logPath := filepath.Join(dir, fmt.Sprintf("worker-%d.log", time.Now().UnixNano()))
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		logf.Close()
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return &workerProc{cmd: cmd, log: logPath}
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("worker did not become healthy; log in %s", logPath)
-	return nil
-}
-
-func (w *workerProc) kill(t *testing.T) {
-	t.Helper()
-	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = w.cmd.Wait()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // A batch survives its workers being SIGKILLed mid-chunk: it completes,
 // and every custom_id is in output.jsonl or errors.jsonl exactly once.
@@ -96,7 +23,7 @@ func TestBatchSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the worker and waits out asynq's lease recovery (about 80 s)")
 	}
-	bin := buildWorker(t)
+	bin := workerproc.Build(t)
 	e := newTestEnv(t, envOptions{nats: true})
 	env := []string{
 		"TANDEM_REDIS_URL=" + e.cfg.RedisURL, "TANDEM_DATA_DIR=" + e.cfg.DataDir, "TANDEM_NATS_URL=" + e.nats.URL(),
@@ -124,13 +51,16 @@ func TestBatchSurvivesSIGKILL(t *testing.T) {
 	orphaned := 0
 	var lastKill time.Time
 	for kill, target := range []int{5, 15} {
-		w := startWorkerProc(t, bin, env, logDir(t, e.cfg.DataDir))
+		w := workerproc.Start(t, bin, logDir(t, e.cfg.DataDir), env)
 		waitUntil(t, fmt.Sprintf("%d chunks before kill %d", target, kill+1), func() bool { return done() >= target })
 		waitUntil(t, "a chunk in progress", func() bool {
 			active, err := insp.ListActiveTasks(pipeline.QueueDefault)
 			return err == nil && len(active) > 0
 		})
-		w.kill(t)
+		if err := w.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = w.Cmd.Wait()
 		lastKill = time.Now()
 		active, err := insp.ListActiveTasks(pipeline.QueueDefault)
 		if err != nil {
@@ -149,7 +79,7 @@ func TestBatchSurvivesSIGKILL(t *testing.T) {
 	// Past lease and margin, a fresh worker's recoverer re-queues the
 	// orphans at start and finishes the batch.
 	time.Sleep(time.Until(lastKill.Add(62 * time.Second)))
-	startWorkerProc(t, bin, env, logDir(t, e.cfg.DataDir))
+	workerproc.Start(t, bin, logDir(t, e.cfg.DataDir), env)
 	t.Cleanup(func() {
 		if t.Failed() {
 			dumpTasks(t, insp)

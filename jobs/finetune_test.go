@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/internal/workerproc"
+
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/model"
 )
@@ -25,11 +27,7 @@ func TestFinetuneResumesAfterSIGKILL(t *testing.T) {
 		t.Skip("builds the worker and trains twice")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "worker")
-	build := exec.Command("go", "build", "-o", bin, "github.com/tandem-ai/tandem/cmd/worker")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := workerproc.Build(t)
 	data := filepath.Join(dir, "corpus.txt")
 	if err := finetune.WriteSyntheticCorpus(data, finetune.FormatText, 150, 3); err != nil {
 		t.Fatal(err)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tandem-ai/tandem/internal/workerproc"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -47,11 +47,7 @@ func setup(t *testing.T) *testBundle {
 		t.Skip("process tests build and run the worker binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "worker")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := workerproc.Build(t)
 	rc := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
 	if err := rc.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatalf("redis at %s: %v", testRedisAddr(), err)
@@ -69,40 +65,12 @@ func setup(t *testing.T) *testBundle {
 	return b
 }
 
-// startWorker starts the binary and waits until /healthz answers.
+// startWorker starts the binary on the bundle's Redis and waits until
+// /healthz answers.
 func (b *testBundle) startWorker(t *testing.T, extraEnv ...string) *exec.Cmd {
 	t.Helper()
-	admin := freeAddr(t)
-	cmd := exec.Command(b.bin, "--admin-addr", admin, "--concurrency", "2")
-	cmd.Env = append(os.Environ(), "TANDEM_REDIS_URL="+b.redisURL, "TANDEM_QUEUES=default=1", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR="+b.dir)
-	cmd.Env = append(cmd.Env, extraEnv...)
-	logf, err := os.Create(filepath.Join(b.dir, fmt.Sprintf("worker-%d.log", time.Now().UnixNano())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		logf.Close()
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return cmd
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("worker did not become healthy; log in %s", logf.Name())
-	return nil
+	env := append([]string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_QUEUES=default=1", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.dir}, extraEnv...)
+	return workerproc.Start(t, b.bin, b.dir, env, "--concurrency", "2").Cmd
 }
 
 func (b *testBundle) enqueuePing(t *testing.T, id string, args jobs.PingArgs) {
@@ -211,41 +179,5 @@ func TestBadPayloadIsArchivedNotRetried(t *testing.T) {
 	}
 	if !strings.Contains(info.LastErr, "sleep_ms") {
 		t.Fatalf("archived reason %q does not name the field sleep_ms", info.LastErr)
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func TestExitWhenIdleEndsAfterTheQueueDrains(t *testing.T) {
-	b := setup(t)
-	record := filepath.Join(b.dir, "runs.txt")
-	b.enqueuePing(t, "oneshot-1", jobs.PingArgs{SleepMS: 1500, Record: record})
-	w := b.startWorker(t, "TANDEM_EXIT_WHEN_IDLE=2s")
-	done := make(chan error, 1)
-	go func() { done <- w.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("worker with --exit-when-idle exited with %v; want a clean exit", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("worker with --exit-when-idle 2s still running 60s after start")
-	}
-	info, err := b.insp.GetTaskInfo("default", "oneshot-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State != asynq.TaskStateCompleted {
-		t.Fatalf("the queued job is %v when the idle worker exited; want completed", info.State)
-	}
-	if runs := runsRecorded(record); len(runs) != 1 {
-		t.Fatalf("job ran %d times; want once", len(runs))
 	}
 }

@@ -1,0 +1,82 @@
+// Package workerproc builds the worker binary and runs it as a child
+// process, for tests whose subject happens to processes: SIGKILL mid-job,
+// SIGTERM with work in flight, a worker exiting by itself.
+package workerproc
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Build compiles cmd/worker into a temporary directory and returns its path.
+func Build(t testing.TB) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "worker")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/tandem-ai/tandem/cmd/worker").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/worker: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Proc is a worker running as a child process.
+type Proc struct {
+	Cmd *exec.Cmd
+	Log string // the file its stdout and stderr go to
+}
+
+// Start runs bin with env added to the environment and args after a free
+// --admin-addr, logs into logDir, and returns once /healthz answers. The
+// process is killed at the end of the test if it still runs.
+func Start(t testing.TB, bin, logDir string, env []string, args ...string) *Proc {
+	t.Helper()
+	admin := FreeAddr(t)
+	cmd := exec.Command(bin, append([]string{"--admin-addr", admin}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	logPath := filepath.Join(logDir, fmt.Sprintf("worker-%d.log", time.Now().UnixNano()))
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		logf.Close()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return &Proc{Cmd: cmd, Log: logPath}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("worker did not become healthy; log in %s", logPath)
+	return nil
+}
+
+// FreeAddr returns a loopback address nothing listens on right now.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
