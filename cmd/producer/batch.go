@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,31 +27,7 @@ var batchCommands = map[string]command{
 }
 
 func cmdBatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		batchUsage(stderr)
-		if len(args) == 0 {
-			return errors.New("batch: a subcommand is required")
-		}
-		return nil
-	}
-	c, ok := batchCommands[args[0]]
-	if !ok {
-		batchUsage(stderr)
-		return fmt.Errorf("batch: unknown subcommand %q", args[0])
-	}
-	return c.run(ctx, args[1:], stdout, stderr)
-}
-
-func batchUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: producer batch SUBCOMMAND [flags]   (each subcommand takes -h)")
-	names := make([]string, 0, len(batchCommands))
-	for n := range batchCommands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-8s %s\n", n, batchCommands[n].summary)
-	}
+	return dispatch(ctx, "batch", batchCommands, args, stdout, stderr)
 }
 
 // batchFlags are the shared pipeline flags plus the artifact store.

@@ -46,30 +46,43 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return dispatch(ctx, "", commands, args, stdout, stderr)
+}
+
+// dispatch runs the subcommand named by args[0] from table. parent is the
+// enclosing subcommand ("batch"), or "" at the top level; it prefixes the
+// usage line and the errors.
+func dispatch(ctx context.Context, parent string, table map[string]command, args []string, stdout, stderr io.Writer) error {
+	path, prefix := "producer", ""
+	if parent != "" {
+		path, prefix = "producer "+parent, parent+": "
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stderr)
+		usage(stderr, path, table)
 		if len(args) == 0 {
-			return errors.New("a subcommand is required")
+			return errors.New(prefix + "a subcommand is required")
 		}
 		return nil
 	}
-	c, ok := commands[args[0]]
+	c, ok := table[args[0]]
 	if !ok {
-		usage(stderr)
-		return fmt.Errorf("unknown subcommand %q", args[0])
+		usage(stderr, path, table)
+		return fmt.Errorf("%sunknown subcommand %q", prefix, args[0])
 	}
 	return c.run(ctx, args[1:], stdout, stderr)
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: producer SUBCOMMAND [flags]   (each subcommand takes -h)")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
+func usage(w io.Writer, path string, table map[string]command) {
+	fmt.Fprintf(w, "usage: %s SUBCOMMAND [flags]   (each subcommand takes -h)\n", path)
+	names := make([]string, 0, len(table))
+	width := 0
+	for n := range table {
 		names = append(names, n)
+		width = max(width, len(n))
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-9s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "  %-*s %s\n", width+1, n, table[n].summary)
 	}
 }
 
