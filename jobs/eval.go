@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,13 +58,7 @@ func (w EvalWorker) Work(ctx context.Context, job *pipeline.Job[EvalArgs]) error
 	if err != nil {
 		return err
 	}
-	if job.ResultWriter != nil {
-		b, _ := json.Marshal(res)
-		if _, err := job.ResultWriter.Write(b); err != nil {
-			return err
-		}
-	}
-	return nil
+	return keepResult(job.ResultWriter, res)
 }
 
 func (w EvalWorker) run(ctx context.Context, a EvalArgs) (EvalResult, error) {

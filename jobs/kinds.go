@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/pipeline"
@@ -176,6 +177,17 @@ func Exec(ctx context.Context, d *Deps, name string, args []string, stdout io.Wr
 		return fmt.Errorf("unknown job kind %q (have %v)", name, Names())
 	}
 	return k.exec(ctx, d, args, stdout)
+}
+
+// keepResult stores v as the task's JSON result, where `producer status`
+// shows it; rw is nil when the job runs through `worker exec`.
+func keepResult(rw *asynq.ResultWriter, v any) error {
+	if rw == nil {
+		return nil
+	}
+	b, _ := json.Marshal(v)
+	_, err := rw.Write(b)
+	return err
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -2,7 +2,6 @@ package jobs
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -102,13 +101,7 @@ func (w RecsRebuildWorker) Work(ctx context.Context, job *pipeline.Job[RecsRebui
 	if err != nil {
 		return err
 	}
-	if job.ResultWriter != nil {
-		b, _ := json.Marshal(res)
-		if _, err := job.ResultWriter.Write(b); err != nil {
-			return err
-		}
-	}
-	return nil
+	return keepResult(job.ResultWriter, res)
 }
 
 // LoadRecsModel builds a model from an interaction file. Bad input is an
