@@ -44,7 +44,8 @@ type RecsRebuildArgs struct {
 	Neighbors int `json:"neighbors,omitempty"`
 	// Top is the list length per user; default 20.
 	Top int `json:"top,omitempty"`
-	// Publish swaps every user's list into the Redis serving store.
+	// Publish swaps every user's list, and the cold-start list of popular
+	// items (recsys.PopularField), into the Redis serving store.
 	Publish bool `json:"publish,omitempty"`
 }
 
@@ -147,11 +148,17 @@ func (w RecsRebuildWorker) run(ctx context.Context, a RecsRebuildArgs) (RecsRebu
 		if err != nil {
 			return res, pipeline.Permanent(err)
 		}
-		gen, n, err := recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}).Publish(ctx, all)
+		// The cold-start list goes with the generation, for readers that
+		// serve users without a list of their own (personalize).
+		popular, err := m.Popular(opts)
+		if err != nil {
+			return res, pipeline.Permanent(err)
+		}
+		gen, n, err := recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}).Publish(ctx, recsys.WithPopular(all, popular))
 		if err != nil {
 			return res, fmt.Errorf("publish: %w", err)
 		}
-		res.Generation, res.Published = gen, n
+		res.Generation, res.Published = gen, n-1 // users, without the popular list
 	}
 	return res, nil
 }

@@ -43,11 +43,15 @@ const (
 	EventAccepted = "accepted" // generated content accepted as is
 	EventEdited   = "edited"   // generated content accepted after editing
 	EventRejected = "rejected" // generated content rejected
+	// EventRegenerated: the person asked for another generation instead;
+	// a mild rejection of what was offered.
+	EventRegenerated = "regenerated"
 )
 
 // DefaultEventWeights returns the weights used when StoreConfig.EventWeights
 // is nil. A contribution is weight * value (* decay); a rejection counts
-// against the item, and a minute of dwell counts like a view.
+// against the item (a regeneration half as much), and a minute of dwell
+// counts like a view.
 func DefaultEventWeights() map[string]float64 {
 	return map[string]float64{
 		EventView:     1,
@@ -58,6 +62,9 @@ func DefaultEventWeights() map[string]float64 {
 		EventAccepted: 4,
 		EventEdited:   3,
 		EventRejected: -2,
+		// A regeneration says "not this one" without saying "never": half a
+		// rejection.
+		EventRegenerated: -1,
 	}
 }
 
