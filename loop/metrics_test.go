@@ -1,0 +1,203 @@
+package loop
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+// event builds the feedback event for action on a generation of template
+// tpl by model mdl.
+func event(t *testing.T, gen, tpl, mdl string, fb Feedback) FeedbackEvent {
+	t.Helper()
+	g := Generation{ID: gen, User: "u1", Template: tpl, Model: mdl, Prompt: "p", Text: "the quick brown fox"}
+	ev, err := NewFeedbackEvent(g, fb, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func TestMetricsRecordOnceAndRead(t *testing.T) {
+	rdb := redisClient(t)
+	ctx := context.Background()
+	m := NewMetrics(rdb, MetricsOptions{MaxNames: 2})
+	h0 := time.Date(2026, 11, 29, 9, 10, 0, 0, time.UTC)
+	h1 := h0.Add(time.Hour)
+	record := func(ev FeedbackEvent, at time.Time, want bool) {
+		t.Helper()
+		counted, err := m.Record(ctx, ev, at)
+		if err != nil || counted != want {
+			t.Fatalf("Record(%s) = %v, %v; want counted=%v", ev.ID, counted, err, want)
+		}
+	}
+	record(event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept}), h0, true)
+	record(event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept}), h0, false) // resend
+	record(event(t, "g2", "tpl-a", "m@1", Feedback{Action: ActionReject}), h0, true)
+	record(event(t, "g2", "tpl-a", "m@1", Feedback{Action: ActionRate, Value: 2}), h0, true)
+	record(event(t, "g3", "tpl-b", "m@2", Feedback{Action: ActionEdit, EditedText: "the quick red fox"}), h1, true)
+	record(event(t, "g3", "tpl-b", "m@2", Feedback{Action: ActionRate, Value: 5}), h1, true)
+	record(event(t, "g4", "tpl-c", "m@2", Feedback{Action: ActionRegenerate}), h1, true) // third template: over MaxNames
+
+	v, err := m.Read(ctx, h1.Add(10*time.Minute), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Series) != 3 || !v.Series[1].Start.Equal(h0.Truncate(time.Hour)) || !v.To.Equal(h1.Truncate(time.Hour).Add(time.Hour)) {
+		t.Fatalf("series of %d buckets from %v to %v", len(v.Series), v.From, v.To)
+	}
+	all := v.Total.All
+	if all.Events != 6 || all.Accept != 1 || all.Reject != 1 || all.Edit != 1 || all.Regenerate != 1 || all.Rate != 2 {
+		t.Fatalf("totals %+v", all.Counts)
+	}
+	// (1 accept + 1 edit) / 4 decisions; ratings 2 and 5; one edit of 1 word in 4.
+	if !near(*all.AcceptanceRate, 0.5) || !near(*all.MeanRating, 3.5) || !near(*all.MeanEditDistance, 0.25) {
+		t.Fatalf("ratios %v %v %v", *all.AcceptanceRate, *all.MeanRating, *all.MeanEditDistance)
+	}
+	if b := v.Series[1].All; b.Events != 3 || !near(*b.AcceptanceRate, 0.5) || b.MeanEditDistance != nil {
+		t.Fatalf("hour 0: %+v", b)
+	}
+	if b := v.Series[0].All; b.Events != 0 || b.AcceptanceRate != nil {
+		t.Fatalf("empty hour: %+v", b)
+	}
+	if a := v.Total.Template["tpl-a"]; a.Events != 3 || !near(*a.AcceptanceRate, 0.5) || !near(*a.MeanRating, 2) {
+		t.Fatalf("tpl-a: %+v", a)
+	}
+	if _, ok := v.Total.Template["tpl-c"]; ok || v.Total.Template[OtherName].Regenerate != 1 {
+		t.Fatalf("a third template past MaxNames=2 must count as %s: %v", OtherName, v.Total.Template)
+	}
+	if m2 := v.Total.Model["m@2"]; m2.Events != 3 || !near(*m2.AcceptanceRate, 0.5) {
+		t.Fatalf("model m@2: %+v", m2)
+	}
+	fbs, err := m.FeedbackOf(ctx, []string{"g1", "g2", "g3", "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fbs[0].Accepted || !fbs[1].Rejected || fbs[1].Rating != 2 || !fbs[2].Edited || !near(fbs[2].EditDistance, 0.25) || fbs[3].Any() {
+		t.Fatalf("FeedbackOf = %+v", fbs)
+	}
+	if !fbs[2].Last.Equal(h1.Truncate(time.Second)) {
+		t.Fatalf("last feedback on g3 at %v, want %v", fbs[2].Last, h1)
+	}
+
+	// Prometheus reads the same totals.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(m))
+	want := `
+# HELP tandem_loop_acceptance_ratio (accepts + edits) / (accepts + edits + rejects + regenerations), all time.
+# TYPE tandem_loop_acceptance_ratio gauge
+tandem_loop_acceptance_ratio{name="_other",scope="template"} 0
+tandem_loop_acceptance_ratio{name="all",scope="all"} 0.5
+tandem_loop_acceptance_ratio{name="m@1",scope="model"} 0.5
+tandem_loop_acceptance_ratio{name="m@2",scope="model"} 0.5
+tandem_loop_acceptance_ratio{name="tpl-a",scope="template"} 0.5
+tandem_loop_acceptance_ratio{name="tpl-b",scope="template"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tandem_loop_acceptance_ratio"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(NewCollector(m), "tandem_loop_feedback_total"); n != 6*5 {
+		t.Fatalf("%d feedback_total series, want 6 names x 5 actions", n)
+	}
+}
+
+func TestMetricsConsumerCountsEachEventOnce(t *testing.T) {
+	rdb := redisClient(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	bus, err := pipeline.ConnectBus(ctx, ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Close)
+	if err := bus.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := NewMetrics(rdb, MetricsOptions{})
+	stop, err := ConsumeMetrics(ctx, bus, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	publish := func(msgID string, body []byte) uint64 {
+		t.Helper()
+		msg := nats.NewMsg(pipeline.FeedbackSubject("accepted"))
+		if msgID != "" {
+			msg.Header.Set(jetstream.MsgIDHeader, msgID)
+		}
+		msg.Data = body
+		ack, err := bus.JS.PublishMsg(ctx, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	accept, _ := event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept}).Encode()
+	rate, _ := event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionRate, Value: 4}).Encode()
+	publish("fb-accept-g1", accept)
+	publish("fb-accept-g1", accept)   // dropped by JetStream
+	publish("another-msg-id", accept) // stored again, dropped by the event id
+	publish("fb-rate-g1", rate)
+	publish("", []byte(`{"user":"u1","item":"i1","event":"click"}`)) // not generation feedback
+	publish("bad", []byte(`{"generation_id":"g9","action":"like"}`)) // dead-lettered
+	last := publish("", rate)                                        // no msg id: the event id still dedupes
+
+	waitFor(t, "the consumer to ack everything", func() bool {
+		c, err := bus.JS.Consumer(ctx, pipeline.StreamFeedback, MetricsDurable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= last
+	})
+	tot, err := m.Totals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tot.All.Events != 2 || tot.All.Accept != 1 || tot.All.Rate != 1 || !near(*tot.All.MeanRating, 4) {
+		t.Fatalf("totals after duplicates: %+v", tot.All.Counts)
+	}
+	// The bad event is in the dead-letter stream with its reason.
+	dl, err := bus.JS.OrderedConsumer(ctx, pipeline.StreamDeadLetter, jetstream.OrderedConsumerConfig{FilterSubjects: []string{pipeline.DeadLetterSubject(MetricsDurable)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := dl.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var letter pipeline.DeadLetter
+	if err := json.Unmarshal(msg.Data(), &letter); err != nil || letter.MsgID != "bad" || !strings.Contains(letter.Reason, "action") {
+		t.Fatalf("dead letter %+v (%v)", letter, err)
+	}
+}
+
+// waitFor polls cond until it holds, failing after 30 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
