@@ -122,6 +122,13 @@ var kinds = map[string]kind{
 		exec:    execRecsRebuild,
 		summary: "rebuild recommendations from an interaction log; optionally publish them to Redis",
 	},
+	KindPersonalize: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[PersonalizeArgs](r, PersonalizeWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 5, Timeout: 2 * time.Hour})
+		},
+		exec:    execPersonalize,
+		summary: "generate each user's top recommended templates and topics (popular ones for cold starts)",
+	},
 	KindRecsEval: {
 		// Offline evaluation is a command for people; it has no queue entry.
 		register: func(*pipeline.Registry, *Deps) {},

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -29,10 +30,23 @@ func DecodeFeedbackEvent(data []byte) (recsys.Event, error) {
 	if err := json.Unmarshal(data, &ev); err != nil {
 		return ev, fmt.Errorf("%w: %w", ErrBadFeedback, err)
 	}
-	if err := CheckFeedbackEvent(ev); err != nil {
+	check := ev
+	if ev.Item == "" && GenerationOnly(data) {
+		check.Item = "-" // every other field keeps the recommender's rules
+	}
+	if err := CheckFeedbackEvent(check); err != nil {
 		return ev, err
 	}
 	return ev, nil
+}
+
+// GenerationOnly reports whether an event without an item is feedback on
+// a generation made from neither a template nor a topic: the recommender
+// has no item to credit and skips it, while the fine-tune collector and
+// the loop metrics use it (see loop.NewFeedbackEvent).
+func GenerationOnly(data []byte) bool {
+	_, ok, err := loop.DecodeFeedbackEvent(data)
+	return ok && err == nil
 }
 
 // CheckFeedbackEvent validates ev against the default event weights and

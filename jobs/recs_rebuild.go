@@ -170,12 +170,22 @@ func permanentRecsErr(err error) bool {
 }
 
 func (w RecsRebuildWorker) redis() (redis.UniversalClient, error) {
-	if w.Deps != nil && w.Deps.Redis != nil {
-		return w.Deps.Redis, nil
+	rdb, err := depsRedis(w.Deps)
+	if err != nil {
+		return nil, fmt.Errorf("publish: %w", err)
+	}
+	return rdb, nil
+}
+
+// depsRedis is the worker's Redis client, or under `worker exec` one
+// connected from the TANDEM_* environment.
+func depsRedis(d *Deps) (redis.UniversalClient, error) {
+	if d != nil && d.Redis != nil {
+		return d.Redis, nil
 	}
 	rdb, _, err := envRedis()
 	if err != nil {
-		return nil, fmt.Errorf("publish: Redis: %w", err)
+		return nil, fmt.Errorf("Redis: %w", err)
 	}
 	return rdb, nil
 }
