@@ -244,14 +244,9 @@ func (b *batchAPI) cancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *batchAPI) list(w http.ResponseWriter, r *http.Request) {
-	limit := 20
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > batch.MaxListLimit {
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit: want 1..%d", batch.MaxListLimit))
-			return
-		}
-		limit = n
+	limit, ok := queryInt(w, r, "limit", 20, batch.MaxListLimit)
+	if !ok {
+		return
 	}
 	bs, more, err := b.svc.List(r.Context(), r.URL.Query().Get("after"), limit)
 	if err != nil {

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,35 +27,14 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := a.ApplyInitConfig(*initConfig); err != nil {
 		return err
 	}
-	// The worker runs elsewhere, in another directory: send absolute paths.
-	for _, p := range []*string{&a.Data, &a.Out} {
-		if *p != "" {
-			abs, err := filepath.Abs(*p)
-			if err != nil {
-				return err
-			}
-			*p = abs
-		}
-	}
-	if fi, err := os.Stat(a.Model); err == nil && fi.IsDir() {
-		a.Model, _ = filepath.Abs(a.Model)
-	}
-	if err := a.Validate(); err != nil {
-		return fmt.Errorf("finetune args: %w", err)
-	}
-	payload, err := json.Marshal(a)
-	if err != nil {
+	if err := absPaths(&a.Model, &a.Data, &a.Out); err != nil {
 		return err
 	}
-	client, err := newClient(*cfg)
+	client, info, err := enqueueArgs(ctx, *cfg, a, *taskID)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	info, err := enqueueRaw(ctx, client, jobs.KindFinetune, payload, "", *taskID, -1)
-	if err != nil {
-		return err
-	}
 	if !*wait {
 		return printJSON(stdout, taskView(info))
 	}

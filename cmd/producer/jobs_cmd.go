@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -90,6 +91,52 @@ func newClient(cfg pipeline.Config) (*pipeline.Client, error) {
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, jobs.NewDeps(nil))
 	return pipeline.NewClient(cfg, pipeline.WithRegistry(reg))
+}
+
+// absPaths makes file arguments absolute, since the worker runs elsewhere,
+// in another directory; model too when it names a local directory.
+func absPaths(model *string, paths ...*string) error {
+	for _, p := range paths {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return err
+			}
+			*p = abs
+		}
+	}
+	if fi, err := os.Stat(*model); err == nil && fi.IsDir() {
+		*model, _ = filepath.Abs(*model)
+	}
+	return nil
+}
+
+// validatedArgs are job args that check themselves.
+type validatedArgs interface {
+	pipeline.JobArgs
+	Validate() error
+}
+
+// enqueueArgs validates a and enqueues it with its kind's defaults; the
+// caller closes the returned client.
+func enqueueArgs(ctx context.Context, cfg pipeline.Config, a validatedArgs, taskID string) (*pipeline.Client, *asynq.TaskInfo, error) {
+	if err := a.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("%s args: %w", a.Kind(), err)
+	}
+	payload, err := json.Marshal(a)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := newClient(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	info, err := enqueueRaw(ctx, client, a.Kind(), payload, "", taskID, -1)
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, info, nil
 }
 
 // enqueueRaw enqueues an already validated payload with the kind's defaults.

@@ -21,16 +21,17 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"enqueue":  {"enqueue a job: enqueue KIND --args FILE.json", cmdEnqueue},
-	"status":   {"show a job: status ID", cmdStatus},
-	"cancel":   {"cancel a job: cancel ID", cmdCancel},
-	"queues":   {"list queues and their sizes", cmdQueues},
-	"serve":    {"run the HTTP API (/v1, /monitoring, /metrics, /healthz)", cmdServe},
-	"batch":    {"bulk generation batches: batch create|status|cancel|results|list", cmdBatch},
-	"finetune": {"train or fine-tune a model: finetune --data FILE (--model M | --init-config F) [--wait]", cmdFinetune},
-	"models":   {"model registry: models list | show NAME | promote NAME@N", cmdModels},
-	"feedback": {"publish a feedback event: feedback --user U --item I --event click [--value 1] [--id ID]", cmdFeedback},
-	"recs":     {"show a user's recommendations: recs USER [--n 10]", cmdRecs},
+	"enqueue":     {"enqueue a job: enqueue KIND --args FILE.json", cmdEnqueue},
+	"status":      {"show a job: status ID", cmdStatus},
+	"cancel":      {"cancel a job: cancel ID", cmdCancel},
+	"queues":      {"list queues and their sizes", cmdQueues},
+	"serve":       {"run the HTTP API (/v1, /monitoring, /metrics, /healthz)", cmdServe},
+	"batch":       {"bulk generation batches: batch create|status|cancel|results|list", cmdBatch},
+	"finetune":    {"train or fine-tune a model: finetune --data FILE (--model M | --init-config F) [--wait]", cmdFinetune},
+	"models":      {"model registry: models list | show NAME | promote NAME@N", cmdModels},
+	"feedback":    {"publish feedback: feedback --generation ID --action accept|reject|rate|edit|regenerate [--value N] [--text T], or a raw event: feedback --user U --item I --event click [--value 1]", cmdFeedback},
+	"personalize": {"generate users' recommended templates and topics: personalize --users FILE --per-user N --catalog FILE [--wait]", cmdPersonalize},
+	"recs":        {"show a user's recommendations: recs USER [--n 10]", cmdRecs},
 }
 
 func main() {

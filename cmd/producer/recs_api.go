@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
@@ -136,14 +135,9 @@ func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("id: want 1..%d bytes", maxRecsUserBytes))
 		return
 	}
-	n := 0
-	if s := req.URL.Query().Get("n"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 || v > jobs.MaxRecsTop {
-			writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("n: want an integer in [1, %d]", jobs.MaxRecsTop))
-			return
-		}
-		n = v
+	n, ok := queryInt(w, req, "n", 0, jobs.MaxRecsTop)
+	if !ok {
+		return
 	}
 	v, err := getRecs(req.Context(), r.store, user, n)
 	if err != nil {
@@ -157,18 +151,31 @@ func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// cmdFeedback is `producer feedback --user U --item I --event TYPE`.
+// cmdFeedback is `producer feedback --user U --item I --event TYPE` (a raw
+// recommender event), or `producer feedback --generation ID --action A`
+// (feedback on a recorded generation, see sendGenerationFeedback).
 func cmdFeedback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("feedback", stderr)
 	var ev recsys.Event
 	fs.StringVar(&ev.User, "user", "", "user id (required)")
 	fs.StringVar(&ev.Item, "item", "", "item id (required)")
-	fs.StringVar(&ev.Type, "event", recsys.EventClick, "event type: view, click, purchase, rating, dwell, accepted, edited, rejected")
+	fs.StringVar(&ev.Type, "event", recsys.EventClick, "event type: view, click, purchase, rating, dwell, accepted, edited, rejected, regenerated")
 	fs.Float64Var(&ev.Value, "value", 1, "value: a rating, seconds of dwell, a count")
 	fs.StringVar(&ev.ID, "id", "", "event id, used as Nats-Msg-Id (default: random)")
 	fs.StringVar(&ev.ItemKind, "kind", "", "item kind, e.g. template or topic")
+	gf := bindGenerationFeedbackFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *gf.generation != "" {
+		v, err := sendGenerationFeedback(ctx, fs, *cfg, gf, ev.Value)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, v)
+	}
+	if *gf.action != "" || *gf.text != "" {
+		return errors.New("--action and --text need --generation")
 	}
 	if cfg.NATSURL == "" {
 		return errors.New("feedback needs NATS: set TANDEM_NATS_URL (or --nats-url)")

@@ -17,11 +17,15 @@ import (
 	"github.com/tandem-ai/tandem/recsys"
 )
 
-// recsTestRedisDB is this test's own Redis database (cmd/scheduler's
-// feedback tests flush DB 7 and may run at the same time).
+// recsTestRedisDB is the feedback, recommendation and loop tests' own
+// Redis database (cmd/scheduler's feedback tests flush DB 7 and may run at
+// the same time).
 const recsTestRedisDB = 10
 
-func TestRecsRoutes(t *testing.T) {
+// newRecsTestAPI flushes the tests' Redis database and starts an embedded
+// nats-server with the recs API connected to both.
+func newRecsTestAPI(t *testing.T) (*redis.Client, *pipeline.EmbeddedNATS, *recsAPI) {
+	t.Helper()
 	ctx := context.Background()
 	addr := os.Getenv("TANDEM_TEST_REDIS_ADDR")
 	if addr == "" {
@@ -29,7 +33,7 @@ func TestRecsRoutes(t *testing.T) {
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: addr, DB: recsTestRedisDB})
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
-		t.Skipf("Redis at %s unavailable: %v", addr, err)
+		t.Fatalf("Redis at %s (DB %d) is needed: %v", addr, recsTestRedisDB, err)
 	}
 	t.Cleanup(func() { _ = rdb.FlushDB(context.Background()).Err(); _ = rdb.Close() })
 	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
@@ -39,12 +43,18 @@ func TestRecsRoutes(t *testing.T) {
 	t.Cleanup(ns.Shutdown)
 	cfg := pipeline.DefaultConfig()
 	cfg.NATSURL = ns.URL()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	recs, err := newRecsAPI(ctx, cfg, rdb, logger)
+	recs, err := newRecsAPI(ctx, cfg, rdb, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(recs.Close)
+	return rdb, ns, recs
+}
+
+func TestRecsRoutes(t *testing.T) {
+	ctx := context.Background()
+	rdb, _, recs := newRecsTestAPI(t)
+	logger := recs.logger
 	mux := http.NewServeMux()
 	(&apiServer{logger: logger, recs: recs}).recsRoutes(mux)
 	srv := httptest.NewServer(mux)

@@ -75,6 +75,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	mux.Handle("/monitoring/", mon)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	registerLoopRoutes(mux, apiMux, authn, promReg, client.Redis(), recs, logger)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
