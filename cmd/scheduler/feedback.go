@@ -127,6 +127,11 @@ func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) erro
 		// Redeliveries keep their stream sequence, so it identifies the message.
 		ev.ID = "seq:" + strconv.FormatUint(d.StreamSeq, 10)
 	}
+	if ev.Item == "" && jobs.GenerationOnly(d.Data) {
+		// Feedback on a generation made from neither a template nor a
+		// topic: nothing for the recommender, a sample for fine-tuning.
+		return c.collectGeneration(ctx, ev, d.Data)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	up, err := c.model.Apply(ev)

@@ -6,6 +6,10 @@
 // With --embedded-nats it also hosts an in-process nats-server (JetStream on
 // disk under the data dir) for laptops and `make demo`.
 //
+// Its consumers: the recommender's (recsys: live model, served lists,
+// fine-tune samples) and the loop metrics' (loop-metrics: acceptance,
+// ratings and edits aggregated in Redis for the producer's dashboard).
+//
 // Shutdown order: the periodic loop stops, consumers drain, the NATS
 // connection closes, the embedded server (if any) shuts down last.
 package main
@@ -31,6 +35,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -126,6 +131,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		defer stopFeedback() // drains before the bus closes
+		// The loop metrics read the same stream through their own durable.
+		stopMetrics, err := loop.ConsumeMetrics(ctx, bus, loop.NewMetrics(client.Redis(), loop.MetricsOptions{}), logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	periodic, err := pipeline.NewPeriodic(client, entries, logger, time.Now)
 	if err != nil {

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
+)
+
+// TestGenerationFeedbackClosesTheLoop sends feedback on recorded
+// generations the way the producer does (loop.Store.SendFeedback over
+// jobs.PublishFeedback) through an embedded nats-server to the real
+// consumers: the user's recommendations move, accepted and edited texts
+// reach the fine-tune dataset, and the loop metrics count, each exactly
+// once however often the events are resent or redelivered.
+func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
+	e := newFeedbackEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ref := e.publishRebuild(t)
+	before, ok, err := e.store.Get(ctx, "u1")
+	if err != nil || !ok || len(before) < 2 {
+		t.Fatalf("u1 before feedback: %v %v %v", before, ok, err)
+	}
+	gens := loop.NewStore(e.rdb, loop.StoreOptions{})
+	for _, g := range []loop.Generation{
+		{ID: "gen-liked", User: "u1", Template: before[0].Item, Model: "builtin:tiny", Prompt: "Write a tagline:", Text: "Dry in any weather."},
+		{ID: "gen-disliked", User: "u1", Template: before[1].Item, Model: "builtin:tiny", Prompt: "Write a tagline:", Text: "Jacket jacket jacket."},
+		{ID: "gen-free", User: "u1", Model: "builtin:tiny", Prompt: "Say hello:", Text: "hello hello world"},
+	} {
+		if err := gens.Save(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, stopRecs, err := runFeedback(ctx, e.bus, feedbackOptions{Interactions: e.interactions, Redis: e.rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopRecs()
+	metrics := loop.NewMetrics(e.rdb, loop.MetricsOptions{})
+	stopMetrics, err := loop.ConsumeMetrics(ctx, e.bus, metrics, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopMetrics()
+
+	var sent [][]byte
+	publish := func(ctx context.Context, body []byte) error {
+		sent = append(sent, body)
+		_, err := jobs.PublishFeedback(ctx, e.bus, body)
+		return err
+	}
+	feedback := []struct {
+		gen string
+		fb  loop.Feedback
+	}{
+		{"gen-liked", loop.Feedback{Action: loop.ActionAccept}},
+		{"gen-disliked", loop.Feedback{Action: loop.ActionReject}},
+		{"gen-free", loop.Feedback{Action: loop.ActionEdit, EditedText: "hello world"}},
+	}
+	send := func() {
+		t.Helper()
+		for _, f := range feedback {
+			if _, err := gens.SendFeedback(ctx, f.gen, f.fb, publish); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send()
+	want := expectedAfter(t, ref, sent)
+	var after []recsys.Scored
+	waitFor(t, "u1's list to take the feedback", func() bool {
+		l, _, err := e.store.Get(ctx, "u1")
+		after = l
+		return err == nil && sameList(l, want)
+	})
+	for _, s := range after[:min(len(after), 5)] {
+		if s.Item == before[0].Item || s.Item == before[1].Item {
+			t.Fatalf("u1 still gets %s after giving feedback on it: %v", s.Item, after)
+		}
+	}
+	col, err := finetune.NewFeedbackCollector(e.rdb, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := func() bool {
+		tot, err := metrics.Totals(ctx)
+		return err == nil && tot.All.Events == 3
+	}
+	waitFor(t, "the fine-tune samples and the metrics", func() bool {
+		n, err := col.Count(ctx)
+		return err == nil && n == 2 && counted()
+	})
+
+	// Resent (dropped by JetStream's duplicate window) and redelivered
+	// under new message ids (dropped by the event ids): nothing changes.
+	send()
+	var last uint64
+	for _, body := range sent {
+		var ev recsys.Event
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Fatal(err)
+		}
+		ack, err := e.bus.PublishAck(ctx, pipeline.FeedbackSubject(ev.Type), "redelivery-"+ev.ID, json.RawMessage(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = ack.Sequence
+	}
+	e.waitAcked(t, last)
+	waitFor(t, "the metrics consumer to ack the redeliveries", func() bool {
+		c, err := e.bus.JS.Consumer(ctx, pipeline.StreamFeedback, loop.MetricsDurable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= last
+	})
+	again, _, err := e.store.Get(ctx, "u1")
+	if err != nil || !sameList(again, want) {
+		t.Fatalf("u1 after redeliveries:\n got %v\nwant %v", again, want)
+	}
+	if n, _ := col.Count(ctx); n != 2 {
+		t.Fatalf("%d fine-tune samples after redeliveries, want 2", n)
+	}
+	tot, err := metrics.Totals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := tot.All
+	if a.Events != 3 || a.Accept != 1 || a.Reject != 1 || a.Edit != 1 || math.Abs(*a.AcceptanceRate-2.0/3) > 1e-9 || math.Abs(*a.MeanEditDistance-1.0/3) > 1e-5 {
+		t.Fatalf("metrics after redeliveries: %+v", a.Counts)
+	}
+	if tot.Template[before[0].Item].Accept != 1 || tot.Model["builtin:tiny"].Events != 3 {
+		t.Fatalf("per template / model: %v %v", tot.Template, tot.Model)
+	}
+	fbs, err := metrics.FeedbackOf(ctx, []string{"gen-liked", "gen-disliked", "gen-free"})
+	if err != nil || !fbs[0].Accepted || !fbs[1].Rejected || !fbs[2].Edited {
+		t.Fatalf("feedback per generation: %+v %v", fbs, err)
+	}
+	// What the fine-tune dataset holds: the accepted text and the edit.
+	path := filepath.Join(t.TempDir(), "samples.jsonl")
+	if _, _, err := col.Export(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantSamples := `{"prompt":"Say hello:","completion":"hello world"}` + "\n" + `{"prompt":"Write a tagline:","completion":"Dry in any weather."}` + "\n"
+	if string(b) != wantSamples {
+		t.Fatalf("fine-tune samples:\n%s\nwant\n%s", b, wantSamples)
+	}
+}
+
+// expectedAfter applies the recommender events among sent, once each, to
+// the reference model and returns u1's list.
+func expectedAfter(t *testing.T, ref *recsys.Model, sent [][]byte) []recsys.Scored {
+	t.Helper()
+	for _, body := range sent {
+		var ev recsys.Event
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Item == "" {
+			continue // no template or topic: not for the recommender
+		}
+		if _, err := ref.Apply(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := ref.Recommend("u1", recsys.RecOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(want, func(s recsys.Scored) bool { return s.Item == "" }) {
+		t.Fatal("an empty item in the reference list")
+	}
+	return want
+}
