@@ -73,6 +73,7 @@ type dashboardPage struct {
 	Total       Stats
 	Plots       []chart
 	Templates   []namedStats
+	Topics      []namedStats
 	Models      []namedStats
 	Recent      []recentRow
 	GeneratedAt time.Time
@@ -127,6 +128,7 @@ func (d *Dashboard) page(ctx context.Context, hours int) (dashboardPage, error) 
 		volumeChart("plot-volume", "Feedback per hour", "by action", v.Series),
 	}
 	p.Templates = sortedStats(v.Total.Template)
+	p.Topics = sortedStats(v.Total.Topic)
 	p.Models = sortedStats(v.Total.Model)
 	for i, g := range recent {
 		row := recentRow{Generation: g, Feedback: fbs[i]}
@@ -410,6 +412,11 @@ nav a { margin-right: 10px; }
 <table id="templates"><tr><th>template</th><th>events</th><th>acceptance</th><th>mean rating</th><th>edit distance</th></tr>
 {{range .Templates}}<tr><td><code>{{.Name}}</code></td><td class="n">{{.Events}}</td><td class="n">{{pct .AcceptanceRate}}</td><td class="n">{{num .MeanRating}}</td><td class="n">{{num .MeanEditDistance}}</td></tr>
 {{else}}<tr><td colspan="5" class="muted">no feedback on templated generations yet</td></tr>
+{{end}}</table>
+<h2>Per topic (all time)</h2>
+<table id="topics"><tr><th>topic</th><th>events</th><th>acceptance</th><th>mean rating</th><th>edit distance</th></tr>
+{{range .Topics}}<tr><td><code>{{.Name}}</code></td><td class="n">{{.Events}}</td><td class="n">{{pct .AcceptanceRate}}</td><td class="n">{{num .MeanRating}}</td><td class="n">{{num .MeanEditDistance}}</td></tr>
+{{else}}<tr><td colspan="5" class="muted">no feedback on generations from topics yet</td></tr>
 {{end}}</table>
 <h2>Per model version (all time)</h2>
 <table id="models"><tr><th>model</th><th>events</th><th>acceptance</th><th>mean rating</th><th>edit distance</th></tr>

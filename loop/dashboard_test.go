@@ -116,7 +116,7 @@ func checkDashboard(t *testing.T, page string) {
 		}
 	}
 	for _, want := range []string{"rated 5/5", "rated 4/5", "edited 0.", "rejected", "regenerated", "none yet",
-		"tpl-haiku", "demo@2", "Leaves drift down on the road, number 6", "60%"} {
+		"tpl-haiku", "demo@2", `id="topics"`, `<code>topic-autumn</code></td><td class="n">7</td>`, "Leaves drift down on the road, number 6", "60%"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
 		}
