@@ -12,7 +12,7 @@ export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-deps: ## install what building and testing need (Debian: redis-server, libopenblas-dev)
+deps: ## install what building and testing need (Debian: redis-server, libopenblas-dev, chromium)
 	@scripts/install-deps.sh
 
 build: deps ## build producer, worker and scheduler into bin/

@@ -154,6 +154,9 @@ func run(ctx context.Context) error {
 	if err := demoRecs(ctx, d); err != nil {
 		return err
 	}
+	if err := demoLoop(ctx, d); err != nil {
+		return err
+	}
 
 	if err := demoFinetune(ctx, d); err != nil {
 		return err
