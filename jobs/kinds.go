@@ -122,6 +122,13 @@ var kinds = map[string]kind{
 		exec:    execRecsRebuild,
 		summary: "rebuild recommendations from an interaction log; optionally publish them to Redis",
 	},
+	KindInteractive: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[InteractiveArgs](r, InteractiveWorker{Deps: d}, InteractiveArgs{}.KindOptions())
+		},
+		exec:    execInteractive,
+		summary: "one completion a person waits for, streamed token by token over NATS (POST /v1/completions)",
+	},
 	KindRecsEval: {
 		// Offline evaluation is a command for people; it has no queue entry.
 		register: func(*pipeline.Registry, *Deps) {},
