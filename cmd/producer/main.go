@@ -31,6 +31,7 @@ var commands = map[string]command{
 	"models":   {"model registry: models list | show NAME | promote NAME@N", cmdModels},
 	"feedback": {"publish a feedback event: feedback --user U --item I --event click [--value 1] [--id ID]", cmdFeedback},
 	"recs":     {"show a user's recommendations: recs USER [--n 10]", cmdRecs},
+	"chat":     {"talk to a model through the HTTP API, replies streamed: chat [--url U] [--session S] < lines", cmdChat},
 }
 
 func main() {
