@@ -124,6 +124,16 @@ func TestCompletionStreamsTokensInOrderAndRecordsThem(t *testing.T) {
 	if want := directCompletion(t, "The loop", 24, 0.9, 7); want != got.text() {
 		t.Fatalf("in-process model gives %q, the pipeline %q", want, got.text())
 	}
+
+	// A failure on the worker reaches the client: as an error object, or
+	// as an error event in the stream.
+	const bad = `{"model":"builtin:huge","prompt":"x"}`
+	if code, msg := e.postJSON(t, "/v1/completions", bad, nil); code != http.StatusBadRequest || !strings.Contains(msg, jobs.GenCodeModel) {
+		t.Fatalf("unknown model: %d %s", code, msg)
+	}
+	if s := e.stream(t, context.Background(), strings.Replace(bad, `}`, `,"stream":true}`, 1), nil); s.err == nil || !strings.Contains(s.err.Error(), jobs.GenCodeModel) {
+		t.Fatalf("unknown model, streamed: %v", s.err)
+	}
 }
 
 // directCompletion runs the builtin tiny model in-process.
