@@ -203,6 +203,41 @@ func TestDroppedClientCancelsGeneration(t *testing.T) {
 	waitQueueIdle(t, e)
 }
 
+// TestClientLeavingAroundTheStartNeverLeavesWorkRunning drops clients at
+// random moments around the pick-up, where the job may be queued, just
+// dequeued (its start not yet seen), or streaming: each time it must either
+// never run or stop early, never run to its end.
+func TestClientLeavingAroundTheStartNeverLeavesWorkRunning(t *testing.T) {
+	e := newGenEnv(t, "")
+	e.startWorker(t)
+	dir := longContextModel(t)
+	body := fmt.Sprintf(`{"model":%q,"prompt":"Go on","max_tokens":%d,"stream":true}`, dir, jobs.MaxInteractiveTokens)
+	e.stream(t, context.Background(), strings.Replace(body, fmt.Sprint(jobs.MaxInteractiveTokens), "1", 1), nil) // load the model
+	store := loop.NewStore(e.rdb, loop.StoreOptions{})
+	before, _ := store.Recent(context.Background(), 100)
+	for i := range 12 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*time.Millisecond/2)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/completions", strings.NewReader(body))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close() // headers came: the stream had started; closing leaves it
+		}
+		cancel()
+		waitQueueIdle(t, e)
+	}
+	recs, err := store.Recent(context.Background(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := 0
+	for _, r := range recs[:len(recs)-len(before)] {
+		ran++
+		if r.FinishReason != jobs.FinishCancelled {
+			t.Errorf("generation %s ran to %q after %d tokens with its client gone", r.ID, r.FinishReason, r.Tokens)
+		}
+	}
+	t.Logf("%d of 12 dropped requests had started; the others were deleted from the queue", ran)
+}
+
 // waitRecord waits for the loop record of id.
 func waitRecord(t *testing.T, e *genEnv, id string) loop.Generation {
 	t.Helper()
@@ -242,8 +277,9 @@ func waitQueueIdle(t *testing.T, e *genEnv) {
 }
 
 func TestClientLeavingBeforeAnyWorkerDeletesTheJob(t *testing.T) {
+	t.Setenv(EnvInteractiveStartTimeout, "500ms")
 	e := newGenEnv(t, "") // no worker: the job stays queued
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/completions", strings.NewReader(`{"model":"builtin:tiny","prompt":"hi","stream":true}`))
 	if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -253,7 +289,6 @@ func TestClientLeavingBeforeAnyWorkerDeletesTheJob(t *testing.T) {
 	waitQueueIdle(t, e)
 
 	// A client that stays gets a 503 once nobody picked the job up.
-	e.api.startTimeout = 200 * time.Millisecond
 	code, msg := e.postJSON(t, "/v1/completions", `{"model":"builtin:tiny","prompt":"hi"}`, nil)
 	if code != http.StatusServiceUnavailable || !strings.Contains(msg, "interactive") {
 		t.Fatalf("no worker: %d %s", code, msg)
