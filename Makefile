@@ -31,9 +31,10 @@ vet: ## go vet and gofmt
 test: services vet ## vet, gofmt, and every test with -race against real Redis and an embedded nats-server
 	$(GO) test -race -timeout 12m ./...
 
-bench: services ## benchmarks with their peers: pipeline vs raw asynq, batch vs in-process, model vs PyTorch/numpy
+bench: services ## benchmarks with their peers: pipeline vs raw asynq, batch vs in-process, first-token latency by poll interval, model vs PyTorch/numpy
 	$(GO) test -run '^$$' -bench Noop -benchtime 5x ./pipeline/
 	$(GO) test -run '^$$' -bench BatchVsDirect -benchtime 5x ./batch/
+	$(GO) test -run '^$$' -bench InteractiveFirstToken -benchtime 300x ./cmd/producer/
 	bench/run.sh
 
 bench-recsys: ## similarity rebuild vs SciPy at 100k users x 20k items x 2M events (about 10 minutes)

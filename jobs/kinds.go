@@ -129,6 +129,13 @@ var kinds = map[string]kind{
 		exec:    execPersonalize,
 		summary: "generate each user's top recommended templates and topics (popular ones for cold starts)",
 	},
+	KindInteractive: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[InteractiveArgs](r, InteractiveWorker{Deps: d}, InteractiveArgs{}.KindOptions())
+		},
+		exec:    execInteractive,
+		summary: "one completion a person waits for, streamed token by token over NATS (POST /v1/completions)",
+	},
 	KindRecsEval: {
 		// Offline evaluation is a command for people; it has no queue entry.
 		register: func(*pipeline.Registry, *Deps) {},

@@ -62,7 +62,14 @@ type Config struct {
 	RetryBaseDelay, RetryMaxDelay time.Duration
 	// PollInterval is how often an idle worker looks at empty queues, and how
 	// often scheduled and retrying jobs are moved to pending. Default 1s.
+	// Each poll is one Redis script call per queue, so a short interval
+	// buys pick-up latency with idle Redis load (docs/PERFORMANCE.md).
 	PollInterval time.Duration
+	// DelayedPollInterval, when non-zero, is how often scheduled and
+	// retrying jobs are moved to pending, apart from PollInterval. It is no
+	// flag: SplitQueue sets it so that a lane polled every few milliseconds
+	// for pick-up does not also run the promotion scripts that often.
+	DelayedPollInterval time.Duration
 
 	// DataDir holds local state: artifacts, the private Redis of
 	// EnsureRedis, the embedded NATS store. Default ".tandem".
@@ -81,8 +88,10 @@ const (
 	MaxConcurrency     = 4096
 	MaxShutdownTimeout = time.Hour
 	MaxRetryDelay      = 24 * time.Hour
-	MinPollInterval    = 10 * time.Millisecond
-	MaxPollInterval    = time.Minute
+	// MinPollInterval allows the interactive lane's millisecond polls
+	// (SplitQueue); bulk queues keep the 1s default.
+	MinPollInterval = time.Millisecond
+	MaxPollInterval = time.Minute
 )
 
 // DefaultConfig returns the documented defaults.
@@ -284,6 +293,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PollInterval < MinPollInterval || c.PollInterval > MaxPollInterval {
 		add("PollInterval", fmt.Errorf("%v is outside [%v, %v]", c.PollInterval, MinPollInterval, MaxPollInterval))
+	}
+	if d := c.DelayedPollInterval; d != 0 && (d < MinPollInterval || d > MaxPollInterval) {
+		errs = append(errs, fmt.Errorf("DelayedPollInterval: %v is outside [%v, %v] (or 0: PollInterval)", d, MinPollInterval, MaxPollInterval))
 	}
 	if strings.TrimSpace(c.DataDir) == "" {
 		add("DataDir", errors.New("empty"))

@@ -60,7 +60,7 @@ func NewServer(cfg Config, reg *Registry, logger *slog.Logger, mw ...asynq.Middl
 		ShutdownTimeout:          cfg.ShutdownTimeout,
 		RetryDelayFunc:           RetryBackoff(cfg.RetryBaseDelay, cfg.RetryMaxDelay),
 		TaskCheckInterval:        cfg.PollInterval,
-		DelayedTaskCheckInterval: cfg.PollInterval,
+		DelayedTaskCheckInterval: cfg.delayedPollInterval(),
 		// Every error is a failure, permanent ones included: they count in
 		// asynq's per-queue failure statistics, which is what an operator
 		// watching a bad producer wants to see.

@@ -10,9 +10,9 @@ import (
 //
 // Persisted traffic (JetStream) lives under tandem.feedback.>, tandem.events.>
 // and tandem.dlq.>. Ephemeral traffic (core NATS, lost when nobody listens)
-// lives under tandem.batch.<id>.progress and tandem.gen.<id>.tokens; those
-// subjects are deliberately outside every stream so that token streams never
-// fill the disk.
+// lives under tandem.batch.<id>.progress, tandem.gen.<id>.tokens and
+// tandem.gen.<id>.cancel; those subjects are deliberately outside every
+// stream so that token streams never fill the disk.
 
 // Stream names.
 const (
@@ -39,6 +39,8 @@ const (
 	SubjectBatchProgressAll = "tandem.batch.*.progress"
 	// SubjectGenTokensAll matches every interactive generation's token stream.
 	SubjectGenTokensAll = "tandem.gen.*.tokens"
+	// SubjectGenCancelAll matches every interactive generation's cancel signal.
+	SubjectGenCancelAll = "tandem.gen.*.cancel"
 )
 
 // Limits on what the bus accepts.
@@ -153,6 +155,18 @@ func GenTokensSubject(genID string) string {
 		return ""
 	}
 	return "tandem.gen." + genID + ".tokens"
+}
+
+// GenCancelSubject is the core-NATS subject on which the producer asks the
+// worker running interactive generation genID to stop (its client went
+// away). The worker subscribes before it announces the start of the
+// generation on GenTokensSubject, so a cancel sent after that start is never
+// missed. It returns "" when genID fails ValidateID.
+func GenCancelSubject(genID string) string {
+	if ValidateID(genID) != nil {
+		return ""
+	}
+	return "tandem.gen." + genID + ".cancel"
 }
 
 // FeedbackSubject is the JetStream subject for one kind of feedback, e.g.

@@ -11,6 +11,9 @@ func TestSubjectBuilders(t *testing.T) {
 	cases := []struct{ got, want string }{
 		{BatchProgressSubject("b-01HZX_9"), "tandem.batch.b-01HZX_9.progress"},
 		{GenTokensSubject("g7"), "tandem.gen.g7.tokens"},
+		{GenCancelSubject("g7"), "tandem.gen.g7.cancel"},
+		{GenCancelSubject("g.7"), ""},
+		{GenCancelSubject(">"), ""},
 		{FeedbackSubject("rating"), "tandem.feedback.rating"},
 		{EventSubject("batch.completed"), "tandem.events.batch.completed"},
 		{DeadLetterSubject("recsys"), "tandem.dlq.recsys"},
@@ -89,7 +92,7 @@ func TestSubjectStreamSpecs(t *testing.T) {
 			t.Errorf("%s: config %+v", s.Name, cfg)
 		}
 		for _, subj := range s.Subjects {
-			for _, core := range []string{BatchProgressSubject("x"), GenTokensSubject("x")} {
+			for _, core := range []string{BatchProgressSubject("x"), GenTokensSubject("x"), GenCancelSubject("x")} {
 				if strings.HasPrefix(core, strings.TrimSuffix(subj, ">")) {
 					t.Errorf("stream %s (%s) would store core subject %s", s.Name, subj, core)
 				}

@@ -288,16 +288,10 @@ func (b *batchAPI) events(w http.ResponseWriter, r *http.Request) {
 		b.writeBatchError(w, err)
 		return
 	}
-	flusher, ok := w.(http.Flusher)
+	flusher, ok := startSSE(w)
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "unsupported", "streaming is not supported by this connection")
 		return
 	}
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	flusher.Flush()
 	err := b.svc.Watch(r.Context(), id, time.Second, func(bt *batch.Batch) bool {
 		data, err := json.Marshal(bt)
 		if err != nil {

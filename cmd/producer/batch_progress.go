@@ -29,9 +29,10 @@ func newProgressBar(w io.Writer, tty bool) *progressBar {
 	return &progressBar{w: w, tty: tty, width: 30}
 }
 
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+// isTerminal reports whether f, a reader or writer, is a character device
+// (a terminal).
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
 	if !ok {
 		return false
 	}

@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"feedback":    {"publish feedback: feedback --generation ID --action accept|reject|rate|edit|regenerate [--value N] [--text T], or a raw event: feedback --user U --item I --event click [--value 1]", cmdFeedback},
 	"personalize": {"generate users' recommended templates and topics: personalize --users FILE --per-user N --catalog FILE [--wait]", cmdPersonalize},
 	"recs":        {"show a user's recommendations: recs USER [--n 10]", cmdRecs},
+	"chat":        {"talk to a model through the HTTP API, replies streamed: chat [--url U] [--session S] < lines", cmdChat},
 }
 
 func main() {

@@ -61,7 +61,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer recs.Close()
-	api := &apiServer{client: client, logger: logger, batches: batches, recs: recs}
+	completions, err := newCompletionsAPI(ctx, *cfg, client, logger)
+	if err != nil {
+		return err
+	}
+	defer completions.Close()
+	api := &apiServer{client: client, logger: logger, batches: batches, recs: recs, completions: completions}
 	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
 	defer closeMon()
 
@@ -101,6 +106,8 @@ type apiServer struct {
 	logger  *slog.Logger
 	batches *batchAPI // nil: no /v1/batches routes
 	recs    *recsAPI  // nil: no feedback or recommendation routes
+	// completions is nil: no /v1/completions or /v1/sessions routes.
+	completions *completionsAPI
 }
 
 // maxRequestBody bounds a JSON request body of the API.
@@ -113,6 +120,7 @@ func (a *apiServer) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/queues", a.listQueues)
 	a.batchRoutes(mux)
 	a.recsRoutes(mux)
+	a.completionsRoutes(mux)
 	mux.HandleFunc("GET /v1/kinds", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"kinds": jobs.Names()})
 	})

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -62,6 +63,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	exitWhenIdle := fs.Duration("exit-when-idle", idleDefault, "exit after this long with no job running and nothing waiting on the worker's queues; 0 runs until stopped (for Kubernetes Jobs) [TANDEM_EXIT_WHEN_IDLE]")
 	device := fs.String("device", envOr("TANDEM_DEVICE", "cpu"), "compute device: cpu (cuda:N needs a binary built with -tags cuda) [TANDEM_DEVICE]")
+	lanePollDefault, err := envDuration("TANDEM_INTERACTIVE_POLL_INTERVAL")
+	if err != nil {
+		return err
+	}
+	if os.Getenv("TANDEM_INTERACTIVE_POLL_INTERVAL") == "" {
+		lanePollDefault = defaultInteractivePoll
+	}
+	laneConcDefault, err := envInt("TANDEM_INTERACTIVE_CONCURRENCY", 2)
+	if err != nil {
+		return err
+	}
+	lanePoll := fs.Duration("interactive-poll-interval", lanePollDefault, "poll the interactive queue this often from a lane of its own (0: the queue shares --poll-interval with the others); see docs/PERFORMANCE.md [TANDEM_INTERACTIVE_POLL_INTERVAL]")
+	laneConc := fs.Int("interactive-concurrency", laneConcDefault, "interactive jobs the lane runs at once [TANDEM_INTERACTIVE_CONCURRENCY]")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: worker [flags]           run the asynq server\n       worker exec KIND [flags] run one job in-process, no Redis\n\nkinds:\n")
 		for _, k := range jobs.Names() {
@@ -143,7 +157,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		idle = &idleExit{after: *exitWhenIdle, inspect: insp, queues: queueNames(cfg.Queues), logger: logger, poll: time.Second}
 		middleware = append([]asynq.MiddlewareFunc{idle.middleware}, middleware...)
 	}
-	srv, err := pipeline.NewServer(cfg, reg, logger, middleware...)
+	servers, err := newServers(cfg, reg, logger, *lanePoll, *laneConc, middleware)
 	if err != nil {
 		return err
 	}
@@ -169,12 +183,69 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if idle != nil {
 		go idle.watch(runCtx, cancel)
 	}
-	runErr := srv.Run(runCtx)
+	runErr := runServers(runCtx, servers)
 	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
 	defer done()
 	_ = admin.Shutdown(shutCtx)
 	logger.Info("worker stopped")
 	return runErr
+}
+
+// defaultInteractivePoll is the interactive lane's poll interval: a job a
+// person waits for starts within about this long on an idle worker, for one
+// Redis script call per poll (docs/PERFORMANCE.md has the measurements).
+const defaultInteractivePoll = 2 * time.Millisecond
+
+// newServers builds the worker's asynq servers: with lanePoll > 0 and the
+// interactive queue among cfg's, that queue gets a server of its own polled
+// every lanePoll (pipeline.Config.SplitQueue) and the other queues keep
+// cfg's poll interval; otherwise one server serves every queue.
+func newServers(cfg pipeline.Config, reg *pipeline.Registry, logger *slog.Logger, lanePoll time.Duration, laneConc int, mw []asynq.MiddlewareFunc) ([]*pipeline.Server, error) {
+	if _, ok := cfg.Queues[pipeline.QueueInteractive]; !ok || lanePoll == 0 {
+		srv, err := pipeline.NewServer(cfg, reg, logger, mw...)
+		return []*pipeline.Server{srv}, err
+	}
+	fast, rest, err := cfg.SplitQueue(pipeline.QueueInteractive, lanePoll, laneConc)
+	if err != nil {
+		return nil, fmt.Errorf("--interactive-poll-interval/--interactive-concurrency: %w", err)
+	}
+	lane, err := pipeline.NewServer(fast, reg, logger.With("lane", pipeline.QueueInteractive), mw...)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest.Queues) == 0 {
+		return []*pipeline.Server{lane}, nil
+	}
+	srv, err := pipeline.NewServer(rest, reg, logger, mw...)
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("interactive lane", "poll", lanePoll, "concurrency", laneConc)
+	return []*pipeline.Server{lane, srv}, nil
+}
+
+// runServers runs every server until ctx is done and returns the first
+// error; a server that fails stops the others.
+func runServers(ctx context.Context, servers []*pipeline.Server) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() {
+			err := s.Run(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range servers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func adminMux(reg *prometheus.Registry) *http.ServeMux {
@@ -221,6 +292,19 @@ func envDuration(key string) (time.Duration, error) {
 		return 0, fmt.Errorf("%s: %q is not a non-negative duration such as 5m", key, v)
 	}
 	return d, nil
+}
+
+// envInt reads an integer variable; unset or empty is def.
+func envInt(key string, def int) (int, error) {
+	v := os.Getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not an integer", key, v)
+	}
+	return n, nil
 }
 
 func envOr(key, def string) string {

@@ -1,0 +1,497 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/nats-io/nats.go"
+
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// EnvInteractiveStartTimeout bounds how long POST /v1/completions waits for
+// a worker to pick the generation up.
+const EnvInteractiveStartTimeout = "TANDEM_INTERACTIVE_START_TIMEOUT"
+
+// defaultStartTimeout is EnvInteractiveStartTimeout's default.
+const defaultStartTimeout = 30 * time.Second
+
+// maxCompletionBody bounds a POST /v1/completions or /v1/sessions body:
+// the prompt limit with room for JSON escapes and the other fields.
+const maxCompletionBody = 8*jobs.MaxInteractivePromptBytes + 4096
+
+// completionsAPI serves interactive generation (POST /v1/completions) and
+// its sessions. The flow of one completion: validate the body and apply the
+// session; subscribe to the token subject and flush, so the NATS server
+// knows the subscription before any worker can publish; enqueue the job on
+// the interactive queue (task id = completion id); relay the worker's
+// messages to the client as they come. A client that goes away cancels the
+// work: a job still queued is deleted, a running one gets a message on its
+// cancel subject once its start message has been seen (the worker listens
+// before it sends that), so the cancel cannot be lost in between.
+type completionsAPI struct {
+	bus          *pipeline.Bus // nil without NATS: completions answer 503
+	client       *pipeline.Client
+	sessions     *loop.SessionStore
+	logger       *slog.Logger
+	startTimeout time.Duration
+}
+
+// newCompletionsAPI connects to NATS when cfg names a server; sessions live
+// in the client's Redis.
+func newCompletionsAPI(ctx context.Context, cfg pipeline.Config, client *pipeline.Client, logger *slog.Logger) (*completionsAPI, error) {
+	c := &completionsAPI{client: client, sessions: loop.NewSessionStore(client.Redis(), loop.SessionOptions{}), logger: logger, startTimeout: defaultStartTimeout}
+	if v := envOr(EnvInteractiveStartTimeout, ""); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("%s: %q is not a positive duration such as 30s", EnvInteractiveStartTimeout, v)
+		}
+		c.startTimeout = d
+	}
+	if cfg.NATSURL == "" {
+		logger.Warn("no NATS URL: POST /v1/completions answers 503 (set TANDEM_NATS_URL)")
+		return c, nil
+	}
+	bus, err := connectBus(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.bus = bus
+	return c, nil
+}
+
+// Close closes the NATS connection, if any.
+func (c *completionsAPI) Close() {
+	if c != nil && c.bus != nil {
+		c.bus.Close()
+	}
+}
+
+// completionsRoutes adds:
+//
+//	POST /v1/completions     one completion (OpenAI body + session, template, topic); stream: true answers with SSE
+//	POST /v1/sessions        a new session ({"user","instructions"}); 201
+//	GET  /v1/sessions/{id}   a session: instructions, what they mean, the turns kept
+func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
+	c := a.completions
+	if c == nil {
+		return
+	}
+	mux.HandleFunc("POST /v1/completions", c.create)
+	mux.HandleFunc("POST /v1/sessions", c.createSession)
+	mux.HandleFunc("GET /v1/sessions/{id}", c.getSession)
+}
+
+// completionRequest is the body of POST /v1/completions: OpenAI's fields
+// plus Tandem's session, template and topic.
+type completionRequest struct {
+	jobs.CompletionsBody
+	Stream   bool   `json:"stream,omitempty"`
+	Session  string `json:"session,omitempty"`
+	Template string `json:"template,omitempty"`
+	Topic    string `json:"topic,omitempty"`
+}
+
+// decodeStrict reads a bounded JSON body into v, refusing unknown fields
+// and trailing data; it writes the 400 itself and reports false.
+func decodeStrict(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil && dec.More() {
+		err = errors.New("trailing data after the JSON object")
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_json", "body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
+	var req completionRequest
+	if !decodeStrict(w, r, maxCompletionBody, &req) {
+		return
+	}
+	args, status, err := c.prepare(r.Context(), req)
+	if err != nil {
+		writeError(w, status, map[int]string{http.StatusBadRequest: "invalid_request", http.StatusNotFound: "not_found"}[status], err.Error())
+		return
+	}
+	if c.bus == nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "interactive generation needs NATS: start the producer with TANDEM_NATS_URL (or --nats-url)")
+		return
+	}
+	g, err := c.begin(r.Context(), args)
+	if err != nil {
+		c.logger.Error("interactive: enqueue failed", "id", args.ID, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return
+	}
+	defer g.close()
+	// Wait for a worker before answering, so "nobody serves the
+	// interactive queue" is a plain 503 and not a broken stream.
+	m, err := g.next(r.Context(), c.startTimeout)
+	switch {
+	case r.Context().Err() != nil:
+		g.abandon()
+		return
+	case err != nil:
+		g.abandon()
+		writeError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("no worker started the generation within %v (is one serving the %q queue?): %v", c.startTimeout, pipeline.QueueInteractive, err))
+		return
+	case m.Type != jobs.GenStart:
+		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
+		return
+	}
+	out := completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix()}
+	if req.Stream {
+		c.stream(w, r, g, out)
+	} else {
+		c.collect(w, r, g, out)
+	}
+}
+
+// prepare turns a request into job args: the session's instructions fill
+// the sampling fields the body leaves out (the body wins), its history and
+// prefix go along, and everything is validated. The status goes with err.
+func (c *completionsAPI) prepare(ctx context.Context, req completionRequest) (jobs.InteractiveArgs, int, error) {
+	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic}
+	if req.Session != "" {
+		if err := pipeline.ValidateID(req.Session); err != nil {
+			return args, http.StatusBadRequest, fmt.Errorf("session: %w", err)
+		}
+		sess, err := c.sessions.Get(ctx, req.Session)
+		switch {
+		case errors.Is(err, loop.ErrSessionNotFound):
+			return args, http.StatusNotFound, fmt.Errorf("session: %w", err)
+		case err != nil:
+			return args, http.StatusServiceUnavailable, err
+		}
+		ins, err := loop.ParseInstructions(sess.Instructions)
+		if err != nil {
+			return args, http.StatusBadRequest, fmt.Errorf("session %s: %w", sess.ID, err)
+		}
+		if args.Body.MaxTokens == nil && ins.MaxTokens > 0 {
+			n := min(ins.MaxTokens, jobs.MaxInteractiveTokens)
+			args.Body.MaxTokens = &n
+		}
+		if args.Body.Temperature == nil && ins.Temperature != nil {
+			args.Body.Temperature = ins.Temperature
+		}
+		if args.Body.User == "" {
+			args.Body.User = sess.User
+		}
+		args.Prefix, args.History = ins.Prefix, sess.Turns
+	}
+	if err := args.Validate(); err != nil {
+		return args, http.StatusBadRequest, err
+	}
+	return args, 0, nil
+}
+
+// genRelay is the producer's end of one generation's token stream.
+type genRelay struct {
+	c        *completionsAPI
+	id       string
+	sub      *nats.Subscription
+	msgs     chan *nats.Msg
+	rd       jobs.GenReader
+	started  bool
+	finished bool
+}
+
+// begin subscribes to the generation's token subject, makes sure the server
+// has the subscription, then enqueues the job.
+func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (*genRelay, error) {
+	// Room for every message a generation can send, so a slow client
+	// never makes the subscription drop one.
+	g := &genRelay{c: c, id: args.ID, msgs: make(chan *nats.Msg, jobs.MaxInteractiveTokens+4)}
+	sub, err := c.bus.NC.ChanSubscribe(pipeline.GenTokensSubject(args.ID), g.msgs)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe to the token stream: %w", err)
+	}
+	g.sub = sub
+	fctx, cancel := context.WithTimeout(ctx, c.startTimeout)
+	defer cancel()
+	if err := c.bus.NC.FlushWithContext(fctx); err != nil {
+		g.close()
+		return nil, fmt.Errorf("subscribe to the token stream: %w", err)
+	}
+	// The deadline keeps a task that comes back to the queue (a worker
+	// stopped mid-run) from running after nobody can be waiting for it.
+	deadline := time.Now().Add(c.startTimeout + jobs.InteractiveTimeout)
+	if _, err := pipeline.Enqueue(ctx, c.client, args, asynq.TaskID(args.ID), asynq.Deadline(deadline)); err != nil {
+		g.close()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *genRelay) close() { _ = g.sub.Unsubscribe() }
+
+// errStreamTimeout means the worker sent nothing for too long.
+var errStreamTimeout = errors.New("no message from the worker in time")
+
+// next returns the stream's next message, checked for order.
+func (g *genRelay) next(ctx context.Context, timeout time.Duration) (jobs.GenMessage, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return jobs.GenMessage{}, ctx.Err()
+	case <-t.C:
+		return jobs.GenMessage{}, errStreamTimeout
+	case raw := <-g.msgs:
+		m, err := g.rd.Decode(raw.Data)
+		if err != nil {
+			return m, err
+		}
+		switch m.Type {
+		case jobs.GenStart:
+			g.started = true
+		case jobs.GenDone, jobs.GenError:
+			g.finished = true
+		}
+		return m, nil
+	}
+}
+
+// abandon stops a generation nobody waits for any more: it deletes the job
+// if it is still queued; otherwise it waits (bounded) for the worker's start
+// message, after which the worker surely listens, and sends the cancel.
+func (g *genRelay) abandon() {
+	if g.finished {
+		return
+	}
+	if !g.started {
+		err := g.c.client.Inspector().DeleteTask(pipeline.QueueInteractive, g.id)
+		if err == nil {
+			return // never ran
+		}
+		// Running (or just finished): its start is on the way, if not here.
+		ctx, cancel := context.WithTimeout(context.Background(), g.c.startTimeout)
+		defer cancel()
+		for !g.started && !g.finished {
+			if _, err := g.next(ctx, g.c.startTimeout); err != nil {
+				break
+			}
+		}
+		if g.finished {
+			return
+		}
+	}
+	if err := g.c.bus.NC.Publish(pipeline.GenCancelSubject(g.id), nil); err != nil {
+		g.c.logger.Warn("interactive: cancel not sent", "id", g.id, "err", err)
+	}
+	_ = g.c.bus.NC.Flush()
+}
+
+// follow returns the next message of a started generation. When the
+// client has gone (gone) or the stream failed (err), the generation is
+// abandoned first.
+func (g *genRelay) follow(ctx context.Context) (m jobs.GenMessage, gone bool, err error) {
+	m, err = g.next(ctx, jobs.InteractiveTimeout)
+	if ctx.Err() != nil {
+		g.abandon()
+		return m, true, nil
+	}
+	if err != nil {
+		g.abandon()
+	}
+	return m, false, err
+}
+
+// completionOut is what every answer of one completion shares.
+type completionOut struct {
+	id, model string
+	created   int64
+}
+
+// collect answers a non-streaming request with one completion object.
+func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
+	for {
+		m, gone, err := g.follow(r.Context())
+		if gone {
+			return
+		}
+		if err != nil {
+			writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
+			return
+		}
+		switch m.Type {
+		case jobs.GenDone:
+			writeJSON(w, http.StatusOK, jobs.CompletionResponse{
+				ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
+				Choices: []jobs.Choice{{Index: 0, Text: m.Text, FinishReason: m.FinishReason}},
+				Usage:   *m.Usage,
+			})
+			return
+		case jobs.GenError:
+			writeError(w, genErrorStatus(m.Error.Code), m.Error.Code, m.Error.Message)
+			return
+		}
+	}
+}
+
+// genErrorStatus maps a worker's error code to the HTTP status of a
+// non-streaming answer.
+func genErrorStatus(code string) int {
+	switch code {
+	case jobs.GenCodeModel, jobs.GenCodeContext:
+		return http.StatusBadRequest
+	case jobs.GenCodeTimeout:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
+// completionChunk is one server-sent event of a streamed completion, in
+// OpenAI's completion-chunk shape; the last one carries the finish reason,
+// the usage and Tandem's timing.
+type completionChunk struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created int64           `json:"created"`
+	Model   string          `json:"model"`
+	Choices []chunkChoice   `json:"choices"`
+	Usage   *jobs.Usage     `json:"usage,omitempty"`
+	Timing  *jobs.GenTiming `json:"timing,omitempty"`
+	Error   *jobs.GenFault  `json:"error,omitempty"`
+}
+
+type chunkChoice struct {
+	Index        int     `json:"index"`
+	Text         string  `json:"text"`
+	Logprobs     any     `json:"logprobs"`
+	FinishReason *string `json:"finish_reason"`
+}
+
+// stream relays the generation as server-sent events, one per token, then
+// "data: [DONE]".
+func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
+	flusher, ok := startSSE(w)
+	if !ok {
+		g.abandon()
+		return
+	}
+	chunk := func(text string, finish *string) completionChunk {
+		return completionChunk{ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
+			Choices: []chunkChoice{{Text: text, FinishReason: finish}}}
+	}
+	send := func(v any) {
+		b, _ := json.Marshal(v)
+		// A write error means the client left; the next read of the
+		// stream sees the request's context end and cancels the work.
+		_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
+		flusher.Flush()
+	}
+	done := func() { _, _ = fmt.Fprint(w, "data: [DONE]\n\n"); flusher.Flush() }
+	for {
+		m, gone, err := g.follow(r.Context())
+		if gone {
+			return
+		}
+		if err != nil {
+			send(completionChunk{ID: out.id, Object: "error", Error: &jobs.GenFault{Code: "stream_failed", Message: err.Error()}})
+			done()
+			return
+		}
+		switch m.Type {
+		case jobs.GenToken:
+			send(chunk(m.Text, nil))
+		case jobs.GenDone:
+			last := chunk("", &m.FinishReason)
+			last.Usage, last.Timing = m.Usage, m.Timing
+			send(last)
+			done()
+			return
+		case jobs.GenError:
+			send(completionChunk{ID: out.id, Object: "error", Error: m.Error})
+			done()
+			return
+		}
+	}
+}
+
+// startSSE answers 200 with the headers of a server-sent event stream.
+func startSSE(w http.ResponseWriter) (http.Flusher, bool) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "unsupported", "streaming is not supported by this connection")
+		return nil, false
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+	return flusher, true
+}
+
+// createSessionRequest is the body of POST /v1/sessions.
+type createSessionRequest struct {
+	ID           string `json:"id,omitempty"` // default: a fresh sess-... id
+	User         string `json:"user,omitempty"`
+	Instructions string `json:"instructions,omitempty"` // grammar: loop.ParseInstructions
+}
+
+// sessionView is a session with what its instructions mean.
+type sessionView struct {
+	loop.Session
+	Params loop.Instructions `json:"params"`
+}
+
+func viewSession(s loop.Session) sessionView {
+	ins, _ := loop.ParseInstructions(s.Instructions) // checked when created
+	return sessionView{Session: s, Params: ins}
+}
+
+func (c *completionsAPI) createSession(w http.ResponseWriter, r *http.Request) {
+	var req createSessionRequest
+	if !decodeStrict(w, r, maxCompletionBody, &req) {
+		return
+	}
+	sess := loop.Session{ID: req.ID, User: req.User, Instructions: req.Instructions}
+	if sess.ID == "" {
+		sess.ID = loop.NewSessionID()
+	}
+	if err := loop.ValidateSession(sess); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	s, err := c.sessions.Create(r.Context(), sess)
+	writeSession(w, http.StatusCreated, s, err)
+}
+
+// writeSession answers with s, or with the status err calls for.
+func writeSession(w http.ResponseWriter, ok int, s loop.Session, err error) {
+	switch {
+	case errors.Is(err, loop.ErrSessionExists):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, loop.ErrSessionNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	default:
+		writeJSON(w, ok, viewSession(s))
+	}
+}
+
+func (c *completionsAPI) getSession(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := pipeline.ValidateID(id); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "id: "+err.Error())
+		return
+	}
+	s, err := c.sessions.Get(r.Context(), id)
+	writeSession(w, http.StatusOK, s, err)
+}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// interactiveTestRedisDB is the Redis database of the interactive tests;
+// they flush only it.
+const interactiveTestRedisDB = 3
+
+// genEnv is one interactive pipeline: Redis, an embedded nats-server, the
+// producer's completion routes on an httptest server, and (after
+// startWorker) an in-process asynq server running the real handler on the
+// interactive queue.
+type genEnv struct {
+	cfg    pipeline.Config
+	rdb    *redis.Client
+	ns     *pipeline.EmbeddedNATS
+	api    *completionsAPI
+	srv    *httptest.Server
+	logger *slog.Logger
+}
+
+// newGenEnv builds the environment over redisURL, or over this package's
+// interactive test database when redisURL is "".
+func newGenEnv(t testing.TB, redisURL string) *genEnv {
+	t.Helper()
+	if redisURL == "" {
+		redisURL = fmt.Sprintf("redis://%s/%d", testRedisAddr(), interactiveTestRedisDB)
+	}
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
+		t.Fatalf("Redis at %s is needed: %v", pipeline.RedactURL(redisURL), err)
+	}
+	t.Cleanup(func() {
+		_ = rdb.FlushDB(context.Background()).Err()
+		rdb.Close()
+	})
+	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	cfg := pipeline.DefaultConfig()
+	cfg.RedisURL, cfg.NATSURL, cfg.DataDir = redisURL, ns.URL(), t.TempDir()
+	cfg.Queues, cfg.PollInterval, cfg.Concurrency = map[string]int{pipeline.QueueInteractive: 1}, 2*time.Millisecond, 2
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	client, err := newClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	api, err := newCompletionsAPI(context.Background(), cfg, client, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(api.Close)
+	mux := http.NewServeMux()
+	(&apiServer{client: client, logger: logger, completions: api}).completionsRoutes(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return &genEnv{cfg: cfg, rdb: rdb, ns: ns, api: api, srv: srv, logger: logger}
+}
+
+// startWorker runs the real interactive handler in an asynq server of its
+// own, as the worker's interactive lane does; it returns the worker's deps.
+func (e *genEnv) startWorker(t testing.TB) *jobs.Deps {
+	t.Helper()
+	deps := jobs.NewDeps(e.logger)
+	bus, err := pipeline.ConnectBus(context.Background(), e.ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps.Bus, deps.Redis = bus, e.rdb
+	reg := pipeline.NewRegistry()
+	jobs.RegisterAll(reg, deps)
+	srv, err := pipeline.NewServer(e.cfg, reg, e.logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		bus.Close()
+	})
+	return deps
+}
+
+// post sends body to path and returns the response; the caller closes it.
+func (e *genEnv) post(t testing.TB, ctx context.Context, path, body string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// postJSON sends body and decodes a JSON answer into out (when non-nil);
+// it returns the status and the raw answer.
+func (e *genEnv) postJSON(t testing.TB, path, body string, out any) (int, string) {
+	t.Helper()
+	resp := e.post(t, context.Background(), path, body)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil && resp.StatusCode/100 == 2 {
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("POST %s: %v in %s", path, err, b)
+		}
+	}
+	return resp.StatusCode, string(b)
+}
+
+// streamed is what one streamed completion sent.
+type streamed struct {
+	id     string
+	texts  []string // one per token chunk, in arrival order
+	last   completionChunk
+	status int
+	err    error
+}
+
+func (s streamed) text() string { return strings.Join(s.texts, "") }
+
+// stream posts a streamed completion and reads it to [DONE]; after
+// (optional) runs on the first token chunk and may stop the read by
+// returning an error.
+func (e *genEnv) stream(t testing.TB, ctx context.Context, body string, after func() error) streamed {
+	t.Helper()
+	resp := e.post(t, ctx, "/v1/completions", body)
+	defer resp.Body.Close()
+	out := streamed{status: resp.StatusCode}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		out.err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+		return out
+	}
+	out.err = readSSE(resp.Body, func(data []byte) error {
+		var c completionChunk
+		if err := json.Unmarshal(data, &c); err != nil {
+			return err
+		}
+		if c.Error != nil {
+			return fmt.Errorf("%s: %s", c.Error.Code, c.Error.Message)
+		}
+		out.id = c.ID
+		if c.Choices[0].FinishReason != nil {
+			out.last = c
+			return nil
+		}
+		out.texts = append(out.texts, c.Choices[0].Text)
+		if len(out.texts) == 1 && after != nil {
+			return after()
+		}
+		return nil
+	})
+	return out
+}

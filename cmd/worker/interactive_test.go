@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+func TestNewServersSplitsTheInteractiveLane(t *testing.T) {
+	reg := pipeline.NewRegistry()
+	cfg := pipeline.DefaultConfig()
+	for _, c := range []struct {
+		name   string
+		queues map[string]int
+		poll   time.Duration
+		want   int
+	}{
+		{"lane and the rest", cfg.Queues, 2 * time.Millisecond, 2},
+		{"no lane asked", cfg.Queues, 0, 1},
+		{"interactive only", map[string]int{pipeline.QueueInteractive: 1}, 2 * time.Millisecond, 1},
+		{"no interactive queue", map[string]int{pipeline.QueueDefault: 1}, 2 * time.Millisecond, 1},
+	} {
+		c2 := cfg
+		c2.Queues = c.queues
+		servers, err := newServers(c2, reg, slog.Default(), c.poll, 2, nil)
+		if err != nil || len(servers) != c.want {
+			t.Errorf("%s: %d servers, %v; want %d", c.name, len(servers), err, c.want)
+		}
+	}
+	if _, err := newServers(cfg, reg, slog.Default(), time.Millisecond, 0, nil); err == nil {
+		t.Error("interactive concurrency 0 accepted")
+	}
+}
+
+// TestWorkerBinaryStreamsAndCancelsInteractive runs the worker binary with
+// its interactive lane: a generation streams over NATS and is recorded, and
+// a cancel message stops a long one early.
+func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
+	b := setup(t)
+	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	b.startWorker(t, "TANDEM_NATS_URL="+ns.URL(), "TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms")
+	nc, err := nats.Connect(ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	client, err := pipeline.NewClient(pipeline.Config{RedisURL: b.redisURL, Queues: map[string]int{"default": 1}, Concurrency: 1,
+		ShutdownTimeout: time.Second, RetryBaseDelay: time.Second, RetryMaxDelay: time.Second, PollInterval: time.Second, DataDir: b.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	// run enqueues a generation and reads its stream; cancelAfter > 0 sends
+	// a cancel once that many tokens arrived.
+	run := func(maxTokens, cancelAfter int) []jobs.GenMessage {
+		t.Helper()
+		id := jobs.NewCompletionID()
+		ch := make(chan *nats.Msg, jobs.MaxInteractiveTokens+4)
+		sub, err := nc.ChanSubscribe(pipeline.GenTokensSubject(id), ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		args := jobs.InteractiveArgs{ID: id, Body: jobs.CompletionsBody{Model: "builtin:small", Prompt: "Once upon a time", MaxTokens: &maxTokens}}
+		if _, err := pipeline.Enqueue(context.Background(), client, args, asynq.TaskID(id)); err != nil {
+			t.Fatal(err)
+		}
+		var rd jobs.GenReader
+		var msgs []jobs.GenMessage
+		for {
+			select {
+			case raw := <-ch:
+				m, err := rd.Decode(raw.Data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				msgs = append(msgs, m)
+				if m.Type == jobs.GenDone || m.Type == jobs.GenError {
+					return msgs
+				}
+				if m.Type == jobs.GenToken && len(msgs)-1 == cancelAfter {
+					if err := nc.Publish(pipeline.GenCancelSubject(id), nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatalf("stream of %s stalled after %d messages", id, len(msgs))
+			}
+		}
+	}
+	msgs := run(8, 0)
+	done := msgs[len(msgs)-1]
+	if done.Type != jobs.GenDone || done.Usage.CompletionTokens != len(msgs)-2 || msgs[0].Type != jobs.GenStart {
+		t.Fatalf("short generation: %d messages ending %+v", len(msgs), done)
+	}
+	first := done
+	msgs = run(jobs.MaxInteractiveTokens, 3)
+	done = msgs[len(msgs)-1]
+	if done.FinishReason != jobs.FinishCancelled || done.Usage.CompletionTokens >= 500 {
+		t.Fatalf("cancelled generation ended %q after %d tokens (builtin:small holds about 500)", done.FinishReason, done.Usage.CompletionTokens)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
+	defer rdb.Close()
+	recent, err := loop.NewStore(rdb, loop.StoreOptions{}).Recent(context.Background(), 10)
+	if err != nil || len(recent) != 2 || recent[0].FinishReason != jobs.FinishCancelled || recent[1].Text != first.Text || recent[1].Source != jobs.SourceInteractive {
+		t.Fatalf("loop records %+v, %v", recent, err)
+	}
+}

@@ -1,0 +1,469 @@
+package jobs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/model"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// KindInteractive is the stable kind string of InteractiveArgs.
+const KindInteractive = pipeline.KindPrefixGenerate + "interactive"
+
+// Limits on one interactive generation.
+const (
+	// MaxInteractivePromptBytes bounds the person's new prompt.
+	MaxInteractivePromptBytes = 16 << 10
+	// MaxInteractiveTokens bounds max_tokens: a person reads the reply as
+	// it streams; longer texts are batch work.
+	MaxInteractiveTokens = 1024
+	// MaxInteractivePrefixBytes bounds the instruction prefix a session adds.
+	MaxInteractivePrefixBytes = loop.MaxInstructionsBytes
+	// InteractiveTimeout bounds one run on a worker.
+	InteractiveTimeout = 5 * time.Minute
+)
+
+// Finish reasons beyond the model's "stop" and "length".
+const (
+	// FinishCancelled ends a generation whose client went away.
+	FinishCancelled = "cancelled"
+)
+
+// SourceInteractive marks loop records written by this kind.
+const SourceInteractive = "interactive"
+
+// InteractiveArgs asks a worker to generate one completion for a person who
+// waits for it, streaming each token over core NATS on
+// pipeline.GenTokensSubject(ID) (see GenMessage), stopping when a message
+// arrives on pipeline.GenCancelSubject(ID), and recording the result in the
+// loop store under ID.
+type InteractiveArgs struct {
+	// ID is the completion id the client sees; the subject token of the
+	// stream and the id of the loop record.
+	ID string `json:"id"`
+	// Body holds the model, the person's new prompt and the sampling fields
+	// (OpenAI /v1/completions names), session instructions already applied.
+	Body CompletionsBody `json:"body"`
+	// Session, when set, makes the prompt a transcript: Prefix, then
+	// History (oldest turns dropped first until the prompt fits the model's
+	// context with room for max_tokens), then the new prompt; the finished
+	// turn is appended to the session.
+	Session string      `json:"session,omitempty"`
+	Prefix  string      `json:"prefix,omitempty"`
+	History []loop.Turn `json:"history,omitempty"`
+	// Template and Topic name the recommender items the prompt came from,
+	// for feedback on the result.
+	Template string `json:"template,omitempty"`
+	Topic    string `json:"topic,omitempty"`
+}
+
+// Kind implements pipeline.JobArgs.
+func (InteractiveArgs) Kind() string { return KindInteractive }
+
+// KindOptions implements pipeline.KindOptioner: the interactive queue, no
+// retry (the person has gone by the time a retry would run) and a bounded
+// run, so that a producer with no worker registry still enqueues it right.
+func (InteractiveArgs) KindOptions() pipeline.KindOptions {
+	return pipeline.KindOptions{Queue: pipeline.QueueInteractive, MaxRetry: pipeline.NoRetry, Timeout: InteractiveTimeout}
+}
+
+// Validate implements pipeline.Validator. Errors name the field as the
+// HTTP body spells it.
+func (a InteractiveArgs) Validate() error {
+	b := a.Body
+	switch {
+	case b.Model == "":
+		return errors.New("model: required (a registered name, a model directory or builtin:tiny)")
+	case b.Prompt == "":
+		return errors.New("prompt: required (a non-empty string)")
+	case len(b.Prompt) > MaxInteractivePromptBytes:
+		return fmt.Errorf("prompt: %d bytes, at most %d", len(b.Prompt), MaxInteractivePromptBytes)
+	case !utf8.ValidString(b.Prompt):
+		return errors.New("prompt: not valid UTF-8")
+	case b.N != nil && *b.N != 1:
+		return fmt.Errorf("n: %d; interactive generation makes one completion (n=1)", *b.N)
+	case b.Logprobs != nil && *b.Logprobs != 0:
+		return errors.New("logprobs: not supported by interactive generation (use a batch)")
+	case b.MaxTokens != nil && (*b.MaxTokens < 1 || *b.MaxTokens > MaxInteractiveTokens):
+		return fmt.Errorf("max_tokens: %d out of range [1, %d]", *b.MaxTokens, MaxInteractiveTokens)
+	case len(a.Prefix) > MaxInteractivePrefixBytes:
+		return fmt.Errorf("prefix: %d bytes, at most %d", len(a.Prefix), MaxInteractivePrefixBytes)
+	case a.Session == "" && (a.Prefix != "" || len(a.History) > 0):
+		return errors.New("session: required when prefix or history is given")
+	}
+	if _, err := b.Params(); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "body: "))
+	}
+	if a.Session != "" {
+		if err := pipeline.ValidateID(a.Session); err != nil {
+			return fmt.Errorf("session: %w", err)
+		}
+	}
+	if err := loop.ValidateHistory(a.History); err != nil {
+		return err
+	}
+	rec := loop.Generation{ID: a.ID, User: b.User, Session: a.Session, Model: b.Model, Template: a.Template, Topic: a.Topic}
+	if err := rec.Validate(); err != nil {
+		return errors.New(strings.TrimPrefix(err.Error(), "generation: "))
+	}
+	return nil
+}
+
+// NewCompletionID returns a fresh completion id ("cmpl-" and 24 hex
+// digits), usable as a subject token, task id and loop record id.
+func NewCompletionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "cmpl-" + hex.EncodeToString(b[:])
+}
+
+// Types of GenMessage.
+const (
+	GenStart = "start" // seq 0: the worker has the job and listens for a cancel
+	GenToken = "token" // one generated token and the text it made final
+	GenDone  = "done"  // the last message of a finished generation
+	GenError = "error" // the last message of a failed generation
+)
+
+// GenMessage is one message of an interactive generation's token stream
+// (docs/EVENTS.md). Seq counts from 0 without gaps, so a reader can tell a
+// lost message from a late one.
+type GenMessage struct {
+	Seq  int    `json:"seq"`
+	Type string `json:"type"`
+	// Text is, for a token, the part of the completion this token made
+	// final (maybe empty: text that could still become a stop sequence, or
+	// part of a UTF-8 character, waits); for done, the whole completion.
+	// The token texts concatenate to the done text.
+	Text         string     `json:"text,omitempty"`
+	Token        *int32     `json:"token,omitempty"`
+	FinishReason string     `json:"finish_reason,omitempty"` // done: stop, length or cancelled
+	Model        string     `json:"model,omitempty"`         // done
+	Usage        *Usage     `json:"usage,omitempty"`         // done
+	Timing       *GenTiming `json:"timing,omitempty"`        // done
+	Error        *GenFault  `json:"error,omitempty"`         // error
+}
+
+// GenTiming reports where a generation's time went on the worker.
+type GenTiming struct {
+	// ModelFirstTokenMS is the model's own time to the first token:
+	// composing and tokenising the prompt, prefill and the first sample;
+	// queueing, waiting for the model's lock and transport are excluded.
+	ModelFirstTokenMS float64 `json:"model_first_token_ms"`
+	// TotalMS is the handler's time from start to the done message.
+	TotalMS float64 `json:"total_ms"`
+}
+
+// GenFault is the error of a failed generation.
+type GenFault struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes of GenFault.
+const (
+	GenCodeModel   = "model_not_found"
+	GenCodeContext = "context_length_exceeded"
+	GenCodeTimeout = "timeout"
+	GenCodeFailed  = "generation_failed"
+)
+
+// GenReader checks a token stream as it is read: sequence numbers in order
+// with no gap, known types, bounded messages.
+type GenReader struct{ next int }
+
+// Decode parses one message and checks that it is the next one.
+func (r *GenReader) Decode(data []byte) (GenMessage, error) {
+	var m GenMessage
+	if len(data) > pipeline.MaxEventBytes {
+		return m, fmt.Errorf("token stream: message of %d bytes, limit %d", len(data), pipeline.MaxEventBytes)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		return m, fmt.Errorf("token stream: %w", err)
+	}
+	switch m.Type {
+	case GenStart, GenToken, GenDone, GenError:
+	default:
+		return m, fmt.Errorf("token stream: unknown message type %q", m.Type)
+	}
+	if m.Seq != r.next {
+		return m, fmt.Errorf("token stream: message %d arrived where %d was due (lost or duplicated messages)", m.Seq, r.next)
+	}
+	r.next++
+	return m, nil
+}
+
+// InteractiveWorker runs interactive generations.
+type InteractiveWorker struct{ Deps *Deps }
+
+// Work implements pipeline.Worker. A cancel from the client ends the
+// generation as finished ("cancelled", recorded, no retry); a failure sends
+// an error message and fails the job.
+func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[InteractiveArgs]) error {
+	bus := w.Deps.Bus
+	if bus == nil {
+		return pipeline.Permanent(errors.New("interactive generation streams over NATS: start the worker with TANDEM_NATS_URL"))
+	}
+	a := job.Args
+	start := time.Now()
+	st := &tokenStream{bus: bus, subject: pipeline.GenTokensSubject(a.ID)}
+	genCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var cancelled atomic.Bool
+	// Subscribe before announcing the start: the producer sends a cancel
+	// only after it saw the start (or deleted the task while still queued),
+	// and NATS keeps one connection's SUB and PUB in order.
+	stop, err := bus.SubscribeCore(pipeline.GenCancelSubject(a.ID), func(string, []byte) {
+		cancelled.Store(true)
+		cancel()
+	})
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if err := st.send(GenMessage{Type: GenStart}); err != nil {
+		return err
+	}
+	res, err := runInteractive(genCtx, w.Deps, a, st.token)
+	if err != nil && !cancelled.Load() {
+		fault := &GenFault{Code: GenCodeFailed, Message: err.Error()}
+		var ie *interactiveError
+		switch {
+		case errors.As(err, &ie):
+			fault.Code = ie.code
+			err = pipeline.Permanent(err)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			fault.Code = GenCodeTimeout
+		}
+		_ = st.send(GenMessage{Type: GenError, Error: fault})
+		return err
+	}
+	if err != nil {
+		res.FinishReason = FinishCancelled
+	}
+	// The record and the session turn are written before the done message,
+	// so a client that reads done can give feedback on the id at once.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer wcancel()
+	w.remember(wctx, a, res)
+	done := GenMessage{Type: GenDone, Text: res.Text, FinishReason: res.FinishReason, Model: a.Body.Model,
+		Usage:  &Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens},
+		Timing: &GenTiming{ModelFirstTokenMS: ms(res.FirstToken), TotalMS: ms(time.Since(start))}}
+	if err := st.send(done); err != nil {
+		return err
+	}
+	if st.lost > 0 {
+		w.Deps.Logger.Warn("interactive: token messages not published", "id", a.ID, "lost", st.lost)
+	}
+	return keepResult(job.ResultWriter, map[string]any{"id": a.ID, "finish_reason": res.FinishReason, "completion_tokens": res.CompletionTokens})
+}
+
+// remember saves the loop record and, for a session turn that finished,
+// appends it to the session. Failures are logged: the person has the text,
+// and the stream must still end.
+func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res interactiveResult) {
+	if w.Deps.Redis == nil {
+		return
+	}
+	rec := loop.Generation{ID: a.ID, User: a.Body.User, Session: a.Session, Model: a.Body.Model, Template: a.Template, Topic: a.Topic,
+		Prompt: res.Prompt, Text: res.Text, Tokens: res.CompletionTokens, FinishReason: res.FinishReason, Source: SourceInteractive}
+	if err := loop.NewStore(w.Deps.Redis, loop.StoreOptions{}).Save(ctx, rec); err != nil {
+		w.Deps.Logger.Error("interactive: loop record not saved", "id", a.ID, "err", err)
+	}
+	if a.Session == "" || res.FinishReason == FinishCancelled {
+		return
+	}
+	turn := loop.Turn{Prompt: a.Body.Prompt, Reply: res.Text, GenerationID: a.ID}
+	if _, err := loop.NewSessionStore(w.Deps.Redis, loop.SessionOptions{}).Append(ctx, a.Session, turn); err != nil {
+		w.Deps.Logger.Warn("interactive: turn not added to its session", "id", a.ID, "session", a.Session, "err", err)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// interactiveError is a failure the input caused; it is not retried.
+type interactiveError struct {
+	code string
+	err  error
+}
+
+func (e *interactiveError) Error() string { return e.err.Error() }
+func (e *interactiveError) Unwrap() error { return e.err }
+
+// interactiveResult is what one generation produced. On cancellation Text
+// and CompletionTokens hold what was generated until then.
+type interactiveResult struct {
+	Prompt           string // what the model was given
+	Text             string
+	FinishReason     string
+	PromptTokens     int
+	CompletionTokens int
+	FirstToken       time.Duration // see GenTiming.ModelFirstTokenMS
+	DroppedTurns     int           // history turns left out to fit the context
+	composeTime      time.Duration
+}
+
+// runInteractive generates a's completion, calling onToken for every token
+// with the text it made final.
+func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken func(tok int32, text string)) (interactiveResult, error) {
+	var res interactiveResult
+	lm, err := d.Models.Get(a.Body.Model)
+	if err != nil {
+		return res, &interactiveError{GenCodeModel, err}
+	}
+	tok, err := d.Models.Tokenizer()
+	if err != nil {
+		return res, err
+	}
+	params, err := a.Body.Params()
+	if err != nil {
+		return res, &interactiveError{GenCodeFailed, err}
+	}
+	t0 := time.Now()
+	ids, err := composePrompt(tok, lm.Model.Config.NPositions, a, params.MaxTokens, &res)
+	if err != nil {
+		return res, err
+	}
+	if a.Session != "" && len(params.Stop) < model.MaxStopSequences {
+		params.Stop = append(params.Stop, loop.TurnStop)
+	}
+	res.composeTime = time.Since(t0)
+	res.PromptTokens = len(ids)
+	var text strings.Builder
+	lm.Lock()
+	defer lm.Unlock()
+	t1 := time.Now()
+	cb := func(_, _ int, t int32, piece string) {
+		if res.CompletionTokens == 0 {
+			res.FirstToken = res.composeTime + time.Since(t1)
+		}
+		res.CompletionTokens++
+		piece = validUTF8(piece)
+		text.WriteString(piece)
+		onToken(t, piece)
+	}
+	comps, err := model.Generate(ctx, lm.Model, tok, []model.Request{{Prompt: ids, Params: params}}, model.GenerateOptions{MaxRows: 1, OnToken: cb})
+	// The text is the streamed pieces joined, so what was sent, recorded
+	// and kept in the session are the same.
+	res.Text = text.String()
+	if err != nil {
+		return res, err
+	}
+	c := comps[0][0]
+	res.FinishReason, res.CompletionTokens = c.FinishReason, c.CompletionTokens
+	return res, nil
+}
+
+// validUTF8 replaces each byte of s that is not part of a valid UTF-8
+// character with U+FFFD, as encoding/json does. The model's text is bytes:
+// a random or small model can emit stray continuation bytes, and a reply
+// cut at max_tokens can end inside a character.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b.WriteRune(utf8.RuneError)
+		} else {
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
+}
+
+// composePrompt tokenises a's prompt: the raw prompt, or for a session the
+// transcript with the oldest turns dropped until prompt and maxTokens fit
+// the context (a prompt that cannot fit even alone is refused).
+func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, maxTokens int, res *interactiveResult) ([]int32, error) {
+	if a.Session == "" {
+		res.Prompt = a.Body.Prompt
+		ids := tok.Encode(res.Prompt)
+		if len(ids) > nPositions-1 {
+			return nil, &interactiveError{GenCodeContext, fmt.Errorf("prompt: %d tokens; the model's context holds %d (at most %d leave room for a completion)", len(ids), nPositions, nPositions-1)}
+		}
+		return ids, nil
+	}
+	budget := max(nPositions-maxTokens, 1)
+	for drop := 0; ; drop++ {
+		res.Prompt = loop.Transcript(a.Prefix, a.History[drop:], a.Body.Prompt)
+		ids := tok.Encode(res.Prompt)
+		if len(ids) <= budget || drop == len(a.History) {
+			res.DroppedTurns = drop
+			if len(ids) > nPositions-1 {
+				return nil, &interactiveError{GenCodeContext, fmt.Errorf("prompt: %d tokens with the session's instructions and no history; the model's context holds %d", len(ids), nPositions)}
+			}
+			return ids, nil
+		}
+	}
+}
+
+// tokenStream publishes one generation's messages with their sequence
+// numbers. A failed token publish is counted, not fatal: the reader sees
+// the gap in the sequence.
+type tokenStream struct {
+	bus     *pipeline.Bus
+	subject string
+	seq     int
+	lost    int
+}
+
+func (s *tokenStream) send(m GenMessage) error {
+	m.Seq = s.seq
+	s.seq++
+	return s.bus.PublishCore(s.subject, m)
+}
+
+func (s *tokenStream) token(t int32, text string) {
+	if s.send(GenMessage{Type: GenToken, Token: &t, Text: text}) != nil {
+		s.lost++
+	}
+}
+
+// execInteractive is `worker exec generate:interactive`: one prompt,
+// generated in-process with the tokens written to stdout as they come.
+func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("worker exec "+KindInteractive, flag.ContinueOnError)
+	a := InteractiveArgs{ID: NewCompletionID()}
+	maxTokens := fs.Int("max-tokens", DefaultMaxTokens, "tokens to generate at most")
+	temperature := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
+	fs.StringVar(&a.Body.Model, "model", "builtin:tiny", "model: registered name, directory or builtin:tiny|builtin:small")
+	fs.StringVar(&a.Body.Prompt, "prompt", "", "the prompt (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	t := float32(*temperature)
+	a.Body.MaxTokens, a.Body.Temperature = maxTokens, &t
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	var werr error
+	res, err := runInteractive(ctx, d, a, func(_ int32, text string) {
+		if _, err := io.WriteString(stdout, text); err != nil && werr == nil {
+			werr = err
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if werr != nil {
+		return werr
+	}
+	_, err = fmt.Fprintf(stdout, "\n[finish_reason=%s tokens=%d]\n", res.FinishReason, res.CompletionTokens)
+	return err
+}

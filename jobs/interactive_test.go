@@ -1,0 +1,92 @@
+package jobs
+
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/tandem-ai/tandem/loop"
+)
+
+func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
+	ok := InteractiveArgs{ID: NewCompletionID(), Body: CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	two, big, lp := 2, MaxInteractiveTokens+1, 1
+	hot := float32(3)
+	for field, mutate := range map[string]func(a *InteractiveArgs){
+		"id":          func(a *InteractiveArgs) { a.ID = "a.b" },
+		"model":       func(a *InteractiveArgs) { a.Body.Model = "" },
+		"prompt":      func(a *InteractiveArgs) { a.Body.Prompt = strings.Repeat("p", MaxInteractivePromptBytes+1) },
+		"n:":          func(a *InteractiveArgs) { a.Body.N = &two },
+		"max_tokens":  func(a *InteractiveArgs) { a.Body.MaxTokens = &big },
+		"logprobs":    func(a *InteractiveArgs) { a.Body.Logprobs = &lp },
+		"temperature": func(a *InteractiveArgs) { a.Body.Temperature = &hot },
+		"session":     func(a *InteractiveArgs) { a.Prefix = "Tone: formal.\n" },
+		"history":     func(a *InteractiveArgs) { a.Session, a.History = "s1", make([]loop.Turn, loop.MaxSessionTurns+1) },
+		"user":        func(a *InteractiveArgs) { a.Body.User = "a\nb" },
+		"topic":       func(a *InteractiveArgs) { a.Topic = strings.Repeat("t", loop.MaxRecordIDBytes+1) },
+	} {
+		a := ok
+		mutate(&a)
+		if err := a.Validate(); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: Validate() = %v, want an error naming it", field, err)
+		}
+	}
+}
+
+func TestValidUTF8MatchesJSON(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":         "plain",
+		"cut \xe2\x80":  "cut \ufffd\ufffd",
+		"\x80lone":      "\ufffdlone",
+		"ok é and \xff": "ok é and \ufffd",
+	} {
+		if got := validUTF8(in); got != want || !utf8.ValidString(got) {
+			t.Errorf("validUTF8(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
+	tok, err := NewModelStore().Tokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var history []loop.Turn
+	for i := range 10 {
+		history = append(history, loop.Turn{Prompt: strings.Repeat("word ", 10) + string(rune('a'+i)), Reply: " fine"})
+	}
+	a := InteractiveArgs{Session: "s1", Prefix: "Tone: formal.\n", History: history, Body: CompletionsBody{Prompt: "now"}}
+	var res interactiveResult
+	ids, err := composePrompt(tok, 128, a, 32, &res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) > 128-32 || res.DroppedTurns == 0 || res.DroppedTurns == len(history) {
+		t.Fatalf("%d prompt tokens, %d turns dropped: want the newest turns that fit 96 tokens", len(ids), res.DroppedTurns)
+	}
+	if want := loop.Transcript(a.Prefix, history[res.DroppedTurns:], "now"); res.Prompt != want {
+		t.Fatalf("prompt %q, want %q", res.Prompt, want)
+	}
+	// A prompt that cannot fit even alone is refused as too long.
+	a.Body.Prompt = strings.Repeat("word ", 200)
+	if _, err := composePrompt(tok, 128, a, 32, &res); err == nil || !strings.Contains(err.Error(), "prompt") {
+		t.Fatalf("oversized prompt: %v", err)
+	}
+}
+
+func TestGenReaderRefusesGapsAndUnknownTypes(t *testing.T) {
+	var rd GenReader
+	if _, err := rd.Decode([]byte(`{"seq":0,"type":"start"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.Decode([]byte(`{"seq":2,"type":"token","text":"x"}`)); err == nil || !strings.Contains(err.Error(), "lost") {
+		t.Fatalf("gap: %v", err)
+	}
+	var rd2 GenReader
+	if _, err := rd2.Decode([]byte(`{"seq":0,"type":"bogus"}`)); err == nil {
+		t.Fatal("unknown type accepted")
+	}
+}
