@@ -63,6 +63,11 @@ type InteractiveArgs struct {
 	Session string      `json:"session,omitempty"`
 	Prefix  string      `json:"prefix,omitempty"`
 	History []loop.Turn `json:"history,omitempty"`
+	// Replaces is the generation id of the session turn this one
+	// regenerates: History then stops before that turn, and the finished
+	// turn takes its place (loop.SessionStore.Replace) instead of being
+	// appended. Needs Session.
+	Replaces string `json:"replaces,omitempty"`
 	// Template and Topic name the recommender items the prompt came from,
 	// for feedback on the result.
 	Template string `json:"template,omitempty"`
@@ -109,6 +114,14 @@ func (a InteractiveArgs) Validate() error {
 	if a.Session != "" {
 		if err := pipeline.ValidateID(a.Session); err != nil {
 			return fmt.Errorf("session: %w", err)
+		}
+	}
+	if a.Replaces != "" {
+		if a.Session == "" {
+			return errors.New("replaces: needs a session (it names the session turn the new reply takes the place of)")
+		}
+		if err := pipeline.ValidateID(a.Replaces); err != nil {
+			return fmt.Errorf("replaces: %w", err)
 		}
 	}
 	if err := loop.ValidateHistory(a.History); err != nil {
@@ -271,7 +284,8 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 }
 
 // remember saves the loop record and, for a session turn that finished,
-// appends it to the session. Failures are logged: the person has the text,
+// appends it to the session (or puts it in the place of the turn it
+// regenerates). Failures are logged: the person has the text,
 // and the stream must still end.
 func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res interactiveResult) {
 	if w.Deps.Redis == nil {
@@ -286,7 +300,14 @@ func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res 
 		return
 	}
 	turn := loop.Turn{Prompt: a.Body.Prompt, Reply: res.Text, GenerationID: a.ID}
-	if _, err := loop.NewSessionStore(w.Deps.Redis, loop.SessionOptions{}).Append(ctx, a.Session, turn); err != nil {
+	sessions := loop.NewSessionStore(w.Deps.Redis, loop.SessionOptions{})
+	var err error
+	if a.Replaces != "" {
+		_, err = sessions.Replace(ctx, a.Session, a.Replaces, turn)
+	} else {
+		_, err = sessions.Append(ctx, a.Session, turn)
+	}
+	if err != nil {
 		w.Deps.Logger.Warn("interactive: turn not added to its session", "id", a.ID, "session", a.Session, "err", err)
 	}
 }

@@ -27,6 +27,8 @@ func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
 		"history":     func(a *InteractiveArgs) { a.Session, a.History = "s1", make([]loop.Turn, loop.MaxSessionTurns+1) },
 		"user":        func(a *InteractiveArgs) { a.Body.User = "a\nb" },
 		"topic":       func(a *InteractiveArgs) { a.Topic = strings.Repeat("t", loop.MaxRecordIDBytes+1) },
+		"replaces":    func(a *InteractiveArgs) { a.Replaces = "cmpl-1" }, // without a session
+		"replaces: ":  func(a *InteractiveArgs) { a.Session, a.Replaces = "s1", "a.b" },
 	} {
 		a := ok
 		mutate(&a)

@@ -149,6 +149,32 @@ func (s *SessionStore) Get(ctx context.Context, id string) (Session, error) {
 // appends to one session are serialised by an optimistic transaction, so
 // none is lost.
 func (s *SessionStore) Append(ctx context.Context, id string, t Turn) (Session, error) {
+	return s.update(ctx, id, t, func(turns []Turn) []Turn { return append(turns, t) })
+}
+
+// Replace puts t in the place of the turn of generation genID (a
+// regenerated reply takes the place of the one it replaces), or appends
+// it when the session no longer holds that turn. Bounds, TTL and
+// concurrency are as for Append.
+func (s *SessionStore) Replace(ctx context.Context, id, genID string, t Turn) (Session, error) {
+	if genID == "" {
+		return Session{}, errors.New("session turn: the generation id to replace is empty")
+	}
+	return s.update(ctx, id, t, func(turns []Turn) []Turn {
+		for i := range turns {
+			if turns[i].GenerationID == genID {
+				turns[i] = t
+				return turns
+			}
+		}
+		return append(turns, t)
+	})
+}
+
+// update writes edit(turns) back as session id's turns, bounded, in an
+// optimistic transaction retried on concurrent writes; t is the turn edit
+// adds, checked first.
+func (s *SessionStore) update(ctx context.Context, id string, t Turn, edit func([]Turn) []Turn) (Session, error) {
 	if err := pipeline.ValidateID(id); err != nil {
 		return Session{}, fmt.Errorf("session: %w", err)
 	}
@@ -170,7 +196,7 @@ func (s *SessionStore) Append(ctx context.Context, id string, t Turn) (Session, 
 			if err != nil {
 				return err
 			}
-			sess.Turns = s.bound(append(sess.Turns, t))
+			sess.Turns = s.bound(edit(sess.Turns))
 			sess.UpdatedAt = time.Now().UTC()
 			nb, err := json.Marshal(sess)
 			if err != nil {

@@ -70,6 +70,48 @@ func TestSessionCreateGetAppendBounded(t *testing.T) {
 	}
 }
 
+// A regenerated reply takes the place of the turn it replaces, so the
+// rejected reply leaves the conversation; a turn already dropped is
+// appended instead.
+func TestSessionReplaceTakesTheTurnsPlace(t *testing.T) {
+	rdb := redisClient(t)
+	ctx := context.Background()
+	s := NewSessionStore(rdb, SessionOptions{MaxTurns: 3})
+	sess, err := s.Create(ctx, Session{User: "u1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{"g1", "g2"} {
+		if _, err := s.Append(ctx, sess.ID, Turn{Prompt: "p", Reply: "reply of " + g, GenerationID: g}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(s Session) string {
+		var out []string
+		for _, tr := range s.Turns {
+			out = append(out, tr.GenerationID+"="+tr.Reply)
+		}
+		return strings.Join(out, ",")
+	}
+	got, err := s.Replace(ctx, sess.ID, "g2", Turn{Prompt: "p", Reply: "again", GenerationID: "g3"})
+	if err != nil || ids(got) != "g1=reply of g1,g3=again" {
+		t.Fatalf("replace g2: %s %v", ids(got), err)
+	}
+	got, err = s.Replace(ctx, sess.ID, "g-gone", Turn{Prompt: "p", Reply: "new", GenerationID: "g4"})
+	if err != nil || ids(got) != "g1=reply of g1,g3=again,g4=new" {
+		t.Fatalf("replace a turn the session lacks: %s %v", ids(got), err)
+	}
+	if stored, _ := s.Get(ctx, sess.ID); ids(stored) != ids(got) {
+		t.Fatalf("stored %s, returned %s", ids(stored), ids(got))
+	}
+	if _, err := s.Replace(ctx, sess.ID, "", Turn{Prompt: "p"}); err == nil {
+		t.Fatal("Replace with no generation id accepted")
+	}
+	if _, err := s.Replace(ctx, "sess-none", "g1", Turn{Prompt: "p"}); !errors.Is(err, ErrSessionNotFound) {
+		t.Fatalf("Replace in an unknown session: %v", err)
+	}
+}
+
 func TestSessionConcurrentAppendsKeepEveryTurn(t *testing.T) {
 	rdb := redisClient(t)
 	ctx := context.Background()

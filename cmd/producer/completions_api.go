@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -91,13 +92,16 @@ func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 }
 
 // completionRequest is the body of POST /v1/completions: OpenAI's fields
-// plus Tandem's session, template and topic.
+// plus Tandem's session, template and topic, and replaces: the generation
+// id of the session's last turn this completion regenerates (the history
+// then stops before that turn, and the new reply takes its place).
 type completionRequest struct {
 	jobs.CompletionsBody
 	Stream   bool   `json:"stream,omitempty"`
 	Session  string `json:"session,omitempty"`
 	Template string `json:"template,omitempty"`
 	Topic    string `json:"topic,omitempty"`
+	Replaces string `json:"replaces,omitempty"`
 }
 
 // decodeStrict reads a bounded JSON body into v, refusing unknown fields
@@ -164,7 +168,7 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 // the sampling fields the body leaves out (the body wins), its history and
 // prefix go along, and everything is validated. The status goes with err.
 func (c *completionsAPI) prepare(ctx context.Context, req completionRequest) (jobs.InteractiveArgs, int, error) {
-	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic}
+	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
 	if req.Session != "" {
 		if err := pipeline.ValidateID(req.Session); err != nil {
 			return args, http.StatusBadRequest, fmt.Errorf("session: %w", err)
@@ -190,7 +194,15 @@ func (c *completionsAPI) prepare(ctx context.Context, req completionRequest) (jo
 		if args.Body.User == "" {
 			args.Body.User = sess.User
 		}
-		args.Prefix, args.History = ins.Prefix, sess.Turns
+		turns := sess.Turns
+		if req.Replaces != "" {
+			i := slices.IndexFunc(turns, func(t loop.Turn) bool { return t.GenerationID == req.Replaces })
+			if i < 0 || i != len(turns)-1 {
+				return args, http.StatusBadRequest, fmt.Errorf("replaces: %.64q is not the last turn of session %s; only the last reply can be regenerated", req.Replaces, sess.ID)
+			}
+			turns = turns[:i]
+		}
+		args.Prefix, args.History = ins.Prefix, turns
 	}
 	if err := args.Validate(); err != nil {
 		return args, http.StatusBadRequest, err
