@@ -45,11 +45,40 @@ func (c *apiClient) post(ctx context.Context, path string, v any) (*http.Respons
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.base, "/")+path, bytes.NewReader(body))
+	return c.do(ctx, http.MethodPost, path, bytes.NewReader(body))
+}
+
+// getJSON reads path's JSON answer into v, at most limit bytes of it.
+func (c *apiClient) getJSON(ctx context.Context, path string, limit int64, v any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(v)
+}
+
+// postJSON sends v and reads the JSON answer into out, at most limit
+// bytes of it.
+func (c *apiClient) postJSON(ctx context.Context, path string, v any, limit int64, out any) error {
+	resp, err := c.post(ctx, path, v)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(io.LimitReader(resp.Body, limit)).Decode(out)
+}
+
+// do sends one request; a non-2xx answer is an *httpError carrying the
+// API's message.
+func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.base, "/")+path, body)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
@@ -108,21 +137,22 @@ func readSSE(r io.Reader, fn func(data []byte) error) error {
 
 // cmdChat is `producer chat`: reads lines from standard input, streams each
 // reply to standard output as its tokens arrive, and keeps the
-// conversation in one session.
+// conversation in one session. Lines starting with "/" are commands
+// (chatHelp): feedback on a reply, regenerate, help, quit.
 func cmdChat(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("producer chat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	api := apiFlags(fs)
 	modelName := fs.String("model", envOr("TANDEM_CHAT_MODEL", "builtin:tiny"), "model: registered name, directory or builtin:tiny [TANDEM_CHAT_MODEL]")
 	sessionID := fs.String("session", "", "continue this session (default: create one)")
-	user := fs.String("user", "", "user id, for the session and the feedback loop")
+	user := fs.String("user", "", "user id, for the session and the feedback loop (feedback needs one)")
 	instructions := fs.String("instructions", "", `standing instructions of a new session, e.g. "length: short; tone: formal"`)
 	maxTokens := fs.Int("max-tokens", 0, "tokens per reply at most (0: the session's length, else 16)")
 	temperature := fs.Float64("temperature", -1, "sampling temperature (negative: the session's creativity, else 1)")
 	template := fs.String("template", "", "template id the conversation is about (recorded for feedback)")
 	topic := fs.String("topic", "", "topic id the conversation is about (recorded for feedback)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: producer chat [flags] < lines\n\nOne line is one prompt; the reply streams back. /quit ends.\n\nflags:\n")
+		fmt.Fprintf(stderr, "usage: producer chat [flags] < lines\n\n%s\n\nflags:\n", chatHelp)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -131,35 +161,34 @@ func cmdChat(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *maxTokens < 0 || *maxTokens > jobs.MaxInteractiveTokens {
 		return fmt.Errorf("--max-tokens: %d out of range [0, %d]", *maxTokens, jobs.MaxInteractiveTokens)
 	}
+	c := &chat{api: api, stdout: stdout, stderr: stderr, tty: isTerminal(chatStdin)}
 	if *sessionID == "" {
-		resp, err := api.post(ctx, "/v1/sessions", createSessionRequest{User: *user, Instructions: *instructions})
-		if err != nil {
-			return fmt.Errorf("create session: %w", err)
-		}
 		var s sessionView
-		err = json.NewDecoder(io.LimitReader(resp.Body, maxCompletionBody)).Decode(&s)
-		resp.Body.Close()
-		if err != nil {
+		if err := api.postJSON(ctx, "/v1/sessions", createSessionRequest{User: *user, Instructions: *instructions}, maxCompletionBody, &s); err != nil {
 			return fmt.Errorf("create session: %w", err)
 		}
 		*sessionID = s.ID
 		fmt.Fprintf(stderr, "session %s\n", s.ID)
-	} else if *instructions != "" {
-		return errors.New("--instructions: only for a new session (leave out --session)")
+	} else {
+		if *instructions != "" {
+			return errors.New("--instructions: only for a new session (leave out --session)")
+		}
+		if err := c.resume(ctx, *sessionID); err != nil {
+			return err
+		}
 	}
-	req := completionRequest{Stream: true, Session: *sessionID, Template: *template, Topic: *topic}
-	req.Model, req.User = *modelName, *user
+	c.req = completionRequest{Stream: true, Session: *sessionID, Template: *template, Topic: *topic}
+	c.req.Model, c.req.User = *modelName, *user
 	if *maxTokens > 0 {
-		req.MaxTokens = maxTokens
+		c.req.MaxTokens = maxTokens
 	}
 	if *temperature >= 0 {
 		t := float32(*temperature)
-		req.Temperature = &t
+		c.req.Temperature = &t
 	}
-	tty := isTerminal(chatStdin)
 	in := bufio.NewReader(chatStdin)
 	for {
-		if tty {
+		if c.tty {
 			fmt.Fprint(stderr, "> ")
 		}
 		line, tooLong, err := jobs.ReadBoundedLine(in, jobs.MaxInteractivePromptBytes)
@@ -173,30 +202,30 @@ func cmdChat(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintf(stderr, "line over %d bytes: not sent\n", jobs.MaxInteractivePromptBytes)
 			continue
 		}
-		prompt := strings.TrimSpace(string(line))
-		switch prompt {
-		case "":
+		text := strings.TrimSpace(string(line))
+		if text == "" {
 			continue
-		case "/quit", "/exit":
-			return nil
 		}
-		req.Prompt = prompt
-		if err := chatTurn(ctx, api, req, stdout); err != nil {
+		quit, err := c.handle(ctx, text)
+		if err != nil {
 			var he *httpError
 			if ctx.Err() != nil || errors.As(err, &he) && (he.status == http.StatusUnauthorized || he.status == http.StatusForbidden) {
 				return err
 			}
 			fmt.Fprintf(stderr, "error: %v\n", err)
 		}
+		if quit {
+			return nil
+		}
 	}
 }
 
 // chatTurn sends one streamed completion and writes its text as it comes,
-// then a newline.
-func chatTurn(ctx context.Context, api *apiClient, req completionRequest, stdout io.Writer) error {
+// then a newline; it returns the completion (generation) id.
+func chatTurn(ctx context.Context, api *apiClient, req completionRequest, stdout io.Writer) (id string, err error) {
 	resp, err := api.post(ctx, "/v1/completions", req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer resp.Body.Close()
 	err = readSSE(resp.Body, func(data []byte) error {
@@ -207,6 +236,7 @@ func chatTurn(ctx context.Context, api *apiClient, req completionRequest, stdout
 		if c.Error != nil {
 			return fmt.Errorf("%s: %s", c.Error.Code, c.Error.Message)
 		}
+		id = c.ID
 		for _, ch := range c.Choices {
 			if _, err := io.WriteString(stdout, ch.Text); err != nil {
 				return err
@@ -215,5 +245,5 @@ func chatTurn(ctx context.Context, api *apiClient, req completionRequest, stdout
 		return nil
 	})
 	_, _ = io.WriteString(stdout, "\n")
-	return err
+	return id, err
 }

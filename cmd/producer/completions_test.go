@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/jobs"
@@ -413,34 +414,54 @@ func TestSessionCarriesBoundedHistory(t *testing.T) {
 	}
 }
 
-func TestChatStreamsRepliesFromPipedStdin(t *testing.T) {
-	e := newGenEnv(t, "")
-	e.startWorker(t)
+// chatToken is the API token of the chat tests' server.
+const chatToken = "chat-secret-0123456789"
+
+// chatServer serves the completion and loop routes of e behind a token
+// check (chatToken may submit and read), as `producer serve` does; the
+// returned recs API holds the bus the feedback route publishes on.
+func chatServer(t *testing.T, e *genEnv) (*httptest.Server, *recsAPI) {
+	t.Helper()
 	tokens := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(tokens, []byte("chat-secret-0123456789 chatter submit,read\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokens, []byte(chatToken+" chatter submit,read\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	authn, err := auth.New(auth.Options{TokenFile: tokens, Logger: e.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	(&apiServer{client: e.api.client, logger: e.logger, completions: e.api}).completionsRoutes(mux)
-	outer := http.NewServeMux()
-	outer.Handle("/v1/", authn.Protect(auth.ByMethod, mux))
-	srv := httptest.NewServer(outer)
-	t.Cleanup(srv.Close)
-
-	chat := func(stdin string, args ...string) (string, string, error) {
-		old := chatStdin
-		chatStdin = strings.NewReader(stdin)
-		defer func() { chatStdin = old }()
-		return runProducer(t, append([]string{"chat", "--url", srv.URL}, args...)...)
+	recs, err := newRecsAPI(context.Background(), e.cfg, e.rdb, e.logger)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(recs.Close)
+	root, api := http.NewServeMux(), http.NewServeMux()
+	(&apiServer{client: e.api.client, logger: e.logger, completions: e.api}).completionsRoutes(api)
+	root.Handle("/v1/", authn.Protect(auth.ByMethod, api))
+	registerLoopRoutes(root, api, authn, prometheus.NewRegistry(), e.rdb, recs, e.logger)
+	srv := httptest.NewServer(root)
+	t.Cleanup(srv.Close)
+	return srv, recs
+}
+
+// runChat runs `producer chat --url srv` with stdin piped in.
+func runChat(t *testing.T, srv *httptest.Server, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	old := chatStdin
+	chatStdin = strings.NewReader(stdin)
+	defer func() { chatStdin = old }()
+	return runProducer(t, append([]string{"chat", "--url", srv.URL}, args...)...)
+}
+
+func TestChatStreamsRepliesFromPipedStdin(t *testing.T) {
+	e := newGenEnv(t, "")
+	e.startWorker(t)
+	srv, _ := chatServer(t, e)
+	chat := func(stdin string, args ...string) (string, string, error) { return runChat(t, srv, stdin, args...) }
 	if _, _, err := chat("hello\n"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("chat without a token: %v, want a 401", err)
 	}
-	stdout, stderr, err := chat("Hello there\n\n  How are you  \n/quit\nnot sent\n", "--token", "chat-secret-0123456789", "--max-tokens", "4", "--instructions", "tone: casual", "--user", "u5")
+	stdout, stderr, err := chat("Hello there\n\n  How are you  \n/quit\nnot sent\n", "--token", chatToken, "--max-tokens", "4", "--instructions", "tone: casual", "--user", "u5")
 	if err != nil {
 		t.Fatalf("chat: %v\n%s", err, stderr)
 	}
