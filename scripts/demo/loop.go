@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,16 +34,23 @@ var (
 	demoTopics = []string{"a rain jacket", "a late parcel", "a city marathon", "autumn", "a bakery opening", "a football match", "a night train"}
 )
 
-// writeDemoCatalog writes the catalog that names the demo's 100 items.
+// demoItems is the number of items of the synthetic interactions.
+const demoItems = 100
+
+// demoCatalogEntry is the catalog line of item i.
+func demoCatalogEntry(i int) jobs.CatalogEntry {
+	if i%2 == 1 {
+		return jobs.CatalogEntry{ID: fmt.Sprintf("i%d", i), Kind: jobs.ItemKindTopic, Topic: demoTopics[(i/2)%len(demoTopics)]}
+	}
+	return jobs.CatalogEntry{ID: fmt.Sprintf("i%d", i), Kind: jobs.ItemKindTemplate, Template: demoTemplates[(i/2)%len(demoTemplates)], Vars: map[string]string{"topic": "our shop"}}
+}
+
+// writeDemoCatalog writes the catalog that names the demo's items.
 func writeDemoCatalog(path string) error {
 	var b strings.Builder
 	enc := json.NewEncoder(&b)
-	for i := 0; i < 100; i++ {
-		e := jobs.CatalogEntry{ID: fmt.Sprintf("i%d", i), Kind: jobs.ItemKindTemplate, Template: demoTemplates[(i/2)%len(demoTemplates)], Vars: map[string]string{"topic": "our shop"}}
-		if i%2 == 1 {
-			e = jobs.CatalogEntry{ID: fmt.Sprintf("i%d", i), Kind: jobs.ItemKindTopic, Topic: demoTopics[(i/2)%len(demoTopics)]}
-		}
-		if err := enc.Encode(e); err != nil {
+	for i := range demoItems {
+		if err := enc.Encode(demoCatalogEntry(i)); err != nil {
 			return err
 		}
 	}
@@ -117,24 +127,11 @@ func demoLoop(ctx context.Context, d *demo) error {
 		_ = json.Unmarshal([]byte(out), &v)
 		fmt.Printf("   producer feedback --generation %s --action %s -> %s of %s (event %s)\n", u1.Generations[i], action, v.Event, v.Item, v.ID)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		after, err := d.recs(ctx, "u1")
-		if err != nil {
-			return err
-		}
-		// Both items got feedback, so both are seen and leave the list.
-		if !slices.ContainsFunc(after.Items, func(s recsys.Scored) bool { return slices.Contains(u1.Items, s.Item) }) {
-			fmt.Printf("   u1's list after the feedback: %s\n", itemList(after.Items))
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("u1's recommendations still held %v 30s after the feedback (see %s)", u1.Items, d.logPath("scheduler"))
-		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
-			return err
-		}
+	after, err := d.recsWithout(ctx, "u1", u1.Items)
+	if err != nil {
+		return err
 	}
+	fmt.Printf("   u1's list after the feedback: %s\n", itemList(after.Items))
 	only := filepath.Join(d.dir, "loop-u1.txt")
 	if err := os.WriteFile(only, []byte("u1\n"), 0o644); err != nil {
 		return err
@@ -150,6 +147,27 @@ func demoLoop(ctx context.Context, d *demo) error {
 	return demoLoopMetrics(ctx, d)
 }
 
+// recsWithout waits (30s at most) until user's list holds none of items:
+// items that got feedback are seen, and seen items leave the list.
+func (d *demo) recsWithout(ctx context.Context, user string, items []string) (demoRecsView, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := d.recs(ctx, user)
+		if err != nil {
+			return v, err
+		}
+		if !slices.ContainsFunc(v.Items, func(s recsys.Scored) bool { return slices.Contains(items, s.Item) }) {
+			return v, nil
+		}
+		if time.Now().After(deadline) {
+			return v, fmt.Errorf("%s's recommendations still held some of %v 30s after the feedback (see %s)", user, items, d.logPath("scheduler"))
+		}
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return v, err
+		}
+	}
+}
+
 // demoLoopMetrics starts `producer serve` and reads the loop metrics the
 // scheduler's loop-metrics consumer aggregated, and the dashboard.
 func demoLoopMetrics(ctx context.Context, d *demo) error {
@@ -160,13 +178,14 @@ func demoLoopMetrics(ctx context.Context, d *demo) error {
 	if err := waitHealthy(ctx, addr); err != nil {
 		return fmt.Errorf("producer serve: %w (see %s)", err, d.logPath("producer"))
 	}
+	d.api = "http://" + addr
 	var v loop.MetricsView
 	deadline := time.Now().Add(30 * time.Second)
 	for v.Total.All.Events < 2 {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the loop metrics did not count the feedback within 30s (see %s)", d.logPath("scheduler"))
 		}
-		if err := getJSON(ctx, "http://"+addr+"/v1/loop/metrics?hours=1", &v); err != nil {
+		if err := getJSON(ctx, d.api+"/v1/loop/metrics?hours=1", &v); err != nil {
 			return err
 		}
 		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
@@ -176,7 +195,7 @@ func demoLoopMetrics(ctx context.Context, d *demo) error {
 	a := v.Total.All
 	fmt.Printf("   GET /v1/loop/metrics: %d feedback events, %d accepted, %d rejected, acceptance %.0f%%\n", a.Events, a.Accept, a.Reject, *a.AcceptanceRate*100)
 	page := filepath.Join(d.dir, "dashboard.html")
-	resp, err := http.Get("http://" + addr + "/dashboard")
+	resp, err := http.Get(d.api + "/dashboard")
 	if err != nil {
 		return err
 	}
@@ -188,25 +207,53 @@ func demoLoopMetrics(ctx context.Context, d *demo) error {
 	if err := os.WriteFile(page, b, 0o644); err != nil {
 		return err
 	}
-	fmt.Printf("   dashboard: http://%s/dashboard while the demo runs; a copy in %s\n", addr, page)
+	fmt.Printf("   dashboard: %s/dashboard while the demo runs; a copy in %s\n", d.api, page)
 	return nil
 }
 
 func getJSON(ctx context.Context, url string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
+	return callJSON(ctx, http.MethodGet, url, nil, v)
+}
+
+// callJSON sends body (JSON, when not nil) and decodes the JSON answer
+// into v; a non-2xx answer is an error with its body.
+func callJSON(ctx context.Context, method, url string, body, v any) error {
+	resp, err := call(ctx, method, url, body)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return errors.New(url + ": " + resp.Status + ": " + string(b))
-	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// call sends body (JSON, when not nil); a non-2xx answer is an error with
+// its body. The caller closes the response.
+func call(ctx context.Context, method, url string, body any) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, r)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		return nil, errors.New(method + " " + url + ": " + resp.Status + ": " + string(b))
+	}
+	return resp, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -216,4 +263,161 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
+}
+
+// demoChatModel is what u1 talks to at the end: the personalised batches'
+// model. (demo-writer only knows the sentence pattern it was trained on
+// and mostly stops at once on these prompts.)
+const demoChatModel = "builtin:tiny"
+
+// demoInteractive ends the demo the way a person closes the loop: u1
+// prompts through POST /v1/completions with stream:true and reads each
+// reply as it streams in, accepts the first and rejects the second (each
+// asked for one of u1's two top recommended items, so the recommender
+// sees the feedback), u1's list changes, and a personalised batch for u1
+// follows the new list. It needs `producer serve` (demoLoopMetrics).
+func demoInteractive(ctx context.Context, d *demo) error {
+	step("the loop, interactively: u1 streams two replies, accepts one, rejects the other")
+	if d.api == "" {
+		return errors.New("the interactive step needs producer serve, which the loop step starts")
+	}
+	before, err := d.recs(ctx, "u1")
+	if err != nil {
+		return err
+	}
+	if len(before.Items) < 2 {
+		return fmt.Errorf("u1 has %d recommendations, want 2 to prompt from", len(before.Items))
+	}
+	picked := []string{before.Items[0].Item, before.Items[1].Item}
+	fmt.Printf("   u1's list: %s\n", itemList(before.Items))
+	for i, action := range []string{loop.ActionAccept, loop.ActionReject} {
+		id, err := d.streamReply(ctx, "u1", picked[i])
+		if err != nil {
+			return err
+		}
+		var v struct{ ID, Event, Item string }
+		if err := callJSON(ctx, http.MethodPost, d.api+"/v1/generations/"+id+"/feedback", loop.Feedback{Action: action}, &v); err != nil {
+			return err
+		}
+		fmt.Printf("   POST /v1/generations/%s/feedback {\"action\":%q} -> %s of %s\n", id, action, v.Event, v.Item)
+	}
+	after, err := d.recsWithout(ctx, "u1", picked)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("   u1's list before: %s\n", itemList(before.Items))
+	fmt.Printf("   u1's list after:  %s\n", itemList(after.Items))
+
+	only := filepath.Join(d.dir, "loop-u1.txt")
+	if err := os.WriteFile(only, []byte("u1\n"), 0o644); err != nil {
+		return err
+	}
+	_, batch, err := d.personalize(ctx, only, filepath.Join(d.dir, "personalize-3"), filepath.Join(d.dir, "catalog.jsonl"))
+	if err != nil {
+		return err
+	}
+	u1 := batch["u1"]
+	var want []string
+	for _, s := range after.Items[:min(2, len(after.Items))] {
+		want = append(want, s.Item)
+	}
+	if !slices.Equal(u1.Items, want) {
+		return fmt.Errorf("u1's personalised batch used %v, want the new list's top %v", u1.Items, want)
+	}
+	for _, id := range u1.Generations {
+		var g loop.Generation
+		if err := getJSON(ctx, d.api+"/v1/generations/"+id, &g); err != nil {
+			return err
+		}
+		used := "template " + g.Template
+		if g.Template == "" {
+			used = "topic " + g.Topic
+		}
+		fmt.Printf("   %-12s %q -> %q\n", used, g.Prompt, truncate(g.Text, 40))
+	}
+	fmt.Printf("   u1's personalised batch uses the new list: %v, not %v\n", u1.Items, picked)
+	return nil
+}
+
+// demoChunk is the part of a streamed completion chunk the demo reads.
+type demoChunk struct {
+	ID      string `json:"id"`
+	Choices []struct {
+		Text string `json:"text"`
+	} `json:"choices"`
+	Usage  *jobs.Usage     `json:"usage"`
+	Timing *jobs.GenTiming `json:"timing"`
+	Error  *jobs.GenFault  `json:"error"`
+}
+
+// streamReply asks for catalog item on user's behalf through POST
+// /v1/completions with stream:true, prints the tokens as they arrive and
+// then the time to the first one, and returns the generation id.
+func (d *demo) streamReply(ctx context.Context, user, item string) (string, error) {
+	n, err := strconv.Atoi(strings.TrimPrefix(item, "i"))
+	if err != nil || n < 0 || n >= demoItems {
+		return "", fmt.Errorf("item %q is not in the demo catalog", item)
+	}
+	e := demoCatalogEntry(n)
+	body := map[string]any{"model": demoChatModel, "user": user, "max_tokens": 16, "temperature": 0.8, "stream": true}
+	if e.Kind == jobs.ItemKindTopic {
+		body["prompt"] = strings.TrimSpace(strings.ReplaceAll(jobs.DefaultTopicTemplate, "{{.topic}}", e.Topic))
+		body["topic"] = item
+	} else {
+		body["prompt"] = strings.NewReplacer("{{.topic}}", e.Vars["topic"], "{{.user}}", user).Replace(e.Template)
+		body["template"] = item
+	}
+	fmt.Printf("   %s asks %s for %s %s: %q\n", user, demoChatModel, e.Kind, item, body["prompt"])
+	start := time.Now()
+	resp, err := call(ctx, http.MethodPost, d.api+"/v1/completions", body)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	fmt.Print("   streamed: ")
+	var first time.Duration
+	var last demoChunk
+	tokens := 0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if data == "[DONE]" {
+			break
+		}
+		var c demoChunk
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			return "", fmt.Errorf("event stream: %w", err)
+		}
+		if c.Error != nil {
+			return "", fmt.Errorf("generation %s: %s: %s", c.ID, c.Error.Code, c.Error.Message)
+		}
+		last = c
+		for _, ch := range c.Choices {
+			if ch.Text == "" {
+				continue
+			}
+			if tokens++; tokens == 1 {
+				first = time.Since(start)
+			}
+			fmt.Print(strings.ReplaceAll(ch.Text, "\n", " "))
+		}
+	}
+	fmt.Println()
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	if last.ID == "" || last.Timing == nil || last.Usage == nil {
+		return "", errors.New("the event stream ended without its last chunk")
+	}
+	if tokens == 0 {
+		fmt.Println("   (the model stopped before its first token)")
+	} else {
+		fmt.Printf("   first token after %.1f ms: HTTP -> Redis -> worker -> NATS -> HTTP, the model's own first token %.1f ms of it; %d tokens in %.0f ms\n",
+			float64(first.Microseconds())/1000, last.Timing.ModelFirstTokenMS, last.Usage.CompletionTokens, float64(time.Since(start).Microseconds())/1000)
+	}
+	return last.ID, nil
 }

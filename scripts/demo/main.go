@@ -41,6 +41,7 @@ type demo struct {
 	dir, bin string
 	env      []string
 	procs    []*exec.Cmd
+	api      string // base URL of `producer serve`, once the loop step started it
 }
 
 func run(ctx context.Context) error {
@@ -159,6 +160,9 @@ func run(ctx context.Context) error {
 	}
 
 	if err := demoFinetune(ctx, d); err != nil {
+		return err
+	}
+	if err := demoInteractive(ctx, d); err != nil {
 		return err
 	}
 
