@@ -1,7 +1,6 @@
 package jobs
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,7 +34,7 @@ type RecsBase struct {
 	// Rebuild names the rebuild that wrote it.
 	Rebuild string `json:"rebuild"`
 	// Snapshot is the artifact key of the snapshot: every interaction up to
-	// LogID, one JSON event per line.
+	// LogID, as CSV (recsys.CSVWriter).
 	Snapshot string `json:"snapshot"`
 	// LogID is the last interaction log entry the snapshot holds.
 	LogID string `json:"log_id"`
@@ -132,12 +131,16 @@ func LoadRecsData(ctx context.Context, arts artifact.Store, snapshot, initial st
 		if arts == nil {
 			return nil, errors.New("recs snapshot: no artifact store")
 		}
+		format, err := recsys.FormatFromPath(snapshot)
+		if err != nil {
+			return nil, err
+		}
 		rc, err := arts.Get(ctx, snapshot)
 		if err != nil {
 			return nil, fmt.Errorf("recs snapshot: %w", err)
 		}
 		defer rc.Close()
-		if err := st.Load(rc, recsys.FormatJSONL); err != nil {
+		if err := st.Load(rc, format); err != nil {
 			return nil, fmt.Errorf("recs snapshot %s: %w", arts.Location(snapshot), err)
 		}
 	case initial != "":
@@ -159,7 +162,7 @@ type snapshotStats struct {
 
 // writeSnapshot writes the interactions of base (its snapshot, or the
 // initial file) followed by the log entries after base.LogID up to upto,
-// as JSONL under key. Every event goes through a store with the live
+// as CSV under key. Every event goes through a store with the live
 // models' rules, which is returned: a log entry the store refuses (a
 // limit reached) is left out, as every live model following the log leaves
 // it out.
@@ -172,14 +175,13 @@ func writeSnapshot(ctx context.Context, arts artifact.Store, key string, base Re
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		bw := bufio.NewWriterSize(pw, 256<<10)
-		enc := json.NewEncoder(bw)
+		cw := recsys.NewCSVWriter(pw)
 		err := copyBaseEvents(ctx, arts, base.Snapshot, initial, func(ev recsys.Event) error {
 			if err := st.Add(ev); err != nil {
 				return err
 			}
 			stats.Events++
-			return enc.Encode(ev)
+			return cw.Write(ev)
 		})
 		after := base.LogID
 		for err == nil {
@@ -198,14 +200,14 @@ func writeSnapshot(ctx context.Context, arts artifact.Store, key string, base Re
 				}
 				stats.Events++
 				stats.Logged++
-				if err = enc.Encode(e.Event); err != nil {
+				if err = cw.Write(e.Event); err != nil {
 					break
 				}
 			}
 			after = page[len(page)-1].ID
 		}
 		if err == nil {
-			err = bw.Flush()
+			err = cw.Flush()
 		}
 		pw.CloseWithError(err)
 		done <- err
@@ -227,10 +229,13 @@ func writeSnapshot(ctx context.Context, arts artifact.Store, key string, base Re
 // initial file when there is none.
 func copyBaseEvents(ctx context.Context, arts artifact.Store, snapshot, initial string, fn func(recsys.Event) error) error {
 	var r io.Reader
-	format := recsys.FormatJSONL
 	name := initial
+	format, err := recsys.FormatFromPath(name)
 	switch {
 	case snapshot != "":
+		if format, err = recsys.FormatFromPath(snapshot); err != nil {
+			return err
+		}
 		rc, err := arts.Get(ctx, snapshot)
 		if err != nil {
 			return err
@@ -238,19 +243,19 @@ func copyBaseEvents(ctx context.Context, arts artifact.Store, snapshot, initial 
 		defer rc.Close()
 		r, name = rc, arts.Location(snapshot)
 	case initial != "":
+		if err != nil {
+			return err
+		}
 		f, err := os.Open(initial)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
-		if format, err = recsys.FormatFromPath(initial); err != nil {
-			return err
-		}
 		r = f
 	default:
 		return nil
 	}
-	err := recsys.ReadEvents(r, format, recsys.Limits{}, func(_ int, ev recsys.Event) error { return fn(ev) })
+	err = recsys.ReadEvents(r, format, recsys.Limits{}, func(_ int, ev recsys.Event) error { return fn(ev) })
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}

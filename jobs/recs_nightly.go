@@ -25,7 +25,8 @@ import (
 //     deterministic task id) takes the rebuild lock, writes the snapshot
 //     (the current base plus the interaction log up to its newest entry),
 //     cuts each side's rows into ranges and enqueues one shard task per
-//     range, with task id <rebuild>:<side>:<shard>.
+//     range, task id <rebuild>:<shard>. Shard task p computes range p of
+//     both sides, so each loads the snapshot once for two ranges.
 //  2. recs:rebuild-shard loads the snapshot, computes its rows
 //     (recsys.BuildShard), writes them to the artifact store, and only then
 //     counts itself in the rebuild's done-set (HSETNX, so a retried shard
@@ -50,7 +51,8 @@ const (
 
 // Limits and defaults of the sharded rebuild.
 const (
-	// DefaultRecsShards is how many row ranges each side is cut into.
+	// DefaultRecsShards is how many row ranges each side is cut into, and
+	// so how many shard tasks a rebuild has.
 	DefaultRecsShards = 8
 	// MaxRecsShards bounds the shards per side.
 	MaxRecsShards = 256
@@ -142,12 +144,11 @@ func (a RecsFanoutArgs) Validate() error {
 	return checkRecsKnobs(a.Mode, a.Neighbors, a.Top)
 }
 
-// RecsShardArgs computes one row range of one side of a planned rebuild.
+// RecsShardArgs computes row range Shard of each side of a planned rebuild
+// (a side with fewer ranges than Shard has none to compute).
 type RecsShardArgs struct {
 	Rebuild string `json:"rebuild"`
-	// Side is "users" or "items".
-	Side  string `json:"side"`
-	Shard int    `json:"shard"`
+	Shard   int    `json:"shard"`
 }
 
 // Kind implements pipeline.JobArgs.
@@ -163,23 +164,10 @@ func (a RecsShardArgs) Validate() error {
 	if err := pipeline.ValidateID(a.Rebuild); err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
-	if _, err := parseSide(a.Side); err != nil {
-		return err
-	}
 	if a.Shard < 0 || a.Shard >= MaxRecsShards {
 		return fmt.Errorf("shard: %d out of range [0, %d)", a.Shard, MaxRecsShards)
 	}
 	return nil
-}
-
-func parseSide(s string) (recsys.Side, error) {
-	switch s {
-	case recsys.SideUsers.String():
-		return recsys.SideUsers, nil
-	case recsys.SideItems.String():
-		return recsys.SideItems, nil
-	}
-	return 0, fmt.Errorf("side: %q (want %v or %v)", s, recsys.SideUsers, recsys.SideItems)
 }
 
 // RecsMergeArgs merges a rebuild's shards and swaps the served lists.
@@ -215,7 +203,8 @@ type recsPlan struct {
 	Stats     snapshotStats `json:"stats"`
 }
 
-func (p recsPlan) total() int { return p.Shards[0] + p.Shards[1] }
+// tasks is the number of shard tasks: range p of both sides is task p.
+func (p recsPlan) tasks() int { return max(p.Shards[0], p.Shards[1]) }
 
 // loadRecsPlan reads a rebuild's plan and status; a missing plan is
 // permanent (the fan-out never planned it, or the record expired).
@@ -284,12 +273,9 @@ func (w RecsFanoutWorker) Work(ctx context.Context, job *pipeline.Job[RecsFanout
 	default:
 		return err
 	}
-	for _, side := range []recsys.Side{recsys.SideUsers, recsys.SideItems} {
-		for p := range plan.Shards[side] {
-			args := RecsShardArgs{Rebuild: id, Side: side.String(), Shard: p}
-			if err := enqueueOnce(ctx, rdb, args, fmt.Sprintf("%s:%v:%d", id, side, p)); err != nil {
-				return err
-			}
+	for p := range plan.tasks() {
+		if err := enqueueOnce(ctx, rdb, RecsShardArgs{Rebuild: id, Shard: p}, fmt.Sprintf("%s:%d", id, p)); err != nil {
+			return err
 		}
 	}
 	w.Deps.logger().Info("recs rebuild fanned out", "rebuild", id, "log_id", plan.LogID,
@@ -319,7 +305,7 @@ func (w RecsFanoutWorker) plan(ctx context.Context, rdb redis.UniversalClient, a
 	if recsys.CompareLogIDs(upto, base.LogID) < 0 {
 		upto = base.LogID
 	}
-	key := recsArtifactKey(id, "snapshot.jsonl")
+	key := recsArtifactKey(id, "snapshot.csv")
 	st, stats, err := writeSnapshot(ctx, arts, key, base, a.Interactions, log, upto)
 	if err != nil {
 		if permanentRecsErr(err) {
@@ -351,10 +337,10 @@ func (w RecsFanoutWorker) plan(ctx context.Context, rdb redis.UniversalClient, a
 // RecsShardResult is what recs:rebuild-shard keeps as its result.
 type RecsShardResult struct {
 	Rebuild string `json:"rebuild"`
-	Side    string `json:"side"`
 	Shard   int    `json:"shard"`
-	Lo      int    `json:"lo"`
-	Hi      int    `json:"hi"`
+	// Ranges are the rows computed per side, [lo, hi); none when the side
+	// has fewer ranges.
+	Ranges map[string][2]int `json:"ranges,omitempty"`
 	// Counted is false when an earlier run of the shard was counted already.
 	Counted bool `json:"counted"`
 	Done    int  `json:"done"`
@@ -383,40 +369,44 @@ func (w RecsShardWorker) Work(ctx context.Context, job *pipeline.Job[RecsShardAr
 	if err != nil {
 		return err
 	}
-	side, _ := parseSide(a.Side)
-	res := RecsShardResult{Rebuild: a.Rebuild, Side: a.Side, Shard: a.Shard, Total: plan.total()}
+	res := RecsShardResult{Rebuild: a.Rebuild, Shard: a.Shard, Total: plan.tasks(), Ranges: map[string][2]int{}}
 	if status == recsStatusMerged {
 		return keepResult(job.ResultWriter, res)
 	}
-	if a.Shard >= plan.Shards[side] {
-		return pipeline.Permanent(fmt.Errorf("shard %d: the plan has %d %v shards", a.Shard, plan.Shards[side], side))
+	if a.Shard >= plan.tasks() {
+		return pipeline.Permanent(fmt.Errorf("shard %d: the plan has %d shards", a.Shard, plan.tasks()))
 	}
 	st, err := LoadRecsData(ctx, arts, plan.Snapshot, "")
 	if err != nil {
 		return recsDataErr(err)
 	}
-	rows := st.Users()
-	if side == recsys.SideItems {
-		rows = st.Items()
+	for _, side := range []recsys.Side{recsys.SideUsers, recsys.SideItems} {
+		if a.Shard >= plan.Shards[side] {
+			continue
+		}
+		rows := st.Users()
+		if side == recsys.SideItems {
+			rows = st.Items()
+		}
+		ranges := recsys.ShardRanges(rows, plan.Shards[side])
+		if len(ranges) != plan.Shards[side] {
+			return pipeline.Permanent(fmt.Errorf("snapshot %s has %d %v, which the plan cut into %d shards", plan.Snapshot, rows, side, plan.Shards[side]))
+		}
+		rg := ranges[a.Shard]
+		sh, err := recsys.BuildShard(ctx, st, RecsConfig(plan.Neighbors), side, rg[0], rg[1])
+		if err != nil {
+			return err
+		}
+		if err := putStreamed(ctx, arts, recsShardKey(a.Rebuild, side, a.Shard), sh.WriteTo); err != nil {
+			return fmt.Errorf("shard %d, %v: %w", a.Shard, side, err)
+		}
+		res.Ranges[side.String()] = rg
 	}
-	ranges := recsys.ShardRanges(rows, plan.Shards[side])
-	if len(ranges) != plan.Shards[side] {
-		return pipeline.Permanent(fmt.Errorf("snapshot %s has %d %v, which the plan cut into %d shards", plan.Snapshot, rows, side, plan.Shards[side]))
-	}
-	res.Lo, res.Hi = ranges[a.Shard][0], ranges[a.Shard][1]
-	sh, err := recsys.BuildShard(ctx, st, RecsConfig(plan.Neighbors), side, res.Lo, res.Hi)
-	if err != nil {
-		return err
-	}
-	if err := putStreamed(ctx, arts, recsShardKey(a.Rebuild, side, a.Shard), sh.WriteTo); err != nil {
-		return fmt.Errorf("shard %v %d: %w", side, a.Shard, err)
-	}
-	// Counted only once the file is whole: the merge never reads a shard
+	// Counted only once the files are whole: the merge never reads a shard
 	// that is missing or half-written.
-	field := fmt.Sprintf("%v:%d", side, a.Shard)
-	out, err := recsShardDone.Run(ctx, rdb, []string{recsRebuildDoneKey(a.Rebuild)}, field, job.ID, int64(recsRecordTTL/time.Second)).Int64Slice()
+	out, err := recsShardDone.Run(ctx, rdb, []string{recsRebuildDoneKey(a.Rebuild)}, a.Shard, job.ID, int64(recsRecordTTL/time.Second)).Int64Slice()
 	if err != nil {
-		return fmt.Errorf("shard %s: count: %w", field, err)
+		return fmt.Errorf("shard %d: count: %w", a.Shard, err)
 	}
 	res.Counted, res.Done = out[0] == 1, int(out[1])
 	if res.Done >= res.Total {
@@ -455,42 +445,19 @@ func (w RecsMergeWorker) Work(ctx context.Context, job *pipeline.Job[RecsMergeAr
 	if status == recsStatusMerged {
 		return keepResult(job.ResultWriter, res)
 	}
-	if cur, ok, err := LoadRecsBase(ctx, rdb); err != nil {
+	cur, ok, err := LoadRecsBase(ctx, rdb)
+	if err != nil {
 		return err
-	} else if ok && cur.Rebuild != id && recsys.CompareLogIDs(cur.LogID, plan.LogID) > 0 {
+	}
+	if ok && cur.Rebuild != id && recsys.CompareLogIDs(cur.LogID, plan.LogID) > 0 {
 		return pipeline.Permanent(fmt.Errorf("rebuild %s reaches log entry %s, past this one's %s; its lists stay", cur.Rebuild, cur.LogID, plan.LogID))
 	}
-	st, err := LoadRecsData(ctx, arts, plan.Snapshot, "")
-	if err != nil {
-		return recsDataErr(err)
-	}
-	var tables [2]*recsys.Neighbors
-	for _, side := range []recsys.Side{recsys.SideUsers, recsys.SideItems} {
-		shards := make([]*recsys.Shard, 0, plan.Shards[side])
-		for p := range plan.Shards[side] {
-			sh, err := readShard(ctx, arts, recsShardKey(id, side, p), st.Limits())
-			if err != nil {
-				return err
-			}
-			shards = append(shards, sh)
-		}
-		if tables[side], err = recsys.Merge(shards...); err != nil {
-			return pipeline.Permanent(err)
-		}
-	}
-	m, err := recsys.NewModel(st, RecsConfig(plan.Neighbors), tables[recsys.SideUsers], tables[recsys.SideItems])
-	if err != nil {
-		return pipeline.Permanent(err)
-	}
-	all, err := m.All(RecsOptions(plan.Mode, plan.Top))
-	if err != nil {
-		return pipeline.Permanent(err)
-	}
-	res.Generation, res.Published, err = recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}).Publish(ctx, all)
-	if errors.Is(err, recsys.ErrStaleGeneration) {
-		return pipeline.Permanent(err)
-	}
-	if err != nil {
+	// A merge that crashed after moving the base has published already;
+	// publishing again would overwrite the live updates made since.
+	published := ok && cur.Rebuild == id
+	if published {
+		res.Generation = cur.Generation
+	} else if res.Generation, res.Published, err = w.publish(ctx, rdb, arts, plan); err != nil {
 		return err
 	}
 	next := RecsBase{Rebuild: id, Snapshot: plan.Snapshot, LogID: plan.LogID, Generation: res.Generation,
@@ -498,6 +465,9 @@ func (w RecsMergeWorker) Work(ctx context.Context, job *pipeline.Job[RecsMergeAr
 	prev, hadPrev, stored, err := advanceRecsBase(ctx, rdb, next)
 	if err != nil {
 		return err
+	}
+	if stored && published {
+		next = cur
 	}
 	if stored && hadPrev {
 		// Entries before the previous snapshot's end are in both kept
@@ -532,6 +502,42 @@ func (w RecsMergeWorker) Work(ctx context.Context, job *pipeline.Job[RecsMergeAr
 	}
 	w.Deps.logger().Info("recs rebuild merged", "rebuild", id, "generation", res.Generation, "users", res.Published, "log_id", plan.LogID, "trimmed", res.Trimmed)
 	return keepResult(job.ResultWriter, res)
+}
+
+// publish merges the shards of a planned rebuild and publishes every
+// user's list as a new serving generation.
+func (w RecsMergeWorker) publish(ctx context.Context, rdb redis.UniversalClient, arts artifact.Store, plan recsPlan) (gen int64, users int, err error) {
+	st, err := LoadRecsData(ctx, arts, plan.Snapshot, "")
+	if err != nil {
+		return 0, 0, recsDataErr(err)
+	}
+	var tables [2]*recsys.Neighbors
+	for _, side := range []recsys.Side{recsys.SideUsers, recsys.SideItems} {
+		shards := make([]*recsys.Shard, 0, plan.Shards[side])
+		for p := range plan.Shards[side] {
+			sh, err := readShard(ctx, arts, recsShardKey(plan.Rebuild, side, p), st.Limits())
+			if err != nil {
+				return 0, 0, err
+			}
+			shards = append(shards, sh)
+		}
+		if tables[side], err = recsys.Merge(shards...); err != nil {
+			return 0, 0, pipeline.Permanent(err)
+		}
+	}
+	m, err := recsys.NewModel(st, RecsConfig(plan.Neighbors), tables[recsys.SideUsers], tables[recsys.SideItems])
+	if err != nil {
+		return 0, 0, pipeline.Permanent(err)
+	}
+	all, err := m.All(RecsOptions(plan.Mode, plan.Top))
+	if err != nil {
+		return 0, 0, pipeline.Permanent(err)
+	}
+	gen, users, err = recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}).Publish(ctx, all)
+	if errors.Is(err, recsys.ErrStaleGeneration) {
+		return gen, users, pipeline.Permanent(err)
+	}
+	return gen, users, err
 }
 
 // deleteRebuildFiles removes what a rebuild left in the artifact store.

@@ -32,9 +32,9 @@ func TestRecsShardedArgsNameTheField(t *testing.T) {
 		{RecsFanoutArgs{Shards: MaxRecsShards + 1}, "shards"},
 		{RecsFanoutArgs{Mode: "random"}, "mode"},
 		{RecsFanoutArgs{Neighbors: -1}, "neighbors"},
-		{RecsShardArgs{Rebuild: "r", Side: "both"}, "side"},
-		{RecsShardArgs{Rebuild: "a:b", Side: "users"}, "rebuild"},
-		{RecsShardArgs{Rebuild: "r", Side: "items", Shard: -1}, "shard"},
+		{RecsShardArgs{Rebuild: "a:b"}, "rebuild"},
+		{RecsShardArgs{Rebuild: "r", Shard: -1}, "shard"},
+		{RecsShardArgs{Rebuild: "r", Shard: MaxRecsShards}, "shard"},
 		{RecsMergeArgs{}, "rebuild"},
 		{RecsUserUpdateArgs{}, "user"},
 		{RecsUserUpdateArgs{User: strings.Repeat("u", MaxRecsUserBytes+1)}, "user"},
@@ -44,7 +44,7 @@ func TestRecsShardedArgsNameTheField(t *testing.T) {
 			t.Errorf("%+v: Validate() = %v, want an error naming %s", tc.args, err, tc.field)
 		}
 	}
-	for _, ok := range []pipeline.Validator{RecsFanoutArgs{}, RecsShardArgs{Rebuild: "r", Side: "users"}, RecsMergeArgs{Rebuild: "r"}, RecsUserUpdateArgs{User: "u1"}} {
+	for _, ok := range []pipeline.Validator{RecsFanoutArgs{}, RecsShardArgs{Rebuild: "r"}, RecsMergeArgs{Rebuild: "r"}, RecsUserUpdateArgs{User: "u1"}} {
 		if err := ok.Validate(); err != nil {
 			t.Errorf("%+v: %v", ok, err)
 		}

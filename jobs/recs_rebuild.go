@@ -100,7 +100,7 @@ func RecsConfig(k int) recsys.Config {
 // the last rebuild's snapshot), so an event recomputes only its own user's
 // and item's rows instead of every row holding the item; the next rebuild
 // computes them afresh. recsys.SimConfig.FreezeWeights says what that
-// state equals. Exact weights between rebuilds cost about 30 times as much
+// state equals. Exact weights between rebuilds cost 35-45 times the CPU
 // per event (docs/PERFORMANCE.md).
 func RecsLiveConfig(k int) recsys.Config {
 	cfg := RecsConfig(k)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
 
@@ -96,4 +97,48 @@ func BenchmarkFeedbackToList(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkShardedRebuild times the nightly rebuild from the fan-out's
+// enqueue to the merged lists served, on an in-process asynq worker server
+// with four slots, against a single-process rebuild of the same data
+// (load, build, publish) run just before. Sharding pays for each shard
+// loading the snapshot; it wins when the shards run on several machines.
+func BenchmarkShardedRebuild(b *testing.B) {
+	sc := benchSynth()
+	e := newFeedbackEnvWith(b, sc)
+	e.startWorkers(b)
+	ctx := context.Background()
+	start := time.Now()
+	m, err := jobs.LoadRecsModel(ctx, e.interactions, jobs.RecsConfig(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	all, err := m.All(recsys.RecOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := e.store.Publish(ctx, all); err != nil {
+		b.Fatal(err)
+	}
+	single := time.Since(start)
+	client, err := pipeline.NewClient(e.cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	var runs []time.Duration
+	prev := ""
+	for b.Loop() {
+		t0 := time.Now()
+		if _, err := pipeline.Enqueue(ctx, client, jobs.RecsFanoutArgs{Interactions: e.interactions, Shards: 8}); err != nil {
+			b.Fatal(err)
+		}
+		prev = e.waitBase(b, prev).Rebuild
+		runs = append(runs, time.Since(t0))
+	}
+	slices.Sort(runs)
+	med := runs[len(runs)/2]
+	b.ReportMetric(med.Seconds(), "sharded-s")
+	b.ReportMetric(single.Seconds(), "one-process-s")
 }
