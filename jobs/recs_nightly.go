@@ -79,7 +79,9 @@ const (
 	recsStatusMerged  = "merged"
 )
 
-var keyRecsRebuilding = pipeline.Key("recs", "rebuilding")
+// KeyRecsRebuildLock holds the id of the rebuild running, for
+// RecsRebuildLockTTL at most.
+var KeyRecsRebuildLock = pipeline.Key("recs", "rebuilding")
 
 func recsRebuildKey(id string) string     { return pipeline.Key("recs", "rebuild", id) }
 func recsRebuildDoneKey(id string) string { return pipeline.Key("recs", "rebuild", id, "done") }
@@ -248,17 +250,17 @@ func (w RecsFanoutWorker) Work(ctx context.Context, job *pipeline.Job[RecsFanout
 		return err
 	}
 	id := RecsRebuildID(job.ID)
-	ok, err := rdb.SetNX(ctx, keyRecsRebuilding, id, RecsRebuildLockTTL).Result()
+	ok, err := rdb.SetNX(ctx, KeyRecsRebuildLock, id, RecsRebuildLockTTL).Result()
 	if err != nil {
 		return fmt.Errorf("rebuild lock: %w", err)
 	}
 	if !ok {
-		holder, err := rdb.Get(ctx, keyRecsRebuilding).Result()
+		holder, err := rdb.Get(ctx, KeyRecsRebuildLock).Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return fmt.Errorf("rebuild lock: %w", err)
 		}
 		if holder != id {
-			return pipeline.Permanent(fmt.Errorf("rebuild %s is still running (%s); rebuild %s is skipped", holder, keyRecsRebuilding, id))
+			return pipeline.Permanent(fmt.Errorf("rebuild %s is still running (%s); rebuild %s is skipped", holder, KeyRecsRebuildLock, id))
 		}
 	}
 	plan, status, err := loadRecsPlan(ctx, rdb, id)
@@ -575,7 +577,7 @@ return 0
 `)
 
 func releaseRecsLock(ctx context.Context, rdb redis.UniversalClient, id string) error {
-	if err := releaseRecsLockScript.Run(ctx, rdb, []string{keyRecsRebuilding}, id).Err(); err != nil {
+	if err := releaseRecsLockScript.Run(ctx, rdb, []string{KeyRecsRebuildLock}, id).Err(); err != nil {
 		return fmt.Errorf("rebuild lock: %w", err)
 	}
 	return nil

@@ -124,7 +124,16 @@ func newLiveModel(ctx context.Context, o liveOptions) (*liveModel, error) {
 	if !ok {
 		base = jobs.RecsBase{LogID: recsys.LogStart, Neighbors: o.Neighbors, Top: o.RecN}
 	}
-	if l.m, err = l.build(ctx, base); err != nil {
+	l.m, err = l.build(ctx, base)
+	if errors.Is(err, artifact.ErrNotFound) && base.Prev != nil {
+		// The previous snapshot and the log after it hold the same events
+		// (rebuilds trim only what both kept snapshots hold); the follower
+		// keeps trying the current one.
+		o.Logger.Error("recs snapshot missing; starting from the previous one", "rebuild", base.Rebuild, "err", err, "previous", base.Prev.Rebuild)
+		base = *base.Prev
+		l.m, err = l.build(ctx, base)
+	}
+	if err != nil {
 		return nil, err
 	}
 	l.base, l.pos = base, base.LogID
