@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -127,20 +126,28 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 	o.Logger.Info("recommender live model built", "users", m.Users(), "items", m.Items(),
 		"rebuild", live.base.Rebuild, "log_id", live.base.LogID, "interactions", o.Interactions)
 	// The follower and the update server outlive ctx until stop: the
-	// consumer drains first, and its last messages still need both.
-	lctx, lcancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Add(2)
+	// consumer drains first, and its last messages still need both; then
+	// the server, whose running tasks wait for the follower; the follower
+	// last.
+	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
+	sctx, scancel := context.WithCancel(fctx)
+	followed, served := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer wg.Done()
-		live.run(lctx)
+		defer close(followed)
+		live.run(fctx)
 	}()
 	go func() {
-		defer wg.Done()
-		if err := srv.Run(lctx); err != nil {
+		defer close(served)
+		if err := srv.Run(sctx); err != nil {
 			o.Logger.Error("recommender update server stopped", "err", err)
 		}
 	}()
+	stopLive := func() {
+		scancel()
+		<-served
+		fcancel()
+		<-followed
+	}
 	c := &feedbackConsumer{live: live, log: live.log, updates: updates, rdb: o.Redis, logger: o.Logger}
 	stopConsume, err := bus.Consume(ctx, pipeline.ConsumerSpec{
 		Stream:        pipeline.StreamFeedback,
@@ -153,15 +160,13 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 		Logger:        o.Logger,
 	}, c.handle)
 	if err != nil {
-		lcancel()
-		wg.Wait()
+		stopLive()
 		return nil, nil, fmt.Errorf("feedback consumer: %w", err)
 	}
 	o.Logger.Info("recommender feedback consumer started", "window", o.Window, "update_concurrency", o.Concurrency)
 	return c, func() {
 		stopConsume()
-		lcancel()
-		wg.Wait()
+		stopLive()
 	}, nil
 }
 

@@ -377,6 +377,11 @@ func (l *liveModel) Work(ctx context.Context, job *pipeline.Job[jobs.RecsUserUpd
 			return err
 		}
 	}
+	// Marked before the log is read: an event the enqueuer sees this mark
+	// for may be missed by this run, so it gets the next window's task.
+	if err := markReading(job.ResultWriter); err != nil {
+		return err
+	}
 	target, err := l.log.Last(ctx)
 	if err != nil {
 		return err
@@ -419,8 +424,9 @@ type updateEnqueuer struct {
 const maxWindowBumps = 3
 
 // enqueue makes sure an update task for user will read the log after this
-// call: the task of the current window, if it has not started yet, or a
-// new one. Call it after the event is in the log.
+// call: the task of the current window, if it has not read the log yet
+// (queued, or running but still waiting out its window), or a new one.
+// Call it after the event is in the log.
 func (e *updateEnqueuer) enqueue(ctx context.Context, user string) error {
 	w := e.now().UnixNano() / int64(e.window)
 	for range maxWindowBumps {
@@ -441,16 +447,33 @@ func (e *updateEnqueuer) enqueue(ctx context.Context, user string) error {
 		case err != nil:
 			return err
 		}
-		switch info.State {
-		case asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry:
-			return nil // it has not read the log yet
+		switch {
+		case info.State == asynq.TaskStatePending, info.State == asynq.TaskStateScheduled, info.State == asynq.TaskStateRetry,
+			info.State == asynq.TaskStateActive && !readingMarked(info):
+			return nil // it has not read the log yet: it will see this event
 		}
-		// It is running (or done, or given up): it may have read the log
-		// before this event. The next window's task reads it after.
+		// It has read the log (or is done, or gave up), perhaps before this
+		// event. The next window's task reads it after.
 		w++
 	}
 	return fmt.Errorf("update task for %q: %d windows in a row already started", user, maxWindowBumps)
 }
+
+// readingMark is the result an update task writes just before it reads
+// the log. A running task without it is still waiting out its window.
+var readingMark = []byte(`{"reading_log":true}`)
+
+func markReading(rw *asynq.ResultWriter) error {
+	if rw == nil {
+		return nil
+	}
+	if _, err := rw.Write(readingMark); err != nil {
+		return fmt.Errorf("update task: mark: %w", err)
+	}
+	return nil
+}
+
+func readingMarked(info *asynq.TaskInfo) bool { return len(info.Result) > 0 }
 
 // enqueueAll enqueues an update for each user.
 func (e *updateEnqueuer) enqueueAll(ctx context.Context, users []string) error {

@@ -441,8 +441,8 @@ func TestShardedRebuildRetries(t *testing.T) {
 }
 
 // TestUpdateTasksCoalesce checks one update task per user per window, and
-// that an event arriving while its window's task runs gets a task of the
-// next window rather than being lost.
+// that an event arriving after its window's task has read the log gets a
+// task of the next window rather than being lost.
 func TestUpdateTasksCoalesce(t *testing.T) {
 	e := newFeedbackEnv(t)
 	ctx := context.Background()
@@ -469,11 +469,17 @@ func TestUpdateTasksCoalesce(t *testing.T) {
 		t.Fatalf("pending update tasks %v, want %v", ids, wantIDs)
 	}
 
-	// Run the tasks on a server whose handler holds them until released.
+	// Run the tasks on a server whose handler holds them until released:
+	// u1's after marking that it reads the log, u2's still in its window.
 	started, release := make(chan string, 4), make(chan struct{})
 	reg := pipeline.NewRegistry()
 	pipeline.Register[jobs.RecsUserUpdateArgs](reg, pipeline.WorkFunc[jobs.RecsUserUpdateArgs](
 		func(ctx context.Context, job *pipeline.Job[jobs.RecsUserUpdateArgs]) error {
+			if job.Args.User == "u1" {
+				if err := markReading(job.ResultWriter); err != nil {
+					return err
+				}
+			}
 			started <- job.ID
 			select {
 			case <-release:
@@ -508,14 +514,19 @@ func TestUpdateTasksCoalesce(t *testing.T) {
 			t.Fatalf("update tasks did not start; running %v", running)
 		}
 	}
-	// u1's task for this window has started and may have read the log: a new
-	// event of u1 in the same window goes to the next window's task.
-	if err := u.enqueue(ctx, "u1"); err != nil {
-		t.Fatal(err)
+	// u2's task runs but has not read the log: a new event of u2 joins it.
+	// u1's task may have read the log before a new event of u1, which goes
+	// to the next window's task.
+	for _, user := range []string{"u1", "u2", "u2"} {
+		if err := u.enqueue(ctx, user); err != nil {
+			t.Fatal(err)
+		}
 	}
-	next := "recs-user:" + itoa(w+1) + ":u1"
-	if _, err := insp.GetTaskInfo(pipeline.QueueRecsLive, next); err != nil {
-		t.Fatalf("no task %s after an event during the running task: %v", next, err)
+	for user, want := range map[string]bool{"u1": true, "u2": false} {
+		next := "recs-user:" + itoa(w+1) + ":" + user
+		if _, err := insp.GetTaskInfo(pipeline.QueueRecsLive, next); (err == nil) != want {
+			t.Errorf("task %s exists: %v, want %v", next, err == nil, want)
+		}
 	}
 	close(release)
 	waitIdle(t, insp, pipeline.QueueRecsLive)
@@ -566,5 +577,55 @@ func TestNightlyEntry(t *testing.T) {
 	}
 	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "--recs-window") {
 		t.Fatalf("a 5ms window: %v", err)
+	}
+}
+
+// TestFeedbackBurstCoalesces sends a burst of one user's events through
+// the whole path: they share one or two update tasks (two when the burst
+// straddles a window's end), not one each, and the list reflects all.
+func TestFeedbackBurstCoalesces(t *testing.T) {
+	e := newFeedbackEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ref := e.publishRebuild(t)
+	o := e.options()
+	o.Window = 2 * time.Second
+	c, stop, err := runFeedback(ctx, e.bus, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	var burst []recsys.Event
+	for i := range 10 {
+		burst = append(burst, recsys.Event{ID: "burst-" + strconv.Itoa(i), User: "u2", Item: recsys.SynthItem(i), Type: recsys.EventClick, Value: 1})
+	}
+	e.publishAll(t, c, burst)
+	// The consumer acks a message once its update task is enqueued.
+	waitFor(t, "the consumer to ack every message", func() bool {
+		cons, err := e.bus.JS.Consumer(ctx, pipeline.StreamFeedback, FeedbackDurable)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	insp := asynq.NewInspectorFromRedisClient(e.rdb)
+	waitIdle(t, insp, pipeline.QueueRecsLive)
+	q, err := insp.GetQueueInfo(pipeline.QueueRecsLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Processed < 1 || q.Processed > 2 {
+		t.Fatalf("%d update tasks ran for a burst of %d events of one user, want 1 or 2", q.Processed, len(burst))
+	}
+	for _, ev := range burst {
+		if _, err := ref.Apply(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, _ := ref.Recommend("u2", recsys.RecOptions{})
+	got, _, err := e.store.Get(ctx, "u2")
+	if err != nil || !sameList(got, want) {
+		t.Fatalf("u2 after the burst:\n got %v (err %v)\nwant %v", got, err, want)
 	}
 }
