@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -30,6 +31,17 @@ type Deps struct {
 	// (recs-rebuild's publish); nil under `worker exec`, which then connects
 	// from the TANDEM_* environment when it needs one.
 	Redis redis.UniversalClient
+	// Artifacts keeps the sharded rebuild's snapshots and shard files; nil
+	// opens the store TANDEM_ARTIFACT_STORE names on first use.
+	Artifacts artifact.Store
+}
+
+// logger is the Deps' logger, or the default one.
+func (d *Deps) logger() *slog.Logger {
+	if d == nil || d.Logger == nil {
+		return slog.Default()
+	}
+	return d.Logger
 }
 
 // NewDeps returns Deps with a fresh model store bounded by
@@ -135,6 +147,34 @@ var kinds = map[string]kind{
 		},
 		exec:    execInteractive,
 		summary: "one completion a person waits for, streamed token by token over NATS (POST /v1/completions)",
+	},
+	KindRecsFanout: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[RecsFanoutArgs](r, RecsFanoutWorker{Deps: d}, pipeline.KindOptions{})
+		},
+		exec:    execRecsQueueOnly(KindRecsFanout),
+		summary: "start a sharded rebuild: snapshot the interactions, enqueue one shard task per row range (the nightly cron)",
+	},
+	KindRecsShard: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[RecsShardArgs](r, RecsShardWorker{Deps: d}, pipeline.KindOptions{})
+		},
+		exec:    execRecsQueueOnly(KindRecsShard),
+		summary: "compute one row range of a sharded rebuild; the last shard enqueues the merge",
+	},
+	KindRecsMerge: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[RecsMergeArgs](r, RecsMergeWorker{Deps: d}, pipeline.KindOptions{})
+		},
+		exec:    execRecsQueueOnly(KindRecsMerge),
+		summary: "merge a sharded rebuild and swap the served lists atomically",
+	},
+	KindRecsUserUpdate: {
+		// Runs in the scheduler, beside the live model it needs; workers
+		// never take its queue.
+		register: func(*pipeline.Registry, *Deps) {},
+		exec:     execRecsQueueOnly(KindRecsUserUpdate),
+		summary:  "refresh one user's served list from the scheduler's live model (coalesced per user and window)",
 	},
 	KindRecsEval: {
 		// Offline evaluation is a command for people; it has no queue entry.

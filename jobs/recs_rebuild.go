@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tandem-ai/tandem/atomicfile"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
@@ -57,30 +55,58 @@ func (a RecsRebuildArgs) Validate() error {
 	switch {
 	case a.Interactions == "":
 		return errors.New("interactions: required")
-	case a.Mode != "" && a.Mode != RecsModeUser && a.Mode != RecsModeItem:
-		return fmt.Errorf("mode: %q (want %s or %s)", a.Mode, RecsModeUser, RecsModeItem)
-	case a.Neighbors < 0 || a.Neighbors > MaxRecsNeighbors:
-		return fmt.Errorf("neighbors: %d out of range [1, %d]", a.Neighbors, MaxRecsNeighbors)
-	case a.Top < 0 || a.Top > MaxRecsTop:
-		return fmt.Errorf("top: %d out of range [1, %d]", a.Top, MaxRecsTop)
 	case a.Out == "" && !a.Publish:
 		return errors.New("out: required unless publish is true (the rebuild would be thrown away)")
+	}
+	return checkRecsKnobs(a.Mode, a.Neighbors, a.Top)
+}
+
+// checkRecsKnobs validates the mode, neighbour count and list length that
+// every rebuild kind takes.
+func checkRecsKnobs(mode string, neighbors, top int) error {
+	switch {
+	case mode != "" && mode != RecsModeUser && mode != RecsModeItem:
+		return fmt.Errorf("mode: %q (want %s or %s)", mode, RecsModeUser, RecsModeItem)
+	case neighbors < 0 || neighbors > MaxRecsNeighbors:
+		return fmt.Errorf("neighbors: %d out of range [1, %d]", neighbors, MaxRecsNeighbors)
+	case top < 0 || top > MaxRecsTop:
+		return fmt.Errorf("top: %d out of range [1, %d]", top, MaxRecsTop)
 	}
 	return nil
 }
 
 // recOptions turns mode and top into recsys options.
-func (a RecsRebuildArgs) recOptions() recsys.RecOptions {
-	opts := recsys.RecOptions{N: a.Top}
-	if a.Mode == RecsModeItem {
+func (a RecsRebuildArgs) recOptions() recsys.RecOptions { return RecsOptions(a.Mode, a.Top) }
+
+// RecsOptions turns a mode ("user", "item" or "" for user) and a list
+// length (0: the default) into recommendation options.
+func RecsOptions(mode string, top int) recsys.RecOptions {
+	opts := recsys.RecOptions{N: top}
+	if mode == RecsModeItem {
 		opts.Method = recsys.ItemKNN
 	}
 	return opts
 }
 
-// RecsConfig is the model configuration for K neighbours (0: the default).
+// RecsConfig is the model configuration of every rebuild for K neighbours
+// (0: the default): IDF feature weights on both sides, computed exactly
+// from the data being rebuilt.
 func RecsConfig(k int) recsys.Config {
-	return recsys.Config{Users: recsys.SimConfig{K: k}, Items: recsys.SimConfig{K: k}}
+	sim := recsys.SimConfig{K: k, Weighting: recsys.WeightIDF}
+	return recsys.Config{Users: sim, Items: sim}
+}
+
+// RecsLiveConfig is RecsConfig for a live model that takes feedback
+// between rebuilds: the IDF weights are frozen as the model was built (from
+// the last rebuild's snapshot), so an event recomputes only its own user's
+// and item's rows instead of every row holding the item; the next rebuild
+// computes them afresh. recsys.SimConfig.FreezeWeights says what that
+// state equals. Exact weights between rebuilds cost 35-45 times the CPU
+// per event (docs/PERFORMANCE.md).
+func RecsLiveConfig(k int) recsys.Config {
+	cfg := RecsConfig(k)
+	cfg.Users.FreezeWeights, cfg.Items.FreezeWeights = true, true
+	return cfg
 }
 
 // RecsRebuildResult is what recs-rebuild prints and keeps as the task result.
@@ -140,9 +166,9 @@ func (w RecsRebuildWorker) run(ctx context.Context, a RecsRebuildArgs) (RecsRebu
 		res.Lines, res.Out = n, a.Out
 	}
 	if a.Publish {
-		rdb, err := w.redis()
+		rdb, err := recsRedis(w.Deps)
 		if err != nil {
-			return res, err
+			return res, fmt.Errorf("publish: %w", err)
 		}
 		all, err := m.All(opts)
 		if err != nil {
@@ -167,27 +193,6 @@ func (w RecsRebuildWorker) run(ctx context.Context, a RecsRebuildArgs) (RecsRebu
 // file) from passing trouble.
 func permanentRecsErr(err error) bool {
 	return errors.Is(err, recsys.ErrBadInput) || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission)
-}
-
-func (w RecsRebuildWorker) redis() (redis.UniversalClient, error) {
-	rdb, err := depsRedis(w.Deps)
-	if err != nil {
-		return nil, fmt.Errorf("publish: %w", err)
-	}
-	return rdb, nil
-}
-
-// depsRedis is the worker's Redis client, or under `worker exec` one
-// connected from the TANDEM_* environment.
-func depsRedis(d *Deps) (redis.UniversalClient, error) {
-	if d != nil && d.Redis != nil {
-		return d.Redis, nil
-	}
-	rdb, _, err := envRedis()
-	if err != nil {
-		return nil, fmt.Errorf("Redis: %w", err)
-	}
-	return rdb, nil
 }
 
 // writeRecsFile writes the recommendations atomically: a reader never sees

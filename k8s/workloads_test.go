@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -235,9 +236,11 @@ func writableMount(c *corev1.Container, vols map[string]corev1.Volume, dir strin
 // binaryEnv lists the TANDEM_* variables that a binary reads itself, beside
 // the pipeline.Config ones (cmd/*/main.go, cmd/producer/serve.go).
 var binaryEnv = map[string][]string{
-	"producer":  {"TANDEM_HTTP_ADDR", pipeline.StreamReplicasEnv},
-	"scheduler": {"TANDEM_ADMIN_ADDR", "TANDEM_SCHEDULE", "TANDEM_EMBEDDED_NATS", pipeline.StreamReplicasEnv},
-	"worker":    {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE", "TANDEM_EXIT_WHEN_IDLE", pipeline.StreamReplicasEnv},
+	"producer": {"TANDEM_HTTP_ADDR", pipeline.StreamReplicasEnv, artifact.EnvStore},
+	"scheduler": {"TANDEM_ADMIN_ADDR", "TANDEM_SCHEDULE", "TANDEM_EMBEDDED_NATS", pipeline.StreamReplicasEnv, artifact.EnvStore,
+		"TANDEM_INTERACTIONS", "TANDEM_RECS_REBUILD", "TANDEM_RECS_SHARDS", "TANDEM_RECS_WINDOW", "TANDEM_RECS_POLL",
+		"TANDEM_RECS_CONCURRENCY", "TANDEM_RECS_WEIGHTS"},
+	"worker": {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE", "TANDEM_EXIT_WHEN_IDLE", pipeline.StreamReplicasEnv, artifact.EnvStore},
 }
 
 // imageBinary maps Tandem's images to the binary each runs.

@@ -18,6 +18,9 @@ const (
 	QueueDefault = "default"
 	// QueueFinetune carries long training jobs that must not starve the others.
 	QueueFinetune = "finetune"
+	// QueueRecsLive carries the recommender's coalesced per-user updates. Only
+	// schedulers take it: they hold the live model those updates read.
+	QueueRecsLive = "recs-live"
 )
 
 // Task kind prefixes. A kind is "<domain>:<action>", for example

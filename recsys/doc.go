@@ -4,15 +4,18 @@
 //
 // # Place in the pipeline
 //
-// The nightly recs-rebuild job loads the interaction log into a Store,
-// computes both similarity tables (BuildShard on each worker for a row range,
-// Merge, NewModel; or Build in one process), writes one recommendation line
-// per user (WriteRecommendations) and publishes the lists to Redis
-// (RedisStore.Publish), which swaps the new generation in atomically. Between
-// rebuilds, the feedback consumer decodes each event from NATS into an Event,
-// calls Model.Apply, recomputes the user's list with Model.Recommend and
-// stores it with RedisStore.UpdateUser. Readers (the producer's
-// recommendations endpoint) call RedisStore.Get.
+// The nightly rebuild (jobs' recs:rebuild-* kinds) loads a snapshot of the
+// interactions into a Store on every worker, computes a row range of a
+// similarity table on each (BuildShard), and one worker joins them (Merge,
+// NewModel) and publishes every user's list to Redis (RedisStore.Publish),
+// which swaps the new generation in atomically; recs-rebuild does the same
+// in one process (Build). Between rebuilds, the scheduler's feedback
+// consumer appends each event to the InteractionLog, a Redis stream that
+// gives events one order and drops repeated IDs; every live model follows
+// that log with Model.Apply, and a coalesced update task recomputes the
+// user's list with Model.Recommend and stores it with
+// RedisStore.UpdateUser. Readers (the producer's recommendations endpoint)
+// call RedisStore.Get.
 //
 // # Data
 //

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
+	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -24,38 +26,62 @@ import (
 const FeedbackDurable = "recsys"
 
 // maxRefreshPerEvent bounds how many other users' lists one event
-// recomputes; a popular item can move thousands of neighbour lists, and
+// refreshes; a popular item can move thousands of neighbour lists, and
 // those users are refreshed by the next rebuild instead.
 const maxRefreshPerEvent = 200
 
-// feedbackOptions configures the feedback consumer.
+// Defaults of feedbackOptions.
+const (
+	defaultUpdateWindow      = 200 * time.Millisecond
+	defaultUpdatePoll        = 50 * time.Millisecond
+	defaultUpdateConcurrency = 64
+)
+
+// feedbackOptions configures the feedback consumer, the live recommender
+// and the server that runs its update tasks.
 type feedbackOptions struct {
-	// Interactions is an optional interaction log the live model starts
-	// from; empty starts from no data.
+	// Interactions is an optional interaction file the live model starts
+	// from while no sharded rebuild has written a snapshot.
 	Interactions string
-	// Redis holds the serving store and the fine-tune feedback samples.
+	// Config is the pipeline configuration: the update server's Redis.
+	Config pipeline.Config
+	// Redis holds the log, the serving store and the fine-tune feedback
+	// samples; it must be the Redis of Config.
 	Redis redis.UniversalClient
+	// Artifacts holds the rebuilds' snapshots.
+	Artifacts artifact.Store
 	// Neighbors is K of the similarity tables (0: default); RecN the list
-	// length stored per user (0: default).
+	// length stored per user (0: default). A rebuild's own settings win.
 	Neighbors, RecN int
-	Logger          *slog.Logger
+	// ExactWeights keeps IDF weights exact between rebuilds (slower per
+	// event) instead of frozen at the last rebuild.
+	ExactWeights bool
+	// Window is how long a user's events are gathered into one update
+	// task. Default 200ms.
+	Window time.Duration
+	// Poll is how often the update server looks at its empty queue.
+	// Default 50ms.
+	Poll time.Duration
+	// Concurrency is how many update tasks run at once; each waits out the
+	// rest of its window first. Default 64.
+	Concurrency int
+	Logger      *slog.Logger
 }
 
-// feedbackConsumer keeps a live recommender model up to date from the
-// FEEDBACK stream and rewrites the affected users' lists in Redis.
+// feedbackConsumer turns FEEDBACK messages into interaction log entries
+// and coalesced update tasks. It keeps no state of its own, so every
+// scheduler replica may run it.
 type feedbackConsumer struct {
-	// mu serialises Apply and the refresh that follows it, so that lists
-	// are written in the order the events were applied.
-	mu     sync.Mutex
-	model  *recsys.Model
-	store  *recsys.RedisStore
-	rdb    redis.UniversalClient
-	opts   recsys.RecOptions
-	logger *slog.Logger
+	live    *liveModel
+	log     *recsys.InteractionLog
+	updates *updateEnqueuer
+	rdb     redis.UniversalClient
+	logger  *slog.Logger
 }
 
-// startFeedback builds the model and starts consuming. stop drains the
-// consumer; the caller closes the bus after it.
+// startFeedback builds the live model, starts following the log, serving
+// update tasks and consuming. stop drains the consumer, then stops the
+// update server and the follower; the caller closes the bus after it.
 func startFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (stop func(), err error) {
 	_, stop, err = runFeedback(ctx, bus, o)
 	return stop, err
@@ -69,52 +95,87 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	c, err := newFeedbackConsumer(ctx, o)
-	if err != nil {
-		return nil, nil, err
+	if o.Window <= 0 {
+		o.Window = defaultUpdateWindow
 	}
-	stop, err := bus.Consume(ctx, pipeline.ConsumerSpec{
+	if o.Poll <= 0 {
+		o.Poll = defaultUpdatePoll
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = defaultUpdateConcurrency
+	}
+	live, err := newLiveModel(ctx, liveOptions{Initial: o.Interactions, Redis: o.Redis, Artifacts: o.Artifacts,
+		Neighbors: o.Neighbors, RecN: o.RecN, ExactWeights: o.ExactWeights, Logger: o.Logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("recommender: %w", err)
+	}
+	updates := &updateEnqueuer{client: asynq.NewClientFromRedisClient(o.Redis), insp: asynq.NewInspectorFromRedisClient(o.Redis),
+		window: o.Window, now: time.Now}
+	live.refresh = updates.enqueueAll
+
+	reg := pipeline.NewRegistry()
+	pipeline.Register[jobs.RecsUserUpdateArgs](reg, live, pipeline.KindOptions{})
+	scfg := o.Config
+	scfg.Queues = map[string]int{pipeline.QueueRecsLive: 1}
+	scfg.Concurrency, scfg.PollInterval = o.Concurrency, o.Poll
+	srv, err := pipeline.NewServer(scfg, reg, o.Logger, pipeline.Recover(o.Logger), pipeline.Logging(o.Logger))
+	if err != nil {
+		return nil, nil, fmt.Errorf("recommender update server: %w", err)
+	}
+	m, _ := live.model()
+	o.Logger.Info("recommender live model built", "users", m.Users(), "items", m.Items(),
+		"rebuild", live.base.Rebuild, "log_id", live.base.LogID, "interactions", o.Interactions)
+	// The follower and the update server outlive ctx until stop: the
+	// consumer drains first, and its last messages still need both; then
+	// the server, whose running tasks wait for the follower; the follower
+	// last.
+	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
+	sctx, scancel := context.WithCancel(fctx)
+	followed, served := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(followed)
+		live.run(fctx)
+	}()
+	go func() {
+		defer close(served)
+		if err := srv.Run(sctx); err != nil {
+			o.Logger.Error("recommender update server stopped", "err", err)
+		}
+	}()
+	stopLive := func() {
+		scancel()
+		<-served
+		fcancel()
+		<-followed
+	}
+	c := &feedbackConsumer{live: live, log: live.log, updates: updates, rdb: o.Redis, logger: o.Logger}
+	stopConsume, err := bus.Consume(ctx, pipeline.ConsumerSpec{
 		Stream:        pipeline.StreamFeedback,
 		Durable:       FeedbackDurable,
 		FilterSubject: pipeline.SubjectFeedbackAll,
 		Concurrency:   1,
+		// One message in flight across every replica: the log takes the
+		// events in stream order, so each user's events stay in order.
+		MaxAckPending: 1,
 		Logger:        o.Logger,
 	}, c.handle)
 	if err != nil {
+		stopLive()
 		return nil, nil, fmt.Errorf("feedback consumer: %w", err)
 	}
-	o.Logger.Info("recommender feedback consumer started", "users", c.model.Users(), "items", c.model.Items(), "interactions", o.Interactions)
-	return c, stop, nil
-}
-
-func newFeedbackConsumer(ctx context.Context, o feedbackOptions) (*feedbackConsumer, error) {
-	cfg := jobs.RecsConfig(o.Neighbors)
-	var m *recsys.Model
-	var err error
-	if o.Interactions != "" {
-		m, err = jobs.LoadRecsModel(ctx, o.Interactions, cfg)
-	} else {
-		var st *recsys.Store
-		if st, err = recsys.NewStore(recsys.StoreConfig{}); err == nil {
-			m, err = recsys.Build(ctx, st, cfg)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("--interactions: %w", err)
-	}
-	return &feedbackConsumer{
-		model:  m,
-		store:  recsys.NewRedisStore(o.Redis, recsys.RedisStoreOptions{}),
-		rdb:    o.Redis,
-		opts:   recsys.RecOptions{N: o.RecN},
-		logger: o.Logger,
+	o.Logger.Info("recommender feedback consumer started", "window", o.Window, "update_concurrency", o.Concurrency)
+	return c, func() {
+		stopConsume()
+		stopLive()
 	}, nil
 }
 
-// handle applies one feedback message. A malformed or invalid event is a
-// BadEvent (dead-lettered at once, with the reason); Redis trouble is
-// returned so the message is redelivered, and the redelivery is dropped by
-// Apply's de-duplication but still refreshes the lists.
+// handle logs one feedback message and asks for its user's update. A
+// malformed or invalid event is a BadEvent (dead-lettered at once, with
+// the reason); Redis trouble is returned so the message is redelivered. A
+// redelivered or resent event is logged once (by event id, then message
+// id, then stream sequence) but still gets its update task: the delivery
+// that logged it may have failed before enqueuing one.
 func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) error {
 	var ev recsys.Event
 	if err := json.Unmarshal(d.Data, &ev); err != nil {
@@ -132,37 +193,21 @@ func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) erro
 		// topic: nothing for the recommender, a sample for fine-tuning.
 		return c.collectGeneration(ctx, ev, d.Data)
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	up, err := c.model.Apply(ev)
+	if err := jobs.CheckFeedbackEvent(ev); err != nil {
+		return pipeline.BadEvent(err)
+	}
+	entry, added, err := c.log.Append(ctx, ev)
 	if errors.Is(err, recsys.ErrBadInput) {
 		return pipeline.BadEvent(err)
 	}
 	if err != nil {
 		return err
 	}
-	// The event's own user is always rewritten, even for a duplicate: a
-	// delivery that applied the event may have failed before this point.
-	users := []string{ev.User}
-	for _, u := range up.ChangedUsers {
-		if len(users) > maxRefreshPerEvent {
-			break
-		}
-		if u != ev.User {
-			users = append(users, u)
-		}
+	if err := c.updates.enqueue(ctx, ev.User); err != nil {
+		return err
 	}
-	for _, u := range users {
-		recs, err := c.model.Recommend(u, c.opts)
-		if err != nil {
-			return err
-		}
-		if _, err := c.store.UpdateUser(ctx, u, recs); err != nil {
-			return err
-		}
-	}
-	if !up.Duplicate {
-		c.logger.Debug("feedback applied", "id", ev.ID, "user", ev.User, "item", ev.Item, "event", ev.Type, "refreshed", len(users))
+	if added {
+		c.logger.Debug("feedback logged", "id", ev.ID, "entry", entry, "user", ev.User, "item", ev.Item, "event", ev.Type)
 	}
 	return c.collectGeneration(ctx, ev, d.Data)
 }

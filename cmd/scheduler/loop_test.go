@@ -41,7 +41,7 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, stopRecs, err := runFeedback(ctx, e.bus, feedbackOptions{Interactions: e.interactions, Redis: e.rdb})
+	_, stopRecs, err := runFeedback(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,12 +6,20 @@
 // With --embedded-nats it also hosts an in-process nats-server (JetStream on
 // disk under the data dir) for laptops and `make demo`.
 //
-// Its consumers: the recommender's (recsys: live model, served lists,
-// fine-tune samples) and the loop metrics' (loop-metrics: acceptance,
-// ratings and edits aggregated in Redis for the producer's dashboard).
+// It also keeps the recommender live: the nightly sharded rebuild is a
+// built-in periodic entry (--recs-rebuild, 02:00 UTC by default), and with
+// NATS the scheduler consumes feedback into the interaction log, follows
+// that log with a live model, and runs the coalesced per-user update tasks
+// on its own queue (see live.go).
 //
-// Shutdown order: the periodic loop stops, consumers drain, the NATS
-// connection closes, the embedded server (if any) shuts down last.
+// Its JetStream consumers: the recommender's (recsys: feedback into the
+// interaction log, fine-tune samples) and the loop metrics' (loop-metrics:
+// acceptance, ratings and edits aggregated in Redis for the producer's
+// dashboard).
+//
+// Shutdown order: the periodic loop stops, the feedback consumers drain,
+// the update server and the live model's follower stop, the artifact store
+// and NATS connection close, the embedded server (if any) shuts down last.
 package main
 
 import (
@@ -34,6 +42,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -61,10 +70,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	embedded := fs.String("embedded-nats", envOr("TANDEM_EMBEDDED_NATS", ""), "host an in-process nats-server on this address, e.g. 127.0.0.1:4333 (JetStream under the data dir) [TANDEM_EMBEDDED_NATS]")
 	interactions := fs.String("interactions", envOr("TANDEM_INTERACTIONS", ""), "interaction log (.csv or .jsonl) the live recommender starts from; empty: no data [TANDEM_INTERACTIONS]")
 	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9102"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
+	var rc recsFlags
+	if err := rc.bind(fs); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := rc.validate(); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
@@ -78,6 +94,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if entries, err = pipeline.LoadSchedule(*schedule); err != nil {
 			return err
 		}
+	}
+	entries, err := withNightlyRebuild(entries, rc, *interactions, logger)
+	if err != nil {
+		return err
 	}
 	for _, e := range entries {
 		if err := jobs.ValidatePayload(e.Kind, e.Payload); err != nil {
@@ -126,7 +146,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer client.Close()
 	if bus != nil {
-		stopFeedback, err := startFeedback(ctx, bus, feedbackOptions{Interactions: *interactions, Redis: client.Redis(), Logger: logger})
+		arts, err := artifact.Open(ctx, artifact.Options{Spec: os.Getenv(artifact.EnvStore), DataDir: cfg.DataDir, JS: bus.JS})
+		if err != nil {
+			return err
+		}
+		defer arts.Close()
+		stopFeedback, err := startFeedback(ctx, bus, feedbackOptions{
+			Interactions: *interactions, Config: cfg, Redis: client.Redis(), Artifacts: arts,
+			ExactWeights: rc.weights == "exact", Window: rc.window, Poll: rc.poll, Concurrency: rc.concurrency, Logger: logger,
+		})
 		if err != nil {
 			return err
 		}

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
@@ -127,6 +128,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer rdb.Close()
 	deps.Redis = rdb // recs-rebuild publishes through it
+	// The sharded recommender rebuild keeps its snapshots and shard files
+	// here; schedulers reload from the same store.
+	aopts := artifact.Options{Spec: os.Getenv(artifact.EnvStore), DataDir: cfg.DataDir}
+	if deps.Bus != nil {
+		aopts.JS = deps.Bus.JS
+	}
+	arts, err := artifact.Open(ctx, aopts)
+	if err != nil {
+		return err
+	}
+	defer arts.Close()
+	deps.Artifacts = arts
 	if err := cfg.EnforceRedisPersistence(ctx, *requirePersistence, logger); err != nil {
 		return err
 	}

@@ -75,6 +75,9 @@ func run(ctx context.Context) error {
 	}
 	defer stopRedis()
 	fmt.Println("   redis:", redisURL)
+	if err := resetRecs(ctx, redisURL); err != nil {
+		return err
+	}
 
 	natsURL := os.Getenv("TANDEM_NATS_URL")
 	schedAdmin, workerAdmin := freeAddr(), freeAddr()

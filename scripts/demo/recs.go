@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
 
@@ -50,6 +52,41 @@ func (d *demo) recs(ctx context.Context, user string) (demoRecsView, error) {
 	return v, nil
 }
 
+// resetRecs forgets an earlier demo run's recommender state in Redis: its
+// base record and log name snapshots in the data directory the demo has
+// just deleted, and a run stopped mid-rebuild leaves the rebuild lock.
+func resetRecs(ctx context.Context, redisURL string) error {
+	cfg := pipeline.DefaultConfig()
+	cfg.RedisURL = redisURL
+	rdb, err := cfg.RedisClient()
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := rdb.Del(ctx, jobs.KeyRecsBase, recsys.KeyLog, jobs.KeyRecsRebuildLock).Err(); err != nil {
+		return fmt.Errorf("reset the recommender's state: %w", err)
+	}
+	return nil
+}
+
+// awaitTask waits until a job another job enqueues exists.
+func (d *demo) awaitTask(ctx context.Context, id string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := d.output(ctx, "producer", "status", id); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("job %s was not enqueued within 2 minutes (see %s)", id, d.logPath("worker"))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
 func itemList(items []recsys.Scored) string {
 	parts := make([]string, len(items))
 	for i, it := range items {
@@ -58,20 +95,30 @@ func itemList(items []recsys.Scored) string {
 	return strings.Join(parts, ", ")
 }
 
-// demoRecs rebuilds the recommender through the queue, publishes the lists
-// to Redis, then sends feedback over NATS and watches the scheduler's live
-// model rewrite the user's list.
+// demoRecs runs the nightly rebuild through the queue as the scheduler's
+// cron would, in shards, which swaps the lists into Redis; then it sends
+// feedback over NATS and watches the scheduler's live model rewrite the
+// user's list.
 func demoRecs(ctx context.Context, d *demo) error {
-	step("recommendations: nightly rebuild through the queue, then live feedback over NATS")
+	step("recommendations: sharded nightly rebuild through the queue, then live feedback over NATS")
 	in := demoInteractions(d.dir)
 	fmt.Printf("   interactions: %s (300 users, 100 items, 6000 events, 5 taste groups)\n", in)
-	id, err := d.enqueue(ctx, "recs-rebuild", map[string]any{
-		"interactions": in, "out": filepath.Join(d.dir, "recs.jsonl"), "neighbors": 30, "top": 10, "publish": true,
-	})
+	// The default neighbours and list length, the ones the scheduler's live
+	// model starts with, so its lists agree with the rebuild's whether or
+	// not it has reloaded from the rebuild when the feedback arrives.
+	id, err := d.enqueue(ctx, jobs.KindRecsFanout, map[string]any{"interactions": in, "shards": 4})
 	if err != nil {
 		return err
 	}
 	if err := d.follow(ctx, id); err != nil {
+		return err
+	}
+	// The last shard to finish enqueues the merge, which swaps the lists in.
+	merge := jobs.RecsRebuildID(id) + ":merge"
+	if err := d.awaitTask(ctx, merge); err != nil {
+		return err
+	}
+	if err := d.follow(ctx, merge); err != nil {
 		return err
 	}
 	before, err := d.recs(ctx, "u1")
