@@ -65,11 +65,15 @@ func run(ctx context.Context) error {
 	}
 
 	step("1. services")
+	// Without TANDEM_REDIS_URL the demo runs on a private redis-server
+	// under its own directory, which is wiped at every start: each run
+	// starts from nothing and leaves nobody else's data touched.
 	redisURL := os.Getenv("TANDEM_REDIS_URL")
+	redisDir := filepath.Join(root, ".tandem")
 	if redisURL == "" {
-		redisURL = "redis://127.0.0.1:6379/0"
+		redisDir = d.dir
 	}
-	redisURL, stopRedis, err := pipeline.EnsureRedis(ctx, redisURL, filepath.Join(root, ".tandem"), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	redisURL, stopRedis, err := pipeline.EnsureRedis(ctx, redisURL, redisDir, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
