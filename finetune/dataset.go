@@ -67,17 +67,23 @@ func DetectFormat(path string) string {
 // LoadDataset reads, checks and tokenizes a dataset file. format "" means
 // DetectFormat. Every error wraps ErrBadDataset and names the line.
 func LoadDataset(path, format string, tok *model.Tokenizer) (*Dataset, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadDataset, err)
+	}
+	defer f.Close()
+	return readDataset(f, path, format, tok)
+}
+
+// readDataset is LoadDataset's reading and checking of an open file; path
+// names it in errors and in the Dataset.
+func readDataset(f io.Reader, path, format string, tok *model.Tokenizer) (*Dataset, error) {
 	if format == "" {
 		format = DetectFormat(path)
 	}
 	if format != FormatText && format != FormatJSONL {
 		return nil, fmt.Errorf("%w: format %q, want %q or %q", ErrBadDataset, format, FormatText, FormatJSONL)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadDataset, err)
-	}
-	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxDatasetBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadDataset, path, err)

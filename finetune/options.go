@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 
 	"github.com/tandem-ai/tandem/model"
 )
@@ -55,6 +56,15 @@ type Options struct {
 	// OutDir receives the model (config.json, model.safetensors), the
 	// checkpoint, the best model so far (best/), loss.png and result.json.
 	OutDir string `json:"-"`
+	// Root, when set, is the directory Data and OutDir are names in: a
+	// job's data root (dataroot.Root.OS), so that the run reads and writes
+	// nothing outside it. nil: Data and OutDir are file system paths.
+	Root *os.Root `json:"-"`
+	// BaseRoot, when set, is the base model's directory, already open (a
+	// model directory in the data root, or a registered version's); the
+	// model is read through it and BaseModel only names it in records.
+	// nil: BaseModel is a file system path.
+	BaseRoot *os.Root `json:"-"`
 
 	Epochs    int `json:"epochs"`
 	BatchSize int `json:"batch_size"` // rows per micro-batch

@@ -163,9 +163,18 @@ func MarshalConfig(c Config) ([]byte, error) {
 }
 
 // LoadConfig reads dir/config.json.
-func LoadConfig(dir string) (Config, error) {
-	path := filepath.Join(dir, "config.json")
-	f, err := os.Open(path)
+func LoadConfig(dir string) (Config, error) { return loadConfig(os.Open, dir) }
+
+// LoadConfigRoot reads dir/config.json inside root.
+func LoadConfigRoot(root *os.Root, dir string) (Config, error) { return loadConfig(root.Open, dir) }
+
+// opener opens a file for reading: os.Open, or an os.Root's Open for
+// models read from inside a confined directory.
+type opener func(name string) (*os.File, error)
+
+func loadConfig(open opener, dir string) (Config, error) {
+	path := filepath.Join(dir, ConfigFile)
+	f, err := open(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}

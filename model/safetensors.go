@@ -79,8 +79,10 @@ type Safetensors struct {
 }
 
 // OpenSafetensors opens and validates path. Close it when done.
-func OpenSafetensors(path string) (*Safetensors, error) {
-	f, err := os.Open(path)
+func OpenSafetensors(path string) (*Safetensors, error) { return openSafetensors(os.Open, path) }
+
+func openSafetensors(open opener, path string) (*Safetensors, error) {
+	f, err := open(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
