@@ -30,6 +30,10 @@ type Deps struct {
 	// (recs-rebuild's publish); nil under `worker exec`, which then connects
 	// from the TANDEM_* environment when it needs one.
 	Redis redis.UniversalClient
+
+	// root confines the files jobs name (paths.go): DataRoot reads it,
+	// SetDataRoot installs it.
+	root lazyRoot
 }
 
 // NewDeps returns Deps with a fresh model store bounded by
@@ -68,7 +72,7 @@ var kinds = map[string]kind{
 	},
 	KindPing: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[PingArgs](r, PingWorker{}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
+			pipeline.Register[PingArgs](r, PingWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
 		},
 		exec:    execPing,
 		summary: "diagnostic: wait, optionally record each run, optionally fail",

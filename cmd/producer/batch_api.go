@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -118,7 +119,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		case req.InputPath != "":
 			f, err := b.openInput(req.InputPath)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "invalid_request", "input_path: "+err.Error())
+				writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 				return
 			}
 			defer f.Close()
@@ -156,21 +157,18 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// openInput opens a path under the input directory; os.Root keeps it there.
+// openInput opens a path under the input directory, confined to it as job
+// paths are to the data root (package dataroot).
 func (b *batchAPI) openInput(path string) (*os.File, error) {
 	if b.inputDir == "" {
 		return nil, errors.New("reading inputs by path is not enabled")
 	}
-	root, err := os.OpenRoot(b.inputDir)
+	root, err := dataroot.Open(b.inputDir)
 	if err != nil {
-		return nil, fmt.Errorf("input directory: %w", err)
+		return nil, fmt.Errorf("input directory (%s): %w", EnvBatchInputDir, err)
 	}
 	defer root.Close()
-	f, err := root.Open(filepath.Clean(path))
-	if err != nil {
-		return nil, fmt.Errorf("%q under %s: %w", path, EnvBatchInputDir, err)
-	}
-	return f, nil
+	return root.Open("input_path", path)
 }
 
 func optionsFromQuery(r *http.Request) (batch.CreateOptions, error) {

@@ -9,9 +9,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/model"
@@ -39,8 +41,13 @@ func TestFinetuneRoutes(t *testing.T) {
 	}
 	t.Cleanup(func() { client.Close() }) // registered first, so it runs last
 	tmp := t.TempDir()
+	root, err := dataroot.Open(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
 	mux := http.NewServeMux()
-	registerFinetuneRoutes(mux, client, tmp)
+	registerFinetuneRoutes(mux, client, tmp, root)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -75,6 +82,31 @@ func TestFinetuneRoutes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/png" || !bytes.Equal(got.Bytes(), png) {
 		t.Fatalf("loss.png: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	// A run directory outside the data root is not read, even when the
+	// file is there.
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, finetune.CurveFile), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = json.Marshal(jobs.FinetuneArgs{Model: "builtin:tiny", Data: "data.txt", Out: outside})
+	resp, err = http.Post(srv.URL+"/v1/finetunes", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var escaped TaskView
+	json.NewDecoder(resp.Body).Decode(&escaped)
+	resp.Body.Close()
+	t.Cleanup(func() { _ = client.Inspector().DeleteTask(escaped.Queue, escaped.ID) })
+	resp, err = http.Get(srv.URL + "/v1/finetunes/" + escaped.ID + "/loss.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Reset()
+	got.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(got.String(), "escapes the data root") {
+		t.Fatalf("loss.png outside the data root: %d %s", resp.StatusCode, got.String())
 	}
 	if resp, _ := http.Get(srv.URL + "/v1/finetunes/nope/loss.png"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown job: %d", resp.StatusCode)

@@ -69,7 +69,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// methods need submit. The monitoring UI is read-only unless admin.
 	apiMux := http.NewServeMux()
 	api.routes(apiMux)
-	registerFinetuneRoutes(apiMux, client, cfg.DataDir)
+	// Loss curves are read from run directories in the data root, which
+	// the producer shares with the workers (k8s: the shared volume).
+	root, err := jobs.OpenDataRoot(*cfg)
+	if err != nil {
+		logger.Warn("no data root: GET /v1/finetunes/{id}/loss.png answers 404", "err", err)
+	} else {
+		defer root.Close()
+	}
+	registerFinetuneRoutes(apiMux, client, cfg.DataDir, root)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
 	mux.Handle("/monitoring/", mon)

@@ -63,10 +63,10 @@ func itemList(items []recsys.Scored) string {
 // model rewrite the user's list.
 func demoRecs(ctx context.Context, d *demo) error {
 	step("recommendations: nightly rebuild through the queue, then live feedback over NATS")
-	in := demoInteractions(d.dir)
+	in := demoInteractions(d.files)
 	fmt.Printf("   interactions: %s (300 users, 100 items, 6000 events, 5 taste groups)\n", in)
 	id, err := d.enqueue(ctx, "recs-rebuild", map[string]any{
-		"interactions": in, "out": filepath.Join(d.dir, "recs.jsonl"), "neighbors": 30, "top": 10, "publish": true,
+		"interactions": in, "out": filepath.Join(d.files, "recs.jsonl"), "neighbors": 30, "top": 10, "publish": true,
 	})
 	if err != nil {
 		return err
