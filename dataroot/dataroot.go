@@ -208,12 +208,16 @@ func (r *Root) ReadFile(field, p string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
+	tooLarge := &PathError{Field: field, Path: p, Root: r.dir, Op: "read", Err: fmt.Errorf("larger than the limit of %d bytes", limit)}
+	if st, err := f.Stat(); err == nil && st.Size() > limit {
+		return nil, tooLarge // refused before anything is read
+	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, &PathError{Field: field, Path: p, Root: r.dir, Op: "read", Err: err}
 	}
 	if int64(len(b)) > limit {
-		return nil, &PathError{Field: field, Path: p, Root: r.dir, Op: "read", Err: fmt.Errorf("larger than the limit of %d bytes", limit)}
+		return nil, tooLarge // it grew while being read
 	}
 	return b, nil
 }

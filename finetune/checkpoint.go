@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -23,7 +24,7 @@ const (
 	checkpointMagic   = "TNDMCKPT"
 	checkpointVersion = 1
 	// maxHeaderBytes bounds the JSON header (the loss history lives there).
-	maxHeaderBytes = 64 << 20
+	maxHeaderBytes = limits.CheckpointHeaderBytes
 )
 
 // EpochStats are one epoch's numbers.

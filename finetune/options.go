@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -28,12 +29,12 @@ const (
 
 // Limits on Options: they catch typos before hours of compute are spent.
 const (
-	MaxEpochs     = 1000
-	MaxBatchSize  = 1024
-	MaxAccum      = 1024
-	MaxSeqLen     = 8192
-	MaxGenEval    = 1000
-	MaxTotalSteps = 10_000_000
+	MaxEpochs     = limits.Epochs
+	MaxBatchSize  = limits.TrainBatchSize
+	MaxAccum      = limits.GradAccum
+	MaxSeqLen     = limits.SeqLen
+	MaxGenEval    = limits.GenEval
+	MaxTotalSteps = limits.TotalSteps
 )
 
 // Schedules.

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -24,7 +25,7 @@ type EvalArgs struct {
 const KindEval = "eval"
 
 // MaxEvalBytes bounds the text an eval job reads.
-const MaxEvalBytes = 64 << 20
+const MaxEvalBytes = limits.EvalBytes
 
 // Kind implements pipeline.JobArgs.
 func (EvalArgs) Kind() string { return KindEval }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
@@ -327,12 +329,16 @@ const registeredFile = "registered.json"
 
 // registerRun registers the model in out, a run directory in root.
 func registerRun(ctx context.Context, root *dataroot.Root, out string, a FinetuneArgs, res *finetune.Result, parent string) (registry.Version, error) {
-	reg, err := finetuneRegistry()
-	if err != nil {
-		return registry.Version{}, err
-	}
 	marker := path.Join(out, registeredFile)
-	if b, err := root.ReadFile("out", marker, 1<<20); err == nil {
+	b, err := root.ReadFile("out", marker, limits.RunMarkerBytes)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return registry.Version{}, pipeline.Permanent(err) // not a marker this worker wrote
+	}
+	reg, rerr := finetuneRegistry()
+	if rerr != nil {
+		return registry.Version{}, rerr
+	}
+	if err == nil {
 		var v registry.Version
 		if json.Unmarshal(b, &v) == nil && v.Version > 0 {
 			return reg.Get(ctx, v.Name, v.Version)
@@ -497,7 +503,7 @@ func (a *FinetuneArgs) ApplyInitConfig(path string) error {
 	if path == "" {
 		return nil
 	}
-	b, err := readBounded(path, 1<<20)
+	b, err := readBounded(path, limits.ModelConfigBytes)
 	if err != nil {
 		return fmt.Errorf("init-config: %w", err)
 	}

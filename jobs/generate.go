@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -24,10 +25,10 @@ type GenerateArgs struct {
 const KindGenerate = "generate"
 
 // MaxBatchSize bounds rows decoded together, and so the KV cache's size.
-const MaxBatchSize = 256
+const MaxBatchSize = limits.DecodeRows
 
 // MaxRequestLines bounds the lines of one generate job's input file.
-const MaxRequestLines = 100_000
+const MaxRequestLines = limits.RequestLines
 
 // Kind implements pipeline.JobArgs.
 func (GenerateArgs) Kind() string { return KindGenerate }

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -52,7 +53,7 @@ const EnvModelCacheBytes = "TANDEM_MODEL_CACHE_BYTES"
 
 // DefaultModelCacheBytes is the cache bound when EnvModelCacheBytes is unset:
 // room for a few GPT-2 124M (about 0.5 GB each in float32) at once.
-const DefaultModelCacheBytes = 4 << 30
+const DefaultModelCacheBytes = limits.DefaultModelCacheBytes
 
 // ModelCacheBytesFromEnv reads EnvModelCacheBytes: a byte count, optionally
 // with a KiB/MiB/GiB (or K/M/G) suffix; 0 means no bound. Unset gives

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -26,7 +27,7 @@ type PingArgs struct {
 const KindPing = "ping"
 
 // MaxPingSleep bounds how long a ping may hold a worker slot.
-const MaxPingSleep = 10 * time.Minute
+const MaxPingSleep = limits.PingSleep
 
 // Kind implements pipeline.JobArgs.
 func (PingArgs) Kind() string { return KindPing }

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/recsys"
 )
 
@@ -16,7 +17,7 @@ const KindRecsEval = "recs-eval"
 
 // MaxRecsEvalEvents bounds the events recs-eval holds in memory for the
 // split (the rebuild streams; the evaluation needs them all at once).
-const MaxRecsEvalEvents = 20_000_000
+const MaxRecsEvalEvents = limits.RecsEvalEvents
 
 // RecsEvalOptions configures an offline evaluation of the recommender.
 type RecsEvalOptions struct {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -27,8 +28,8 @@ const (
 // Bounds of the rebuild's knobs; recsys enforces its own limits as well,
 // these keep a typo from asking for a job that never ends.
 const (
-	MaxRecsNeighbors = 1000
-	MaxRecsTop       = 1000
+	MaxRecsNeighbors = limits.RecsNeighbors
+	MaxRecsTop       = limits.RecsTop
 )
 
 // RecsRebuildArgs asks for a full rebuild of the recommender from an

@@ -11,6 +11,8 @@ import (
 	"math"
 	"os"
 	"sort"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Safetensors file format (huggingface/safetensors): an 8-byte
@@ -25,10 +27,10 @@ import (
 // truncated file is an error, never a panic or a huge allocation.
 
 // MaxSafetensorsHeader bounds the JSON header (GPT-2 XL's is about 60 KB).
-const MaxSafetensorsHeader = 100 << 20
+const MaxSafetensorsHeader = limits.SafetensorsHeaderBytes
 
 // maxTensorDims bounds the rank of one tensor.
-const maxTensorDims = 8
+const maxTensorDims = limits.TensorDims
 
 // DType is a safetensors element type.
 type DType string

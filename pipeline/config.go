@@ -13,6 +13,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Config holds the settings every Tandem binary shares: where Redis and NATS
@@ -87,13 +89,13 @@ type Config struct {
 // Limits Validate enforces. They catch typos (a concurrency of 10000 meant
 // as 100) rather than describe hard limits of asynq.
 const (
-	MaxQueues          = 32
-	MaxQueueWeight     = 1000
-	MaxConcurrency     = 4096
-	MaxShutdownTimeout = time.Hour
-	MaxRetryDelay      = 24 * time.Hour
-	MinPollInterval    = 10 * time.Millisecond
-	MaxPollInterval    = time.Minute
+	MaxQueues          = limits.Queues
+	MaxQueueWeight     = limits.QueueWeight
+	MaxConcurrency     = limits.Concurrency
+	MaxShutdownTimeout = limits.ShutdownTimeout
+	MaxRetryDelay      = limits.RetryDelay
+	MinPollInterval    = limits.MinPollInterval
+	MaxPollInterval    = limits.PollInterval
 )
 
 // DefaultConfig returns the documented defaults.

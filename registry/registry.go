@@ -16,12 +16,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // MaxNameLen bounds a model name.
-const MaxNameLen = 64
+const MaxNameLen = limits.ModelNameLen
 
 // nameRE is a model name: lower-case letters, digits, '.', '_' and '-',
 // starting with a letter or digit. No '/' and no ':', so a name can never be

@@ -18,6 +18,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -28,7 +29,7 @@ const EnvBatchInputDir = "TANDEM_BATCH_INPUT_DIR"
 // maxBatchJSONBody bounds a JSON create request, inline input included;
 // larger inputs are uploaded as a raw body (up to batch.MaxInputBytes) or
 // referenced by path.
-const maxBatchJSONBody = 64 << 20
+const maxBatchJSONBody = limits.APIBatchJSONBytes
 
 // batchAPI serves /v1/batches.
 type batchAPI struct {
@@ -106,7 +107,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchJSONBody))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+			writeBodyError(w, err)
 			return
 		}
 		o = req.CreateOptions
@@ -147,7 +148,9 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", verr.Report.Invalid, verr.Report.Lines)
 		body.Report = verr.Report
 		writeJSON(w, http.StatusBadRequest, body)
-	case errors.Is(err, batch.ErrInvalid), errors.As(err, new(*http.MaxBytesError)):
+	case errors.As(err, new(*http.MaxBytesError)):
+		writeBodyError(w, err)
+	case errors.Is(err, batch.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	case err != nil:
 		b.logger.Error("batch create failed", "err", err)

@@ -11,12 +11,13 @@ import (
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
 
 // maxCurveBytes bounds a loss curve image served (they are a few KiB).
-const maxCurveBytes = 4 << 20
+const maxCurveBytes = limits.LossCurveBytes
 
 // finetuneAPI serves fine-tuning runs and the model registry under /v1.
 type finetuneAPI struct {
@@ -53,7 +54,7 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&a); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		writeBodyError(w, err)
 		return
 	}
 	if err := a.Validate(); err != nil {
@@ -148,9 +149,12 @@ func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Version int `json:"version"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limits.APIPromoteBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Version < 1 {
+	if err := dec.Decode(&req); errors.As(err, new(*http.MaxBytesError)) {
+		writeBodyError(w, err)
+		return
+	} else if err != nil || req.Version < 1 {
 		writeError(w, http.StatusBadRequest, "invalid_request", "want {\"version\": N} with N >= 1")
 		return
 	}

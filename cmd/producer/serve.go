@@ -19,6 +19,7 @@ import (
 
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -111,7 +112,7 @@ type apiServer struct {
 }
 
 // maxRequestBody bounds a JSON request body of the API.
-const maxRequestBody = pipeline.MaxPayloadBytes + 4096
+const maxRequestBody = limits.APIJobBodyBytes
 
 func (a *apiServer) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/jobs", a.createJob)
@@ -139,7 +140,7 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		writeBodyError(w, err)
 		return
 	}
 	if req.Kind == "" {
@@ -216,6 +217,17 @@ type apiError struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// writeBodyError answers a request whose body did not decode: 413 naming
+// the limit when it was over its http.MaxBytesReader bound, else 400.
+func writeBodyError(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: over the limit of %d bytes", mbe.Limit))
+		return
+	}
+	writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -26,7 +27,7 @@ const FeedbackDurable = "recsys"
 // maxRefreshPerEvent bounds how many other users' lists one event
 // recomputes; a popular item can move thousands of neighbour lists, and
 // those users are refreshed by the next rebuild instead.
-const maxRefreshPerEvent = 200
+const maxRefreshPerEvent = limits.RecsRefreshPerEvent
 
 // feedbackOptions configures the feedback consumer.
 type feedbackOptions struct {
