@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
@@ -314,5 +316,25 @@ func TestPathErrorsNameTheField(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), `field "`+c.field+`"`) || !dataroot.IsEscape(err) {
 			t.Errorf("ValidatePayload(%s, %s) = %v; want an escape naming %q", c.kind, c.payload, err, c.field)
 		}
+	}
+}
+
+// A registration record over its limit is refused, naming the field, not
+// trusted or re-registered over.
+func TestRunMarkerLimit(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "run", registeredFile), make([]byte, limits.RunMarkerBytes+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, err := rootedDeps(t, dir).DataRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = registerRun(context.Background(), root, "run", FinetuneArgs{Register: "m"}, &finetune.Result{}, "scratch")
+	if err == nil || !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), `field "out"`) || !strings.Contains(err.Error(), "larger than the limit") {
+		t.Fatalf("registerRun with an oversized marker: %v", err)
 	}
 }
