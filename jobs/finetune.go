@@ -383,9 +383,11 @@ func SetFinetuneDataDir(dir string) {
 	dataDirMu.Unlock()
 }
 
-// FinetuneDataDir is where queued runs without an Out keep their files
-// (<dir>/finetune/<job id>): the directory SetFinetuneDataDir installed,
-// else $TANDEM_DATA_DIR, else ".tandem", as the worker's --data-dir default.
+// FinetuneDataDir is where finetune-feedback runs keep their files
+// (<dir>/finetune/<run id>), which the service writes for itself: the
+// directory SetFinetuneDataDir installed, else $TANDEM_DATA_DIR, else
+// ".tandem", as the worker's --data-dir default. Runs a user asks for go
+// to the data root (DefaultFinetuneOut).
 func FinetuneDataDir() string {
 	dataDirMu.RLock()
 	d := dataDirSet
