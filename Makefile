@@ -41,7 +41,7 @@ bench-recsys: ## similarity rebuild vs SciPy at 100k users x 20k items x 2M even
 	$(GO) run ./bench/recsys
 
 FUZZTIME ?= 30
-fuzz: services ## run every fuzz target for FUZZTIME seconds each (default 30), one after another
+fuzz: services ## run every fuzz target for FUZZTIME seconds each (default 30; CI: 3), one after another; crashers land in testdata/fuzz
 	scripts/fuzz.sh $(FUZZTIME)
 
 chaos: build ## fault-injection run: SIGKILL/SIGSTOP workers, kill and restart Redis (AOF) and NATS mid-batch; checks exactly-once, writes docs/RELIABILITY.md

@@ -2,8 +2,6 @@ package artifact
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/tandem-ai/tandem/atomicfile"
 )
 
 // Local is a Store in a directory. Every access goes through an os.Root
@@ -46,50 +46,24 @@ func NewLocal(dir string) (*Local, error) {
 // Dir is the store's absolute directory.
 func (l *Local) Dir() string { return l.dir }
 
-// Put writes r to a temporary file beside key, syncs it and renames it over
-// key, then syncs the directory so the rename survives a power cut.
+// Put writes r to key atomically through atomicfile.WriteIn: a temporary
+// file beside key, synced and renamed over it inside the root, then the
+// directory synced so the rename survives a power cut.
 func (l *Local) Put(ctx context.Context, key string, r io.Reader) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	dir := path.Dir(key)
-	if dir != "." {
+	if dir := path.Dir(key); dir != "." {
 		if err := l.root.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("artifact: put %s: %w", key, err)
 		}
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := path.Join(dir, "."+path.Base(key)+".tmp-"+hex.EncodeToString(rnd[:]))
-	f, err := l.root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	err := atomicfile.WriteIn(l.root, key, func(w io.Writer) error {
+		_, err := io.Copy(w, ctxReader{ctx: ctx, r: r})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("artifact: put %s: %w", key, err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			f.Close()
-			_ = l.root.Remove(tmp)
-		}
-	}()
-	if _, err := io.Copy(f, ctxReader{ctx: ctx, r: r}); err != nil {
-		return fmt.Errorf("artifact: put %s: %w", key, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("artifact: put %s: %w", key, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("artifact: put %s: %w", key, err)
-	}
-	if err := l.root.Rename(tmp, key); err != nil {
-		_ = l.root.Remove(tmp)
-		committed = true
-		return fmt.Errorf("artifact: put %s: %w", key, err)
-	}
-	committed = true
-	if d, err := l.root.Open(dir); err == nil {
-		_ = d.Sync() // best effort: some filesystems refuse to sync directories
-		d.Close()
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Store keeps objects by key. Implementations are safe for concurrent use.
@@ -47,7 +49,7 @@ var ErrNotFound = errors.New("artifact: not found")
 var ErrBadKey = errors.New("artifact: bad key")
 
 // MaxKeyLen bounds a key; keys are file paths and object names.
-const MaxKeyLen = 1024
+const MaxKeyLen = limits.ArtifactKeyLen
 
 // ValidateKey reports whether key is a well-formed relative key: 1 to
 // MaxKeyLen bytes, segments separated by "/", each segment non-empty, not

@@ -42,3 +42,36 @@ func TestWriteReplacesWholeOrNotAtAll(t *testing.T) {
 		t.Fatalf("file holds %q with mode %v; want %q with %v", b, st.Mode().Perm(), "new\n", os.FileMode(Mode))
 	}
 }
+
+// WriteIn keeps the temporary file and the rename inside the root: names
+// that climb out, directly or through a symbolic link, are refused and
+// nothing is written outside.
+func TestWriteInStaysInsideTheRoot(t *testing.T) {
+	dir, outside := t.TempDir(), t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "out")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if err := WriteBytesIn(root, "sub/a.txt", []byte("a\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "sub", "a.txt")); string(b) != "a\n" {
+		t.Fatalf("sub/a.txt holds %q", b)
+	}
+	for _, name := range []string{"../x", "out/x", filepath.Join(outside, "x"), "sub/../../x"} {
+		if err := WriteBytesIn(root, name, []byte("no")); err == nil {
+			t.Errorf("WriteBytesIn(%q) succeeded; want it refused", name)
+		}
+	}
+	entries, _ := os.ReadDir(outside)
+	if len(entries) != 0 {
+		t.Fatalf("refused writes left %d entries outside the root", len(entries))
+	}
+}

@@ -16,22 +16,24 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Limits on token files and presented tokens.
 const (
 	// MaxTokenFileBytes bounds the token file.
-	MaxTokenFileBytes = 1 << 20
+	MaxTokenFileBytes = limits.TokenFileBytes
 	// MaxTokens bounds the number of tokens in a file (each request compares
 	// against all of them).
-	MaxTokens = 10000
+	MaxTokens = limits.Tokens
 	// MinTokenLen is the shortest token accepted in a file in clear: shorter
 	// secrets are guessable.
-	MinTokenLen = 16
+	MinTokenLen = limits.MinTokenLen
 	// MaxTokenLen bounds a token, in a file or in a request.
-	MaxTokenLen = 4096
+	MaxTokenLen = limits.TokenLen
 	// MaxNameLen bounds a token's name.
-	MaxNameLen = 64
+	MaxNameLen = limits.TokenNameLen
 )
 
 // Rights is a set of permissions.

@@ -9,17 +9,18 @@ import (
 	"strings"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Input limits, checked before anything is enqueued.
 const (
 	// MaxInputBytes bounds an input file (the OpenAI Batch API's limit).
-	MaxInputBytes = 200 << 20
+	MaxInputBytes = limits.BatchInputBytes
 	// MaxRows bounds the request lines of one batch.
-	MaxRows = jobs.MaxRequestLines
+	MaxRows = limits.BatchRows
 	// MaxReportedProblems bounds the problems a Report lists; the rest are
 	// counted in Report.Unlisted.
-	MaxReportedProblems = 1000
+	MaxReportedProblems = limits.BatchReportedProblems
 )
 
 // Row formats of template input.

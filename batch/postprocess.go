@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Post-processing limits.
 const (
-	MaxPostStops    = 16
-	MaxPostStopLen  = 256
-	MaxPostMaxChars = 1 << 20
+	MaxPostStops    = limits.PostStops
+	MaxPostStopLen  = limits.PostStopLen
+	MaxPostMaxChars = limits.PostMaxChars
 )
 
 // PostProcess is applied by the worker to every generated text of a batch,

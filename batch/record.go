@@ -3,6 +3,8 @@ package batch
 import (
 	"fmt"
 	"time"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Status is where a batch stands. The names and meanings follow the OpenAI
@@ -124,16 +126,16 @@ func (b *Batch) Expired(now time.Time) bool { return b.ExpiresAt > 0 && now.Unix
 // Limits on what a batch may ask for.
 const (
 	// MaxMetadataPairs and the key/value sizes follow the OpenAI Batch API.
-	MaxMetadataPairs    = 16
-	MaxMetadataKeyLen   = 64
-	MaxMetadataValueLen = 512
+	MaxMetadataPairs    = limits.BatchMetadataPairs
+	MaxMetadataKeyLen   = limits.BatchMetadataKeyLen
+	MaxMetadataValueLen = limits.BatchMetadataValueLen
 	// DefaultChunkSize is the rows per chunk task.
 	DefaultChunkSize = 32
-	MaxChunkSize     = 1024
+	MaxChunkSize     = limits.BatchChunkSize
 	// DefaultCompletionWindow is how long a batch may take.
 	DefaultCompletionWindow = 24 * time.Hour
-	MinCompletionWindow     = time.Minute
-	MaxCompletionWindow     = 7 * 24 * time.Hour
+	MinCompletionWindow     = limits.MinBatchCompletionWindow
+	MaxCompletionWindow     = limits.BatchCompletionWindow
 )
 
 // ValidateMetadata checks the metadata limits.

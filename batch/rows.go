@@ -155,10 +155,14 @@ func readCSVRows(r io.Reader, visit rowVisitor) error {
 		if errors.Is(err, io.EOF) {
 			return flushDropped(0)
 		}
-		line, _ := cr.FieldPos(0)
+		// The line of the record, or of the error: FieldPos panics when the
+		// failed Read returned no field (an unterminated quote at the end).
+		line := 0
 		var pe *csv.ParseError
 		if err != nil && errors.As(err, &pe) {
 			line = pe.StartLine
+		} else if len(rec) > 0 {
+			line, _ = cr.FieldPos(0)
 		}
 		if ferr := flushDropped(line); ferr != nil {
 			return ferr

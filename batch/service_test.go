@@ -375,15 +375,16 @@ func TestCreateOptionsChecks(t *testing.T) {
 		meta[fmt.Sprint(i)] = "v"
 	}
 	for name, o := range map[string]CreateOptions{
-		"no model":        {},
-		"unknown builtin": {Model: "builtin:nope"},
-		"window":          {Model: "builtin:tiny", CompletionWindow: "soon"},
-		"window too long": {Model: "builtin:tiny", CompletionWindow: "999h"},
-		"chunk size":      {Model: "builtin:tiny", ChunkSize: MaxChunkSize + 1},
-		"batch size":      {Model: "builtin:tiny", BatchSize: jobs.MaxBatchSize + 1},
-		"metadata pairs":  {Model: "builtin:tiny", Metadata: meta},
-		"metadata value":  {Model: "builtin:tiny", Metadata: map[string]string{"k": strings.Repeat("v", 513)}},
-		"postprocess":     {Model: "builtin:tiny", PostProcess: PostProcess{MaxChars: -1}},
+		"no model":         {},
+		"unknown builtin":  {Model: "builtin:nope"},
+		"window":           {Model: "builtin:tiny", CompletionWindow: "soon"},
+		"window too long":  {Model: "builtin:tiny", CompletionWindow: (MaxCompletionWindow + time.Hour).String()},
+		"window too short": {Model: "builtin:tiny", CompletionWindow: (MinCompletionWindow - time.Second).String()},
+		"chunk size":       {Model: "builtin:tiny", ChunkSize: MaxChunkSize + 1},
+		"batch size":       {Model: "builtin:tiny", BatchSize: jobs.MaxBatchSize + 1},
+		"metadata pairs":   {Model: "builtin:tiny", Metadata: meta},
+		"metadata value":   {Model: "builtin:tiny", Metadata: map[string]string{"k": strings.Repeat("v", 513)}},
+		"postprocess":      {Model: "builtin:tiny", PostProcess: PostProcess{MaxChars: -1}},
 	} {
 		if _, _, err := e.svc.Create(context.Background(), strings.NewReader(input), o); err == nil {
 			t.Errorf("%s: accepted", name)

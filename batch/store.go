@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -244,7 +245,7 @@ func (s *Store) Announced(ctx context.Context, id string) (bool, error) {
 }
 
 // MaxListLimit bounds one page of List.
-const MaxListLimit = 100
+const MaxListLimit = limits.BatchListPage
 
 // List returns up to limit batches, newest first, after the batch with id
 // after ("" for the first page), and whether more follow.

@@ -10,22 +10,22 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Template limits. A template is user input: it runs once per row, so it
 // must not loop forever, recurse without bound or produce unbounded text.
 const (
 	// MaxTemplateBytes bounds a template's source.
-	MaxTemplateBytes = 64 << 10
+	MaxTemplateBytes = limits.TemplateBytes
 	// MaxRenderBytes bounds one rendered prompt (the prompt limit).
-	MaxRenderBytes = jobs.MaxPromptChars
+	MaxRenderBytes = limits.TemplateRenderBytes
 	// MaxRenderSteps bounds the loop iterations of one rendering.
-	MaxRenderSteps = 100_000
+	MaxRenderSteps = limits.TemplateRenderSteps
 	// RenderTimeout bounds the time of one rendering.
-	RenderTimeout = 200 * time.Millisecond
+	RenderTimeout = limits.TemplateRenderTime
 	// maxFormatWidth bounds a printf width or precision.
-	maxFormatWidth = 1000
+	maxFormatWidth = limits.TemplateFormatWidth
 )
 
 // Errors a rendering can stop with.
@@ -59,6 +59,9 @@ type renderState struct {
 	steps    int
 	deadline time.Time
 }
+
+// renderClock is the clock RenderTimeout is measured on; tests replace it.
+var renderClock = time.Now
 
 // ParseTemplate parses src. Errors name the template's line.
 func ParseTemplate(name, src string) (*Template, error) {
@@ -96,7 +99,7 @@ func ParseTemplate(name, src string) (*Template, error) {
 func (tp *Template) Render(data map[string]any) (out string, err error) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
-	tp.cur = &renderState{deadline: time.Now().Add(RenderTimeout)}
+	tp.cur = &renderState{deadline: renderClock().Add(RenderTimeout)}
 	defer func() { tp.cur = nil }()
 	defer func() {
 		// text/template recovers panics of functions; this covers its own.
@@ -123,7 +126,7 @@ func (tp *Template) tick() (string, error) {
 		return "", nil
 	}
 	st.steps++
-	if st.steps > MaxRenderSteps || (st.steps%64 == 0 && time.Now().After(st.deadline)) {
+	if st.steps > MaxRenderSteps || (st.steps%64 == 0 && renderClock().After(st.deadline)) {
 		return "", ErrRenderTooLong
 	}
 	return "", nil

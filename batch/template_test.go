@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestTemplateRenders(t *testing.T) {
@@ -118,5 +119,28 @@ func TestPostProcess(t *testing.T) {
 		if bad.Validate() == nil {
 			t.Errorf("%+v accepted", bad)
 		}
+	}
+}
+
+// A rendering that runs past RenderTimeout stops with ErrRenderTooLong, even
+// far below MaxRenderSteps. The clock advances a millisecond per reading,
+// so the test does not depend on how fast the machine is.
+func TestTemplateRenderTime(t *testing.T) {
+	var now time.Time
+	defer func(old func() time.Time) { renderClock = old }(renderClock)
+	renderClock = func() time.Time { now = now.Add(time.Millisecond); return now }
+	tp, err := ParseTemplate("t", `{{range 50000}}{{end}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The clock is read every 64 steps, a millisecond each: 200 ms pass
+	// after about 13 000 of the 50 000 steps.
+	if _, err := tp.Render(nil); !errors.Is(err, ErrRenderTooLong) || !strings.Contains(err.Error(), RenderTimeout.String()) {
+		t.Fatalf("Render: %v; want ErrRenderTooLong naming %v", err, RenderTimeout)
+	}
+	// The same template on a clock that stands still finishes.
+	renderClock = func() time.Time { return now }
+	if _, err := tp.Render(nil); err != nil {
+		t.Fatalf("Render with time to spare: %v", err)
 	}
 }

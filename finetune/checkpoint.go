@@ -9,8 +9,10 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -22,7 +24,7 @@ const (
 	checkpointMagic   = "TNDMCKPT"
 	checkpointVersion = 1
 	// maxHeaderBytes bounds the JSON header (the loss history lives there).
-	maxHeaderBytes = 64 << 20
+	maxHeaderBytes = limits.CheckpointHeaderBytes
 )
 
 // EpochStats are one epoch's numbers.
@@ -74,19 +76,28 @@ type Checkpoint struct {
 // checkpoint or the new one, never a torn file. A CRC32 of the content
 // ends the file and is checked on load.
 func SaveCheckpoint(path string, c *Checkpoint) error {
+	root, err := os.OpenRoot(filepath.Dir(path))
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer root.Close()
+	return saveCheckpoint(root, filepath.Base(path), c)
+}
+
+// saveCheckpoint is SaveCheckpoint for a name inside root.
+func saveCheckpoint(root *os.Root, name string, c *Checkpoint) error {
 	n := len(c.Params)
 	if len(c.Opt.M) != n || len(c.Opt.V) != n {
 		return fmt.Errorf("checkpoint: %d params but %d/%d moments", n, len(c.Opt.M), len(c.Opt.V))
 	}
-	st := c.State
 	hdr, err := json.Marshal(struct {
 		State
 		OptStep int `json:"opt_step"`
-	}{st, c.Opt.Step})
+	}{c.State, c.Opt.Step})
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	err = atomicfile.Write(path, func(f io.Writer) error {
+	err = atomicfile.WriteIn(root, name, func(f io.Writer) error {
 		crc := crc32.NewIEEE()
 		w := bufio.NewWriterSize(io.MultiWriter(f, crc), 1<<20)
 		le := binary.LittleEndian
@@ -125,8 +136,12 @@ var ErrNoCheckpoint = errors.New("no checkpoint")
 
 // LoadCheckpoint reads a checkpoint written by SaveCheckpoint. A missing
 // file is ErrNoCheckpoint; a damaged one is an error naming the problem.
-func LoadCheckpoint(path string) (*Checkpoint, error) {
-	f, err := os.Open(path)
+func LoadCheckpoint(path string) (*Checkpoint, error) { return loadCheckpoint(os.Open, path, path) }
+
+// loadCheckpoint reads the checkpoint open(name) opens; path names it in
+// errors.
+func loadCheckpoint(open func(string) (*os.File, error), name, path string) (*Checkpoint, error) {
+	f, err := open(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoCheckpoint
 	}

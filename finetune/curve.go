@@ -7,8 +7,6 @@ import (
 	"image/color"
 	"image/png"
 	"math"
-
-	"github.com/tandem-ai/tandem/atomicfile"
 )
 
 // Curve image geometry.
@@ -121,18 +119,6 @@ func CurvePNG(stepLosses []float32, epochs []EpochStats) ([]byte, error) {
 		return nil, fmt.Errorf("curve: %w", err)
 	}
 	return buf.Bytes(), nil
-}
-
-// WriteCurvePNG draws the curve into path atomically.
-func WriteCurvePNG(path string, stepLosses []float32, epochs []EpochStats) error {
-	b, err := CurvePNG(stepLosses, epochs)
-	if err != nil {
-		return err
-	}
-	if err := atomicfile.WriteBytes(path, b); err != nil {
-		return fmt.Errorf("curve: %w", err)
-	}
-	return nil
 }
 
 func fill(img *image.RGBA, r image.Rectangle, c color.RGBA) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -20,11 +21,11 @@ import (
 // that a wrong file fails in a second with the line named, not an hour in.
 const (
 	// MaxDatasetBytes bounds the whole file.
-	MaxDatasetBytes = 256 << 20
+	MaxDatasetBytes = limits.DatasetBytes
 	// MaxLineBytes bounds one line (one text example or one JSONL record).
-	MaxLineBytes = 64 << 10
+	MaxLineBytes = limits.DatasetLineBytes
 	// MaxExamples bounds the number of examples.
-	MaxExamples = 2_000_000
+	MaxExamples = limits.DatasetExamples
 )
 
 // Dataset formats.
@@ -67,17 +68,26 @@ func DetectFormat(path string) string {
 // LoadDataset reads, checks and tokenizes a dataset file. format "" means
 // DetectFormat. Every error wraps ErrBadDataset and names the line.
 func LoadDataset(path, format string, tok *model.Tokenizer) (*Dataset, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadDataset, err)
+	}
+	defer f.Close()
+	return readDataset(f, path, format, tok)
+}
+
+// readDataset is LoadDataset's reading and checking of an open file; path
+// names it in errors and in the Dataset.
+func readDataset(f *os.File, path, format string, tok *model.Tokenizer) (*Dataset, error) {
 	if format == "" {
 		format = DetectFormat(path)
 	}
 	if format != FormatText && format != FormatJSONL {
 		return nil, fmt.Errorf("%w: format %q, want %q or %q", ErrBadDataset, format, FormatText, FormatJSONL)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadDataset, err)
+	if st, err := f.Stat(); err == nil && st.Size() > MaxDatasetBytes {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrBadDataset, path, MaxDatasetBytes)
 	}
-	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxDatasetBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBadDataset, path, err)

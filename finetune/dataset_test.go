@@ -2,7 +2,9 @@ package finetune
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -135,5 +137,27 @@ func TestCurvePNG(t *testing.T) {
 	}
 	if _, err := CurvePNG(nil, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A checkpoint whose header claims more than maxHeaderBytes is refused
+// before the header is read, even when the file is that large.
+func TestCheckpointRefusesHugeHeader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), CheckpointFile)
+	hdr := append([]byte(checkpointMagic), binary.LittleEndian.AppendUint32(nil, checkpointVersion)...)
+	hdr = binary.LittleEndian.AppendUint64(hdr, maxHeaderBytes+1)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(hdr); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(maxHeaderBytes + 1<<20); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	f.Close()
+	if _, err := LoadCheckpoint(path); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("header of %d bytes", maxHeaderBytes+1)) {
+		t.Fatalf("LoadCheckpoint: %v; want the header's size refused", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -30,8 +31,8 @@ const (
 
 // Limits on one feedback sample.
 const (
-	MaxFeedbackIDLen     = 128
-	MaxFeedbackTextBytes = 16 << 10
+	MaxFeedbackIDLen     = limits.FeedbackIDLen
+	MaxFeedbackTextBytes = limits.FeedbackTextBytes
 )
 
 // FeedbackEvent is the part of a feedback event the collector reads.
@@ -106,6 +107,14 @@ func DecodeFeedback(data []byte) (FeedbackEvent, error) {
 		return ev, fmt.Errorf("feedback: %w", err)
 	}
 	return ev, nil
+}
+
+// Check checks ev as Collect does, without storing it: ErrIgnored for an
+// action other than accept or edit, an error naming the field for one that
+// is missing or over its limit.
+func (ev FeedbackEvent) Check() error {
+	_, err := ev.sample()
+	return err
 }
 
 // sample checks ev and turns it into a sample.

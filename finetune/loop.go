@@ -78,14 +78,16 @@ type run struct {
 	opt     *model.AdamW
 	trainer *model.Trainer
 	st      State
-	perStep int // rows per optimizer step
-	steps   int // optimizer steps per epoch
+	out     *os.Root // OutDir, open: every file of the run goes through it
+	perStep int      // rows per optimizer step
+	steps   int      // optimizer steps per epoch
 }
 
 // Run trains according to opts and writes the results into opts.OutDir.
 // When OutDir holds a checkpoint of the same run (same options and
 // dataset), training resumes from it; a finished run returns its stored
-// result. Cancelling ctx checkpoints and returns ctx's error.
+// result. Cancelling ctx checkpoints and returns ctx's error. With
+// opts.Root set, Data and OutDir are read and written through it only.
 func Run(ctx context.Context, opts Options, hooks Hooks) (*Result, error) {
 	opts = opts.WithDefaults()
 	if err := opts.Validate(); err != nil {
@@ -98,18 +100,58 @@ func Run(ctx context.Context, opts Options, hooks Hooks) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ds, err := LoadDataset(opts.Data, opts.Format, tok)
+	ds, err := opts.loadDataset(tok)
 	if err != nil {
 		return nil, err
 	}
-	r := &run{opts: opts, hooks: hooks, tok: tok, ds: ds}
+	out, err := opts.openOut()
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	r := &run{opts: opts, hooks: hooks, tok: tok, ds: ds, out: out}
 	if err := r.prepare(); err != nil {
 		return nil, err
 	}
 	if r.st.Done {
-		return readResult(filepath.Join(opts.OutDir, ResultFile))
+		return r.readResult()
 	}
 	return r.loop(ctx)
+}
+
+// loadDataset reads Data, through Root when it is set.
+func (o Options) loadDataset(tok *model.Tokenizer) (*Dataset, error) {
+	if o.Root == nil {
+		return LoadDataset(o.Data, o.Format, tok)
+	}
+	f, err := o.Root.Open(o.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadDataset, err)
+	}
+	defer f.Close()
+	return readDataset(f, o.Data, o.Format, tok)
+}
+
+// openOut creates OutDir if needed and opens it, through Root when set.
+func (o Options) openOut() (*os.Root, error) {
+	if o.Root == nil {
+		if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+			return nil, fmt.Errorf("out: %w", err)
+		}
+		out, err := os.OpenRoot(o.OutDir)
+		if err != nil {
+			return nil, fmt.Errorf("out: %w", err)
+		}
+		return out, nil
+	}
+	if err := o.Root.MkdirAll(o.OutDir, 0o755); err != nil {
+		return nil, fmt.Errorf("out: %w", err)
+	}
+	out, err := o.Root.OpenRoot(o.OutDir)
+	if err != nil {
+		return nil, fmt.Errorf("out: %w", err)
+	}
+	return out, nil
 }
 
 // prepare splits the data, loads or resumes the model and sizes the run.
@@ -120,11 +162,8 @@ func (r *run) prepare() error {
 		return fmt.Errorf("%w: %w", ErrBadDataset, err)
 	}
 	r.split = sp
-	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-		return fmt.Errorf("out: %w", err)
-	}
 	key := o.runKey(r.ds.Digest)
-	ck, err := LoadCheckpoint(filepath.Join(o.OutDir, CheckpointFile))
+	ck, err := loadCheckpoint(r.out.Open, CheckpointFile, filepath.Join(o.OutDir, CheckpointFile))
 	switch {
 	case errors.Is(err, ErrNoCheckpoint):
 		if err := r.freshModel(); err != nil {
@@ -182,9 +221,15 @@ func (r *run) prepare() error {
 func (r *run) freshModel() error {
 	o := r.opts
 	var err error
-	if o.InitConfig != nil {
+	switch {
+	case o.InitConfig != nil:
 		r.m, err = model.New(*o.InitConfig, o.Seed)
-	} else {
+	case o.BaseRoot != nil:
+		r.m, err = model.LoadRoot(o.BaseRoot, ".")
+		if err != nil {
+			err = fmt.Errorf("model: %w", err)
+		}
+	default:
 		r.m, err = model.LoadDir(o.BaseModel)
 		if err != nil {
 			err = fmt.Errorf("model: %w", err)
@@ -301,7 +346,7 @@ func (r *run) endEpoch(ctx context.Context, e int) (EpochStats, error) {
 	r.st.Epochs = append(r.st.Epochs, stats)
 	if dev < r.st.BestDevLoss {
 		r.st.BestDevLoss, r.st.BestEpoch, r.st.BadEpochs = dev, e+1, 0
-		if err := r.m.SaveDir(filepath.Join(r.opts.OutDir, BestDir)); err != nil {
+		if err := r.m.SaveRoot(r.out, BestDir); err != nil {
 			return stats, err
 		}
 	} else {
@@ -321,13 +366,13 @@ func (r *run) endEpoch(ctx context.Context, e int) (EpochStats, error) {
 // the run done.
 func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
 	o := r.opts
-	best, err := model.LoadDir(filepath.Join(o.OutDir, BestDir))
+	best, err := model.LoadRoot(r.out, BestDir)
 	if err != nil {
 		return nil, fmt.Errorf("best model: %w", err)
 	}
 	final := r.m.Clone()
 	final.Params = best.Params
-	if err := final.SaveDir(o.OutDir); err != nil {
+	if err := final.SaveRoot(r.out, "."); err != nil {
 		return nil, err
 	}
 	tl, err := r.evalModelRows(ctx, final, r.test)
@@ -348,7 +393,7 @@ func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(o.OutDir, ResultFile), append(b, '\n')); err != nil {
+	if err := atomicfile.WriteBytesIn(r.out, ResultFile, append(b, '\n')); err != nil {
 		return nil, fmt.Errorf("result: %w", err)
 	}
 	r.st.Done = true
@@ -364,7 +409,7 @@ func (r *run) checkpoint() error {
 	if len(st.M) != len(r.m.Params) { // no step taken yet
 		st.M, st.V = make([]float32, len(r.m.Params)), make([]float32, len(r.m.Params))
 	}
-	if err := SaveCheckpoint(path, &Checkpoint{State: r.st, Params: r.m.Params, Opt: st}); err != nil {
+	if err := saveCheckpoint(r.out, CheckpointFile, &Checkpoint{State: r.st, Params: r.m.Params, Opt: st}); err != nil {
 		return err
 	}
 	if r.hooks.OnCheckpoint != nil {
@@ -449,17 +494,24 @@ func (r *run) genEval(ctx context.Context, m *model.Model, res *Result) error {
 }
 
 func (r *run) drawCurve() error {
-	return WriteCurvePNG(filepath.Join(r.opts.OutDir, CurveFile), r.st.StepLosses, r.st.Epochs)
+	b, err := CurvePNG(r.st.StepLosses, r.st.Epochs)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteBytesIn(r.out, CurveFile, b); err != nil {
+		return fmt.Errorf("curve: %w", err)
+	}
+	return nil
 }
 
-func readResult(path string) (*Result, error) {
-	b, err := os.ReadFile(path)
+func (r *run) readResult() (*Result, error) {
+	b, err := r.out.ReadFile(ResultFile)
 	if err != nil {
 		return nil, fmt.Errorf("result: %w", err)
 	}
 	var res Result
 	if err := json.Unmarshal(b, &res); err != nil {
-		return nil, fmt.Errorf("result %s: %w", path, err)
+		return nil, fmt.Errorf("result %s: %w", filepath.Join(r.opts.OutDir, ResultFile), err)
 	}
 	return &res, nil
 }

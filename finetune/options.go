@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -27,12 +29,12 @@ const (
 
 // Limits on Options: they catch typos before hours of compute are spent.
 const (
-	MaxEpochs     = 1000
-	MaxBatchSize  = 1024
-	MaxAccum      = 1024
-	MaxSeqLen     = 8192
-	MaxGenEval    = 1000
-	MaxTotalSteps = 10_000_000
+	MaxEpochs     = limits.Epochs
+	MaxBatchSize  = limits.TrainBatchSize
+	MaxAccum      = limits.GradAccum
+	MaxSeqLen     = limits.SeqLen
+	MaxGenEval    = limits.GenEval
+	MaxTotalSteps = limits.TotalSteps
 )
 
 // Schedules.
@@ -55,6 +57,15 @@ type Options struct {
 	// OutDir receives the model (config.json, model.safetensors), the
 	// checkpoint, the best model so far (best/), loss.png and result.json.
 	OutDir string `json:"-"`
+	// Root, when set, is the directory Data and OutDir are names in: a
+	// job's data root (dataroot.Root.OS), so that the run reads and writes
+	// nothing outside it. nil: Data and OutDir are file system paths.
+	Root *os.Root `json:"-"`
+	// BaseRoot, when set, is the base model's directory, already open (a
+	// model directory in the data root, or a registered version's); the
+	// model is read through it and BaseModel only names it in records.
+	// nil: BaseModel is a file system path.
+	BaseRoot *os.Root `json:"-"`
 
 	Epochs    int `json:"epochs"`
 	BatchSize int `json:"batch_size"` // rows per micro-batch

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -13,7 +14,7 @@ type Split struct {
 }
 
 // MinExamples is the smallest dataset SplitExamples accepts.
-const MinExamples = 3
+const MinExamples = limits.MinDatasetExamples
 
 // SplitExamples shuffles examples with seed and cuts them into train, dev
 // and test by fraction. Dev and test get at least one example each when

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -15,10 +16,10 @@ const KindBatchChunk = pipeline.KindPrefixGenerate + "chunk"
 
 // MaxBatchChunks bounds the chunks of one batch (MaxRequestLines rows in
 // chunks of one row at the smallest).
-const MaxBatchChunks = MaxRequestLines
+const MaxBatchChunks = limits.BatchChunks
 
 // MaxBatchIDLen bounds a batch id; ids are NATS subject tokens and Redis keys.
-const MaxBatchIDLen = 64
+const MaxBatchIDLen = limits.BatchIDLen
 
 // BatchIDPrefix starts every batch id, as OpenAI's do.
 const BatchIDPrefix = "batch_"

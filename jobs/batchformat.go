@@ -7,15 +7,16 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
 
 // MaxLineBytes bounds one request line of a batch file. Longer lines are
 // refused with an error naming the line; they are never read whole.
-const MaxLineBytes = 1 << 20
+const MaxLineBytes = limits.RequestLineBytes
 
 // MaxPromptChars bounds the prompt text of one request before tokenisation.
-const MaxPromptChars = 256 << 10
+const MaxPromptChars = limits.PromptBytes
 
 // CompletionsURL is the only endpoint a request line may name today.
 const CompletionsURL = "/v1/completions"
@@ -153,8 +154,8 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 	switch {
 	case strings.TrimSpace(r.CustomID) == "":
 		return bad("custom_id", "required")
-	case len(r.CustomID) > 512:
-		return bad("custom_id", "longer than 512 bytes")
+	case len(r.CustomID) > limits.CustomIDLen:
+		return bad("custom_id", fmt.Sprintf("longer than %d bytes", limits.CustomIDLen))
 	case r.Method != "" && r.Method != "POST":
 		return bad("method", fmt.Sprintf("%q is not supported; use POST", r.Method))
 	case r.URL != "" && r.URL != CompletionsURL:

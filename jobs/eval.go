@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -15,7 +17,7 @@ import (
 // EvalArgs asks for the perplexity of a model over a UTF-8 text file.
 type EvalArgs struct {
 	Model  string `json:"model"`
-	Input  string `json:"input"`
+	Input  string `json:"input"`            // UTF-8 text, in the data root
 	Stride int    `json:"stride,omitempty"` // sliding-window stride in tokens; default half the context
 }
 
@@ -23,7 +25,7 @@ type EvalArgs struct {
 const KindEval = "eval"
 
 // MaxEvalBytes bounds the text an eval job reads.
-const MaxEvalBytes = 64 << 20
+const MaxEvalBytes = limits.EvalBytes
 
 // Kind implements pipeline.JobArgs.
 func (EvalArgs) Kind() string { return KindEval }
@@ -38,7 +40,7 @@ func (a EvalArgs) Validate() error {
 	case a.Stride < 0:
 		return errors.New("stride: must not be negative")
 	}
-	return nil
+	return errors.Join(checkModelPath("model", a.Model), dataroot.CheckPath("input", a.Input))
 }
 
 // EvalResult is what eval prints and stores as the task's result.
@@ -71,9 +73,13 @@ func (w EvalWorker) run(ctx context.Context, a EvalArgs) (EvalResult, error) {
 	if err != nil {
 		return res, err
 	}
-	text, err := readBounded(a.Input, MaxEvalBytes)
+	root, err := w.Deps.DataRoot()
 	if err != nil {
-		return res, pipeline.Permanent(fmt.Errorf("input: %w", err))
+		return res, err
+	}
+	text, err := root.ReadFile("input", a.Input, MaxEvalBytes)
+	if err != nil {
+		return res, pipeline.Permanent(err)
 	}
 	ids := tok.Encode(string(text))
 	if len(ids) < 2 {
@@ -112,7 +118,7 @@ func execEval(ctx context.Context, d *Deps, args []string, stdout io.Writer) err
 	fs := flag.NewFlagSet("worker exec eval", flag.ContinueOnError)
 	var a EvalArgs
 	fs.StringVar(&a.Model, "model", "builtin:tiny", "model directory or builtin:NAME")
-	fs.StringVar(&a.Input, "in", "", "UTF-8 text file to score")
+	fs.StringVar(&a.Input, "in", "", "UTF-8 text file to score, in the data root ($TANDEM_DATA_ROOT)")
 	fs.IntVar(&a.Stride, "stride", 0, "sliding-window stride in tokens (0 = half the context)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,7 +17,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
@@ -29,12 +33,12 @@ const KindFinetune = "finetune"
 // builtin:NAME for a fresh model of that shape) or InitConfig for a fresh
 // model of any shape. Zero hyper-parameters take finetune's defaults.
 type FinetuneArgs struct {
-	Model      string        `json:"model,omitempty"`
+	Model      string        `json:"model,omitempty"` // a directory in the data root, name[@N], builtin:NAME
 	InitConfig *model.Config `json:"init_config,omitempty"`
-	Data       string        `json:"data"`
+	Data       string        `json:"data"`             // the dataset, in the data root
 	Format     string        `json:"format,omitempty"` // text or jsonl; default from the file name
-	// Out is the run directory (model, checkpoint, loss.png, result.json);
-	// default <data dir>/finetune/<job id>. A retried job finds its
+	// Out is the run directory (model, checkpoint, loss.png, result.json)
+	// in the data root; default finetune/<job id>. A retried job finds its
 	// checkpoint there and resumes.
 	Out string `json:"out,omitempty"`
 
@@ -88,7 +92,17 @@ func (a FinetuneArgs) Validate() error {
 	} else if a.Promote {
 		return errors.New("promote: needs register")
 	}
-	return nil
+	if a.Out != "" {
+		if err := dataroot.CheckPath("out", a.Out); err != nil {
+			return err
+		}
+	}
+	if a.Model != "" {
+		if err := checkModelPath("model", a.Model); err != nil {
+			return err
+		}
+	}
+	return dataroot.CheckPath("data", a.Data)
 }
 
 // options maps the args onto finetune.Options; baseDir is the resolved
@@ -129,9 +143,9 @@ func (a FinetuneArgs) options(baseDir string) (finetune.Options, error) {
 // `producer finetune --wait` draws its bar from.
 type FinetuneStatus struct {
 	RunID        string                `json:"run_id"`
-	State        string                `json:"state"` // "training" or "done"
-	Out          string                `json:"out"`
-	LossCurve    string                `json:"loss_curve"`
+	State        string                `json:"state"`      // "training" or "done"
+	Out          string                `json:"out"`        // absolute path on the worker's file system
+	LossCurve    string                `json:"loss_curve"` // likewise
 	Epoch        int                   `json:"epoch,omitempty"`
 	Step         int                   `json:"step,omitempty"`
 	TotalSteps   int                   `json:"total_steps,omitempty"`
@@ -151,7 +165,7 @@ type FinetuneWorker struct{ Deps *Deps }
 func (w FinetuneWorker) Work(ctx context.Context, job *pipeline.Job[FinetuneArgs]) error {
 	a := job.Args
 	if a.Out == "" {
-		a.Out = filepath.Join(FinetuneDataDir(), "finetune", job.ID)
+		a.Out = DefaultFinetuneOut(job.ID)
 	}
 	var lastWrite time.Time
 	report := func(st FinetuneStatus, force bool) {
@@ -175,17 +189,43 @@ func (w FinetuneWorker) Work(ctx context.Context, job *pipeline.Job[FinetuneArgs
 	return nil
 }
 
-// run trains, registers when asked, and returns the final status.
+// DefaultFinetuneOut is the run directory of a finetune job that names
+// none, relative to the data root.
+func DefaultFinetuneOut(jobID string) string { return path.Join("finetune", jobID) }
+
+// run trains, registers when asked, and returns the final status. Every
+// file it touches is in the data root, except a registered base model's
+// directory, which the registry owns.
 func (w FinetuneWorker) run(ctx context.Context, runID string, a FinetuneArgs, report func(FinetuneStatus, bool), onEpoch func(finetune.EpochStats)) (FinetuneStatus, error) {
-	st := FinetuneStatus{RunID: runID, State: "training", Out: a.Out, LossCurve: filepath.Join(a.Out, finetune.CurveFile)}
-	baseDir, parent, err := resolveBase(ctx, a.Model)
+	st := FinetuneStatus{RunID: runID, State: "training", Out: a.Out}
+	root, err := w.Deps.DataRoot()
 	if err != nil {
 		return st, err
 	}
-	o, err := a.options(baseDir)
+	data, err := root.Name("data", a.Data)
+	if err == nil {
+		_, err = root.Stat("data", a.Data)
+	}
 	if err != nil {
 		return st, pipeline.Permanent(err)
 	}
+	base, err := resolveBase(ctx, root, a.Model)
+	if err != nil {
+		return st, err
+	}
+	if base.root != nil {
+		defer base.root.Close()
+	}
+	out, err := root.MkdirAll("out", a.Out)
+	if err != nil {
+		return st, pipeline.Permanent(err)
+	}
+	st.Out, st.LossCurve = root.Path(out), root.Path(path.Join(out, finetune.CurveFile))
+	o, err := a.options(base.dir)
+	if err != nil {
+		return st, pipeline.Permanent(err)
+	}
+	o.Root, o.Data, o.OutDir, o.BaseRoot = root.OS(), data, out, base.root
 	hooks := finetune.Hooks{
 		OnStep: func(e finetune.StepEvent) {
 			finetune.ObserveStep(e)
@@ -207,14 +247,15 @@ func (w FinetuneWorker) run(ctx context.Context, runID string, a FinetuneArgs, r
 	}
 	res, err := finetune.Run(ctx, o, hooks)
 	if err != nil {
-		if errors.Is(err, finetune.ErrBadDataset) || isOptionError(err) {
+		if errors.Is(err, finetune.ErrBadDataset) || isOptionError(err) || dataroot.IsEscape(err) {
 			return st, pipeline.Permanent(err)
 		}
 		return st, err
 	}
+	res.OutDir = st.Out
 	st.State, st.Result, st.Epochs = "done", res, res.Epochs
 	if a.Register != "" {
-		v, err := registerRun(ctx, a, res, parent)
+		v, err := registerRun(ctx, root, out, a, res, base.parent)
 		if err != nil {
 			return st, err
 		}
@@ -230,49 +271,74 @@ func isOptionError(err error) bool {
 	return errors.As(err, &fe) || strings.HasPrefix(msg, "out: ") || strings.HasPrefix(msg, "model: ")
 }
 
-// resolveBase turns a model reference into a directory: an existing
-// directory as is, a registered name through the registry. parent is how
-// the registry records it.
-func resolveBase(ctx context.Context, ref string) (dir, parent string, err error) {
+// baseModel is a finetune's starting point: no directory (from scratch or
+// a builtin's shape), or an open directory with the name records give it.
+type baseModel struct {
+	root   *os.Root // nil: none
+	dir    string   // absolute path of root, for records ("" with no root)
+	parent string   // how the registry records where training started
+}
+
+// resolveBase opens the base model a reference names: a directory in the
+// data root, or a registered name through the registry.
+func resolveBase(ctx context.Context, root *dataroot.Root, ref string) (baseModel, error) {
 	if ref == "" {
-		return "", "scratch", nil
+		return baseModel{parent: "scratch"}, nil
 	}
 	if strings.HasPrefix(ref, BuiltinPrefix) {
-		return "", ref, nil
+		return baseModel{parent: ref}, nil
 	}
-	if fi, err := os.Stat(ref); err == nil && fi.IsDir() {
-		abs, _ := filepath.Abs(ref)
-		return abs, abs, nil
+	st, err := root.Stat("model", ref)
+	switch {
+	case err == nil && st.IsDir():
+		d, err := root.OpenDir("model", ref)
+		if err != nil {
+			return baseModel{}, pipeline.Permanent(err)
+		}
+		name, _ := root.Name("model", ref) // accepted by OpenDir
+		return baseModel{root: d, dir: root.Path(name), parent: root.Path(name)}, nil
+	case dataroot.IsEscape(err):
+		return baseModel{}, err
 	}
 	if _, _, perr := registry.ParseRef(ref); perr != nil {
-		return "", "", pipeline.Permanent(fmt.Errorf("model: %q is neither a directory nor a registry name", ref))
+		return baseModel{}, pipeline.Permanent(fmt.Errorf("model: %q is neither a directory in the data root %s nor a registry name", ref, root.Dir()))
 	}
 	reg, err := finetuneRegistry()
 	if err != nil {
-		return "", "", err
+		return baseModel{}, err
 	}
 	name, version, _ := registry.ParseRef(ref)
 	v, err := reg.Get(ctx, name, version)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrNoPromoted) {
-			return "", "", pipeline.Permanent(fmt.Errorf("model: %w", err))
+			return baseModel{}, pipeline.Permanent(fmt.Errorf("model: %w", err))
 		}
-		return "", "", err
+		return baseModel{}, err
 	}
-	return v.Artifact, v.Ref(), nil
+	// The registry wrote this directory; it may lie outside the data root.
+	d, err := os.OpenRoot(v.Artifact)
+	if err != nil {
+		return baseModel{}, fmt.Errorf("model %s: %w", v.Ref(), err)
+	}
+	return baseModel{root: d, dir: v.Artifact, parent: v.Ref()}, nil
 }
 
 // registeredFile remembers a run's registration in its directory, so a
 // retried job does not register the same run twice.
 const registeredFile = "registered.json"
 
-func registerRun(ctx context.Context, a FinetuneArgs, res *finetune.Result, parent string) (registry.Version, error) {
-	reg, err := finetuneRegistry()
-	if err != nil {
-		return registry.Version{}, err
+// registerRun registers the model in out, a run directory in root.
+func registerRun(ctx context.Context, root *dataroot.Root, out string, a FinetuneArgs, res *finetune.Result, parent string) (registry.Version, error) {
+	marker := path.Join(out, registeredFile)
+	b, err := root.ReadFile("out", marker, limits.RunMarkerBytes)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return registry.Version{}, pipeline.Permanent(err) // not a marker this worker wrote
 	}
-	marker := filepath.Join(a.Out, registeredFile)
-	if b, err := os.ReadFile(marker); err == nil {
+	reg, rerr := finetuneRegistry()
+	if rerr != nil {
+		return registry.Version{}, rerr
+	}
+	if err == nil {
 		var v registry.Version
 		if json.Unmarshal(b, &v) == nil && v.Version > 0 {
 			return reg.Get(ctx, v.Name, v.Version)
@@ -286,12 +352,17 @@ func registerRun(ctx context.Context, a FinetuneArgs, res *finetune.Result, pare
 	if res.ROUGEL != nil {
 		metrics["rouge_l"] = *res.ROUGEL
 	}
-	v, err := reg.Register(ctx, a.Register, a.Out, registry.Version{Parent: parent, DatasetSHA256: res.DatasetDigest, Hyperparams: hp, Metrics: metrics})
+	src, err := root.OpenDir("out", out)
+	if err != nil {
+		return registry.Version{}, err
+	}
+	defer src.Close()
+	v, err := reg.RegisterFrom(ctx, a.Register, src, registry.Version{Parent: parent, DatasetSHA256: res.DatasetDigest, Hyperparams: hp, Metrics: metrics})
 	if err != nil {
 		return v, err
 	}
 	if b, err := json.Marshal(v); err == nil {
-		_ = os.WriteFile(marker, b, 0o644)
+		_ = root.WriteFile("out", marker, func(w io.Writer) error { _, err := w.Write(b); return err })
 	}
 	if a.Promote {
 		return reg.Promote(ctx, v.Name, v.Version)
@@ -312,9 +383,11 @@ func SetFinetuneDataDir(dir string) {
 	dataDirMu.Unlock()
 }
 
-// FinetuneDataDir is where queued runs without an Out keep their files
-// (<dir>/finetune/<job id>): the directory SetFinetuneDataDir installed,
-// else $TANDEM_DATA_DIR, else ".tandem", as the worker's --data-dir default.
+// FinetuneDataDir is where finetune-feedback runs keep their files
+// (<dir>/finetune/<run id>), which the service writes for itself: the
+// directory SetFinetuneDataDir installed, else $TANDEM_DATA_DIR, else
+// ".tandem", as the worker's --data-dir default. Runs a user asks for go
+// to the data root (DefaultFinetuneOut).
 func FinetuneDataDir() string {
 	dataDirMu.RLock()
 	d := dataDirSet
@@ -432,7 +505,7 @@ func (a *FinetuneArgs) ApplyInitConfig(path string) error {
 	if path == "" {
 		return nil
 	}
-	b, err := readBounded(path, 1<<20)
+	b, err := readBounded(path, limits.ModelConfigBytes)
 	if err != nil {
 		return fmt.Errorf("init-config: %w", err)
 	}

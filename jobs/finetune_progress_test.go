@@ -60,7 +60,9 @@ func TestFinetuneProgressOnNATS(t *testing.T) {
 	cfg := model.Config{NLayer: 1, NHead: 2, NEmbd: 32, NPositions: 32, VocabSize: 50257, LayerNormEpsilon: 1e-5}
 	job := &pipeline.Job[FinetuneArgs]{ID: "run-1", Args: FinetuneArgs{InitConfig: &cfg, Data: data, Out: filepath.Join(dir, "out"),
 		Epochs: 1, BatchSize: 4, SeqLen: 16, LR: 1e-2}}
-	if err := (FinetuneWorker{Deps: &Deps{Bus: bus}}).Work(ctx, job); err != nil {
+	deps := rootedDeps(t, dir)
+	deps.Bus = bus
+	if err := (FinetuneWorker{Deps: deps}).Work(ctx, job); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -44,9 +44,11 @@ func TestFinetuneResumesAfterSIGKILL(t *testing.T) {
 		return []string{"exec", "finetune", "--init-config", cfgPath, "--data", data, "--out", out,
 			"--epochs", "3", "--batch", "8", "--seq", "32", "--lr", "3e-3", "--seed", "11", "--checkpoint-every", "2"}
 	}
+	env := append(os.Environ(), EnvDataRoot+"="+dir) // the paths are inside it
 	run := func(out string) []map[string]float64 {
 		t.Helper()
 		cmd := exec.Command(bin, args(out)...)
+		cmd.Env = env
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		stdout, err := cmd.Output()
@@ -91,6 +93,7 @@ func TestFinetuneResumesAfterSIGKILL(t *testing.T) {
 	// Interrupted run: SIGKILL once a mid-run checkpoint exists.
 	out := filepath.Join(dir, "killed")
 	cmd := exec.Command(bin, args(out)...)
+	cmd.Env = env
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -15,8 +16,8 @@ import (
 // (OpenAI Batch format) and write the responses to another file.
 type GenerateArgs struct {
 	Model     string `json:"model"`                // model directory or builtin:NAME
-	Input     string `json:"input"`                // path of the request JSONL
-	Output    string `json:"output"`               // path of the response JSONL (written atomically)
+	Input     string `json:"input"`                // request JSONL, in the data root
+	Output    string `json:"output"`               // response JSONL, in the data root (written atomically)
 	BatchSize int    `json:"batch_size,omitempty"` // rows decoded together; default 8
 }
 
@@ -24,10 +25,10 @@ type GenerateArgs struct {
 const KindGenerate = "generate"
 
 // MaxBatchSize bounds rows decoded together, and so the KV cache's size.
-const MaxBatchSize = 256
+const MaxBatchSize = limits.DecodeRows
 
 // MaxRequestLines bounds the lines of one generate job's input file.
-const MaxRequestLines = 100_000
+const MaxRequestLines = limits.RequestLines
 
 // Kind implements pipeline.JobArgs.
 func (GenerateArgs) Kind() string { return KindGenerate }
@@ -44,7 +45,7 @@ func (a GenerateArgs) Validate() error {
 	case a.BatchSize < 0 || a.BatchSize > MaxBatchSize:
 		return fmt.Errorf("batch_size: %d is outside 0..%d", a.BatchSize, MaxBatchSize)
 	}
-	return nil
+	return errors.Join(checkModelPath("model", a.Model), dataroot.CheckPath("input", a.Input), dataroot.CheckPath("output", a.Output))
 }
 
 // GenerateWorker runs generate jobs.
@@ -58,7 +59,7 @@ func (w GenerateWorker) Work(ctx context.Context, job *pipeline.Job[GenerateArgs
 
 // GenerateSummary reports what a generate job did.
 type GenerateSummary struct {
-	Output    string `json:"output"`
+	Output    string `json:"output"` // absolute path on the worker's file system
 	Lines     int    `json:"lines"`
 	Completed int    `json:"completed"`
 	Failed    int    `json:"failed"`
@@ -66,6 +67,15 @@ type GenerateSummary struct {
 
 func (w GenerateWorker) run(ctx context.Context, a GenerateArgs) (GenerateSummary, error) {
 	sum := GenerateSummary{Output: a.Output}
+	root, err := w.Deps.DataRoot()
+	if err != nil {
+		return sum, err
+	}
+	out, err := root.Name("output", a.Output)
+	if err != nil {
+		return sum, err
+	}
+	sum.Output = root.Path(out)
 	lm, err := w.Deps.Models.Get(a.Model)
 	if err != nil {
 		return sum, pipeline.Permanent(err)
@@ -74,9 +84,9 @@ func (w GenerateWorker) run(ctx context.Context, a GenerateArgs) (GenerateSummar
 	if err != nil {
 		return sum, err
 	}
-	f, err := os.Open(a.Input)
+	f, err := root.Open("input", a.Input)
 	if err != nil {
-		return sum, pipeline.Permanent(fmt.Errorf("input: %w", err))
+		return sum, pipeline.Permanent(err)
 	}
 	lines, err := ReadRequestLines(f, MaxRequestLines)
 	f.Close()
@@ -84,19 +94,19 @@ func (w GenerateWorker) run(ctx context.Context, a GenerateArgs) (GenerateSummar
 		return sum, pipeline.Permanent(fmt.Errorf("input: %w", err))
 	}
 	sum.Lines = len(lines)
-	out, err := GenerateLines(ctx, lm, tok, lines, a.BatchSize, nil)
+	results, err := GenerateLines(ctx, lm, tok, lines, a.BatchSize, nil)
 	if err != nil {
 		return sum, err
 	}
-	for _, l := range out {
+	for _, l := range results {
 		if l.Error != nil {
 			sum.Failed++
 		} else {
 			sum.Completed++
 		}
 	}
-	if err := WriteJSONLAtomic(a.Output, out); err != nil {
-		return sum, fmt.Errorf("output: %w", err)
+	if err := WriteJSONLAtomic(root, "output", a.Output, results); err != nil {
+		return sum, err
 	}
 	return sum, nil
 }
@@ -105,8 +115,8 @@ func execGenerate(ctx context.Context, d *Deps, args []string, stdout io.Writer)
 	fs := flag.NewFlagSet("worker exec generate", flag.ContinueOnError)
 	var a GenerateArgs
 	fs.StringVar(&a.Model, "model", "builtin:tiny", "model directory (Hugging Face GPT-2 layout) or builtin:tiny|builtin:small")
-	fs.StringVar(&a.Input, "in", "", "request JSONL (OpenAI Batch format, /v1/completions bodies)")
-	fs.StringVar(&a.Output, "out", "", "response JSONL to write")
+	fs.StringVar(&a.Input, "in", "", "request JSONL (OpenAI Batch format, /v1/completions bodies), in the data root ($TANDEM_DATA_ROOT)")
+	fs.StringVar(&a.Output, "out", "", "response JSONL to write, in the data root")
 	fs.IntVar(&a.BatchSize, "batch", 8, "rows decoded together")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -34,6 +34,10 @@ type Deps struct {
 	// Artifacts keeps the sharded rebuild's snapshots and shard files; nil
 	// opens the store TANDEM_ARTIFACT_STORE names on first use.
 	Artifacts artifact.Store
+
+	// root confines the files jobs name (paths.go): DataRoot reads it,
+	// SetDataRoot installs it.
+	root lazyRoot
 }
 
 // logger is the Deps' logger, or the default one.
@@ -80,7 +84,7 @@ var kinds = map[string]kind{
 	},
 	KindPing: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[PingArgs](r, PingWorker{}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
+			pipeline.Register[PingArgs](r, PingWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
 		},
 		exec:    execPing,
 		summary: "diagnostic: wait, optionally record each run, optionally fail",

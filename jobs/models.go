@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -51,7 +53,7 @@ const EnvModelCacheBytes = "TANDEM_MODEL_CACHE_BYTES"
 
 // DefaultModelCacheBytes is the cache bound when EnvModelCacheBytes is unset:
 // room for a few GPT-2 124M (about 0.5 GB each in float32) at once.
-const DefaultModelCacheBytes = 4 << 30
+const DefaultModelCacheBytes = limits.DefaultModelCacheBytes
 
 // ModelCacheBytesFromEnv reads EnvModelCacheBytes: a byte count, optionally
 // with a KiB/MiB/GiB (or K/M/G) suffix; 0 means no bound. Unset gives
@@ -108,6 +110,8 @@ type ModelStore struct {
 	tokErr error
 	tokOne sync.Once
 
+	// root confines model directories named by jobs (SetDataRoot).
+	root lazyRoot
 	// load is model loading, replaceable in tests.
 	load func(key string) (*model.Model, error)
 }
@@ -141,8 +145,15 @@ func NewModelStoreLimit(limit int64) *ModelStore {
 	if limit < 0 {
 		limit = 0
 	}
-	return &ModelStore{limit: limit, entries: map[string]*modelEntry{}, lru: list.New(), load: loadModel}
+	s := &ModelStore{limit: limit, entries: map[string]*modelEntry{}, lru: list.New()}
+	s.load = s.loadModel
+	return s
 }
+
+// SetDataRoot installs the data root model directories are read from
+// (Deps.SetDataRoot calls it); without one the store opens the root
+// $TANDEM_DATA_ROOT names on first use.
+func (s *ModelStore) SetDataRoot(r *dataroot.Root) { s.root.set(r) }
 
 // Tokenizer returns the shared GPT-2 tokenizer (loaded offline, once).
 func (s *ModelStore) Tokenizer() (*model.Tokenizer, error) {
@@ -154,7 +165,7 @@ func (s *ModelStore) Tokenizer() (*model.Tokenizer, error) {
 // one name share a single load; loads of different names run in parallel.
 // A failed load is not cached: the next Get tries again.
 func (s *ModelStore) Get(name string) (*LoadedModel, error) {
-	key, err := canonicalModelName(name)
+	key, err := s.key(name)
 	if err != nil {
 		return nil, err
 	}
@@ -214,40 +225,90 @@ func (s *ModelStore) Stats() ModelStoreStats {
 	return ModelStoreStats{Models: s.lru.Len(), Bytes: s.used, Limit: s.limit, Loads: s.loads, Evictions: s.evictions}
 }
 
-func loadModel(key string) (*model.Model, error) {
+// key is a model's cache key: builtin:NAME, a registered version's
+// directory, or the absolute path of a directory inside the data root. A
+// directory named any other way (outside the root, "..", a link pointing
+// out) is refused here, before anything is read.
+func (s *ModelStore) key(name string) (string, error) {
+	key, isDir, err := resolveModelName(name)
+	if err != nil || !isDir {
+		return key, err
+	}
+	root, err := s.root.get()
+	if err != nil {
+		return "", err
+	}
+	rel, err := root.Name("model", name)
+	if err != nil {
+		return "", err
+	}
+	return root.Path(rel), nil
+}
+
+// loadModel loads by key: builtin weights, a directory inside the data
+// root through the root (so no link inside it can lead out), or a
+// registered version's directory, which the registry wrote and which may
+// lie outside the root.
+func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 	if strings.HasPrefix(key, BuiltinPrefix) {
 		return model.New(builtinConfigs[strings.TrimPrefix(key, BuiltinPrefix)], builtinSeed)
+	}
+	if root, err := s.root.get(); err == nil {
+		if rel, err := filepath.Rel(root.Dir(), key); err == nil && filepath.IsLocal(rel) {
+			d, err := root.OpenDir("model", rel)
+			if err != nil {
+				return nil, err
+			}
+			defer d.Close()
+			return model.LoadRoot(d, ".")
+		}
 	}
 	return model.LoadDir(key)
 }
 
-// ValidateModelName checks a model name without loading it: a known
-// builtin name, or a non-empty directory path.
+// ValidateModelName checks a model name without loading it or knowing the
+// worker's data root: a known builtin name, a registered name, or a
+// directory path that no data root would refuse (dataroot.CheckPath).
 func ValidateModelName(name string) error {
-	_, err := canonicalModelName(name)
+	_, _, err := resolveModelName(name)
 	return err
 }
 
-func canonicalModelName(name string) (string, error) {
-	if name == "" {
-		return "", fmt.Errorf("model: required (a directory or %stiny)", BuiltinPrefix)
+// checkModelPath is Validate's check of a model name that needs neither
+// Redis nor the data root: builtin:NAME and registry names pass (they are
+// resolved when the job runs); a directory path must pass
+// dataroot.CheckPath.
+func checkModelPath(field, name string) error {
+	if strings.HasPrefix(name, BuiltinPrefix) {
+		return nil
 	}
-	// A registered name (or name@version) resolves to its version's
-	// directory on every call, so a promotion reaches the next job.
+	if _, _, err := registry.ParseRef(name); err == nil {
+		return nil
+	}
+	return dataroot.CheckPath(field, name)
+}
+
+// resolveModelName sorts a model name: a registered name (or name@version)
+// resolves to its version's directory on every call, so a promotion
+// reaches the next job; builtin:NAME is checked; anything else is a
+// directory path (isDir), checked as far as it can be without the root.
+func resolveModelName(name string) (key string, isDir bool, err error) {
+	if name == "" {
+		return "", false, fmt.Errorf("model: required (a directory, a registered name or %stiny)", BuiltinPrefix)
+	}
 	if dir, ok, err := registry.ResolveModel(name); err != nil {
-		return "", fmt.Errorf("model %q: %w", name, err)
+		return "", false, fmt.Errorf("model %q: %w", name, err)
 	} else if ok {
-		name = dir
+		return dir, false, nil
 	}
 	if strings.HasPrefix(name, BuiltinPrefix) {
 		if _, ok := builtinConfigs[strings.TrimPrefix(name, BuiltinPrefix)]; !ok {
-			return "", fmt.Errorf("model: unknown builtin %q (have %stiny, %ssmall)", name, BuiltinPrefix, BuiltinPrefix)
+			return "", false, fmt.Errorf("model: unknown builtin %q (have %stiny, %ssmall)", name, BuiltinPrefix, BuiltinPrefix)
 		}
-		return name, nil
+		return name, false, nil
 	}
-	abs, err := filepath.Abs(name)
-	if err != nil {
-		return "", fmt.Errorf("model: %w", err)
+	if err := dataroot.CheckPath("model", name); err != nil {
+		return "", false, err
 	}
-	return abs, nil
+	return name, true, nil
 }

@@ -35,26 +35,26 @@ func TestModelStoreLRU(t *testing.T) {
 		}
 		return lm
 	}
-	a := get("/models/a")
-	get("/models/b")
-	if get("/models/a") != a || loads.Load() != 2 {
+	a := get("models/a")
+	get("models/b")
+	if get("models/a") != a || loads.Load() != 2 {
 		t.Fatalf("a second Get loaded again (%d loads)", loads.Load())
 	}
-	get("/models/c") // evicts b, the least recently used
+	get("models/c") // evicts b, the least recently used
 	if st := s.Stats(); st.Models != 2 || st.Evictions != 1 || st.Bytes > st.Limit {
 		t.Fatalf("stats after the third model: %+v", st)
 	}
-	if get("/models/a") != a {
+	if get("models/a") != a {
 		t.Fatal("a was evicted though it was used more recently than b")
 	}
-	get("/models/b")
+	get("models/b")
 	if loads.Load() != 4 {
 		t.Fatalf("b was not reloaded after its eviction (%d loads)", loads.Load())
 	}
 	// The model still held by a job keeps working after eviction.
 	a.Lock()
-	get("/models/c")
-	get("/models/d")
+	get("models/c")
+	get("models/d")
 	a.Unlock()
 	if len(a.Model.Params) == 0 {
 		t.Fatal("evicted model lost its parameters")
@@ -64,7 +64,7 @@ func TestModelStoreLRU(t *testing.T) {
 func TestModelStoreKeepsOneOverLimit(t *testing.T) {
 	s := NewModelStoreLimit(1)
 	s.load = func(string) (*model.Model, error) { return smallModel(t, 64), nil }
-	if _, err := s.Get("/models/big"); err != nil {
+	if _, err := s.Get("models/big"); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Models != 1 {
@@ -87,7 +87,7 @@ func TestModelStoreSharesOneLoad(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], _ = s.Get("/models/shared")
+			got[i], _ = s.Get("models/shared")
 		}()
 	}
 	close(release)
@@ -111,11 +111,11 @@ func TestModelStoreFailedLoadIsRetried(t *testing.T) {
 		}
 		return smallModel(t, 32), nil
 	}
-	if _, err := s.Get("/models/x"); err == nil {
+	if _, err := s.Get("models/x"); err == nil {
 		t.Fatal("failed load returned no error")
 	}
 	fail = false
-	if _, err := s.Get("/models/x"); err != nil {
+	if _, err := s.Get("models/x"); err != nil {
 		t.Fatalf("second Get after a failure: %v", err)
 	}
 	if _, err := s.Get("builtin:nope"); err == nil {

@@ -13,7 +13,7 @@ import (
 	"io"
 	"math"
 	"net/url"
-	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,7 +21,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -119,6 +119,14 @@ func (a PersonalizeArgs) Validate() error {
 		return fmt.Errorf("run: longer than %d bytes", pipeline.MaxTokenLen)
 	case len(a.TopicTemplate) > MaxCatalogLineBytes:
 		return fmt.Errorf("topic_template: longer than %d bytes", MaxCatalogLineBytes)
+	}
+	for _, f := range []struct{ name, path string }{{"catalog", a.Catalog}, {"out", a.Out}, {"users", a.Users}} {
+		if f.path == "" {
+			continue
+		}
+		if err := dataroot.CheckPath(f.name, f.path); err != nil {
+			return err
+		}
 	}
 	if err := ValidateModelName(a.Model); err != nil {
 		return err
@@ -395,6 +403,7 @@ func (w PersonalizeWorker) Work(ctx context.Context, job *pipeline.Job[Personali
 // personalizer holds one run's inputs.
 type personalizer struct {
 	a       PersonalizeArgs
+	root    *dataroot.Root
 	cat     *catalog
 	topic   PromptTemplate
 	serving *recsys.RedisStore
@@ -412,12 +421,19 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 	if a.Run == "" {
 		return res, pipeline.Permanent(errors.New("run: required outside a queue (worker exec sets one)"))
 	}
-	p := &personalizer{a: a}
+	root, err := w.Deps.DataRoot()
+	if err != nil {
+		return res, err
+	}
+	if name, err := root.Name("out", a.Out); err == nil {
+		res.Out = root.Path(name)
+		res.Summary = filepath.Join(res.Out, "summary.json")
+	}
+	p := &personalizer{a: a, root: root}
 	if p.a.PerUser == 0 {
 		p.a.PerUser = DefaultPersonalizePerUser
 	}
-	var err error
-	if p.cat, err = readCatalogFile(a.Catalog); err != nil {
+	if p.cat, err = readCatalogFile(root, a.Catalog); err != nil {
 		return res, pipeline.Permanent(err)
 	}
 	src := a.TopicTemplate
@@ -485,16 +501,19 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 	if err != nil {
 		return res, err
 	}
-	if err := atomicfile.WriteBytes(res.Summary, append(b, '\n')); err != nil {
-		return res, fmt.Errorf("out: %w", err)
+	if err := root.WriteFile("out", path.Join(a.Out, "summary.json"), func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	}); err != nil {
+		return res, err
 	}
 	return res, nil
 }
 
-func readCatalogFile(path string) (*catalog, error) {
-	f, err := os.Open(path)
+func readCatalogFile(root *dataroot.Root, p string) (*catalog, error) {
+	f, err := root.Open("catalog", p)
 	if err != nil {
-		return nil, fmt.Errorf("catalog: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	return readCatalog(f)
@@ -503,9 +522,9 @@ func readCatalogFile(path string) (*catalog, error) {
 // users reads the users file, or lists every user with a served list.
 func (p *personalizer) users(ctx context.Context) ([]userLine, []PersonalizeLineError, error) {
 	if p.a.Users != "" {
-		f, err := os.Open(p.a.Users)
+		f, err := p.root.Open("users", p.a.Users)
 		if err != nil {
-			return nil, nil, pipeline.Permanent(fmt.Errorf("users: %w", err))
+			return nil, nil, pipeline.Permanent(err)
 		}
 		defer f.Close()
 		users, bad, err := readUserLines(f)
@@ -717,8 +736,8 @@ func (p *personalizer) generate(ctx context.Context, lm *LoadedModel, tok *model
 		perUser[s.user] = append(perUser[s.user], r)
 	}
 	for i := range group {
-		if err := WriteJSONLAtomic(filepath.Join(p.a.Out, out[i].File), perUser[i]); err != nil {
-			return nil, fmt.Errorf("out: %w", err)
+		if err := WriteJSONLAtomic(p.root, "out", path.Join(p.a.Out, out[i].File), perUser[i]); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -17,7 +19,7 @@ import (
 // takes work end to end; the crash tests use it to see how often a job ran.
 type PingArgs struct {
 	SleepMS int    `json:"sleep_ms,omitempty"` // how long to wait, honouring cancellation
-	Record  string `json:"record,omitempty"`   // file to append "<attempt>\n" to on every run
+	Record  string `json:"record,omitempty"`   // file in the data root to append "<attempt>\n" to on every run
 	Fail    string `json:"fail,omitempty"`     // "" (succeed), "transient" or "permanent"
 }
 
@@ -25,7 +27,7 @@ type PingArgs struct {
 const KindPing = "ping"
 
 // MaxPingSleep bounds how long a ping may hold a worker slot.
-const MaxPingSleep = 10 * time.Minute
+const MaxPingSleep = limits.PingSleep
 
 // Kind implements pipeline.JobArgs.
 func (PingArgs) Kind() string { return KindPing }
@@ -40,19 +42,26 @@ func (a PingArgs) Validate() error {
 	default:
 		return fmt.Errorf("fail: %q is not one of \"\", transient, permanent", a.Fail)
 	}
+	if a.Record != "" {
+		return dataroot.CheckPath("record", a.Record)
+	}
 	return nil
 }
 
 // PingWorker runs ping jobs.
-type PingWorker struct{}
+type PingWorker struct{ Deps *Deps }
 
 // Work implements pipeline.Worker.
-func (PingWorker) Work(ctx context.Context, job *pipeline.Job[PingArgs]) error {
+func (w PingWorker) Work(ctx context.Context, job *pipeline.Job[PingArgs]) error {
 	a := job.Args
 	if a.Record != "" {
-		f, err := os.OpenFile(a.Record, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		root, err := w.Deps.DataRoot()
 		if err != nil {
-			return pipeline.Permanent(fmt.Errorf("record: %w", err))
+			return err
+		}
+		f, err := root.OpenFile("record", a.Record, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return pipeline.Permanent(err)
 		}
 		_, err = fmt.Fprintf(f, "%d\n", job.Retried)
 		if cerr := f.Close(); err == nil {
@@ -76,17 +85,18 @@ func (PingWorker) Work(ctx context.Context, job *pipeline.Job[PingArgs]) error {
 	return nil
 }
 
-func execPing(ctx context.Context, _ *Deps, args []string, stdout io.Writer) error {
+func execPing(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker exec ping", flag.ContinueOnError)
 	var a PingArgs
 	fs.IntVar(&a.SleepMS, "sleep-ms", 0, "milliseconds to wait")
+	fs.StringVar(&a.Record, "record", "", "file in the data root to append the attempt number to")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := a.Validate(); err != nil {
 		return err
 	}
-	if err := (PingWorker{}).Work(ctx, &pipeline.Job[PingArgs]{Args: a}); err != nil {
+	if err := (PingWorker{Deps: d}).Work(ctx, &pipeline.Job[PingArgs]{Args: a}); err != nil {
 		return err
 	}
 	return writeJSON(stdout, map[string]string{"pong": "ok"})

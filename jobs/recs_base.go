@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -166,7 +165,10 @@ type snapshotStats struct {
 // models' rules, which is returned: a log entry the store refuses (a
 // limit reached) is left out, as every live model following the log leaves
 // it out.
-func writeSnapshot(ctx context.Context, arts artifact.Store, key string, base RecsBase, initial string, log *recsys.InteractionLog, upto string) (*recsys.Store, snapshotStats, error) {
+//
+// openInitial opens the initial file; the fan-out passes its data root's
+// Open, so a path from job args stays confined.
+func writeSnapshot(ctx context.Context, arts artifact.Store, key string, base RecsBase, initial string, openInitial func(string) (io.ReadCloser, error), log *recsys.InteractionLog, upto string) (*recsys.Store, snapshotStats, error) {
 	var stats snapshotStats
 	st, err := recsys.NewStore(recsys.StoreConfig{})
 	if err != nil {
@@ -176,7 +178,7 @@ func writeSnapshot(ctx context.Context, arts artifact.Store, key string, base Re
 	done := make(chan error, 1)
 	go func() {
 		cw := recsys.NewCSVWriter(pw)
-		err := copyBaseEvents(ctx, arts, base.Snapshot, initial, func(ev recsys.Event) error {
+		err := copyBaseEvents(ctx, arts, base.Snapshot, initial, openInitial, func(ev recsys.Event) error {
 			if err := st.Add(ev); err != nil {
 				return err
 			}
@@ -226,8 +228,8 @@ func writeSnapshot(ctx context.Context, arts artifact.Store, key string, base Re
 }
 
 // copyBaseEvents calls fn with every event of a snapshot, or of the
-// initial file when there is none.
-func copyBaseEvents(ctx context.Context, arts artifact.Store, snapshot, initial string, fn func(recsys.Event) error) error {
+// initial file (opened by openInitial) when there is none.
+func copyBaseEvents(ctx context.Context, arts artifact.Store, snapshot, initial string, openInitial func(string) (io.ReadCloser, error), fn func(recsys.Event) error) error {
 	var r io.Reader
 	name := initial
 	format, err := recsys.FormatFromPath(name)
@@ -246,7 +248,7 @@ func copyBaseEvents(ctx context.Context, arts artifact.Store, snapshot, initial 
 		if err != nil {
 			return err
 		}
-		f, err := os.Open(initial)
+		f, err := openInitial(initial)
 		if err != nil {
 			return err
 		}

@@ -6,8 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/recsys"
 )
 
@@ -16,11 +17,11 @@ const KindRecsEval = "recs-eval"
 
 // MaxRecsEvalEvents bounds the events recs-eval holds in memory for the
 // split (the rebuild streams; the evaluation needs them all at once).
-const MaxRecsEvalEvents = 20_000_000
+const MaxRecsEvalEvents = limits.RecsEvalEvents
 
 // RecsEvalOptions configures an offline evaluation of the recommender.
 type RecsEvalOptions struct {
-	Interactions string
+	Interactions string  // the log, in the data root
 	K            int     // cut-off of the metrics; default 10
 	Holdout      float64 // fraction of each user's items held out; default 0.2
 	Seed         uint64  // of the split
@@ -29,8 +30,9 @@ type RecsEvalOptions struct {
 }
 
 // RecsEval holds out part of every user's items, builds the model on the
-// rest and scores its top-K lists against the held-out items.
-func RecsEval(ctx context.Context, o RecsEvalOptions) (recsys.Metrics, error) {
+// rest and scores its top-K lists against the held-out items. The
+// interaction log is read through root.
+func RecsEval(ctx context.Context, root *dataroot.Root, o RecsEvalOptions) (recsys.Metrics, error) {
 	if o.K == 0 {
 		o.K = 10
 	}
@@ -45,7 +47,7 @@ func RecsEval(ctx context.Context, o RecsEvalOptions) (recsys.Metrics, error) {
 	case o.Mode != "" && o.Mode != RecsModeUser && o.Mode != RecsModeItem:
 		return recsys.Metrics{}, fmt.Errorf("mode: %q (want %s or %s)", o.Mode, RecsModeUser, RecsModeItem)
 	}
-	events, err := readRecsEvents(o.Interactions)
+	events, err := readRecsEvents(root, o.Interactions)
 	if err != nil {
 		return recsys.Metrics{}, err
 	}
@@ -86,14 +88,14 @@ func RecsEval(ctx context.Context, o RecsEvalOptions) (recsys.Metrics, error) {
 	return met, err
 }
 
-func readRecsEvents(path string) ([]recsys.Event, error) {
+func readRecsEvents(root *dataroot.Root, path string) ([]recsys.Event, error) {
 	format, err := recsys.FormatFromPath(path)
 	if err != nil {
 		return nil, fmt.Errorf("interactions: %w", err)
 	}
-	f, err := os.Open(path)
+	f, err := root.Open("interactions", path)
 	if err != nil {
-		return nil, fmt.Errorf("interactions: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	var events []recsys.Event
@@ -111,10 +113,10 @@ func readRecsEvents(path string) ([]recsys.Event, error) {
 }
 
 // execRecsEval is `worker exec recs-eval`: it prints the metrics as JSON.
-func execRecsEval(ctx context.Context, _ *Deps, args []string, stdout io.Writer) error {
+func execRecsEval(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker exec recs-eval", flag.ContinueOnError)
 	var o RecsEvalOptions
-	fs.StringVar(&o.Interactions, "interactions", "", "interaction log (.csv or .jsonl)")
+	fs.StringVar(&o.Interactions, "interactions", "", "interaction log (.csv or .jsonl), in the data root ($TANDEM_DATA_ROOT)")
 	fs.IntVar(&o.K, "k", 10, "cut-off of precision, recall, nDCG and MAP")
 	fs.Float64Var(&o.Holdout, "holdout", 0.2, "fraction of each user's items held out, in (0, 1)")
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the holdout split")
@@ -123,7 +125,11 @@ func execRecsEval(ctx context.Context, _ *Deps, args []string, stdout io.Writer)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	met, err := RecsEval(ctx, o)
+	root, err := d.DataRoot()
+	if err != nil {
+		return err
+	}
+	met, err := RecsEval(ctx, root, o)
 	if err != nil {
 		return err
 	}

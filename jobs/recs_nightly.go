@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -142,6 +143,11 @@ func (RecsFanoutArgs) KindOptions() pipeline.KindOptions {
 func (a RecsFanoutArgs) Validate() error {
 	if a.Shards < 0 || a.Shards > MaxRecsShards {
 		return fmt.Errorf("shards: %d out of range [1, %d]", a.Shards, MaxRecsShards)
+	}
+	if a.Interactions != "" {
+		if err := dataroot.CheckPath("interactions", a.Interactions); err != nil {
+			return err
+		}
 	}
 	return checkRecsKnobs(a.Mode, a.Neighbors, a.Top)
 }
@@ -308,7 +314,12 @@ func (w RecsFanoutWorker) plan(ctx context.Context, rdb redis.UniversalClient, a
 		upto = base.LogID
 	}
 	key := recsArtifactKey(id, "snapshot.csv")
-	st, stats, err := writeSnapshot(ctx, arts, key, base, a.Interactions, log, upto)
+	root, err := w.Deps.DataRoot()
+	if err != nil {
+		return recsPlan{}, err
+	}
+	openInitial := func(p string) (io.ReadCloser, error) { return root.Open("interactions", p) }
+	st, stats, err := writeSnapshot(ctx, arts, key, base, a.Interactions, openInitial, log, upto)
 	if err != nil {
 		if permanentRecsErr(err) {
 			return recsPlan{}, pipeline.Permanent(err)

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
-	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -26,15 +26,17 @@ const (
 // Bounds of the rebuild's knobs; recsys enforces its own limits as well,
 // these keep a typo from asking for a job that never ends.
 const (
-	MaxRecsNeighbors = 1000
-	MaxRecsTop       = 1000
+	MaxRecsNeighbors = limits.RecsNeighbors
+	MaxRecsTop       = limits.RecsTop
 )
 
 // RecsRebuildArgs asks for a full rebuild of the recommender from an
 // interaction log (.csv or .jsonl, see recsys.ReadEvents).
 type RecsRebuildArgs struct {
+	// Interactions is the log, in the data root.
 	Interactions string `json:"interactions"`
-	// Out, when set, receives one JSON line per user (recsys.RecLine).
+	// Out, when set, receives one JSON line per user (recsys.RecLine); a
+	// file in the data root.
 	Out string `json:"out,omitempty"`
 	// Mode is "user" (default) or "item".
 	Mode string `json:"mode,omitempty"`
@@ -57,8 +59,15 @@ func (a RecsRebuildArgs) Validate() error {
 		return errors.New("interactions: required")
 	case a.Out == "" && !a.Publish:
 		return errors.New("out: required unless publish is true (the rebuild would be thrown away)")
+	case a.Out != "":
+		if err := dataroot.CheckPath("out", a.Out); err != nil {
+			return err
+		}
 	}
-	return checkRecsKnobs(a.Mode, a.Neighbors, a.Top)
+	if err := checkRecsKnobs(a.Mode, a.Neighbors, a.Top); err != nil {
+		return err
+	}
+	return dataroot.CheckPath("interactions", a.Interactions)
 }
 
 // checkRecsKnobs validates the mode, neighbour count and list length that
@@ -131,15 +140,31 @@ func (w RecsRebuildWorker) Work(ctx context.Context, job *pipeline.Job[RecsRebui
 	return keepResult(job.ResultWriter, res)
 }
 
-// LoadRecsModel builds a model from an interaction file. Bad input is an
-// error matching recsys.ErrBadInput.
+// LoadRecsModel builds a model from an interaction file named by a path of
+// the file system: the scheduler's --interactions, set by its operator.
+// Bad input is an error matching recsys.ErrBadInput.
 func LoadRecsModel(ctx context.Context, path string, cfg recsys.Config) (*recsys.Model, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("interactions: %w", err)
+	}
+	defer f.Close()
+	return loadRecsModel(ctx, f, path, cfg)
+}
+
+// loadRecsModel builds a model from an open interaction file; name picks
+// the format (.csv or .jsonl) and names the file in errors.
+func loadRecsModel(ctx context.Context, f io.Reader, name string, cfg recsys.Config) (*recsys.Model, error) {
+	format, err := recsys.FormatFromPath(name)
+	if err != nil {
+		return nil, fmt.Errorf("interactions: %w", err)
+	}
 	st, err := recsys.NewStore(recsys.StoreConfig{})
 	if err != nil {
 		return nil, err
 	}
-	if err := st.LoadFile(path); err != nil {
-		return nil, fmt.Errorf("interactions: %w", err)
+	if err := st.Load(f, format); err != nil {
+		return nil, fmt.Errorf("interactions: %s: %w", name, err)
 	}
 	return recsys.Build(ctx, st, cfg)
 }
@@ -149,7 +174,16 @@ func (w RecsRebuildWorker) run(ctx context.Context, a RecsRebuildArgs) (RecsRebu
 	if err := a.Validate(); err != nil {
 		return res, pipeline.Permanent(err)
 	}
-	m, err := LoadRecsModel(ctx, a.Interactions, RecsConfig(a.Neighbors))
+	root, err := w.Deps.DataRoot()
+	if err != nil {
+		return res, err
+	}
+	f, err := root.Open("interactions", a.Interactions)
+	if err != nil {
+		return res, pipeline.Permanent(err)
+	}
+	m, err := loadRecsModel(ctx, f, a.Interactions, RecsConfig(a.Neighbors))
+	f.Close()
 	if err != nil {
 		if permanentRecsErr(err) {
 			return res, pipeline.Permanent(err)
@@ -159,11 +193,12 @@ func (w RecsRebuildWorker) run(ctx context.Context, a RecsRebuildArgs) (RecsRebu
 	res.Users, res.Items = m.Users(), m.Items()
 	opts := a.recOptions()
 	if a.Out != "" {
-		n, err := writeRecsFile(a.Out, m, opts)
+		n, err := writeRecsFile(root, a.Out, m, opts)
 		if err != nil {
 			return res, err
 		}
-		res.Lines, res.Out = n, a.Out
+		name, _ := root.Name("out", a.Out) // accepted by the write
+		res.Lines, res.Out = n, root.Path(name)
 	}
 	if a.Publish {
 		rdb, err := recsRedis(w.Deps)
@@ -195,31 +230,24 @@ func permanentRecsErr(err error) bool {
 	return errors.Is(err, recsys.ErrBadInput) || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission)
 }
 
-// writeRecsFile writes the recommendations atomically: a reader never sees
-// half a file, and a failed run leaves the previous one in place.
-func writeRecsFile(path string, m *recsys.Model, opts recsys.RecOptions) (int, error) {
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return 0, fmt.Errorf("out: %w", err)
-		}
-	}
+// writeRecsFile writes the recommendations atomically inside the data
+// root: a reader never sees half a file, and a failed run leaves the
+// previous one in place.
+func writeRecsFile(root *dataroot.Root, path string, m *recsys.Model, opts recsys.RecOptions) (int, error) {
 	var n int
-	err := atomicfile.Write(path, func(w io.Writer) error {
+	err := root.WriteFile("out", path, func(w io.Writer) error {
 		var err error
 		n, err = recsys.WriteRecommendations(w, m, opts)
 		return err
 	})
-	if err != nil {
-		return n, fmt.Errorf("out: %w", err)
-	}
-	return n, nil
+	return n, err
 }
 
 func execRecsRebuild(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker exec recs-rebuild", flag.ContinueOnError)
 	var a RecsRebuildArgs
-	fs.StringVar(&a.Interactions, "interactions", "", "interaction log (.csv or .jsonl)")
-	fs.StringVar(&a.Out, "out", "", "write one JSON line of recommendations per user here")
+	fs.StringVar(&a.Interactions, "interactions", "", "interaction log (.csv or .jsonl), in the data root ($TANDEM_DATA_ROOT)")
+	fs.StringVar(&a.Out, "out", "", "write one JSON line of recommendations per user here, in the data root")
 	fs.StringVar(&a.Mode, "mode", RecsModeUser, "user (user-kNN) or item (item-kNN)")
 	fs.IntVar(&a.Neighbors, "neighbors", 50, "neighbours kept per user and per item (K)")
 	fs.IntVar(&a.Top, "top", 20, "recommendations per user")

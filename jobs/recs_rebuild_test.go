@@ -15,9 +15,10 @@ import (
 	"github.com/tandem-ai/tandem/recsys"
 )
 
-func writeSynth(t *testing.T, c recsys.SynthConfig) string {
+// writeSynth writes a synthetic interaction log into dir.
+func writeSynth(t *testing.T, dir string, c recsys.SynthConfig) string {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "interactions.csv")
+	path := filepath.Join(dir, "interactions.csv")
 	var buf bytes.Buffer
 	if err := recsys.WriteSynthCSV(&buf, c); err != nil {
 		t.Fatal(err)
@@ -30,7 +31,8 @@ func writeSynth(t *testing.T, c recsys.SynthConfig) string {
 
 func TestExecRecsRebuildOutput(t *testing.T) {
 	sc := recsys.SynthConfig{Users: 80, Items: 50, Interactions: 1200, Groups: 4, Noise: 0.1, Rejections: 0.3, Seed: 7}
-	in := writeSynth(t, sc)
+	dir := t.TempDir()
+	in := writeSynth(t, dir, sc)
 	events, err := recsys.SynthEvents(sc)
 	if err != nil {
 		t.Fatal(err)
@@ -44,9 +46,9 @@ func TestExecRecsRebuildOutput(t *testing.T) {
 	}
 	for _, mode := range []string{RecsModeUser, RecsModeItem} {
 		t.Run(mode, func(t *testing.T) {
-			out := filepath.Join(t.TempDir(), "recs.jsonl")
+			out := filepath.Join(dir, mode, "recs.jsonl")
 			var stdout bytes.Buffer
-			err := Exec(context.Background(), NewDeps(nil), KindRecsRebuild,
+			err := Exec(context.Background(), rootedDeps(t, dir), KindRecsRebuild,
 				[]string{"--interactions", in, "--out", out, "--mode", mode, "--neighbors", "10", "--top", "7"}, &stdout)
 			if err != nil {
 				t.Fatal(err)
@@ -101,7 +103,7 @@ func TestRecsRebuildBadInputIsPermanent(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("user,item,event,value,ts,kind\nu1,i1,click,1,,\nu2,,click,1,,\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w := RecsRebuildWorker{Deps: NewDeps(nil)}
+	w := RecsRebuildWorker{Deps: rootedDeps(t, dir)}
 	for _, path := range []string{bad, filepath.Join(dir, "missing.csv")} {
 		_, err := w.run(context.Background(), RecsRebuildArgs{Interactions: path, Out: filepath.Join(dir, "out.jsonl")})
 		if err == nil || !pipeline.IsPermanent(err) {
@@ -120,9 +122,10 @@ func TestRecsRebuildBadInputIsPermanent(t *testing.T) {
 }
 
 func TestExecRecsEval(t *testing.T) {
-	in := writeSynth(t, recsys.SynthConfig{Users: 100, Items: 60, Interactions: 2000, Groups: 4, Noise: 0.05, Seed: 2})
+	dir := t.TempDir()
+	in := writeSynth(t, dir, recsys.SynthConfig{Users: 100, Items: 60, Interactions: 2000, Groups: 4, Noise: 0.05, Seed: 2})
 	var stdout bytes.Buffer
-	if err := Exec(context.Background(), NewDeps(nil), KindRecsEval, []string{"--interactions", in, "--k", "5"}, &stdout); err != nil {
+	if err := Exec(context.Background(), rootedDeps(t, dir), KindRecsEval, []string{"--interactions", in, "--k", "5"}, &stdout); err != nil {
 		t.Fatal(err)
 	}
 	var m recsys.Metrics

@@ -9,11 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -198,13 +196,11 @@ func okLine(il InputLine, modelName string, tok *model.Tokenizer, comps []model.
 	return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Response: &Response{StatusCode: 200, Body: body}}
 }
 
-// WriteJSONLAtomic writes lines to path through a temp file in the same
-// directory and a rename, so readers see the old file or the whole new one.
-func WriteJSONLAtomic(path string, lines []ResponseLine) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, func(f io.Writer) error {
+// WriteJSONLAtomic writes lines to the path field names, inside root,
+// through a temp file in the same directory and a rename (Root.WriteFile),
+// so readers see the old file or the whole new one.
+func WriteJSONLAtomic(root *dataroot.Root, field, path string, lines []ResponseLine) error {
+	return root.WriteFile(field, path, func(f io.Writer) error {
 		w := bufio.NewWriter(f)
 		enc := json.NewEncoder(w)
 		enc.SetEscapeHTML(false)

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -43,10 +44,10 @@ const (
 
 // Webhook limits.
 const (
-	MaxWebhookURLs       = 16
-	MaxWebhookURLLen     = 2048
-	webhookTimeout       = 10 * time.Second
-	webhookResponseLimit = 64 << 10
+	MaxWebhookURLs       = limits.WebhookURLs
+	MaxWebhookURLLen     = limits.WebhookURLLen
+	webhookTimeout       = limits.WebhookTimeout
+	webhookResponseLimit = limits.WebhookResponseBytes
 	// DefaultWebhookTolerance is how old a signed timestamp VerifyWebhook
 	// accepts by default; receivers use it to refuse replays.
 	DefaultWebhookTolerance = 5 * time.Minute

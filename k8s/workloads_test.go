@@ -370,6 +370,11 @@ func checkTandemConfig(b *bundle) []error {
 		if !writableMount(tc.c, vols, tc.cfg.DataDir) {
 			errs = append(errs, fmt.Errorf("%s: TANDEM_DATA_DIR %s is not a writable volume mount", tc.where, tc.cfg.DataDir))
 		}
+		// Workers read and write job files in the data root; the producer
+		// serves loss curves from it. Both need the shared volume there.
+		if (tc.binary == "worker" || tc.binary == "producer") && !writableMount(tc.c, vols, tc.cfg.DataRoot) {
+			errs = append(errs, fmt.Errorf("%s: TANDEM_DATA_ROOT %s is not a writable volume mount (the shared volume)", tc.where, tc.cfg.DataRoot))
+		}
 		if tc.cfgErr == nil {
 			errs = append(errs, checkServiceURLs(b, tc)...)
 		}

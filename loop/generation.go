@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -18,9 +19,9 @@ import (
 const (
 	// MaxRecordTextBytes bounds Prompt and Text each; longer text is cut at
 	// a rune boundary when stored (the record is for feedback and display).
-	MaxRecordTextBytes = 32 << 10
+	MaxRecordTextBytes = limits.RecordTextBytes
 	// MaxRecordIDBytes bounds ID, User, Session, Template, Topic and Model.
-	MaxRecordIDBytes = 256
+	MaxRecordIDBytes = limits.RecordIDBytes
 	// DefaultRecordTTL is how long a record is kept after its last write.
 	DefaultRecordTTL = 7 * 24 * time.Hour
 	// DefaultRecentMax is how many ids the recent index keeps.

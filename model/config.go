@@ -8,20 +8,22 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Limits on a Config. They exist so that a hostile or mistyped config.json
 // is refused with a clear error instead of turning into an enormous
 // allocation; GPT-2 XL (1.56B parameters) fits comfortably inside them.
 const (
-	MaxLayers    = 256
-	MaxHeads     = 256
-	MaxEmbd      = 1 << 14 // 16384
-	MaxPositions = 1 << 16 // 65536
-	MaxVocab     = 1 << 20 // 1048576
+	MaxLayers    = limits.ModelLayers
+	MaxHeads     = limits.ModelHeads
+	MaxEmbd      = limits.ModelEmbd
+	MaxPositions = limits.ModelPositions
+	MaxVocab     = limits.ModelVocab
 	// MaxParams caps NumParams, so Params (and Grads, and the two AdamW
 	// moments) stay addressable and below a few tens of GiB.
-	MaxParams = 4_000_000_000
+	MaxParams = limits.ModelParams
 )
 
 // DefaultLayerNormEpsilon is GPT-2's epsilon, used when config.json omits it.
@@ -108,7 +110,7 @@ type configJSON struct {
 }
 
 // maxConfigBytes bounds config.json; real ones are about 1 KB.
-const maxConfigBytes = 1 << 20
+const maxConfigBytes = limits.ModelConfigBytes
 
 // ParseConfig decodes and validates a Hugging Face GPT-2 config.json.
 func ParseConfig(data []byte) (Config, error) {
@@ -163,9 +165,18 @@ func MarshalConfig(c Config) ([]byte, error) {
 }
 
 // LoadConfig reads dir/config.json.
-func LoadConfig(dir string) (Config, error) {
-	path := filepath.Join(dir, "config.json")
-	f, err := os.Open(path)
+func LoadConfig(dir string) (Config, error) { return loadConfig(os.Open, dir) }
+
+// LoadConfigRoot reads dir/config.json inside root.
+func LoadConfigRoot(root *os.Root, dir string) (Config, error) { return loadConfig(root.Open, dir) }
+
+// opener opens a file for reading: os.Open, or an os.Root's Open for
+// models read from inside a confined directory.
+type opener func(name string) (*os.File, error)
+
+func loadConfig(open opener, dir string) (Config, error) {
+	path := filepath.Join(dir, ConfigFile)
+	f, err := open(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}

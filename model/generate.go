@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Finish reasons, as in the OpenAI and vLLM completion APIs.
@@ -20,7 +22,7 @@ const (
 // DefaultMaxRows is how many rows (request choices) Generate decodes
 // together when GenerateOptions.MaxRows is zero. The KV cache grows with it:
 // for GPT-2 124M a row holds 72 KiB per position, 72 MiB at 1024 positions.
-const DefaultMaxRows = 16
+const DefaultMaxRows = limits.DefaultDecodeRows
 
 // Request is one prompt to complete.
 type Request struct {

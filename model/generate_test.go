@@ -363,3 +363,27 @@ func TestAdvanceHoldsSplitCharacter(t *testing.T) {
 }
 
 func genValidUTF8(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+// More rows than DefaultMaxRows, with no MaxRows set, are decoded in turns
+// of DefaultMaxRows and complete exactly as one row at a time would.
+func TestGenerateDefaultRows(t *testing.T) {
+	m := genTestModel(t, 2)
+	rng := rand.New(rand.NewPCG(3, 3))
+	reqs := make([]Request, DefaultMaxRows+3)
+	for i := range reqs {
+		reqs[i] = Request{Prompt: genRandomPrompt(rng, 1+i%5, 50000), Params: SamplingParams{MaxTokens: 4, IgnoreEOS: true}}
+	}
+	wide, err := Generate(context.Background(), m, nil, reqs, GenerateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := Generate(context.Background(), m, nil, reqs, GenerateOptions{MaxRows: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range reqs {
+		if len(wide[i][0].Tokens) != 4 || !slices.Equal(wide[i][0].Tokens, one[i][0].Tokens) {
+			t.Fatalf("request %d of %d: %v by default, %v one at a time", i, len(reqs), wide[i][0].Tokens, one[i][0].Tokens)
+		}
+	}
+}

@@ -3,6 +3,8 @@ package model
 import (
 	"errors"
 	"fmt"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Model is a GPT-2 language model: its configuration, its parameters in
@@ -42,7 +44,7 @@ func (m *Model) Clone() *Model {
 
 // MaxActivationBytes bounds the memory Forward (with Backward's scratch)
 // may allocate for one (B, T); beyond it Forward refuses the batch.
-const MaxActivationBytes = 32 << 30
+const MaxActivationBytes = limits.ActivationBytes
 
 // activations are everything Forward keeps for Backward, sized for one
 // B*T and reused while the shape fits.

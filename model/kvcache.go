@@ -1,9 +1,13 @@
 package model
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tandem-ai/tandem/limits"
+)
 
 // MaxKVCacheBytes bounds one cache's key/value storage.
-const MaxKVCacheBytes = 32 << 30
+const MaxKVCacheBytes = limits.KVCacheBytes
 
 // decodeChunkTokens is how many new tokens (over all rows) one pass of
 // Decode processes; a longer prompt is fed in several passes. It bounds the

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // ROUGE-L (Lin, 2004) from the longest common subsequence of tokens.
@@ -11,7 +13,7 @@ import (
 
 // MaxROUGETokens bounds the length of one text: the LCS table costs
 // len(hyp)*len(ref) steps.
-const MaxROUGETokens = 20000
+const MaxROUGETokens = limits.ROUGETokens
 
 // ROUGEResult is ROUGE-L for one pair (or the mean over a corpus).
 type ROUGEResult struct {

@@ -11,6 +11,8 @@ import (
 	"math"
 	"os"
 	"sort"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Safetensors file format (huggingface/safetensors): an 8-byte
@@ -25,10 +27,10 @@ import (
 // truncated file is an error, never a panic or a huge allocation.
 
 // MaxSafetensorsHeader bounds the JSON header (GPT-2 XL's is about 60 KB).
-const MaxSafetensorsHeader = 100 << 20
+const MaxSafetensorsHeader = limits.SafetensorsHeaderBytes
 
 // maxTensorDims bounds the rank of one tensor.
-const maxTensorDims = 8
+const maxTensorDims = limits.TensorDims
 
 // DType is a safetensors element type.
 type DType string
@@ -79,8 +81,10 @@ type Safetensors struct {
 }
 
 // OpenSafetensors opens and validates path. Close it when done.
-func OpenSafetensors(path string) (*Safetensors, error) {
-	f, err := os.Open(path)
+func OpenSafetensors(path string) (*Safetensors, error) { return openSafetensors(os.Open, path) }
+
+func openSafetensors(open opener, path string) (*Safetensors, error) {
+	f, err := open(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Limits on sampling parameters. They follow the ranges OpenAI's and vLLM's
@@ -14,15 +16,15 @@ import (
 // Generate).
 const (
 	// MaxTokensLimit bounds MaxTokens before the model's context is known.
-	MaxTokensLimit = 8192
+	MaxTokensLimit = limits.MaxTokens
 	// MaxChoices bounds N, the number of completions per request.
-	MaxChoices = 16
+	MaxChoices = limits.Choices
 	// MaxStopSequences bounds len(Stop).
-	MaxStopSequences = 4
+	MaxStopSequences = limits.StopSequences
 	// MaxStopBytes bounds the length of one stop sequence.
-	MaxStopBytes = 256
+	MaxStopBytes = limits.StopBytes
 	// MaxLogprobs bounds Logprobs (the number of alternatives reported per token).
-	MaxLogprobs = 5
+	MaxLogprobs = limits.Logprobs
 	// DefaultMaxTokens is used when MaxTokens is zero (OpenAI's default).
 	DefaultMaxTokens = 16
 )

@@ -1,8 +1,12 @@
 package model
 
 import (
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -203,8 +207,15 @@ const (
 // attn.masked_bias are skipped, and lm_head.weight is ignored because the
 // head is tied to wte. Every other tensor must be present exactly once with
 // the shape the config implies; anything unexpected is an error.
-func LoadDir(dir string) (*Model, error) {
-	cfg, err := LoadConfig(dir)
+func LoadDir(dir string) (*Model, error) { return loadDir(os.Open, dir) }
+
+// LoadRoot is LoadDir for the directory dir inside root ("." for root
+// itself): both files are opened through root, so a model named by a job
+// is read from inside its data root only (see package dataroot).
+func LoadRoot(root *os.Root, dir string) (*Model, error) { return loadDir(root.Open, dir) }
+
+func loadDir(open opener, dir string) (*Model, error) {
+	cfg, err := loadConfig(open, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +224,7 @@ func LoadDir(dir string) (*Model, error) {
 		return nil, err
 	}
 	path := filepath.Join(dir, SafetensorsFile)
-	st, err := OpenSafetensors(path)
+	st, err := openSafetensors(open, path)
 	if err != nil {
 		return nil, err
 	}
@@ -278,48 +289,69 @@ func equalShape(a, b []int) bool {
 // existing directory each file is replaced by its own atomic rename,
 // weights first.
 func (m *Model) SaveDir(dir string) error {
-	cfgJSON, err := MarshalConfig(m.Config)
-	if err != nil {
-		return err
-	}
+	name := "."
 	if _, err := os.Stat(dir); os.IsNotExist(err) {
 		parent := filepath.Dir(filepath.Clean(dir))
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return fmt.Errorf("save model: %w", err)
 		}
-		tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
-		if err != nil {
-			return fmt.Errorf("save model: %w", err)
-		}
-		if err := m.writeFiles(tmp, cfgJSON); err != nil {
-			os.RemoveAll(tmp)
-			return err
-		}
-		if err := os.Chmod(tmp, 0o755); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("save model: %w", err)
-		}
-		if err := os.Rename(tmp, dir); err != nil {
-			os.RemoveAll(tmp)
-			return fmt.Errorf("save model: %w", err)
-		}
-		return atomicfile.SyncDir(parent)
+		dir, name = parent, filepath.Base(filepath.Clean(dir))
 	}
-	return m.writeFiles(dir, cfgJSON)
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("save model: %w", err)
+	}
+	defer root.Close()
+	return m.SaveRoot(root, name)
 }
 
-func (m *Model) writeFiles(dir string, cfgJSON []byte) error {
+// SaveRoot is SaveDir for the directory dir inside root: every file, the
+// temporary directory and the rename stay inside root.
+func (m *Model) SaveRoot(root *os.Root, dir string) error {
+	cfgJSON, err := MarshalConfig(m.Config)
+	if err != nil {
+		return err
+	}
+	dir = filepath.Clean(dir)
+	if _, err := root.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		parent := filepath.Dir(dir)
+		if err := root.MkdirAll(parent, 0o755); err != nil {
+			return fmt.Errorf("save model: %w", err)
+		}
+		var rnd [8]byte
+		_, _ = crand.Read(rnd[:])
+		tmp := filepath.Join(parent, "."+filepath.Base(dir)+".tmp-"+hex.EncodeToString(rnd[:]))
+		if err := root.Mkdir(tmp, 0o755); err != nil {
+			return fmt.Errorf("save model: %w", err)
+		}
+		err := m.writeFiles(root, tmp, cfgJSON)
+		if err == nil {
+			err = root.Chmod(tmp, 0o755)
+		}
+		if err == nil {
+			err = root.Rename(tmp, dir)
+		}
+		if err != nil {
+			_ = root.RemoveAll(tmp)
+			return fmt.Errorf("save model: %w", err)
+		}
+		return atomicfile.SyncDirIn(root, parent)
+	}
+	return m.writeFiles(root, dir, cfgJSON)
+}
+
+func (m *Model) writeFiles(root *os.Root, dir string, cfgJSON []byte) error {
 	tensors := make([]SafetensorsTensor, 0, 4+12*m.Config.NLayer)
 	for _, p := range m.Config.ParamTensors() {
 		tensors = append(tensors, SafetensorsTensor{Name: "transformer." + p.Name, Shape: p.Shape, Data: m.Params[p.Offset : p.Offset+p.Size]})
 	}
 	meta := map[string]string{"format": "pt"}
-	if err := atomicfile.Write(filepath.Join(dir, SafetensorsFile), func(w io.Writer) error {
+	if err := atomicfile.WriteIn(root, filepath.Join(dir, SafetensorsFile), func(w io.Writer) error {
 		return WriteSafetensors(w, tensors, meta)
 	}); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, ConfigFile), append(cfgJSON, '\n')); err != nil {
+	if err := atomicfile.WriteBytesIn(root, filepath.Join(dir, ConfigFile), append(cfgJSON, '\n')); err != nil {
 		return fmt.Errorf("save model: %w", err)
 	}
 	return nil

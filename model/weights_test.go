@@ -177,3 +177,49 @@ func TestParamTensorsCoverTheBufferOnce(t *testing.T) {
 		t.Fatalf("GPT-2 small: %d parameters", n)
 	}
 }
+
+// SaveRoot and LoadRoot keep a model's files inside the root they are given:
+// a model directory or weights file linked from outside is refused.
+func TestSaveLoadRootStayInside(t *testing.T) {
+	m := newTiny(t, 7)
+	base := t.TempDir()
+	dir, outside := filepath.Join(base, "data"), filepath.Join(base, "outside")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SaveDir(filepath.Join(outside, "model")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if err := m.SaveRoot(root, "runs/a/model"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadRoot(root, "runs/a/model")
+	if err != nil || got.Params[3] != m.Params[3] {
+		t.Fatalf("LoadRoot after SaveRoot: %v", err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "model"), filepath.Join(dir, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "half"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(outside, "model", ConfigFile), filepath.Join(dir, "half", ConfigFile)); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"linked", "half", "../outside/model"} {
+		if _, err := LoadRoot(root, name); err == nil || !strings.Contains(err.Error(), "escapes") {
+			t.Errorf("LoadRoot(%q) = %v; want the escape refused", name, err)
+		}
+	}
+	if err := m.SaveRoot(root, "linked/sub"); err == nil {
+		t.Error("SaveRoot through a link pointing out succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(outside, "model", "sub")); !os.IsNotExist(err) {
+		t.Errorf("SaveRoot wrote outside the root: %v", err)
+	}
+}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // ConsumerSpec describes a durable pull consumer. Zero fields take the
@@ -47,14 +49,14 @@ type ConsumerSpec struct {
 const (
 	defaultAckWait        = 30 * time.Second
 	defaultMaxDeliver     = 5
-	maxMaxDeliver         = 100
+	maxMaxDeliver         = limits.ConsumerMaxDeliver
 	defaultMaxAckPending  = 1000
-	maxConcurrency        = 256
+	maxConcurrency        = limits.ConsumerConcurrency
 	defaultRetryBackoff   = time.Second
 	defaultMaxBackoff     = time.Minute
 	defaultHandlerTimeout = 5 * time.Minute
-	minAckWait            = 100 * time.Millisecond
-	maxConsumerDuration   = 24 * time.Hour
+	minAckWait            = limits.MinConsumerAckWait
+	maxConsumerDuration   = limits.ConsumerDuration
 	ackTimeout            = 5 * time.Second
 
 	// deadLetterSlack lets the server redeliver a few times past MaxDeliver,

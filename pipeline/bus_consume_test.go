@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -253,4 +254,26 @@ func TestBusConsumeStopsOnContextCancel(t *testing.T) {
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
 	receive(t, stopped, "stop after cancel")
+}
+
+// The envelope of the largest message a stream stores, not JSON (so it is
+// base64, 4/3 larger), with the longest names, id and reason, fits
+// maxDeadLetterBytes: dead-lettering never fails for size.
+func TestDeadLetterOfLargestEventFits(t *testing.T) {
+	data := bytes.Repeat([]byte{0xff}, MaxEventBytes+headerAllowance)
+	long := strings.Repeat("x", MaxTokenLen)
+	dl := DeadLetter{
+		Stream: long, Consumer: long, Subject: "tandem.feedback." + long, MsgID: strings.Repeat("m", MaxMsgIDLen),
+		StreamSeq: ^uint64(0), Delivered: ^uint64(0), Cause: DeadLetterMaxDeliver,
+		Reason:     truncateUTF8(strings.Repeat("é", MaxDeadLetterReason), MaxDeadLetterReason),
+		FailedAt:   time.Now().UTC(),
+		DataBase64: data,
+	}
+	b, err := json.Marshal(dl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > maxDeadLetterBytes {
+		t.Fatalf("the largest dead letter is %d bytes; maxDeadLetterBytes is %d", len(b), maxDeadLetterBytes)
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Why a message was dead-lettered (DeadLetter.Cause).
@@ -21,10 +23,10 @@ const (
 // Dead-letter limits.
 const (
 	// MaxDeadLetterReason bounds the handler error kept in a dead letter.
-	MaxDeadLetterReason = 4 << 10
+	MaxDeadLetterReason = limits.DeadLetterReasonBytes
 	// maxDeadLetterBytes fits a MaxEventBytes payload base64-encoded (4/3)
 	// plus the envelope and reason, with room to spare.
-	maxDeadLetterBytes = 2*MaxEventBytes + 16<<10
+	maxDeadLetterBytes = limits.DeadLetterBytes
 	// deadLetterPublishTimeout bounds the dead-letter publish; it runs even
 	// while the consumer's context is being cancelled.
 	deadLetterPublishTimeout = 10 * time.Second

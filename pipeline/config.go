@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Config holds the settings every Tandem binary shares: where Redis and NATS
@@ -74,6 +77,16 @@ type Config struct {
 	// DataDir holds local state: artifacts, the private Redis of
 	// EnsureRedis, the embedded NATS store. Default ".tandem".
 	DataDir string
+	// DataRoot is the directory every file a job reads or writes on a
+	// user's behalf must lie in: job inputs and outputs, datasets, run and
+	// model directories (package dataroot). Job paths are relative to it;
+	// absolute paths are accepted inside it; anything that resolves outside
+	// is refused. It is not DataDir, which holds the service's own state
+	// (private Redis, NATS store, registry): users never name files there.
+	// Default "." (the directory the process runs in); set it to the
+	// shared volume in a deployment (k8s: /srv/tandem). The filesystem root
+	// is refused, since it would confine nothing.
+	DataRoot string
 
 	// envErr keeps environment parse errors from BindFlags (which cannot
 	// return one) until Validate.
@@ -83,15 +96,15 @@ type Config struct {
 // Limits Validate enforces. They catch typos (a concurrency of 10000 meant
 // as 100) rather than describe hard limits of asynq.
 const (
-	MaxQueues          = 32
-	MaxQueueWeight     = 1000
-	MaxConcurrency     = 4096
-	MaxShutdownTimeout = time.Hour
-	MaxRetryDelay      = 24 * time.Hour
+	MaxQueues          = limits.Queues
+	MaxQueueWeight     = limits.QueueWeight
+	MaxConcurrency     = limits.Concurrency
+	MaxShutdownTimeout = limits.ShutdownTimeout
+	MaxRetryDelay      = limits.RetryDelay
 	// MinPollInterval allows the interactive lane's millisecond polls
 	// (SplitQueue); bulk queues keep the 1s default.
-	MinPollInterval = time.Millisecond
-	MaxPollInterval = time.Minute
+	MinPollInterval = limits.MinPollInterval
+	MaxPollInterval = limits.PollInterval
 )
 
 // DefaultConfig returns the documented defaults.
@@ -109,6 +122,7 @@ func DefaultConfig() Config {
 		RetryMaxDelay:   10 * time.Minute,
 		PollInterval:    time.Second,
 		DataDir:         ".tandem",
+		DataRoot:        ".",
 	}
 }
 
@@ -161,6 +175,8 @@ var settings = []setting{
 		func(c *Config) flag.Value { return &durationValue{p: &c.PollInterval} }},
 	{"DataDir", "TANDEM_DATA_DIR", "data-dir", "local state: artifacts, private Redis, embedded NATS store",
 		func(c *Config) flag.Value { return &stringValue{p: &c.DataDir} }},
+	{"DataRoot", "TANDEM_DATA_ROOT", "data-root", "directory job file paths are confined to (inputs, outputs, datasets, model dirs); paths are relative to it",
+		func(c *Config) flag.Value { return &stringValue{p: &c.DataRoot} }},
 }
 
 func settingFor(field string) setting {
@@ -300,7 +316,36 @@ func (c *Config) Validate() error {
 	if strings.TrimSpace(c.DataDir) == "" {
 		add("DataDir", errors.New("empty"))
 	}
+	if err := validateDataRoot(c.DataRoot); err != nil {
+		add("DataRoot", err)
+	}
 	return errors.Join(errs...)
+}
+
+// CheckDataRoot is Validate's check of DataRoot alone, for code that opens
+// the data root without the rest of the configuration (`worker exec`).
+func (c Config) CheckDataRoot() error {
+	if err := validateDataRoot(c.DataRoot); err != nil {
+		return c.fieldErr("DataRoot", err)
+	}
+	return nil
+}
+
+// validateDataRoot refuses an empty data root and the filesystem root.
+// Whether the directory exists is checked where it is opened (the worker at
+// start, dataroot.Open), since not every binary uses it.
+func validateDataRoot(dir string) error {
+	if strings.TrimSpace(dir) == "" {
+		return errors.New("empty")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if filepath.Dir(abs) == abs {
+		return fmt.Errorf("%q is the filesystem root, which confines nothing; name the directory job files live in", dir)
+	}
+	return nil
 }
 
 func validateQueues(q map[string]int) error {

@@ -114,6 +114,9 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"retry max", func(c *Config) { c.RetryMaxDelay = time.Millisecond }, "RetryMaxDelay"},
 		{"poll", func(c *Config) { c.PollInterval = time.Hour }, "PollInterval"},
 		{"data dir", func(c *Config) { c.DataDir = " " }, "DataDir"},
+		{"data root empty", func(c *Config) { c.DataRoot = "" }, "DataRoot ($TANDEM_DATA_ROOT, --data-root): empty"},
+		{"data root /", func(c *Config) { c.DataRoot = "/" }, "DataRoot ($TANDEM_DATA_ROOT, --data-root): \"/\" is the filesystem root"},
+		{"data root /..", func(c *Config) { c.DataRoot = "/tmp/.." }, "is the filesystem root"},
 	} {
 		c := DefaultConfig()
 		tc.mutate(&c)

@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // MaxPayloadBytes bounds a job's JSON arguments. Jobs carry references
 // (a batch ID, a chunk index, a dataset path), never bulk data: bulk data goes
 // to the artifact store. The bound keeps a bad producer from filling Redis.
-const MaxPayloadBytes = 1 << 20
+const MaxPayloadBytes = limits.PayloadBytes
 
 // JobArgs is a job's typed arguments. Kind names the job kind; it is called on
 // the zero value, must be constant for the type, and never changes once jobs
@@ -42,8 +44,8 @@ type KindOptioner interface {
 
 // Defaults for a zero KindOptions field.
 const (
-	DefaultMaxRetry = 10
-	DefaultTimeout  = 30 * time.Minute
+	DefaultMaxRetry = limits.DefaultJobRetries
+	DefaultTimeout  = limits.DefaultJobTimeout
 	// NoRetry as KindOptions.MaxRetry makes the first failure final.
 	NoRetry = -1
 )

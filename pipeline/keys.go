@@ -3,6 +3,8 @@ package pipeline
 import (
 	"fmt"
 	"strings"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Names Tandem writes into Redis and asynq live here, once, so that a reader
@@ -56,7 +58,7 @@ func Key(parts ...string) string {
 }
 
 // MaxKindLen bounds a kind string; kinds are metric labels and Redis fields.
-const MaxKindLen = 128
+const MaxKindLen = limits.KindLen
 
 // ValidateKind reports whether kind is a well-formed task kind: non-empty, at
 // most MaxKindLen bytes, and made of lower-case letters, digits and ":._-".
@@ -81,7 +83,7 @@ func ValidateKind(kind string) error {
 }
 
 // MaxQueueNameLen bounds a queue name.
-const MaxQueueNameLen = 64
+const MaxQueueNameLen = limits.QueueNameLen
 
 // ValidateQueueName reports whether name is usable as a queue name: non-empty,
 // at most MaxQueueNameLen bytes, letters, digits and "._-" only. asynq accepts

@@ -10,12 +10,14 @@ import (
 	"github.com/hibiken/asynq"
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // MaxMetricLabelSets bounds the distinct {kind, queue} pairs Metrics tracks.
 // Kinds come from task types, which a bad producer controls; past the bound
 // new pairs are counted under kind="other" instead of growing the series set.
-const MaxMetricLabelSets = 1000
+const MaxMetricLabelSets = limits.MetricLabelSets
 
 // Metrics counts job runs per kind and queue:
 //

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // EmbeddedNATS is a real nats-server running in this process, with JetStream
@@ -26,8 +28,8 @@ type EmbeddedNATS struct {
 const (
 	embeddedReadyTimeout = 10 * time.Second
 	// embeddedMaxStore caps JetStream's disk use; DefaultStreams reserve 768 MiB.
-	embeddedMaxStore  = 1 << 30
-	embeddedMaxMemory = 64 << 20
+	embeddedMaxStore  = limits.EmbeddedNATSStoreBytes
+	embeddedMaxMemory = limits.EmbeddedNATSMemoryBytes
 )
 
 type embeddedConfig struct {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/robfig/cron/v3"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Periodic jobs are enqueued by every scheduler replica, and each enqueue of
@@ -27,16 +29,16 @@ import (
 
 // Limits on schedules.
 const (
-	MaxScheduleBytes   = 1 << 20
-	MaxScheduleEntries = 1000
-	MaxEntryNameLen    = 100
+	MaxScheduleBytes   = limits.ScheduleBytes
+	MaxScheduleEntries = limits.ScheduleEntries
+	MaxEntryNameLen    = limits.ScheduleEntryNameLen
 	// PeriodicRetention is how long a finished periodic task (and its ID) is
 	// kept so that late replicas still see the conflict.
 	PeriodicRetention = time.Hour
 	// MaxCatchUp is how far behind a tick may be and still be enqueued. A
 	// scheduler that was suspended for longer skips the missed ticks instead
 	// of enqueuing a burst of them.
-	MaxCatchUp = time.Minute
+	MaxCatchUp = limits.ScheduleCatchUp
 )
 
 // PeriodicEntry is one periodic job.

@@ -216,3 +216,57 @@ func TestPeriodicTaskIDFormat(t *testing.T) {
 		t.Errorf("PeriodicTaskID = %q", got)
 	}
 }
+
+// A tick found later than MaxCatchUp (a suspended scheduler) is skipped,
+// not enqueued; one less late still is. The clock jumps from the start to
+// past the first tick, as it does after a suspension.
+func TestPeriodicSkipsTicksPastCatchUp(t *testing.T) {
+	t.Parallel()
+	start := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		late     time.Duration
+		enqueued bool
+	}{
+		{"past the limit", MaxCatchUp + time.Second, false},
+		{"within the limit", MaxCatchUp - time.Second, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := setup(t)
+			var mu sync.Mutex
+			calls := 0
+			clock := func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				if calls == 1 {
+					return start
+				}
+				return start.Add(time.Hour + c.late) // the hourly tick is c.late behind
+			}
+			p, err := NewPeriodic(b.client, []PeriodicEntry{{Name: "hourly", Spec: "0 * * * *", Kind: "test:any", Queue: b.queue}}, b.logger, clock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- p.Run(ctx) }()
+			if c.enqueued {
+				waitFor(t, "the late tick's job", func() bool {
+					tasks, err := b.client.Inspector().ListPendingTasks(b.queue)
+					return err == nil && len(tasks) == 1 && strings.HasPrefix(tasks[0].ID, "hourly:")
+				})
+			} else {
+				waitFor(t, "the skip to be logged", func() bool { return strings.Contains(b.logs.String(), "skipping missed periodic ticks") })
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			tasks, _ := b.client.Inspector().ListPendingTasks(b.queue)
+			if c.enqueued != (len(tasks) == 1) {
+				t.Fatalf("%d jobs enqueued for a tick %v late; MaxCatchUp is %v", len(tasks), c.late, MaxCatchUp)
+			}
+		})
+	}
+}

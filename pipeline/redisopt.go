@@ -13,11 +13,13 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // MaxRedisDB bounds the database number in a Redis URL. Redis itself defaults
 // to 16 databases; the bound only catches typos such as a port in the path.
-const MaxRedisDB = 1 << 16
+const MaxRedisDB = limits.RedisDB
 
 // redisTarget is a parsed Redis URL: everything needed to dial except TLS
 // files, which come from separate settings.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Every NATS stream and subject Tandem uses is named here, and only here.
@@ -47,11 +49,11 @@ const (
 const (
 	// MaxEventBytes bounds one encoded event (JSON payload, headers excluded).
 	// Events carry ids and small facts; bulk data goes to the artifact store.
-	MaxEventBytes = 64 << 10
+	MaxEventBytes = limits.EventBytes
 	// MaxTokenLen bounds one id used as a subject token or durable name.
-	MaxTokenLen = 128
+	MaxTokenLen = limits.SubjectTokenLen
 	// MaxMsgIDLen bounds a Nats-Msg-Id value.
-	MaxMsgIDLen = 256
+	MaxMsgIDLen = limits.MsgIDLen
 	// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id.
 	DuplicateWindow = 2 * time.Minute
 )

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Event is one interaction: user did Type to Item, with an optional Value and
@@ -140,7 +142,7 @@ func parseTime(s string) (time.Time, error) {
 
 // maxHalfLivesAhead bounds how far after the decay anchor an event may lie:
 // its factor 2^x must stay well inside float32 range.
-const maxHalfLivesAhead = 64
+const maxHalfLivesAhead = limits.RecsEventHalfLivesAhead
 
 // scorer turns an event into its contribution to H_u[item].
 type scorer struct {

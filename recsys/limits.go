@@ -1,6 +1,10 @@
 package recsys
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tandem-ai/tandem/limits"
+)
 
 // Limits bounds what the package accepts from files, feedback events and
 // shard files. Input that passes a limit is rejected with an error naming
@@ -30,28 +34,28 @@ func DefaultLimits() Limits { return Limits{}.withDefaults() }
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxLineBytes == 0 {
-		l.MaxLineBytes = 64 << 10
+		l.MaxLineBytes = limits.RecsLineBytes
 	}
 	if l.MaxIDBytes == 0 {
-		l.MaxIDBytes = 256
+		l.MaxIDBytes = limits.RecsIDBytes
 	}
 	if l.MaxUsers == 0 {
-		l.MaxUsers = 50_000_000
+		l.MaxUsers = limits.RecsUsers
 	}
 	if l.MaxItems == 0 {
-		l.MaxItems = 10_000_000
+		l.MaxItems = limits.RecsItems
 	}
 	if l.MaxCells == 0 {
-		l.MaxCells = 1<<31 - 1
+		l.MaxCells = limits.RecsCells
 	}
 	if l.MaxAbsValue == 0 {
-		l.MaxAbsValue = 1e9
+		l.MaxAbsValue = limits.RecsAbsValue
 	}
 	if l.MaxKinds == 0 {
-		l.MaxKinds = 4096
+		l.MaxKinds = limits.RecsKinds
 	}
 	if l.MaxK == 0 {
-		l.MaxK = 10_000
+		l.MaxK = limits.RecsK
 	}
 	return l
 }

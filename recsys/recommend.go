@@ -3,6 +3,8 @@ package recsys
 import (
 	"fmt"
 	"iter"
+
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Method picks how recommendations are scored.
@@ -55,7 +57,7 @@ type RecOptions struct {
 	NoFallback bool
 }
 
-const maxRecN = 10_000
+const maxRecN = limits.RecsPerRequest
 
 // Scored is one recommended item.
 type Scored struct {

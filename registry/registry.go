@@ -16,12 +16,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // MaxNameLen bounds a model name.
-const MaxNameLen = 64
+const MaxNameLen = limits.ModelNameLen
 
 // nameRE is a model name: lower-case letters, digits, '.', '_' and '-',
 // starting with a letter or digit. No '/' and no ':', so a name can never be
@@ -101,11 +102,27 @@ func ParseRef(ref string) (name string, version int, err error) {
 // CreatedAt are filled in). The artifact directory appears whole or not at
 // all: files are copied into a temporary directory that is then renamed.
 func (r *Registry) Register(ctx context.Context, name, srcDir string, v Version) (Version, error) {
+	_, err := model.LoadConfig(srcDir)
+	open := func(file string) (*os.File, error) { return os.Open(filepath.Join(srcDir, file)) }
+	return r.register(ctx, name, err, open, v)
+}
+
+// RegisterFrom is Register for a model directory already open as an
+// os.Root (a fine-tune's run directory in the data root): the files are
+// read through it, so nothing outside it is copied.
+func (r *Registry) RegisterFrom(ctx context.Context, name string, src *os.Root, v Version) (Version, error) {
+	_, err := model.LoadConfigRoot(src, ".")
+	return r.register(ctx, name, err, src.Open, v)
+}
+
+// register copies the files open opens; cfgErr is the source's config
+// check.
+func (r *Registry) register(ctx context.Context, name string, cfgErr error, open func(file string) (*os.File, error), v Version) (Version, error) {
 	if err := ValidateName(name); err != nil {
 		return Version{}, err
 	}
-	if _, err := model.LoadConfig(srcDir); err != nil {
-		return Version{}, fmt.Errorf("registry: source model: %w", err)
+	if cfgErr != nil {
+		return Version{}, fmt.Errorf("registry: source model: %w", cfgErr)
 	}
 	n, err := r.rdb.Incr(ctx, keySeq(name)).Result()
 	if err != nil {
@@ -113,7 +130,7 @@ func (r *Registry) Register(ctx context.Context, name, srcDir string, v Version)
 	}
 	v.Name, v.Version, v.CreatedAt, v.Promoted = name, int(n), time.Now().UTC(), false
 	dst := filepath.Join(r.root, name, "v"+strconv.Itoa(v.Version))
-	if err := copyModelDir(srcDir, dst); err != nil {
+	if err := copyModelDir(open, dst); err != nil {
 		return Version{}, fmt.Errorf("registry: %w", err)
 	}
 	abs, err := filepath.Abs(dst)
@@ -255,9 +272,9 @@ func (r *Registry) Resolve(ctx context.Context, ref string) (dir string, ok bool
 	return v.Artifact, true, nil
 }
 
-// copyModelDir copies a model's two files into dst through a temporary
-// sibling directory and a rename.
-func copyModelDir(src, dst string) error {
+// copyModelDir copies a model's two files, opened by open, into dst
+// through a temporary sibling directory and a rename.
+func copyModelDir(open func(file string) (*os.File, error), dst string) error {
 	parent := filepath.Dir(dst)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return err
@@ -267,7 +284,7 @@ func copyModelDir(src, dst string) error {
 		return err
 	}
 	for _, f := range []string{model.ConfigFile, model.SafetensorsFile} {
-		if err := copyFile(filepath.Join(src, f), filepath.Join(tmp, f)); err != nil {
+		if err := copyFile(open, f, filepath.Join(tmp, f)); err != nil {
 			os.RemoveAll(tmp)
 			return err
 		}
@@ -283,8 +300,8 @@ func copyModelDir(src, dst string) error {
 	return nil
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
+func copyFile(open func(file string) (*os.File, error), src, dst string) error {
+	in, err := open(src)
 	if err != nil {
 		return err
 	}

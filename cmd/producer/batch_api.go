@@ -17,6 +17,8 @@ import (
 
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -27,7 +29,7 @@ const EnvBatchInputDir = "TANDEM_BATCH_INPUT_DIR"
 // maxBatchJSONBody bounds a JSON create request, inline input included;
 // larger inputs are uploaded as a raw body (up to batch.MaxInputBytes) or
 // referenced by path.
-const maxBatchJSONBody = 64 << 20
+const maxBatchJSONBody = limits.APIBatchJSONBytes
 
 // batchAPI serves /v1/batches.
 type batchAPI struct {
@@ -105,7 +107,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchJSONBody))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+			writeBodyError(w, err)
 			return
 		}
 		o = req.CreateOptions
@@ -118,7 +120,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		case req.InputPath != "":
 			f, err := b.openInput(req.InputPath)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "invalid_request", "input_path: "+err.Error())
+				writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 				return
 			}
 			defer f.Close()
@@ -146,7 +148,9 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", verr.Report.Invalid, verr.Report.Lines)
 		body.Report = verr.Report
 		writeJSON(w, http.StatusBadRequest, body)
-	case errors.Is(err, batch.ErrInvalid), errors.As(err, new(*http.MaxBytesError)):
+	case errors.As(err, new(*http.MaxBytesError)):
+		writeBodyError(w, err)
+	case errors.Is(err, batch.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	case err != nil:
 		b.logger.Error("batch create failed", "err", err)
@@ -156,21 +160,18 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// openInput opens a path under the input directory; os.Root keeps it there.
+// openInput opens a path under the input directory, confined to it as job
+// paths are to the data root (package dataroot).
 func (b *batchAPI) openInput(path string) (*os.File, error) {
 	if b.inputDir == "" {
 		return nil, errors.New("reading inputs by path is not enabled")
 	}
-	root, err := os.OpenRoot(b.inputDir)
+	root, err := dataroot.Open(b.inputDir)
 	if err != nil {
-		return nil, fmt.Errorf("input directory: %w", err)
+		return nil, fmt.Errorf("input directory (%s): %w", EnvBatchInputDir, err)
 	}
 	defer root.Close()
-	f, err := root.Open(filepath.Clean(path))
-	if err != nil {
-		return nil, fmt.Errorf("%q under %s: %w", path, EnvBatchInputDir, err)
-	}
-	return f, nil
+	return root.Open("input_path", path)
 }
 
 func optionsFromQuery(r *http.Request) (batch.CreateOptions, error) {

@@ -355,6 +355,19 @@ func TestBatchAPI(t *testing.T) {
 		t.Fatalf("bad chunk_size: %d %s", resp.StatusCode, body)
 	}
 
+	if resp, body := get(fmt.Sprintf("/v1/batches?limit=%d", batch.MaxListLimit+1)); resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "limit") {
+		t.Fatalf("a page over MaxListLimit: %d %s", resp.StatusCode, body)
+	}
+	// Bodies over their limit: 413, naming it.
+	for _, c := range []struct {
+		path string
+		size int
+	}{{"/v1/jobs", maxRequestBody + 1}, {"/v1/batches", maxBatchJSONBody + 1}} {
+		resp, body := post(c.path, "application/json", `{"x":"`+strings.Repeat("a", c.size)+`"}`)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), fmt.Sprintf("over the limit of %d bytes", c.size-1)) {
+			t.Fatalf("POST %s of %d bytes: %d %s", c.path, c.size, resp.StatusCode, body)
+		}
+	}
 	resp, body = get("/v1/batches?limit=2")
 	var page batchList
 	if err := json.Unmarshal(body, &page); err != nil || resp.StatusCode != http.StatusOK || len(page.Data) != 2 || !page.HasMore || page.Object != "list" {

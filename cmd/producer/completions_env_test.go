@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -91,6 +92,13 @@ func (e *genEnv) startWorker(t testing.TB) *jobs.Deps {
 		t.Fatal(err)
 	}
 	deps.Bus, deps.Redis = bus, e.rdb
+	// Tests keep their model directories in t.TempDir()s.
+	root, err := dataroot.Open(os.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	deps.SetDataRoot(root)
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
 	srv, err := pipeline.NewServer(e.cfg, reg, e.logger)

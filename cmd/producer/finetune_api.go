@@ -4,21 +4,26 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
-	"os"
 	"path/filepath"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
 
+// maxCurveBytes bounds a loss curve image served (they are a few KiB).
+const maxCurveBytes = limits.LossCurveBytes
+
 // finetuneAPI serves fine-tuning runs and the model registry under /v1.
 type finetuneAPI struct {
-	client  *pipeline.Client
-	dataDir string
-	reg     *registry.Registry
+	client *pipeline.Client
+	root   *dataroot.Root // nil: no loss curves
+	reg    *registry.Registry
 }
 
 // registerFinetuneRoutes adds:
@@ -31,8 +36,10 @@ type finetuneAPI struct {
 //	POST /v1/models/{name}/promote       {"version": N}
 //
 // The registry shares the client's Redis; artifacts live under dataDir.
-func registerFinetuneRoutes(mux *http.ServeMux, client *pipeline.Client, dataDir string) {
-	f := &finetuneAPI{client: client, dataDir: dataDir, reg: registry.New(client.Redis(), jobs.RegistryDir(dataDir))}
+// Loss curves are read from the run directories in root, the data root the
+// workers write them into (nil: none are served).
+func registerFinetuneRoutes(mux *http.ServeMux, client *pipeline.Client, dataDir string, root *dataroot.Root) {
+	f := &finetuneAPI{client: client, root: root, reg: registry.New(client.Redis(), jobs.RegistryDir(dataDir))}
 	mux.HandleFunc("POST /v1/finetunes", f.create)
 	mux.HandleFunc("GET /v1/finetunes/{id}", f.get)
 	mux.HandleFunc("GET /v1/finetunes/{id}/loss.png", f.lossCurve)
@@ -47,7 +54,7 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&a); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		writeBodyError(w, err)
 		return
 	}
 	if err := a.Validate(); err != nil {
@@ -104,11 +111,19 @@ func (f *finetuneAPI) lossCurve(w http.ResponseWriter, r *http.Request) {
 	}
 	out := a.Out
 	if out == "" {
-		out = filepath.Join(f.dataDir, "finetune", id)
+		out = jobs.DefaultFinetuneOut(id)
 	}
-	b, err := os.ReadFile(filepath.Join(out, finetune.CurveFile))
-	if err != nil {
+	if f.root == nil {
+		writeError(w, http.StatusNotFound, "not_found", "this producer has no data root to read loss curves from")
+		return
+	}
+	b, err := f.root.ReadFile("out", filepath.Join(out, finetune.CurveFile), maxCurveBytes)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		writeError(w, http.StatusNotFound, "not_found", "no loss curve yet (one is drawn at each epoch end)")
+		return
+	case err != nil:
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "image/png")
@@ -134,9 +149,12 @@ func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Version int `json:"version"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limits.APIPromoteBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Version < 1 {
+	if err := dec.Decode(&req); errors.As(err, new(*http.MaxBytesError)) {
+		writeBodyError(w, err)
+		return
+	} else if err != nil || req.Version < 1 {
 		writeError(w, http.StatusBadRequest, "invalid_request", "want {\"version\": N} with N >= 1")
 		return
 	}

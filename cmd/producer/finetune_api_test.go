@@ -5,15 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
@@ -39,8 +43,13 @@ func TestFinetuneRoutes(t *testing.T) {
 	}
 	t.Cleanup(func() { client.Close() }) // registered first, so it runs last
 	tmp := t.TempDir()
+	root, err := dataroot.Open(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
 	mux := http.NewServeMux()
-	registerFinetuneRoutes(mux, client, tmp)
+	registerFinetuneRoutes(mux, client, tmp, root)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -76,6 +85,56 @@ func TestFinetuneRoutes(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/png" || !bytes.Equal(got.Bytes(), png) {
 		t.Fatalf("loss.png: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
+	// curveOf enqueues a finetune whose run directory is out and fetches
+	// its loss.png.
+	curveOf := func(out string) (int, string) {
+		t.Helper()
+		body, _ := json.Marshal(jobs.FinetuneArgs{Model: "builtin:tiny", Data: "data.txt", Out: out})
+		resp, err := http.Post(srv.URL+"/v1/finetunes", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tv TaskView
+		json.NewDecoder(resp.Body).Decode(&tv)
+		resp.Body.Close()
+		t.Cleanup(func() { _ = client.Inspector().DeleteTask(tv.Queue, tv.ID) })
+		resp, err = http.Get(srv.URL + "/v1/finetunes/" + tv.ID + "/loss.png")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// A run directory outside the data root is not read, even when the
+	// file is there; a loss curve over maxCurveBytes is not served.
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, finetune.CurveFile), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := curveOf(outside); code != http.StatusNotFound || !strings.Contains(msg, "escapes the data root") {
+		t.Fatalf("loss.png outside the data root: %d %s", code, msg)
+	}
+	if err := os.MkdirAll(filepath.Join(tmp, "big-run"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "big-run", finetune.CurveFile), make([]byte, maxCurveBytes+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := curveOf("big-run"); code != http.StatusNotFound || !strings.Contains(msg, "larger than the limit") {
+		t.Fatalf("loss.png over the limit: %d %s", code, msg)
+	}
+	// Bodies over their limit are refused naming it.
+	resp, err = http.Post(srv.URL+"/v1/finetunes", "application/json", strings.NewReader(`{"model":"`+strings.Repeat("m", maxRequestBody)+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Reset()
+	got.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(got.String(), "over the limit") {
+		t.Fatalf("oversized finetune body: %d %s", resp.StatusCode, got.String())
+	}
 	if resp, _ := http.Get(srv.URL + "/v1/finetunes/nope/loss.png"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown job: %d", resp.StatusCode)
 	}
@@ -100,6 +159,10 @@ func TestFinetuneRoutes(t *testing.T) {
 	}
 	if _, err := reg.Register(ctx, name, filepath.Join(tmp, "m"), registry.Version{Parent: "scratch"}); err != nil {
 		t.Fatal(err)
+	}
+	resp, _ = http.Post(srv.URL+"/v1/models/"+name+"/promote", "application/json", strings.NewReader(`{"version":"`+strings.Repeat("1", limits.APIPromoteBodyBytes)+`"}`))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversized promote body: %d", resp.StatusCode)
 	}
 	resp, _ = http.Post(srv.URL+"/v1/models/"+name+"/promote", "application/json", bytes.NewReader([]byte(`{"version":1}`)))
 	if resp.StatusCode != http.StatusOK {

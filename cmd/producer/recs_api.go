@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -127,7 +128,7 @@ func getRecs(ctx context.Context, store *recsys.RedisStore, user string, n int) 
 }
 
 // maxRecsUserBytes bounds a user id in a URL (the serving store's limit).
-const maxRecsUserBytes = 256
+const maxRecsUserBytes = limits.APIRecsUserLen
 
 func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
 	user := req.PathValue("id")

@@ -111,6 +111,9 @@ func TestRecsRoutes(t *testing.T) {
 	if code, msg := get("u1"); code != http.StatusNotFound {
 		t.Fatalf("GET before any list = %d %s", code, msg)
 	}
+	if code, msg := get(strings.Repeat("u", maxRecsUserBytes+1)); code != http.StatusBadRequest || !strings.Contains(msg, "id:") {
+		t.Fatalf("GET with a user id over the limit = %d %s; want 400 naming id", code, msg)
+	}
 	if _, err := recs.store.UpdateUser(ctx, "u1", []recsys.Scored{{Item: "i2", Score: 2}, {Item: "i3", Score: 1}}); err != nil {
 		t.Fatal(err)
 	}

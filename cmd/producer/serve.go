@@ -19,6 +19,7 @@ import (
 
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -74,7 +75,15 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// methods need submit. The monitoring UI is read-only unless admin.
 	apiMux := http.NewServeMux()
 	api.routes(apiMux)
-	registerFinetuneRoutes(apiMux, client, cfg.DataDir)
+	// Loss curves are read from run directories in the data root, which
+	// the producer shares with the workers (k8s: the shared volume).
+	root, err := jobs.OpenDataRoot(*cfg)
+	if err != nil {
+		logger.Warn("no data root: GET /v1/finetunes/{id}/loss.png answers 404", "err", err)
+	} else {
+		defer root.Close()
+	}
+	registerFinetuneRoutes(apiMux, client, cfg.DataDir, root)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
 	mux.Handle("/monitoring/", mon)
@@ -111,7 +120,7 @@ type apiServer struct {
 }
 
 // maxRequestBody bounds a JSON request body of the API.
-const maxRequestBody = pipeline.MaxPayloadBytes + 4096
+const maxRequestBody = limits.APIJobBodyBytes
 
 func (a *apiServer) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/jobs", a.createJob)
@@ -140,7 +149,7 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		writeBodyError(w, err)
 		return
 	}
 	if req.Kind == "" {
@@ -217,6 +226,17 @@ type apiError struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// writeBodyError answers a request whose body did not decode: 413 naming
+// the limit when it was over its http.MaxBytesReader bound, else 400.
+func writeBodyError(w http.ResponseWriter, err error) {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: over the limit of %d bytes", mbe.Limit))
+		return
+	}
+	writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

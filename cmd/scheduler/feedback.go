@@ -17,6 +17,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -28,7 +29,7 @@ const FeedbackDurable = "recsys"
 // maxRefreshPerEvent bounds how many other users' lists one event
 // refreshes; a popular item can move thousands of neighbour lists, and
 // those users are refreshed by the next rebuild instead.
-const maxRefreshPerEvent = 200
+const maxRefreshPerEvent = limits.RecsRefreshPerEvent
 
 // Defaults of feedbackOptions.
 const (

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
@@ -22,12 +24,25 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// setDataRoot confines deps to the directory of the environment's
+// interaction file, as a worker's --data-root would.
+func (e *feedbackEnv) setDataRoot(t testing.TB, deps *jobs.Deps) {
+	t.Helper()
+	root, err := dataroot.Open(filepath.Dir(e.interactions))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	deps.SetDataRoot(root)
+}
+
 // startWorkers runs every job kind in-process on the default queue, as a
 // worker process would, until the test ends.
 func (e *feedbackEnv) startWorkers(t testing.TB) {
 	t.Helper()
 	deps := jobs.NewDeps(quiet)
 	deps.Redis, deps.Artifacts, deps.Bus = e.rdb, e.arts, e.bus
+	e.setDataRoot(t, deps)
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
 	cfg := e.cfg
@@ -342,6 +357,7 @@ func TestShardedRebuildRetries(t *testing.T) {
 	e := newFeedbackEnv(t)
 	ctx := context.Background()
 	deps := &jobs.Deps{Logger: quiet, Redis: e.rdb, Artifacts: e.arts}
+	e.setDataRoot(t, deps)
 	insp := asynq.NewInspectorFromRedisClient(e.rdb)
 	const id = "retry-test"
 	fan := func(taskID string) error {

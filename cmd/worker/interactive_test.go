@@ -58,7 +58,7 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	}
 	defer nc.Close()
 	client, err := pipeline.NewClient(pipeline.Config{RedisURL: b.redisURL, Queues: map[string]int{"default": 1}, Concurrency: 1,
-		ShutdownTimeout: time.Second, RetryBaseDelay: time.Second, RetryMaxDelay: time.Second, PollInterval: time.Second, DataDir: b.dir})
+		ShutdownTimeout: time.Second, RetryBaseDelay: time.Second, RetryMaxDelay: time.Second, PollInterval: time.Second, DataDir: b.dir, DataRoot: b.dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	lanePoll := fs.Duration("interactive-poll-interval", lanePollDefault, "poll the interactive queue this often from a lane of its own (0: the queue shares --poll-interval with the others); see docs/PERFORMANCE.md [TANDEM_INTERACTIVE_POLL_INTERVAL]")
 	laneConc := fs.Int("interactive-concurrency", laneConcDefault, "interactive jobs the lane runs at once [TANDEM_INTERACTIVE_CONCURRENCY]")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: worker [flags]           run the asynq server\n       worker exec KIND [flags] run one job in-process, no Redis\n\nkinds:\n")
+		fmt.Fprintf(stderr, "usage: worker [flags]           run the asynq server\n       worker exec KIND [flags] run one job in-process, no Redis\n\nFile paths in jobs are relative to the data root (--data-root) and confined to it.\n\nkinds:\n")
 		for _, k := range jobs.Names() {
 			fmt.Fprintf(stderr, "  %-10s %s\n", k, jobs.Summary(k))
 		}
@@ -99,7 +99,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("--device %s: this binary has no GPU backend; build with -tags cuda, or use --device cpu", *device)
 	}
 
+	// Every file a job names lies in the data root; a root that cannot be
+	// opened stops the worker here rather than failing each job.
+	root, err := jobs.OpenDataRoot(cfg)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	deps := jobs.NewDeps(logger)
+	deps.SetDataRoot(root)
 	if cfg.NATSURL != "" {
 		natsOpts, err := cfg.NATSOptions()
 		if err != nil {
@@ -183,7 +191,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		close(adminErr)
 	}()
-	logger.Info("worker starting", "kinds", reg.Kinds(), "queues", cfg.Queues, "concurrency", cfg.Concurrency, "admin", *adminAddr)
+	logger.Info("worker starting", "kinds", reg.Kinds(), "queues", cfg.Queues, "concurrency", cfg.Concurrency, "admin", *adminAddr, "data_root", root.Dir())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -273,7 +281,7 @@ func adminMux(reg *prometheus.Registry) *http.ServeMux {
 
 func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(stderr, "usage: worker exec KIND [flags]\n\nkinds:\n")
+		fmt.Fprintf(stderr, "usage: worker exec KIND [flags]\n\nFile paths are relative to the data root, $%s (default the current directory).\n\nkinds:\n", jobs.EnvDataRoot)
 		for _, k := range jobs.Names() {
 			fmt.Fprintf(stderr, "  %-10s %s\n", k, jobs.Summary(k))
 		}
@@ -283,7 +291,14 @@ func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	return jobs.Exec(ctx, jobs.NewDeps(logger), args[0], args[1:], stdout)
+	root, err := jobs.OpenEnvDataRoot()
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	deps := jobs.NewDeps(logger)
+	deps.SetDataRoot(root)
+	return jobs.Exec(ctx, deps, args[0], args[1:], stdout)
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {

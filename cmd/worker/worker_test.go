@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,7 +70,7 @@ func setup(t *testing.T) *testBundle {
 // /healthz answers.
 func (b *testBundle) startWorker(t *testing.T, extraEnv ...string) *exec.Cmd {
 	t.Helper()
-	env := append([]string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_QUEUES=default=1", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.dir}, extraEnv...)
+	env := append([]string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_QUEUES=default=1", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.dir, "TANDEM_DATA_ROOT=" + b.dir}, extraEnv...)
 	return workerproc.Start(t, b.bin, b.dir, env, "--concurrency", "2").Cmd
 }
 
@@ -179,5 +180,71 @@ func TestBadPayloadIsArchivedNotRetried(t *testing.T) {
 	}
 	if !strings.Contains(info.LastErr, "sleep_ms") {
 		t.Fatalf("archived reason %q does not name the field sleep_ms", info.LastErr)
+	}
+}
+
+// A job whose path leaves the data root is archived at once, never retried,
+// with a reason that names the field, the path and the root; one inside
+// runs. This is the asynq handler path: Redis, the worker binary, its
+// middleware.
+func TestEscapingPathIsArchivedNotRetried(t *testing.T) {
+	b := setup(t)
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(b.dir, "out-link")); err != nil {
+		t.Fatal(err)
+	}
+	b.startWorker(t)
+	enqueue := func(id, kind string, args any) {
+		t.Helper()
+		payload, _ := json.Marshal(args)
+		if _, err := b.client.Enqueue(asynq.NewTask(kind, payload), asynq.TaskID(id), asynq.Queue("default"), asynq.MaxRetry(5), asynq.Retention(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	absOut := filepath.Join(outside, "stolen.jsonl")
+	enqueue("gen-abs", jobs.KindGenerate, jobs.GenerateArgs{Model: "builtin:tiny", Input: "in.jsonl", Output: absOut})
+	enqueue("ping-link", jobs.KindPing, jobs.PingArgs{Record: "out-link/runs.txt"})
+	enqueue("ping-up", jobs.KindPing, jobs.PingArgs{Record: "../runs.txt"})
+	enqueue("ping-ok", jobs.KindPing, jobs.PingArgs{Record: "runs/ok.txt"})
+	for _, c := range []struct{ id, want string }{
+		{"gen-abs", `field "output": path "` + absOut + `" escapes the data root ` + b.dir},
+		{"ping-link", `field "record": path "out-link/runs.txt" escapes the data root ` + b.dir},
+		{"ping-up", `field "record": path "../runs.txt" escapes the data root`},
+	} {
+		var info *asynq.TaskInfo
+		waitFor(t, c.id+" to be archived", 30*time.Second, func() bool {
+			var err error
+			info, err = b.insp.GetTaskInfo("default", c.id)
+			return err == nil && info.State == asynq.TaskStateArchived
+		})
+		if info.Retried != 0 || !strings.Contains(info.LastErr, c.want) {
+			t.Errorf("%s: archived after %d retries with %q; want no retry and %q", c.id, info.Retried, info.LastErr, c.want)
+		}
+	}
+	waitFor(t, "the ping inside the root to complete", 30*time.Second, func() bool {
+		info, err := b.insp.GetTaskInfo("default", "ping-ok")
+		return err == nil && info.State == asynq.TaskStateCompleted
+	})
+	if runs := runsRecorded(filepath.Join(b.dir, "runs", "ok.txt")); len(runs) != 1 {
+		t.Fatalf("runs/ok.txt records %v; want one run", runs)
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("jobs wrote %d entries outside the data root", len(entries))
+	}
+}
+
+// A worker refuses to start on a data root that does not exist, and names
+// the setting.
+func TestWorkerRefusesMissingDataRoot(t *testing.T) {
+	var stderr strings.Builder
+	t.Setenv("TANDEM_DATA_ROOT", filepath.Join(t.TempDir(), "missing"))
+	t.Setenv("TANDEM_REDIS_URL", "redis://"+testRedisAddr()+"/13")
+	err := run(context.Background(), []string{"--admin-addr", "127.0.0.1:0"}, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "data root") || !strings.Contains(err.Error(), "TANDEM_DATA_ROOT") {
+		t.Fatalf("run = %v; want a refusal naming the data root setting", err)
+	}
+	err = run(context.Background(), []string{"exec", "ping"}, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "data root") {
+		t.Fatalf("exec = %v; want a refusal naming the data root", err)
 	}
 }

@@ -174,7 +174,7 @@ func (h *harness) run() (*result, error) {
 	if err := os.RemoveAll(h.dir); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"logs", "redis", "nats", "data", "inputs", "results"} {
+	for _, d := range []string{"logs", "redis", "nats", "data", "files", "inputs", "results"} {
 		if err := os.MkdirAll(filepath.Join(h.dir, d), 0o755); err != nil {
 			return nil, err
 		}
@@ -194,6 +194,9 @@ func (h *harness) run() (*result, error) {
 	h.env = append(os.Environ(),
 		"TANDEM_REDIS_URL=redis://"+h.redisAddr+"/0", "TANDEM_NATS_URL="+h.natsURL,
 		"TANDEM_DATA_DIR="+filepath.Join(h.dir, "data"), "TANDEM_ARTIFACT_STORE=local",
+		// Job file paths are confined here; batches go through the artifact
+		// store, so no job of the run names a file.
+		"TANDEM_DATA_ROOT="+filepath.Join(h.dir, "files"),
 		"TANDEM_CONCURRENCY=2", "TANDEM_POLL_INTERVAL=200ms", "TANDEM_LOG_LEVEL=info",
 		"TANDEM_WEBHOOK_URLS=", "TANDEM_REQUIRE_REDIS_PERSISTENCE=true",
 	)

@@ -24,7 +24,7 @@ const demoModelName = "demo-writer"
 // and generates with the new version by its registry name.
 func demoFinetune(ctx context.Context, d *demo) error {
 	step("fine-tuning through the queue (producer finetune --wait)")
-	corpus := filepath.Join(d.dir, "finetune-corpus.jsonl")
+	corpus := filepath.Join(d.files, "finetune-corpus.jsonl")
 	if err := finetune.WriteSyntheticCorpus(corpus, finetune.FormatJSONL, 600, 1); err != nil {
 		return err
 	}
@@ -72,11 +72,11 @@ func demoFinetune(ctx context.Context, d *demo) error {
 	fmt.Print(indent(models))
 
 	step("generation with the fine-tuned model, by its registry name")
-	prompts := filepath.Join(d.dir, "finetune-prompts.jsonl")
+	prompts := filepath.Join(d.files, "finetune-prompts.jsonl")
 	if err := writeFinetunePrompts(prompts); err != nil {
 		return err
 	}
-	genOut := filepath.Join(d.dir, "finetune-results.jsonl")
+	genOut := filepath.Join(d.files, "finetune-results.jsonl")
 	genID, err := d.enqueue(ctx, "generate", map[string]any{"model": demoModelName, "input": prompts, "output": genOut, "batch_size": 4})
 	if err != nil {
 		return err

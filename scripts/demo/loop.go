@@ -96,16 +96,16 @@ func (d *demo) personalize(ctx context.Context, users, out, catalog string) (job
 // `producer serve`.
 func demoLoop(ctx context.Context, d *demo) error {
 	step("the human-AI loop: personalised batch -> feedback -> recommender -> personalised batch")
-	catalog := filepath.Join(d.dir, "catalog.jsonl")
+	catalog := filepath.Join(d.files, "catalog.jsonl")
 	if err := writeDemoCatalog(catalog); err != nil {
 		return err
 	}
-	users := filepath.Join(d.dir, "loop-users.txt")
+	users := filepath.Join(d.files, "loop-users.txt")
 	if err := os.WriteFile(users, []byte("u1\nu7\n# a person with no history:\nnewcomer\nu1\n"), 0o644); err != nil {
 		return err
 	}
 	fmt.Printf("   catalog %s (even items are templates, odd ones topics), users %s\n", catalog, users)
-	_, first, err := d.personalize(ctx, users, filepath.Join(d.dir, "personalize-1"), catalog)
+	_, first, err := d.personalize(ctx, users, filepath.Join(d.files, "personalize-1"), catalog)
 	if err != nil {
 		return err
 	}
@@ -132,11 +132,11 @@ func demoLoop(ctx context.Context, d *demo) error {
 		return err
 	}
 	fmt.Printf("   u1's list after the feedback: %s\n", itemList(after.Items))
-	only := filepath.Join(d.dir, "loop-u1.txt")
+	only := filepath.Join(d.files, "loop-u1.txt")
 	if err := os.WriteFile(only, []byte("u1\n"), 0o644); err != nil {
 		return err
 	}
-	_, second, err := d.personalize(ctx, only, filepath.Join(d.dir, "personalize-2"), catalog)
+	_, second, err := d.personalize(ctx, only, filepath.Join(d.files, "personalize-2"), catalog)
 	if err != nil {
 		return err
 	}
@@ -308,11 +308,11 @@ func demoInteractive(ctx context.Context, d *demo) error {
 	fmt.Printf("   u1's list before: %s\n", itemList(before.Items))
 	fmt.Printf("   u1's list after:  %s\n", itemList(after.Items))
 
-	only := filepath.Join(d.dir, "loop-u1.txt")
+	only := filepath.Join(d.files, "loop-u1.txt")
 	if err := os.WriteFile(only, []byte("u1\n"), 0o644); err != nil {
 		return err
 	}
-	_, batch, err := d.personalize(ctx, only, filepath.Join(d.dir, "personalize-3"), filepath.Join(d.dir, "catalog.jsonl"))
+	_, batch, err := d.personalize(ctx, only, filepath.Join(d.files, "personalize-3"), filepath.Join(d.files, "catalog.jsonl"))
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,7 @@ func main() {
 // demo holds the state of one run.
 type demo struct {
 	dir, bin string
+	files    string // the data root: every file a job names is in here
 	env      []string
 	procs    []*exec.Cmd
 	api      string // base URL of `producer serve`, once the loop step started it
@@ -52,15 +53,18 @@ func run(ctx context.Context) error {
 		return err
 	}
 	d := &demo{dir: filepath.Join(root, ".tandem", "demo"), bin: filepath.Join(root, "bin")}
+	d.files = filepath.Join(d.dir, "files")
 	if err := os.RemoveAll(d.dir); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(d.dir, "logs"), 0o755); err != nil {
-		return err
+	for _, sub := range []string{filepath.Join(d.dir, "logs"), d.files} {
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			return err
+		}
 	}
 	defer d.stopAll()
 	// The scheduler's live recommender loads this file at start.
-	if err := writeDemoInteractions(d.dir); err != nil {
+	if err := writeDemoInteractions(d.files); err != nil {
 		return err
 	}
 
@@ -85,8 +89,11 @@ func run(ctx context.Context) error {
 
 	natsURL := os.Getenv("TANDEM_NATS_URL")
 	schedAdmin, workerAdmin := freeAddr(), freeAddr()
-	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+d.dir)
-	schedArgs := []string{"--admin-addr", schedAdmin, "--interactions", demoInteractions(d.dir)}
+	// The job files (prompts, results, corpus, run directories) live in
+	// d.files, the data root every job path is confined to; the services'
+	// own state (registry, artifacts) stays in the data dir beside it.
+	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+d.dir, "TANDEM_DATA_ROOT="+d.files)
+	schedArgs := []string{"--admin-addr", schedAdmin, "--interactions", demoInteractions(d.files)}
 	if natsURL == "" {
 		natsAddr := freeAddr()
 		natsURL = "nats://" + natsAddr
@@ -112,11 +119,11 @@ func run(ctx context.Context) error {
 	fmt.Printf("   scheduler and worker up (logs in %s)\n", filepath.Join(d.dir, "logs"))
 
 	step("2. generation through the queue (producer -> Redis -> worker)")
-	prompts := filepath.Join(d.dir, "prompts.jsonl")
+	prompts := filepath.Join(d.files, "prompts.jsonl")
 	if err := writeDemoPrompts(prompts); err != nil {
 		return err
 	}
-	genOut := filepath.Join(d.dir, "results.jsonl")
+	genOut := filepath.Join(d.files, "results.jsonl")
 	genID, err := d.enqueue(ctx, "generate", map[string]any{"model": "builtin:tiny", "input": prompts, "output": genOut, "batch_size": 4})
 	if err != nil {
 		return err
@@ -129,7 +136,7 @@ func run(ctx context.Context) error {
 	}
 
 	step("3. evaluation through the queue")
-	text := filepath.Join(d.dir, "eval.txt")
+	text := filepath.Join(d.files, "eval.txt")
 	if err := os.WriteFile(text, []byte(demoText), 0o644); err != nil {
 		return err
 	}
@@ -151,6 +158,14 @@ func run(ctx context.Context) error {
 		return err
 	}
 	fmt.Print("   worker exec eval -> ", out)
+	// A path outside the data root is refused before anything is read.
+	if _, err := d.output(ctx, "worker", "exec", "eval", "--model", "builtin:tiny", "--in", "../../../go.mod"); err == nil {
+		return errors.New("worker exec eval read a file outside the data root")
+	} else if msg := err.Error(); !strings.Contains(msg, "escapes the data root") {
+		return fmt.Errorf("worker exec eval outside the data root: want an escape refused, got %w", err)
+	} else {
+		fmt.Println("   worker exec eval --in ../../../go.mod -> refused: escapes the data root", d.files)
+	}
 
 	step("6. queues")
 	out, err = d.output(ctx, "producer", "queues")

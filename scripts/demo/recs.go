@@ -101,7 +101,7 @@ func itemList(items []recsys.Scored) string {
 // user's list.
 func demoRecs(ctx context.Context, d *demo) error {
 	step("recommendations: sharded nightly rebuild through the queue, then live feedback over NATS")
-	in := demoInteractions(d.dir)
+	in := demoInteractions(d.files)
 	fmt.Printf("   interactions: %s (300 users, 100 items, 6000 events, 5 taste groups)\n", in)
 	// The default neighbours and list length, the ones the scheduler's live
 	// model starts with, so its lists agree with the rebuild's whether or

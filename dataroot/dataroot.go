@@ -1,0 +1,362 @@
+// Package dataroot confines the files Tandem reads and writes on a user's
+// behalf to one directory, the data root (pipeline.Config.DataRoot:
+// --data-root, TANDEM_DATA_ROOT). Job args and API requests name files:
+// inputs, outputs, datasets, run directories, model directories. Every such
+// name goes through a Root, so no payload can make a worker read or write
+// anything else on its filesystem.
+//
+// A job kind with a file in its args uses the one Root its worker holds:
+//
+//	root, err := w.Deps.DataRoot()
+//	if err != nil {
+//		return err
+//	}
+//	f, err := root.Open("input", a.Input) // read
+//	if err != nil {
+//		return pipeline.Permanent(err) // a missing input stays missing
+//	}
+//	defer f.Close()
+//	...
+//	err = root.WriteFile("output", a.Output, func(w io.Writer) error {
+//		return encode(w, results) // temp file + rename, inside the root
+//	})
+//
+// The first argument is the field's JSON name; every error names it. The
+// rules:
+//
+//   - a relative path is relative to the root: "in/prompts.jsonl";
+//   - an absolute path inside the root is accepted and made relative
+//     ("/data/in/prompts.jsonl" with root /data), so a producer may send
+//     absolute paths of a shared volume;
+//   - anything that resolves outside the root is refused: "..", an absolute
+//     path elsewhere, a symbolic link that points out (to a file or to a
+//     directory, on the way or at the end). The error is a *PathError
+//     wrapping ErrEscape, marked pipeline.Permanent, so the job is archived
+//     at once, never retried: `field "output": path "../x" escapes the data
+//     root /data`;
+//   - symbolic links that stay inside the root are followed, if relative.
+//     os.Root refuses absolute link targets even when they point inside, so
+//     links in the data root should be relative.
+//
+// The confinement itself is os.Root's (Go 1.24+): every open, mkdir and
+// rename resolves the name one component at a time from a directory handle
+// and refuses any step out, so a link swapped in between a check and a use
+// still cannot lead outside. Writes are atomic (atomicfile.WriteIn: a
+// temporary file and a rename, both inside the root). Libraries that work on
+// directories (finetune runs, model loading) take the *os.Root that OS or
+// OpenDir returns, and stay confined the same way.
+package dataroot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/pipeline"
+)
+
+// ErrEscape is wrapped by errors for paths that resolve outside the root.
+var ErrEscape = errors.New("escapes the data root")
+
+// PathError is a path a Root refused or could not use. Escapes and
+// malformed paths (empty, a NUL byte) are returned marked permanent; file
+// system errors (not found, permission, disk full) are returned as they are,
+// for the caller to judge: a missing input is permanent, a full disk is not.
+type PathError struct {
+	Field string // the field the path came from: "input", "output", "data"...
+	Path  string // the path as given
+	Root  string // the data root's directory ("" from CheckPath)
+	Op    string // the file operation that failed ("open", "mkdir"...), if one did
+	Err   error  // ErrEscape, or the cause
+}
+
+func (e *PathError) Error() string {
+	switch {
+	case errors.Is(e.Err, ErrEscape) && e.Root != "":
+		return fmt.Sprintf("field %q: path %q escapes the data root %s", e.Field, e.Path, e.Root)
+	case errors.Is(e.Err, ErrEscape):
+		return fmt.Sprintf("field %q: path %q escapes the data root", e.Field, e.Path)
+	case e.Op != "":
+		return fmt.Sprintf("field %q: %s %q in the data root %s: %v", e.Field, e.Op, e.Path, e.Root, e.Err)
+	}
+	return fmt.Sprintf("field %q: path %q: %v", e.Field, e.Path, e.Err)
+}
+
+func (e *PathError) Unwrap() error { return e.Err }
+
+// IsEscape reports whether err is, or wraps, a refused escape.
+func IsEscape(err error) bool { return errors.Is(err, ErrEscape) }
+
+// CheckPath is the check that needs no root: p must be non-empty, hold no
+// NUL byte, and, when relative, not climb out ("../x", "a/../../x"). Args'
+// Validate methods call it, so a producer refuses such paths before they
+// are enqueued; whether an absolute path lies inside the root only a worker
+// can tell (Root.Name).
+func CheckPath(field, p string) error {
+	switch {
+	case p == "":
+		return pipeline.Permanent(&PathError{Field: field, Path: p, Err: errors.New("empty")})
+	case strings.IndexByte(p, 0) >= 0:
+		return pipeline.Permanent(&PathError{Field: field, Path: p, Err: errors.New("holds a NUL byte")})
+	case !filepath.IsAbs(p) && climbs(filepath.Clean(p)):
+		return pipeline.Permanent(&PathError{Field: field, Path: p, Err: ErrEscape})
+	}
+	return nil
+}
+
+func climbs(clean string) bool {
+	return clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator))
+}
+
+// Root is an open data root. It is safe for concurrent use; one per process
+// is enough.
+type Root struct {
+	dir  string // absolute, as configured
+	real string // dir with symbolic links resolved
+	root *os.Root
+}
+
+// Open opens dir, which must exist and be a directory, as a data root.
+func Open(dir string) (*Root, error) {
+	if strings.TrimSpace(dir) == "" {
+		return nil, errors.New("data root: no directory given")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("data root %s: %w", dir, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return nil, fmt.Errorf("data root: %w", err)
+	}
+	r, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("data root: %w", err)
+	}
+	return &Root{dir: abs, real: real, root: r}, nil
+}
+
+// Dir is the root's absolute directory.
+func (r *Root) Dir() string { return r.dir }
+
+// OS is the underlying os.Root, for libraries that take one. Names passed
+// to it must come from Name: it refuses escapes, but with os.Root's plain
+// error rather than a PathError.
+func (r *Root) OS() *os.Root { return r.root }
+
+// Close releases the directory handle.
+func (r *Root) Close() error { return r.root.Close() }
+
+// Name turns a path given in field into a slash-separated name inside the
+// root, by the rules in the package comment. It looks at the string only:
+// symbolic links are checked when the name is used.
+func (r *Root) Name(field, p string) (string, error) {
+	if err := CheckPath(field, p); err != nil {
+		if pe := (*PathError)(nil); errors.As(err, &pe) {
+			pe.Root = r.dir
+		}
+		return "", err
+	}
+	c := filepath.Clean(p)
+	if !filepath.IsAbs(c) {
+		return filepath.ToSlash(c), nil
+	}
+	for _, base := range []string{r.dir, r.real} {
+		if rel, err := filepath.Rel(base, c); err == nil && !climbs(rel) && !filepath.IsAbs(rel) {
+			return filepath.ToSlash(rel), nil
+		}
+	}
+	return "", r.escape(field, p)
+}
+
+// Path is the absolute path of a name inside the root, for results and
+// messages ("written to /data/out/results.jsonl").
+func (r *Root) Path(name string) string { return filepath.Join(r.dir, filepath.FromSlash(name)) }
+
+// Open opens the regular file p for reading.
+func (r *Root) Open(field, p string) (*os.File, error) {
+	name, err := r.Name(field, p)
+	if err != nil {
+		return nil, err
+	}
+	f, err := r.root.Open(name)
+	if err != nil {
+		return nil, r.wrap(field, p, err)
+	}
+	st, err := f.Stat()
+	if err == nil && !st.Mode().IsRegular() {
+		err = errors.New("not a regular file")
+	}
+	if err != nil {
+		f.Close()
+		return nil, &PathError{Field: field, Path: p, Root: r.dir, Op: "open", Err: err}
+	}
+	return f, nil
+}
+
+// ReadFile reads the regular file p whole, refusing one larger than limit
+// bytes.
+func (r *Root) ReadFile(field, p string, limit int64) ([]byte, error) {
+	f, err := r.Open(field, p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tooLarge := &PathError{Field: field, Path: p, Root: r.dir, Op: "read", Err: fmt.Errorf("larger than the limit of %d bytes", limit)}
+	if st, err := f.Stat(); err == nil && st.Size() > limit {
+		return nil, tooLarge // refused before anything is read
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, &PathError{Field: field, Path: p, Root: r.dir, Op: "read", Err: err}
+	}
+	if int64(len(b)) > limit {
+		return nil, tooLarge // it grew while being read
+	}
+	return b, nil
+}
+
+// Stat describes p, following links that stay inside the root.
+func (r *Root) Stat(field, p string) (fs.FileInfo, error) {
+	name, err := r.Name(field, p)
+	if err != nil {
+		return nil, err
+	}
+	st, err := r.root.Stat(name)
+	if err != nil {
+		return nil, r.wrap(field, p, err)
+	}
+	return st, nil
+}
+
+// WriteFile writes p atomically through fill (atomicfile.WriteIn): readers
+// see the old file or the whole new one. Missing parent directories are
+// created.
+func (r *Root) WriteFile(field, p string, fill func(w io.Writer) error) error {
+	name, err := r.Name(field, p)
+	if err != nil {
+		return err
+	}
+	if err := r.mkdirAll(field, p, path.Dir(name)); err != nil {
+		return err
+	}
+	if err := atomicfile.WriteIn(r.root, name, fill); err != nil {
+		return r.wrap(field, p, err)
+	}
+	return nil
+}
+
+// OpenFile opens p with os.OpenFile's flags; with os.O_CREATE, missing
+// parent directories are created. For appends and other writes that are not
+// whole-file replacements (use WriteFile for those).
+func (r *Root) OpenFile(field, p string, flag int, perm os.FileMode) (*os.File, error) {
+	name, err := r.Name(field, p)
+	if err != nil {
+		return nil, err
+	}
+	if flag&os.O_CREATE != 0 {
+		if err := r.mkdirAll(field, p, path.Dir(name)); err != nil {
+			return nil, err
+		}
+	}
+	f, err := r.root.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, r.wrap(field, p, err)
+	}
+	return f, nil
+}
+
+// MkdirAll creates the directory p and its parents, and returns its name
+// inside the root.
+func (r *Root) MkdirAll(field, p string) (string, error) {
+	name, err := r.Name(field, p)
+	if err != nil {
+		return "", err
+	}
+	return name, r.mkdirAll(field, p, name)
+}
+
+func (r *Root) mkdirAll(field, p, name string) error {
+	if name == "." {
+		return nil
+	}
+	if err := r.root.MkdirAll(name, 0o755); err != nil {
+		return r.wrap(field, p, err)
+	}
+	return nil
+}
+
+// OpenDir opens the directory p as an os.Root of its own, for code that
+// works inside one directory (a fine-tune's run directory, a model
+// directory). It stays confined: nothing under it can reach outside the data
+// root either. Close it when done.
+func (r *Root) OpenDir(field, p string) (*os.Root, error) {
+	name, err := r.Name(field, p)
+	if err != nil {
+		return nil, err
+	}
+	d, err := r.root.OpenRoot(name)
+	if err != nil {
+		return nil, r.wrap(field, p, err)
+	}
+	return d, nil
+}
+
+func (r *Root) escape(field, p string) error {
+	return pipeline.Permanent(&PathError{Field: field, Path: p, Root: r.dir, Err: ErrEscape})
+}
+
+// wrap turns an os.Root error into a PathError naming the field: an escape
+// os.Root caught (a symbolic link pointing out) becomes ErrEscape, marked
+// permanent; anything else keeps its cause.
+func (r *Root) wrap(field, p string, err error) error {
+	if osEscape(err) {
+		return r.escape(field, p)
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return &PathError{Field: field, Path: p, Root: r.dir, Op: strings.TrimSuffix(pe.Op, "at"), Err: pe.Err}
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return &PathError{Field: field, Path: p, Root: r.dir, Op: strings.TrimSuffix(le.Op, "at"), Err: le.Err}
+	}
+	return &PathError{Field: field, Path: p, Root: r.dir, Op: "use", Err: err}
+}
+
+// osEscapeText is the message of os.Root's (unexported) error for a name
+// that leaves the root. It is matched by text because os exports no value
+// to compare with; the tests fail if a Go release changes it.
+const osEscapeText = "path escapes from parent"
+
+func osEscape(err error) bool {
+	for _, e := range causes(err) {
+		if e.Error() == osEscapeText {
+			return true
+		}
+	}
+	return false
+}
+
+// causes lists err and everything it wraps, depth first.
+func causes(err error) []error {
+	if err == nil {
+		return nil
+	}
+	out := []error{err}
+	switch u := err.(type) {
+	case interface{ Unwrap() error }:
+		out = append(out, causes(u.Unwrap())...)
+	case interface{ Unwrap() []error }:
+		for _, e := range u.Unwrap() {
+			out = append(out, causes(e)...)
+		}
+	}
+	return out
+}
