@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -152,6 +153,10 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		g.abandon()
 		writeError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("no worker started the generation within %v (is one serving the %q queue?): %v", c.startTimeout, pipeline.QueueInteractive, err))
 		return
+	case m.Type == jobs.GenError:
+		// The worker could not send its start message and said so.
+		writeError(w, genErrorStatus(m.Error.Code), m.Error.Code, m.Error.Message)
+		return
 	case m.Type != jobs.GenStart:
 		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
 		return
@@ -219,7 +224,17 @@ type genRelay struct {
 	rd       jobs.GenReader
 	started  bool
 	finished bool
+	// startBy is when the start message is due (enqueue + startTimeout);
+	// abandon waits for it no later than this, or startGrace from when it
+	// is called, so a request that already waited out its start timeout
+	// does not wait that long a second time.
+	startBy time.Time
 }
+
+// startGrace bounds abandon's wait for the start of a job that left the
+// queue: a worker subscribes and sends start as soon as it has the job, in
+// milliseconds; this leaves room for a loaded machine.
+const startGrace = 2 * time.Second
 
 // begin subscribes to the generation's token subject, makes sure the server
 // has the subscription, then enqueues the job.
@@ -245,6 +260,7 @@ func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (
 		g.close()
 		return nil, err
 	}
+	g.startBy = time.Now().Add(c.startTimeout)
 	return g, nil
 }
 
@@ -278,8 +294,9 @@ func (g *genRelay) next(ctx context.Context, timeout time.Duration) (jobs.GenMes
 }
 
 // abandon stops a generation nobody waits for any more: it deletes the job
-// if it is still queued; otherwise it waits (bounded) for the worker's start
-// message, after which the worker surely listens, and sends the cancel.
+// if it is still queued; otherwise it waits for the worker's start message
+// (until startBy, or startGrace when that has passed), after which the
+// worker surely listens, and sends the cancel.
 func (g *genRelay) abandon() {
 	if g.finished {
 		return
@@ -290,10 +307,11 @@ func (g *genRelay) abandon() {
 			return // never ran
 		}
 		// Running (or just finished): its start is on the way, if not here.
-		ctx, cancel := context.WithTimeout(context.Background(), g.c.startTimeout)
+		wait := max(time.Until(g.startBy), min(startGrace, g.c.startTimeout))
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		for !g.started && !g.finished {
-			if _, err := g.next(ctx, g.c.startTimeout); err != nil {
+			if _, err := g.next(ctx, wait); err != nil {
 				break
 			}
 		}
@@ -330,21 +348,30 @@ type completionOut struct {
 
 // collect answers a non-streaming request with one completion object.
 func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
+	// The text is the token texts joined (done repeats it only when it
+	// fits in one message); at most MaxInteractiveTokens tokens bound it.
+	var text strings.Builder
 	for {
 		m, gone, err := g.follow(r.Context())
 		if gone {
 			return
 		}
 		if err != nil {
-			writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
+			if errors.Is(err, errStreamTimeout) {
+				writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
+			} else {
+				writeError(w, http.StatusBadGateway, "bad_stream", err.Error())
+			}
 			return
 		}
 		switch m.Type {
+		case jobs.GenToken:
+			text.WriteString(m.Text)
 		case jobs.GenDone:
 			writeJSON(w, http.StatusOK, jobs.CompletionResponse{
 				ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
-				Choices: []jobs.Choice{{Index: 0, Text: m.Text, FinishReason: m.FinishReason}},
-				Usage:   *m.Usage,
+				Choices: []jobs.Choice{{Index: 0, Text: text.String(), FinishReason: m.FinishReason}},
+				Usage:   *m.Usage, // GenReader refuses a done message without usage
 			})
 			return
 		case jobs.GenError:

@@ -179,6 +179,84 @@ func longContextModel(t *testing.T) string {
 	return dir
 }
 
+// repeatingTokenModel writes a model that, sampled greedily, emits tok at
+// every step: a zero final LayerNorm gain with a bias along the first axis
+// makes every position's output the same vector, and tok's tied embedding
+// alone points far along that axis.
+func repeatingTokenModel(t *testing.T, tok int32) string {
+	t.Helper()
+	m, err := model.New(model.Config{NLayer: 1, NHead: 2, NEmbd: 32, NPositions: 1024, VocabSize: 50257, LayerNormEpsilon: 1e-5}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pt := range m.Config.ParamTensors() {
+		p := m.Params[pt.Offset : pt.Offset+pt.Size]
+		switch pt.Name {
+		case "ln_f.weight":
+			clear(p)
+		case "ln_f.bias":
+			p[0] = 1
+		case "wte.weight":
+			p[int(tok)*m.Config.NEmbd] = 100
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "repeat")
+	if err := m.SaveDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestCompletionLargerThanOneMessageArrivesWhole generates a reply whose
+// text alone exceeds pipeline.MaxEventBytes: 600 tokens of GPT-2 token
+// 35496, 128 bytes each. The done message cannot repeat it, so the client
+// gets the text the tokens add up to, at once rather than after the
+// generation timeout.
+func TestCompletionLargerThanOneMessageArrivesWhole(t *testing.T) {
+	const tok, n = 35496, 600
+	e := newGenEnv(t, "")
+	e.startWorker(t)
+	tap := tapTokens(t, e)
+	tk, err := model.NewTokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Repeat(tk.Decode([]int32{tok}), n)
+	if len(want) <= pipeline.MaxEventBytes {
+		t.Fatalf("the reply is %d bytes; the test needs more than MaxEventBytes (%d)", len(want), pipeline.MaxEventBytes)
+	}
+	body := fmt.Sprintf(`{"model":%q,"prompt":"Say it","max_tokens":%d,"temperature":0}`, repeatingTokenModel(t, tok), n)
+	// A guard against the hang this test is about: a lost done message
+	// used to leave the request waiting for the generation timeout (5 min).
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp := e.post(t, ctx, "/v1/completions", body)
+	var got jobs.CompletionResponse
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("non-streaming: %d %v", resp.StatusCode, err)
+	}
+	if got.Choices[0].Text != want || got.Usage.CompletionTokens != n || got.Choices[0].FinishReason != "length" {
+		t.Fatalf("non-streaming: %d bytes, %d tokens, finish %q; want %d bytes, %d tokens, length",
+			len(got.Choices[0].Text), got.Usage.CompletionTokens, got.Choices[0].FinishReason, len(want), n)
+	}
+	// The done message stayed within the limit by leaving the text out.
+	msgs := tap(got.ID)
+	if done := msgs[len(msgs)-1]; done.Type != jobs.GenDone || done.Text != "" || done.Usage.CompletionTokens != n {
+		t.Fatalf("last message %s with %d bytes of text, want done without text", done.Type, len(done.Text))
+	}
+
+	s := e.stream(t, ctx, strings.Replace(body, `}`, `,"stream":true}`, 1), nil)
+	if s.err != nil || s.text() != want || s.last.Usage == nil || s.last.Usage.CompletionTokens != n {
+		t.Fatalf("streamed: %v, %d bytes", s.err, len(s.text()))
+	}
+	// The record holds the text, cut to its documented bound.
+	if rec := waitRecord(t, e, s.id); rec.Text != want[:loop.MaxRecordTextBytes] {
+		t.Fatalf("record: %d bytes, want the first %d", len(rec.Text), loop.MaxRecordTextBytes)
+	}
+}
+
 func TestDroppedClientCancelsGeneration(t *testing.T) {
 	e := newGenEnv(t, "")
 	e.startWorker(t)
