@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
 )
 
 // The loop metrics aggregate generation feedback in Redis, so that every
@@ -46,9 +47,11 @@ const OtherName = "_other"
 // Defaults of MetricsOptions.
 const (
 	DefaultMetricsRetention = 30 * 24 * time.Hour
-	// DefaultSeenTTL outlives the FEEDBACK stream's 7 days, so any message
-	// the stream can redeliver is still known as counted.
-	DefaultSeenTTL  = 8 * 24 * time.Hour
+	// DefaultSeenTTL is the horizon the interaction log dedupes over too:
+	// it outlives the FEEDBACK stream's 7 days and a generation record's
+	// (DefaultRecordTTL), so any event the stream can redeliver or a client
+	// can resend is still known as counted, here as in the recommender.
+	DefaultSeenTTL  = recsys.FeedbackDedupeHorizon
 	DefaultMaxNames = 100
 	// MaxMetricsHours bounds the hours one Read returns.
 	MaxMetricsHours = 24 * 31

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
@@ -199,5 +200,67 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestResendWithinTheDedupeHorizonCountsOnceEverywhere sends one accept
+// to the real interaction log and the real metrics, as the scheduler's two
+// consumers do, then again "on day 3" (both markers aged three days): a
+// generation takes feedback for DefaultRecordTTL, so neither may count the
+// resend; before they shared a horizon the log forgot ids after 48 hours.
+func TestResendWithinTheDedupeHorizonCountsOnceEverywhere(t *testing.T) {
+	if DefaultSeenTTL != recsys.FeedbackDedupeHorizon || DefaultRecordTTL > recsys.FeedbackDedupeHorizon {
+		t.Fatalf("metrics remember ids %v, the log %v; generations take feedback for %v", DefaultSeenTTL, recsys.FeedbackDedupeHorizon, DefaultRecordTTL)
+	}
+	for _, s := range pipeline.DefaultStreams() {
+		if s.Name == pipeline.StreamFeedback && s.MaxAge > recsys.FeedbackDedupeHorizon {
+			t.Fatalf("stream %s keeps messages %v, longer than the dedupe horizon %v", s.Name, s.MaxAge, recsys.FeedbackDedupeHorizon)
+		}
+	}
+	rdb := redisClient(t)
+	ctx := context.Background()
+	log := recsys.NewInteractionLog(rdb, recsys.InteractionLogOptions{})
+	m := NewMetrics(rdb, MetricsOptions{})
+	ev := event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept})
+	b, err := ev.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rev recsys.Event // what the recommender's consumer reads of it
+	if err := json.Unmarshal(b, &rev); err != nil {
+		t.Fatal(err)
+	}
+	send := func() (logged, counted bool) {
+		t.Helper()
+		_, logged, err := log.Append(ctx, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if counted, err = m.Record(ctx, ev, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return logged, counted
+	}
+	if logged, counted := send(); !logged || !counted {
+		t.Fatalf("first send: logged %v, counted %v", logged, counted)
+	}
+	const age = 3 * 24 * time.Hour
+	for _, key := range []string{recsys.KeyLoggedPrefix + ev.ID, seenKey(ev.ID)} {
+		ttl, err := rdb.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl < DefaultRecordTTL {
+			t.Errorf("%s is remembered for %v, less than a generation takes feedback (%v)", key, ttl, DefaultRecordTTL)
+		}
+		if err := rdb.PExpire(ctx, key, ttl-age).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if logged, counted := send(); logged || counted {
+		t.Fatalf("resend on day 3: logged %v, counted %v; want neither", logged, counted)
+	}
+	if n, err := log.Len(ctx); err != nil || n != 1 {
+		t.Fatalf("log holds %d entries (%v), want 1", n, err)
 	}
 }

@@ -23,6 +23,16 @@ const (
 	KeyLoggedPrefix = KeyPrefix + "logged:"
 )
 
+// FeedbackDedupeHorizon is how long a feedback event id is remembered once
+// it was counted: by the interaction log (the default of
+// InteractionLogOptions.DedupeTTL) and by the loop metrics
+// (loop.DefaultSeenTTL), so that the recommender and the metrics count a
+// resend alike. It must outlast the longest time one event can come again:
+// feedback names a generation record, kept 7 days (loop.DefaultRecordTTL),
+// and the FEEDBACK stream keeps and can redeliver a message for 7 days.
+// loop's tests check that both stay within it.
+const FeedbackDedupeHorizon = 8 * 24 * time.Hour
+
 // LogStart is the log position before every entry.
 const LogStart = "0-0"
 
@@ -30,9 +40,9 @@ const LogStart = "0-0"
 // defaults.
 type InteractionLogOptions struct {
 	// DedupeTTL is how long an event ID is remembered after it was logged.
-	// It must cover redeliveries (JetStream's AckWait times MaxDeliver, a few
-	// minutes) and client resends; default 48 hours. Each remembered ID is
-	// one small key.
+	// It must cover redeliveries and client resends for as long as the
+	// generation an event names takes feedback; default
+	// FeedbackDedupeHorizon (8 days). Each remembered ID is one small key.
 	DedupeTTL time.Duration
 	// MaxIDBytes bounds event IDs. Default 256.
 	MaxIDBytes int
@@ -52,7 +62,7 @@ type InteractionLog struct {
 // NewInteractionLog wraps a go-redis client.
 func NewInteractionLog(rdb redis.UniversalClient, opts InteractionLogOptions) *InteractionLog {
 	if opts.DedupeTTL <= 0 {
-		opts.DedupeTTL = 48 * time.Hour
+		opts.DedupeTTL = FeedbackDedupeHorizon
 	}
 	if opts.MaxIDBytes <= 0 {
 		opts.MaxIDBytes = 256
