@@ -578,6 +578,19 @@ func TestNightlyEntry(t *testing.T) {
 	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "--recs-window") {
 		t.Fatalf("a 5ms window: %v", err)
 	}
+	// A window an update task would sleep out inside its own timeout.
+	t.Setenv("TANDEM_RECS_WINDOW", "1m")
+	if err := bad.bind(flagSet()); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "--recs-window") {
+		t.Fatalf("a 1m window: %v", err)
+	}
+	// The longest window accepted leaves the task its catch-up wait and
+	// its work within the timeout.
+	if budget := maxWindowBumps*maxUpdateWindow + catchUpTimeout + updateWorkMargin; budget > jobs.RecsUserUpdateTimeout {
+		t.Fatalf("an update task may need %v, over its %v timeout", budget, jobs.RecsUserUpdateTimeout)
+	}
 }
 
 // TestFeedbackBurstCoalesces sends a burst of one user's events through

@@ -61,7 +61,15 @@ func (r *recsFlags) bind(fs *flag.FlagSet) error {
 // Bounds of the recommender settings.
 const (
 	minUpdateWindow = 10 * time.Millisecond
-	maxUpdateWindow = time.Minute
+	// maxUpdateWindow keeps an update task's waits within its timeout
+	// (jobs.RecsUserUpdateTimeout): a task waits out up to maxWindowBumps
+	// windows (an enqueue that finds its window's task started takes a
+	// later one), then up to catchUpTimeout for the live model, and needs
+	// updateWorkMargin to rewrite the lists. A test checks the sum.
+	maxUpdateWindow = 5 * time.Second
+	// updateWorkMargin is the time an update task keeps for its own work
+	// after its waits.
+	updateWorkMargin = 10 * time.Second
 )
 
 func (r *recsFlags) validate() error {
@@ -69,7 +77,8 @@ func (r *recsFlags) validate() error {
 	case r.shards < 1 || r.shards > jobs.MaxRecsShards:
 		return fmt.Errorf("--recs-shards %d: want 1..%d", r.shards, jobs.MaxRecsShards)
 	case r.window < minUpdateWindow || r.window > maxUpdateWindow:
-		return fmt.Errorf("--recs-window %v: want %v..%v", r.window, minUpdateWindow, maxUpdateWindow)
+		return fmt.Errorf("--recs-window %v: want %v..%v (an update task waits out its window within its %v timeout)",
+			r.window, minUpdateWindow, maxUpdateWindow, jobs.RecsUserUpdateTimeout)
 	case r.poll < pipeline.MinPollInterval || r.poll > pipeline.MaxPollInterval:
 		return fmt.Errorf("--recs-poll %v: want %v..%v", r.poll, pipeline.MinPollInterval, pipeline.MaxPollInterval)
 	case r.concurrency < 1 || r.concurrency > pipeline.MaxConcurrency:
