@@ -440,6 +440,97 @@ func TestShardedRebuildRetries(t *testing.T) {
 	}
 }
 
+// TestFailedRebuildReleasesItsLockAndFiles fails a rebuild's steps for
+// good, a shard on its last attempt and a merge refused as stale: each time
+// the rebuild is marked abandoned, its files are deleted and the lock is
+// free for the next rebuild at once, not after its 6 h TTL.
+func TestFailedRebuildReleasesItsLockAndFiles(t *testing.T) {
+	e := newFeedbackEnv(t)
+	ctx := context.Background()
+	deps := &jobs.Deps{Logger: quiet, Redis: e.rdb, Artifacts: e.arts}
+	fan := func(id string) {
+		t.Helper()
+		if err := (jobs.RecsFanoutWorker{Deps: deps}).Work(ctx, &pipeline.Job[jobs.RecsFanoutArgs]{ID: id, MaxRetry: 5,
+			Args: jobs.RecsFanoutArgs{Interactions: e.interactions, Shards: 2}}); err != nil {
+			t.Fatalf("fan-out of %s: %v", id, err)
+		}
+	}
+	shard := func(id string, p, retried int) error {
+		return jobs.RecsShardWorker{Deps: deps}.Work(ctx, &pipeline.Job[jobs.RecsShardArgs]{ID: id + ":" + strconv.Itoa(p), Retried: retried, MaxRetry: 5,
+			Args: jobs.RecsShardArgs{Rebuild: id, Shard: p}})
+	}
+	merge := func(id string) error {
+		return jobs.RecsMergeWorker{Deps: deps}.Work(ctx, &pipeline.Job[jobs.RecsMergeArgs]{ID: id + ":merge", MaxRetry: 10,
+			Args: jobs.RecsMergeArgs{Rebuild: id}})
+	}
+	files := func(id string) []string {
+		t.Helper()
+		keys, err := e.arts.List(ctx, "recs/rebuilds/"+id+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	abandoned := func(id string) {
+		t.Helper()
+		if n, err := e.rdb.Exists(ctx, jobs.KeyRecsRebuildLock).Result(); err != nil || n != 0 {
+			t.Fatalf("%s: lock still held (%v)", id, err)
+		}
+		if keys := files(id); len(keys) != 0 {
+			t.Fatalf("%s: files left: %v", id, keys)
+		}
+		if st, err := e.rdb.HGet(ctx, pipeline.Key("recs", "rebuild", id), "status").Result(); err != nil || st != "abandoned" {
+			t.Fatalf("%s: status %q (%v), want abandoned", id, st, err)
+		}
+	}
+
+	// A shard whose snapshot is gone: retried while attempts remain, the
+	// rebuild given up on its last one.
+	const lost = "lost-snapshot"
+	fan(lost)
+	if err := shard(lost, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if keys := files(lost); len(keys) < 2 {
+		t.Fatalf("files after a shard: %v, want the snapshot and shard files", keys)
+	}
+	if err := e.arts.Delete(ctx, "recs/rebuilds/"+lost+"/snapshot.csv"); err != nil {
+		t.Fatal(err)
+	}
+	if err := shard(lost, 1, 0); err == nil {
+		t.Fatal("a shard without its snapshot succeeded")
+	}
+	if holder, err := e.rdb.Get(ctx, jobs.KeyRecsRebuildLock).Result(); err != nil || holder != lost {
+		t.Fatalf("after a failure with retries left the lock is %q (%v), want %s's", holder, err, lost)
+	}
+	if err := shard(lost, 1, 5); err == nil {
+		t.Fatal("the last attempt succeeded")
+	}
+	abandoned(lost)
+	// The other steps of an abandoned rebuild stop.
+	if err := shard(lost, 0, 0); !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "abandoned") {
+		t.Fatalf("a shard of an abandoned rebuild: %v", err)
+	}
+
+	// A merge refused as stale: a rebuild reaching further into the log
+	// made the base meanwhile.
+	const stale = "stale-merge"
+	fan(stale) // the lock was free
+	for p := range 2 {
+		if err := shard(stale, p, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later, _ := json.Marshal(jobs.RecsBase{Rebuild: "later", Snapshot: "recs/rebuilds/later/snapshot.csv", LogID: "99999999999999-0"})
+	if err := e.rdb.Set(ctx, jobs.KeyRecsBase, later, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := merge(stale); !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "later") {
+		t.Fatalf("stale merge: %v, want a permanent error naming the later rebuild", err)
+	}
+	abandoned(stale)
+}
+
 // TestUpdateTasksCoalesce checks one update task per user per window, and
 // that an event arriving after its window's task has read the log gets a
 // task of the next window rather than being lost.
