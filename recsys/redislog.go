@@ -33,6 +33,15 @@ const (
 // loop's tests check that both stay within it.
 const FeedbackDedupeHorizon = 8 * 24 * time.Hour
 
+// DefaultLogMaxLen caps the interaction log's length. Rebuilds trim the log
+// to what the kept snapshots lack, about two days of events; without them
+// (the nightly rebuild off) nothing else would, and the log would grow
+// until Redis, which also holds the job queues, runs out of memory. At the
+// measured 120 bytes an entry the cap is about 1.2 GB. Past it the oldest
+// entries go (XADD MAXLEN ~, so a little more is kept): a live model
+// restarted after that, and a later rebuild, no longer see them.
+const DefaultLogMaxLen = 10_000_000
+
 // LogStart is the log position before every entry.
 const LogStart = "0-0"
 
@@ -46,6 +55,9 @@ type InteractionLogOptions struct {
 	DedupeTTL time.Duration
 	// MaxIDBytes bounds event IDs. Default 256.
 	MaxIDBytes int
+	// MaxLen caps the log's length when appending (approximately: Redis
+	// trims whole stream nodes). Default DefaultLogMaxLen.
+	MaxLen int64
 }
 
 // InteractionLog is the durable, ordered, de-duplicated record of feedback
@@ -67,6 +79,9 @@ func NewInteractionLog(rdb redis.UniversalClient, opts InteractionLogOptions) *I
 	if opts.MaxIDBytes <= 0 {
 		opts.MaxIDBytes = 256
 	}
+	if opts.MaxLen <= 0 {
+		opts.MaxLen = DefaultLogMaxLen
+	}
 	return &InteractionLog{rdb: rdb, opts: opts}
 }
 
@@ -78,12 +93,13 @@ type LogEntry struct {
 
 // logAppend logs ARGV[1] under a new stream entry unless the event ID's
 // marker (KEYS[2]) exists, all in one step, so that two deliveries of one
-// event racing on two consumers still log it once. It returns {entry ID,
-// 1} when it logged, {earlier entry ID, 0} otherwise.
+// event racing on two consumers still log it once; the stream keeps about
+// ARGV[3] entries. It returns {entry ID, 1} when it logged, {earlier entry
+// ID, 0} otherwise.
 var logAppend = redis.NewScript(`
 local prev = redis.call('GET', KEYS[2])
 if prev then return {prev, 0} end
-local id = redis.call('XADD', KEYS[1], '*', 'ev', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'ev', ARGV[1])
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
 return {id, 1}
 `)
@@ -101,7 +117,7 @@ func (l *InteractionLog) Append(ctx context.Context, ev Event) (id string, added
 		return "", false, fmt.Errorf("recsys: log event %q: %w", ev.ID, err)
 	}
 	ttl := strconv.FormatInt(int64(l.opts.DedupeTTL/time.Second), 10)
-	res, err := logAppend.Run(ctx, l.rdb, []string{KeyLog, KeyLoggedPrefix + ev.ID}, b, ttl).Slice()
+	res, err := logAppend.Run(ctx, l.rdb, []string{KeyLog, KeyLoggedPrefix + ev.ID}, b, ttl, l.opts.MaxLen).Slice()
 	if err != nil {
 		return "", false, fmt.Errorf("recsys: log event %q: %w", ev.ID, err)
 	}

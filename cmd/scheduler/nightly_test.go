@@ -649,8 +649,17 @@ func TestNightlyEntry(t *testing.T) {
 		t.Fatalf("with a schedule entry: %+v", got)
 	}
 	rc.rebuild = "off"
-	if got, _ := withNightlyRebuild(nil, rc, "", quiet); len(got) != 0 {
+	var logged strings.Builder
+	if got, _ := withNightlyRebuild(nil, rc, "", slog.New(slog.NewTextHandler(&logged, nil))); len(got) != 0 {
 		t.Fatalf("off: %+v", got)
+	}
+	// With no rebuild at all the log is trimmed by nothing but its cap: say so.
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "interaction log") {
+		t.Fatalf("rebuild off: logged %q, want a warning about the interaction log", logged.String())
+	}
+	logged.Reset()
+	if _, err := withNightlyRebuild(own, rc, "", slog.New(slog.NewTextHandler(&logged, nil))); err != nil || logged.Len() != 0 {
+		t.Fatalf("rebuild off with a schedule entry: %v, logged %q", err, logged.String())
 	}
 	rc.rebuild = "61 2 * * *"
 	if _, err := withNightlyRebuild(nil, rc, "", quiet); err == nil || !strings.Contains(err.Error(), "--recs-rebuild") {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
 )
 
 // nightlyEntryName names the built-in periodic entry of the sharded
@@ -90,9 +92,14 @@ func (r *recsFlags) validate() error {
 }
 
 // withNightlyRebuild adds the built-in nightly rebuild to the schedule,
-// unless it is off or the schedule has an entry of its kind already.
+// unless it is off or the schedule has an entry of its kind already. With
+// no rebuild at all it warns: only rebuilds trim the interaction log.
 func withNightlyRebuild(entries []pipeline.PeriodicEntry, r recsFlags, interactions string, logger *slog.Logger) ([]pipeline.PeriodicEntry, error) {
 	if r.rebuild == "off" {
+		if !slices.ContainsFunc(entries, func(e pipeline.PeriodicEntry) bool { return e.Kind == jobs.KindRecsFanout }) {
+			logger.Warn("no recommender rebuild is scheduled: only a rebuild trims the interaction log, which grows to its cap and then drops its oldest events",
+				"log", recsys.KeyLog, "cap", recsys.DefaultLogMaxLen)
+		}
 		return entries, nil
 	}
 	for _, e := range entries {
