@@ -180,7 +180,7 @@ func (c *chat) regenerate(ctx context.Context, n int) error {
 // of (with a fresh seed, so the text differs).
 func (c *chat) ask(ctx context.Context, prompt, replaces string) error {
 	req := c.req
-	req.Prompt, req.Replaces = prompt, replaces
+	req.Prompt, req.Replaces = onePrompt(prompt), replaces
 	n := len(c.replies) + 1
 	if replaces != "" {
 		seed := rand.Int64()

@@ -16,8 +16,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/auth"
+	"github.com/tandem-ai/tandem/internal/workerproc"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
@@ -129,8 +131,8 @@ func TestCompletionStreamsTokensInOrderAndRecordsThem(t *testing.T) {
 	// A failure on the worker reaches the client: as an error object, or
 	// as an error event in the stream.
 	const bad = `{"model":"builtin:huge","prompt":"x"}`
-	if code, msg := e.postJSON(t, "/v1/completions", bad, nil); code != http.StatusBadRequest || !strings.Contains(msg, jobs.GenCodeModel) {
-		t.Fatalf("unknown model: %d %s", code, msg)
+	if code, msg := e.postJSON(t, "/v1/completions", bad, nil); code != http.StatusNotFound || !strings.Contains(msg, jobs.GenCodeModel) {
+		t.Fatalf("unknown model: %d %s, want 404 as OpenAI answers", code, msg)
 	}
 	if s := e.stream(t, context.Background(), strings.Replace(bad, `}`, `,"stream":true}`, 1), nil); s.err == nil || !strings.Contains(s.err.Error(), jobs.GenCodeModel) {
 		t.Fatalf("unknown model, streamed: %v", s.err)
@@ -395,6 +397,13 @@ func TestCompletionRefusesBadBodies(t *testing.T) {
 		`{"model":"builtin:tiny","prompt":"x","template":"` + strings.Repeat("t", loop.MaxRecordIDBytes+1) + `"}`: `template`,
 		`{"model":"builtin:tiny","prompt":"` + long + `"}`:                                                        `prompt`,
 		`{"model":"builtin:tiny","prompt":"x"} {}`:                                                                `trailing`,
+		`{"model":"builtin:tiny","prompt":"x","echo":true}`:                                                       `echo`,
+		`{"model":"builtin:tiny","prompt":"x","best_of":3}`:                                                       `best_of`,
+		`{"model":"builtin:tiny","prompt":"x","logit_bias":{"50256":-100}}`:                                       `logit_bias`,
+		`{"model":"builtin:tiny","prompt":"x","stream_options":"usage"}`:                                          `stream_options`,
+		`{"model":"builtin:tiny","prompt":["a","b"]}`:                                                             `prompt`,
+		`{"model":"builtin:tiny","prompt":[[464,3290]]}`:                                                          `prompt`,
+		`{"model":"builtin:tiny","prompt":[]}`:                                                                    `prompt`,
 	} {
 		code, msg := e.postJSON(t, "/v1/completions", body, nil)
 		if code != http.StatusBadRequest || !strings.Contains(msg, field) {
@@ -563,5 +572,88 @@ func TestChatStreamsRepliesFromPipedStdin(t *testing.T) {
 	// random model can hold newlines, so compare the whole output).
 	if want := sess.Turns[0].Reply + "\n" + sess.Turns[1].Reply + "\n"; stdout != want {
 		t.Fatalf("stdout %q, session replies %q", stdout, want)
+	}
+}
+
+// TestCompletionAcceptsOpenAIFieldsAtValuesItHonours sends what OpenAI's
+// clients send by default: stream_options, echo false, best_of 1, an empty
+// logit_bias and a prompt list of one. They change nothing: the text is
+// the plain request's.
+func TestCompletionAcceptsOpenAIFieldsAtValuesItHonours(t *testing.T) {
+	e := newGenEnv(t, "")
+	e.startWorker(t)
+	const plain = `{"model":"builtin:tiny","prompt":"The loop","max_tokens":8,"seed":3}`
+	var want jobs.CompletionResponse
+	if code, msg := e.postJSON(t, "/v1/completions", plain, &want); code != http.StatusOK {
+		t.Fatalf("plain: %d %s", code, msg)
+	}
+	const openai = `{"model":"builtin:tiny","prompt":["The loop"],"max_tokens":8,"seed":3,"echo":false,"best_of":1,"logit_bias":{}}`
+	var got jobs.CompletionResponse
+	if code, msg := e.postJSON(t, "/v1/completions", openai, &got); code != http.StatusOK {
+		t.Fatalf("OpenAI defaults: %d %s", code, msg)
+	}
+	if got.Choices[0].Text != want.Choices[0].Text {
+		t.Fatalf("OpenAI defaults: text %q; want %q", got.Choices[0].Text, want.Choices[0].Text)
+	}
+	streamed := strings.Replace(openai, `"logit_bias":{}`, `"logit_bias":null,"stream":true,"stream_options":{"include_usage":true}`, 1)
+	s := e.stream(t, context.Background(), streamed, nil)
+	if s.err != nil || s.text() != want.Choices[0].Text || s.last.Usage == nil {
+		t.Fatalf("streamed with stream_options: %v, %q, usage %v; want %q with usage", s.err, s.text(), s.last.Usage, want.Choices[0].Text)
+	}
+}
+
+// TestCompletionTurnsAMalformedWorkerMessageIntoAnError runs a worker that
+// sends a done message without usage: the client gets a stream error (502,
+// or an error event), never a panic.
+func TestCompletionTurnsAMalformedWorkerMessageIntoAnError(t *testing.T) {
+	e := newGenEnv(t, "")
+	bus, err := pipeline.ConnectBus(context.Background(), e.ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Close)
+	reg := pipeline.NewRegistry()
+	pipeline.Register[jobs.InteractiveArgs](reg, pipeline.WorkFunc[jobs.InteractiveArgs](func(_ context.Context, job *pipeline.Job[jobs.InteractiveArgs]) error {
+		subject := pipeline.GenTokensSubject(job.Args.ID)
+		for _, raw := range []string{`{"seq":0,"type":"start"}`, `{"seq":1,"type":"token","text":"x","token":87}`, `{"seq":2,"type":"done","finish_reason":"stop"}`} {
+			if err := bus.NC.Publish(subject, []byte(raw)); err != nil {
+				return err
+			}
+		}
+		return bus.NC.Flush()
+	}), pipeline.KindOptions{})
+	e.serve(t, reg)
+	code, msg := e.postJSON(t, "/v1/completions", `{"model":"builtin:tiny","prompt":"hi"}`, nil)
+	if code != http.StatusBadGateway || !strings.Contains(msg, "usage") {
+		t.Fatalf("done without usage: %d %s, want 502 naming the missing usage", code, msg)
+	}
+	if s := e.stream(t, context.Background(), `{"model":"builtin:tiny","prompt":"hi","stream":true}`, nil); s.err == nil || !strings.Contains(s.err.Error(), "usage") {
+		t.Fatalf("streamed: %v, want a stream error naming the missing usage", s.err)
+	}
+}
+
+// TestCompletionWithoutRedisIsUnavailable reads a session from a Redis that
+// is not there: 503 with the code "unavailable", not an empty one.
+func TestCompletionWithoutRedisIsUnavailable(t *testing.T) {
+	e := newGenEnv(t, "")
+	gone := redis.NewClient(&redis.Options{Addr: workerproc.FreeAddr(t), MaxRetries: -1, DialTimeout: time.Second})
+	defer gone.Close()
+	api := *e.api
+	api.sessions = loop.NewSessionStore(gone, loop.SessionOptions{})
+	mux := http.NewServeMux()
+	(&apiServer{client: e.api.client, logger: e.logger, completions: &api}).completionsRoutes(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"builtin:tiny","prompt":"hi","session":"sess-1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body apiError
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Error.Code != "unavailable" {
+		t.Fatalf("Redis down: %d %+v, want 503 unavailable", resp.StatusCode, body.Error)
 	}
 }
