@@ -7,18 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/internal/workerproc"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -285,38 +283,70 @@ func TestDroppedClientCancelsGeneration(t *testing.T) {
 }
 
 // TestClientLeavingAroundTheStartNeverLeavesWorkRunning drops clients at
-// random moments around the pick-up, where the job may be queued, just
-// dequeued (its start not yet seen), or streaming: each time it must either
-// never run or stop early, never run to its end.
+// moments around the pick-up, where the job may be queued, just dequeued
+// (its start not yet seen), or streaming: each time it must either never
+// run or stop early, never run to its end. It goes on until it has seen a
+// dropped request that a worker started and one that reached the producer
+// but never ran (bounded), so it cannot pass having checked only one side.
 func TestClientLeavingAroundTheStartNeverLeavesWorkRunning(t *testing.T) {
 	e := newGenEnv(t, "")
 	e.startWorker(t)
 	dir := longContextModel(t)
 	body := fmt.Sprintf(`{"model":%q,"prompt":"Go on","max_tokens":%d,"stream":true}`, dir, jobs.MaxInteractiveTokens)
 	e.stream(t, context.Background(), strings.Replace(body, fmt.Sprint(jobs.MaxInteractiveTokens), "1", 1), nil) // load the model
+	// The producer's routes again, counting the requests that reach them:
+	// a client that leaves before its request is sent tells nothing.
+	var reached atomic.Int64
+	mux := http.NewServeMux()
+	(&apiServer{client: e.api.client, logger: e.logger, completions: e.api}).completionsRoutes(mux)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		mux.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
 	store := loop.NewStore(e.rdb, loop.StoreOptions{})
-	before, _ := store.Recent(context.Background(), 100)
-	for i := range 12 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*time.Millisecond/2)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/completions", strings.NewReader(body))
+	records := func() []loop.Generation {
+		t.Helper()
+		recs, err := store.Recent(context.Background(), loop.DefaultRecentMax)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	// At least minDrops that reach the producer, and on until both
+	// outcomes were seen, within maxDrops tries.
+	const minDrops, maxDrops = 12, 400
+	ran, never := 0, 0
+	for i := 0; i < maxDrops && (ran+never < minDrops || ran == 0 || never == 0); i++ {
+		before, seen := reached.Load(), len(records())
+		// 0 to 10 ms in quarter steps, round and round.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%41)*time.Millisecond/4)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/completions", strings.NewReader(body))
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close() // headers came: the stream had started; closing leaves it
 		}
 		cancel()
 		waitQueueIdle(t, e)
-	}
-	recs, err := store.Recent(context.Background(), 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ran := 0
-	for _, r := range recs[:len(recs)-len(before)] {
-		ran++
-		if r.FinishReason != jobs.FinishCancelled {
-			t.Errorf("generation %s ran to %q after %d tokens with its client gone", r.ID, r.FinishReason, r.Tokens)
+		if reached.Load() == before {
+			continue
+		}
+		recs := records()
+		switch len(recs) - seen {
+		case 0:
+			never++
+		case 1:
+			ran++
+			if r := recs[0]; r.FinishReason != jobs.FinishCancelled {
+				t.Errorf("generation %s ran to %q after %d tokens with its client gone", r.ID, r.FinishReason, r.Tokens)
+			}
+		default:
+			t.Fatalf("one dropped request left %d records", len(recs)-seen)
 		}
 	}
-	t.Logf("%d of 12 dropped requests had started; the others were deleted from the queue", ran)
+	if ran == 0 || never == 0 {
+		t.Fatalf("%d dropped requests started on a worker and %d never ran; the test needs both to have checked anything", ran, never)
+	}
+	t.Logf("%d dropped requests had started and stopped early; %d never ran", ran, never)
 }
 
 // waitRecord waits for the loop record of id.
@@ -504,31 +534,12 @@ func TestSessionCarriesBoundedHistory(t *testing.T) {
 // chatToken is the API token of the chat tests' server.
 const chatToken = "chat-secret-0123456789"
 
-// chatServer serves the completion and loop routes of e behind a token
-// check (chatToken may submit and read), as `producer serve` does; the
-// returned recs API holds the bus the feedback route publishes on.
+// chatServer serves e as `producer serve` does (serveMux), with chatToken
+// allowed to submit and read; the returned recs API holds the bus the
+// feedback route publishes on.
 func chatServer(t *testing.T, e *genEnv) (*httptest.Server, *recsAPI) {
 	t.Helper()
-	tokens := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(tokens, []byte(chatToken+" chatter submit,read\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	authn, err := auth.New(auth.Options{TokenFile: tokens, Logger: e.logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := newRecsAPI(context.Background(), e.cfg, e.rdb, e.logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(recs.Close)
-	root, api := http.NewServeMux(), http.NewServeMux()
-	(&apiServer{client: e.api.client, logger: e.logger, completions: e.api}).completionsRoutes(api)
-	root.Handle("/v1/", authn.Protect(auth.ByMethod, api))
-	registerLoopRoutes(root, api, authn, prometheus.NewRegistry(), e.rdb, recs, e.logger)
-	srv := httptest.NewServer(root)
-	t.Cleanup(srv.Close)
-	return srv, recs
+	return serveTestServer(t, e, chatToken+" chatter submit,read\n")
 }
 
 // runChat runs `producer chat --url srv` with stdin piped in.

@@ -69,18 +69,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	api := &apiServer{client: client, logger: logger, batches: batches, recs: recs, completions: completions}
 	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
 	defer closeMon()
-
-	// Every /v1 route sits behind the token check: GET needs read, other
-	// methods need submit. The monitoring UI is read-only unless admin.
-	apiMux := http.NewServeMux()
-	api.routes(apiMux)
-	registerFinetuneRoutes(apiMux, client, cfg.DataDir)
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
-	mux.Handle("/monitoring/", mon)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	registerLoopRoutes(mux, apiMux, authn, promReg, client.Redis(), recs, logger)
+	mux := serveMux(api, authn, mon, promReg, cfg.DataDir)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -98,6 +87,24 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutCtx)
+}
+
+// serveMux builds every route of `producer serve`. Each /v1 route sits
+// behind the token check (GET needs read, other methods submit); the
+// monitoring UI mon, which authn guards already, is read-only unless the
+// token has admin; /metrics and /healthz are open. cmdServe serves it, and
+// the tests check the guard of each route through it.
+func serveMux(api *apiServer, authn *auth.Authenticator, mon http.Handler, promReg *prometheus.Registry, dataDir string) *http.ServeMux {
+	apiMux := http.NewServeMux()
+	api.routes(apiMux)
+	registerFinetuneRoutes(apiMux, api.client, dataDir)
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
+	mux.Handle("/monitoring/", mon)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	registerLoopRoutes(mux, apiMux, authn, promReg, api.client.Redis(), api.recs, api.logger)
+	return mux
 }
 
 // apiServer serves the versioned JSON API.
