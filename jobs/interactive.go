@@ -158,8 +158,9 @@ type GenMessage struct {
 	Type string `json:"type"`
 	// Text is, for a token, the part of the completion this token made
 	// final (maybe empty: text that could still become a stop sequence, or
-	// part of a UTF-8 character, waits); for done, the whole completion.
-	// The token texts concatenate to the done text.
+	// part of a UTF-8 character, waits). The token texts concatenate to the
+	// whole completion, which readers assemble from them. Done repeats it
+	// only when the message stays within pipeline.MaxEventBytes.
 	Text         string     `json:"text,omitempty"`
 	Token        *int32     `json:"token,omitempty"`
 	FinishReason string     `json:"finish_reason,omitempty"` // done: stop, length or cancelled
@@ -194,7 +195,8 @@ const (
 )
 
 // GenReader checks a token stream as it is read: sequence numbers in order
-// with no gap, known types, bounded messages.
+// with no gap, known types, bounded messages, and the fields a done (usage)
+// or error (the error) message must carry.
 type GenReader struct{ next int }
 
 // Decode parses one message and checks that it is the next one.
@@ -206,10 +208,13 @@ func (r *GenReader) Decode(data []byte) (GenMessage, error) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		return m, fmt.Errorf("token stream: %w", err)
 	}
-	switch m.Type {
-	case GenStart, GenToken, GenDone, GenError:
-	default:
+	switch {
+	case m.Type != GenStart && m.Type != GenToken && m.Type != GenDone && m.Type != GenError:
 		return m, fmt.Errorf("token stream: unknown message type %q", m.Type)
+	case m.Type == GenDone && m.Usage == nil:
+		return m, fmt.Errorf("token stream: done message %d without usage", m.Seq)
+	case m.Type == GenError && m.Error == nil:
+		return m, fmt.Errorf("token stream: error message %d without its error", m.Seq)
 	}
 	if m.Seq != r.next {
 		return m, fmt.Errorf("token stream: message %d arrived where %d was due (lost or duplicated messages)", m.Seq, r.next)
@@ -246,7 +251,7 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 		return err
 	}
 	defer stop()
-	if err := st.send(GenMessage{Type: GenStart}); err != nil {
+	if err := st.end(GenMessage{Type: GenStart}); err != nil {
 		return err
 	}
 	res, err := runInteractive(genCtx, w.Deps, a, st.token)
@@ -274,7 +279,13 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	done := GenMessage{Type: GenDone, Text: res.Text, FinishReason: res.FinishReason, Model: a.Body.Model,
 		Usage:  &Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens},
 		Timing: &GenTiming{ModelFirstTokenMS: ms(res.FirstToken), TotalMS: ms(time.Since(start))}}
-	if err := st.send(done); err != nil {
+	// Readers join the token texts; done repeats the text only when the
+	// message stays within MaxEventBytes (a long reply of long tokens does
+	// not), for readers that still take it from there.
+	if b, err := json.Marshal(done); err != nil || len(b) > pipeline.MaxEventBytes {
+		done.Text = ""
+	}
+	if err := st.end(done); err != nil {
 		return err
 	}
 	if st.lost > 0 {
@@ -448,6 +459,19 @@ func (s *tokenStream) send(m GenMessage) error {
 	m.Seq = s.seq
 	s.seq++
 	return s.bus.PublishCore(s.subject, m)
+}
+
+// end sends a message after which the stream may end (start, when the
+// handler cannot go on without it, and done). If it cannot be sent, a small
+// error message takes its sequence number (nothing was sent under it), so
+// the reader is told at once instead of waiting out its timeout.
+func (s *tokenStream) end(m GenMessage) error {
+	err := s.send(m)
+	if err != nil {
+		s.seq--
+		_ = s.send(GenMessage{Type: GenError, Error: &GenFault{Code: GenCodeFailed, Message: fmt.Sprintf("the worker could not send its %s message: %v", m.Type, err)}})
+	}
+	return err
 }
 
 func (s *tokenStream) token(t int32, text string) {

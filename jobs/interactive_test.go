@@ -1,11 +1,13 @@
 package jobs
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
@@ -87,8 +89,59 @@ func TestGenReaderRefusesGapsAndUnknownTypes(t *testing.T) {
 	if _, err := rd.Decode([]byte(`{"seq":2,"type":"token","text":"x"}`)); err == nil || !strings.Contains(err.Error(), "lost") {
 		t.Fatalf("gap: %v", err)
 	}
-	var rd2 GenReader
-	if _, err := rd2.Decode([]byte(`{"seq":0,"type":"bogus"}`)); err == nil {
-		t.Fatal("unknown type accepted")
+	for _, raw := range []string{
+		`{"seq":0,"type":"bogus"}`,
+		`{"seq":0,"type":"done","finish_reason":"stop"}`, // no usage
+		`{"seq":0,"type":"error"}`,                       // no error
+	} {
+		var rd2 GenReader
+		if _, err := rd2.Decode([]byte(raw)); err == nil {
+			t.Errorf("%s accepted", raw)
+		}
+	}
+}
+
+// TestTokenStreamTellsTheReaderWhenItsLastMessageFails sends a done
+// message the bus refuses (larger than MaxEventBytes) through a real
+// nats-server: the reader gets an error message in its place, in sequence,
+// instead of nothing.
+func TestTokenStreamTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
+	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	bus, err := pipeline.ConnectBus(context.Background(), ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bus.Close()
+	subject := pipeline.GenTokensSubject(NewCompletionID())
+	got := make(chan []byte, 4)
+	stop, err := bus.SubscribeCore(subject, func(_ string, data []byte) { got <- data })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := bus.NC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := &tokenStream{bus: bus, subject: subject}
+	if err := st.end(GenMessage{Type: GenStart}); err != nil {
+		t.Fatal(err)
+	}
+	big := GenMessage{Type: GenDone, Text: strings.Repeat("x", pipeline.MaxEventBytes), Usage: &Usage{}}
+	if err := st.end(big); err == nil {
+		t.Fatal("a done message over MaxEventBytes was sent")
+	}
+	var rd GenReader
+	for _, want := range []string{GenStart, GenError} {
+		m, err := rd.Decode(<-got)
+		if err != nil || m.Type != want {
+			t.Fatalf("message %+v (%v), want %s", m, err, want)
+		}
+		if want == GenError && (m.Error.Code != GenCodeFailed || !strings.Contains(m.Error.Message, "done")) {
+			t.Fatalf("error %+v, want %s naming the done message", m.Error, GenCodeFailed)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/url"
 	"path"
@@ -411,6 +412,56 @@ type personalizer struct {
 	popular []recsys.Scored
 	loop    *loop.Store
 	model   string
+	logger  *slog.Logger
+}
+
+// pin makes the generation being served now the one the run reads, with
+// its popular list.
+func (p *personalizer) pin(ctx context.Context) error {
+	var err error
+	if p.gen, err = p.serving.Current(ctx); err != nil {
+		return err
+	}
+	p.popular = nil
+	if p.gen > 0 {
+		if p.popular, _, err = p.serving.Popular(ctx, p.gen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lists reads users' served lists from the pinned generation. A rebuild
+// that swaps during a long run leaves the pinned generation Grace to live
+// (10 minutes); once it is gone every list would read empty and every user
+// would silently get the popular list. So each read is followed by a check
+// that the generation still exists (then the lists read were its own), and
+// a run whose generation is gone moves to the current one and its popular
+// list, and logs the switch.
+func (p *personalizer) lists(ctx context.Context, users []string) ([][]recsys.Scored, error) {
+	for range 3 { // each pass moves to a newer generation; a rebuild a pass is plenty
+		if p.gen == 0 {
+			return make([][]recsys.Scored, len(users)), nil
+		}
+		lists, err := p.serving.GetAt(ctx, p.gen, users...)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := p.serving.Exists(ctx, p.gen)
+		if err != nil || ok {
+			return lists, err
+		}
+		old := p.gen
+		if err := p.pin(ctx); err != nil {
+			return nil, err
+		}
+		p.logger.Warn("personalize: the served generation was replaced and has expired; reading the current one",
+			"run", p.a.Run, "from", old, "to", p.gen)
+		if p.gen == old {
+			return lists, nil // the current generation itself is gone: nothing newer to read
+		}
+	}
+	return nil, fmt.Errorf("served lists: the generation kept being replaced under the run (now %d)", p.gen)
 }
 
 func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (PersonalizeResult, error) {
@@ -429,7 +480,7 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 		res.Out = root.Path(name)
 		res.Summary = filepath.Join(res.Out, "summary.json")
 	}
-	p := &personalizer{a: a, root: root}
+	p := &personalizer{a: a, root: root, logger: w.Deps.logger()}
 	if p.a.PerUser == 0 {
 		p.a.PerUser = DefaultPersonalizePerUser
 	}
@@ -449,13 +500,8 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 	}
 	p.serving = recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{})
 	p.loop = loop.NewStore(rdb, loop.StoreOptions{})
-	if p.gen, err = p.serving.Current(ctx); err != nil {
+	if err := p.pin(ctx); err != nil {
 		return res, err
-	}
-	if p.gen > 0 {
-		if p.popular, _, err = p.serving.Popular(ctx, p.gen); err != nil {
-			return res, err
-		}
 	}
 	users, bad, err := p.users(ctx)
 	if err != nil {
@@ -671,16 +717,13 @@ func userFile(user string) string {
 // prompts in shared decoding batches, writes each user's file and records
 // each generation.
 func (p *personalizer) generate(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, group []userLine) ([]PersonalizeUser, error) {
-	lists := make([][]recsys.Scored, len(group))
-	if p.gen > 0 {
-		names := make([]string, len(group))
-		for i, u := range group {
-			names[i] = u.User
-		}
-		var err error
-		if lists, err = p.serving.GetAt(ctx, p.gen, names...); err != nil {
-			return nil, err
-		}
+	names := make([]string, len(group))
+	for i, u := range group {
+		names[i] = u.User
+	}
+	lists, err := p.lists(ctx, names)
+	if err != nil {
+		return nil, err
 	}
 	type slot struct {
 		user   int

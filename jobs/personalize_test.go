@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -287,5 +288,88 @@ func TestPersonalizeRefusesBadCatalog(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want an error naming %s", args, err, want)
 		}
+	}
+}
+
+// swapOnFirstRecord is a go-redis hook on the worker's client: when the run
+// saves its first generation record (its first group is done), it runs
+// swap once, before the save goes to Redis.
+type swapOnFirstRecord struct {
+	once sync.Once
+	swap func()
+}
+
+func (h *swapOnFirstRecord) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *swapOnFirstRecord) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (h *swapOnFirstRecord) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if args := c.Args(); c.Name() == "set" && len(args) > 1 {
+				if key, _ := args[1].(string); strings.HasPrefix(key, loop.RecordKey("")) {
+					h.once.Do(h.swap)
+				}
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestPersonalizeFollowsARebuildThatSwapsMidRun swaps in a new generation
+// after the run's first group of users and deletes the old one, as its
+// Grace running out would: the later groups must read the new generation,
+// not fall back to the popular list.
+func TestPersonalizeFollowsARebuildThatSwapsMidRun(t *testing.T) {
+	e := newPersonalizeEnv(t)
+	const n = 40 // more than one group of users
+	var names []string
+	before, after := map[string][]string{}, map[string][]string{}
+	for i := range n {
+		u := fmt.Sprintf("u%02d", i)
+		names = append(names, u)
+		before[u], after[u] = []string{"tpl-b", "top-y"}, []string{"top-x", "tpl-a"}
+	}
+	e.serve(t, before, []string{"tpl-a", "top-x"})
+	old, err := e.serving.Current(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := filepath.Join(e.dir, "users.txt")
+	if err := os.WriteFile(users, []byte(strings.Join(names, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	worker := redis.NewClient(e.rdb.Options())
+	t.Cleanup(func() { worker.Close() })
+	swapped := false
+	worker.AddHook(&swapOnFirstRecord{swap: func() {
+		e.serve(t, after, []string{"tpl-b"})
+		if err := e.rdb.Del(context.Background(), recsys.ServeGenKey(old)).Err(); err != nil {
+			t.Error(err)
+		}
+		swapped = true
+	}})
+	e.deps.Redis = worker
+	res := e.run(t, "--users", users)
+	if !swapped {
+		t.Fatal("the run saved no record: nothing swapped")
+	}
+	if res.Users != n || res.Recommended != n || res.Popular != 0 {
+		t.Fatalf("result %+v: want every user served a recommended list", res)
+	}
+	sum := e.summary(t)
+	var fromOld, fromNew int
+	for _, u := range names {
+		switch items := sum[u].Items; {
+		case slices.Equal(items, before[u]):
+			fromOld++
+		case slices.Equal(items, after[u]):
+			fromNew++
+		default:
+			t.Fatalf("%s got %v, from neither generation", u, items)
+		}
+	}
+	if fromOld == 0 || fromNew == 0 {
+		t.Fatalf("%d users read the old generation, %d the new one; want both (the swap came between groups)", fromOld, fromNew)
 	}
 }

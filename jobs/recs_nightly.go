@@ -1,12 +1,14 @@
 package jobs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -41,7 +43,9 @@ import (
 //
 // Every step can run again after a crash: the plan is written once, shard
 // files are replaced whole, counting is idempotent, task ids stop duplicate
-// enqueues, and the merge of a merged rebuild does nothing.
+// enqueues, and the merge of a merged rebuild does nothing. A step that
+// fails for good (a permanent error, or its last attempt) abandons the
+// rebuild: its files are deleted and the lock released (abandonRecsRebuild).
 
 // Kinds of the sharded rebuild.
 const (
@@ -76,8 +80,9 @@ const eventSchema = "tandem.event/v1"
 
 // Status values of a rebuild record.
 const (
-	recsStatusPlanned = "planned"
-	recsStatusMerged  = "merged"
+	recsStatusPlanned   = "planned"
+	recsStatusMerged    = "merged"
+	recsStatusAbandoned = "abandoned" // a step failed for good; "error" says why
 )
 
 // KeyRecsRebuildLock holds the id of the rebuild running, for
@@ -250,7 +255,7 @@ type RecsFanoutResult struct {
 type RecsFanoutWorker struct{ Deps *Deps }
 
 // Work implements pipeline.Worker.
-func (w RecsFanoutWorker) Work(ctx context.Context, job *pipeline.Job[RecsFanoutArgs]) error {
+func (w RecsFanoutWorker) Work(ctx context.Context, job *pipeline.Job[RecsFanoutArgs]) (err error) {
 	rdb, arts, err := recsBackends(w.Deps)
 	if err != nil {
 		return err
@@ -269,10 +274,14 @@ func (w RecsFanoutWorker) Work(ctx context.Context, job *pipeline.Job[RecsFanout
 			return pipeline.Permanent(fmt.Errorf("rebuild %s is still running (%s); rebuild %s is skipped", holder, KeyRecsRebuildLock, id))
 		}
 	}
+	// From here on the lock is this rebuild's.
+	defer func() { err = abandonRecsRebuild(ctx, w.Deps, rdb, arts, id, job.Retried, job.MaxRetry, err) }()
 	plan, status, err := loadRecsPlan(ctx, rdb, id)
 	switch {
 	case err == nil && status == recsStatusMerged:
 		return keepResult(job.ResultWriter, plan.result())
+	case err == nil && status == recsStatusAbandoned:
+		return pipeline.Permanent(fmt.Errorf("rebuild %s was abandoned; a new one needs a new task id", id))
 	case err == nil: // planned before a crash: enqueue the shards again
 	case pipeline.IsPermanent(err): // no plan yet
 		if plan, err = w.plan(ctx, rdb, arts, id, job.Args); err != nil {
@@ -372,19 +381,23 @@ return {added, redis.call('HLEN', KEYS[1])}
 type RecsShardWorker struct{ Deps *Deps }
 
 // Work implements pipeline.Worker.
-func (w RecsShardWorker) Work(ctx context.Context, job *pipeline.Job[RecsShardArgs]) error {
+func (w RecsShardWorker) Work(ctx context.Context, job *pipeline.Job[RecsShardArgs]) (err error) {
 	a := job.Args
 	rdb, arts, err := recsBackends(w.Deps)
 	if err != nil {
 		return err
 	}
+	defer func() { err = abandonRecsRebuild(ctx, w.Deps, rdb, arts, a.Rebuild, job.Retried, job.MaxRetry, err) }()
 	plan, status, err := loadRecsPlan(ctx, rdb, a.Rebuild)
 	if err != nil {
 		return err
 	}
 	res := RecsShardResult{Rebuild: a.Rebuild, Shard: a.Shard, Total: plan.tasks(), Ranges: map[string][2]int{}}
-	if status == recsStatusMerged {
+	switch status {
+	case recsStatusMerged:
 		return keepResult(job.ResultWriter, res)
+	case recsStatusAbandoned:
+		return errRecsAbandoned(a.Rebuild)
 	}
 	if a.Shard >= plan.tasks() {
 		return pipeline.Permanent(fmt.Errorf("shard %d: the plan has %d shards", a.Shard, plan.tasks()))
@@ -415,6 +428,12 @@ func (w RecsShardWorker) Work(ctx context.Context, job *pipeline.Job[RecsShardAr
 		}
 		res.Ranges[side.String()] = rg
 	}
+	// A rebuild abandoned while this shard ran has deleted its files,
+	// perhaps before these were written: abandoning again deletes them. (It
+	// marks the rebuild before it deletes, so one of the two sees them.)
+	if _, status, err := loadRecsPlan(ctx, rdb, a.Rebuild); err != nil || status == recsStatusAbandoned {
+		return cmp.Or(err, errRecsAbandoned(a.Rebuild))
+	}
 	// Counted only once the files are whole: the merge never reads a shard
 	// that is missing or half-written.
 	out, err := recsShardDone.Run(ctx, rdb, []string{recsRebuildDoneKey(a.Rebuild)}, a.Shard, job.ID, int64(recsRecordTTL/time.Second)).Int64Slice()
@@ -444,19 +463,23 @@ type RecsMergeResult struct {
 type RecsMergeWorker struct{ Deps *Deps }
 
 // Work implements pipeline.Worker.
-func (w RecsMergeWorker) Work(ctx context.Context, job *pipeline.Job[RecsMergeArgs]) error {
+func (w RecsMergeWorker) Work(ctx context.Context, job *pipeline.Job[RecsMergeArgs]) (err error) {
 	id := job.Args.Rebuild
 	rdb, arts, err := recsBackends(w.Deps)
 	if err != nil {
 		return err
 	}
+	defer func() { err = abandonRecsRebuild(ctx, w.Deps, rdb, arts, id, job.Retried, job.MaxRetry, err) }()
 	plan, status, err := loadRecsPlan(ctx, rdb, id)
 	if err != nil {
 		return err
 	}
 	res := RecsMergeResult{Rebuild: id, LogID: plan.LogID}
-	if status == recsStatusMerged {
+	switch status {
+	case recsStatusMerged:
 		return keepResult(job.ResultWriter, res)
+	case recsStatusAbandoned:
+		return errRecsAbandoned(id)
 	}
 	cur, ok, err := LoadRecsBase(ctx, rdb)
 	if err != nil {
@@ -490,7 +513,7 @@ func (w RecsMergeWorker) Work(ctx context.Context, job *pipeline.Job[RecsMergeAr
 			return err
 		}
 		if prev.Prev != nil && prev.Prev.Snapshot != "" && prev.Prev.Snapshot != plan.Snapshot {
-			w.deleteRebuildFiles(ctx, arts, prev.Prev.Rebuild)
+			deleteRecsRebuildFiles(ctx, w.Deps.logger(), arts, prev.Prev.Rebuild)
 		}
 	}
 	for _, side := range []recsys.Side{recsys.SideUsers, recsys.SideItems} {
@@ -559,8 +582,8 @@ func (w RecsMergeWorker) publish(ctx context.Context, rdb redis.UniversalClient,
 	return gen, max(users-1, 0), err // users, without the popular list
 }
 
-// deleteRebuildFiles removes what a rebuild left in the artifact store.
-func (w RecsMergeWorker) deleteRebuildFiles(ctx context.Context, arts artifact.Store, id string) {
+// deleteRecsRebuildFiles removes what a rebuild left in the artifact store.
+func deleteRecsRebuildFiles(ctx context.Context, logger *slog.Logger, arts artifact.Store, id string) {
 	keys, err := arts.List(ctx, recsArtifactKey(id, ""))
 	for _, k := range keys {
 		if err == nil {
@@ -568,8 +591,57 @@ func (w RecsMergeWorker) deleteRebuildFiles(ctx context.Context, arts artifact.S
 		}
 	}
 	if err != nil {
-		w.Deps.logger().Warn("old recs snapshot kept", "rebuild", id, "err", err)
+		logger.Warn("recs rebuild files kept", "rebuild", id, "err", err)
 	}
+}
+
+// errRecsAbandoned refuses a step of an abandoned rebuild.
+func errRecsAbandoned(id string) error {
+	return pipeline.Permanent(fmt.Errorf("rebuild %s was abandoned (see %s)", id, recsRebuildKey(id)))
+}
+
+// abandonRecsRebuild gives up on rebuild id after err when no retry will
+// come: err is permanent, or the task ran its last attempt (a cancelled
+// context, as at shutdown, puts the task back and is not final). Without it
+// the rebuild would keep the lock for RecsRebuildLockTTL, holding off every
+// rebuild until then, and its files would stay in the artifact store. It
+// marks the rebuild abandoned with the reason (later steps of it then stop),
+// deletes its files unless a base record holds its snapshot (its merge
+// moved the base before failing), and releases the lock if id holds it. It
+// returns err.
+func abandonRecsRebuild(ctx context.Context, d *Deps, rdb redis.UniversalClient, arts artifact.Store, id string, retried, maxRetry int, err error) error {
+	final := pipeline.IsPermanent(err) || err != nil && retried >= maxRetry && !errors.Is(err, context.Canceled)
+	if !final {
+		return err
+	}
+	// The task's own context may be what ended it (its timeout).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	logger := d.logger().With("rebuild", id)
+	base, ok, berr := LoadRecsBase(ctx, rdb)
+	if berr != nil {
+		logger.Error("recs rebuild failed; its lock and files are kept, since the base record cannot be read", "err", err, "base_err", berr)
+		return err
+	}
+	if ok && (base.Rebuild == id || base.Prev != nil && base.Prev.Rebuild == id) {
+		logger.Error("recs rebuild failed after it became the base; its files are kept", "err", err)
+	} else {
+		_, merr := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, recsRebuildKey(id), "status", recsStatusAbandoned, "error", err.Error())
+			p.Expire(ctx, recsRebuildKey(id), recsRecordTTL)
+			return nil
+		})
+		if merr != nil {
+			logger.Error("recs rebuild failed and cannot be marked abandoned; its files are kept", "err", err, "mark_err", merr)
+		} else {
+			deleteRecsRebuildFiles(ctx, logger, arts, id)
+			logger.Error("recs rebuild abandoned; its files are deleted", "err", err)
+		}
+	}
+	if lerr := releaseRecsLock(ctx, rdb, id); lerr != nil {
+		logger.Warn("recs rebuild lock not released; it expires on its own", "err", lerr, "ttl", RecsRebuildLockTTL)
+	}
+	return err
 }
 
 // announce publishes recs.rebuilt on the EVENTS stream, when NATS is there.

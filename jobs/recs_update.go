@@ -34,11 +34,16 @@ type RecsUserUpdateArgs struct {
 // Kind implements pipeline.JobArgs.
 func (RecsUserUpdateArgs) Kind() string { return KindRecsUserUpdate }
 
+// RecsUserUpdateTimeout bounds one update task: waiting out its window,
+// waiting for the live model to apply the log, and rewriting the lists.
+// The scheduler caps --recs-window so that the waits fit in it.
+const RecsUserUpdateTimeout = time.Minute
+
 // KindOptions implements pipeline.KindOptioner: a short timeout and a few
 // retries; a lost update is repaired by the user's next event or the next
 // rebuild.
 func (RecsUserUpdateArgs) KindOptions() pipeline.KindOptions {
-	return pipeline.KindOptions{Queue: pipeline.QueueRecsLive, MaxRetry: 5, Timeout: time.Minute}
+	return pipeline.KindOptions{Queue: pipeline.QueueRecsLive, MaxRetry: 5, Timeout: RecsUserUpdateTimeout}
 }
 
 // Validate implements pipeline.Validator.

@@ -96,7 +96,7 @@ func (d *Dashboard) page(ctx context.Context, hours int) (dashboardPage, error) 
 		now = d.Now
 	}
 	t := now().UTC()
-	v, err := d.Metrics.Read(ctx, t, hours)
+	v, err := d.Metrics.ReadOverall(ctx, t, hours) // the plots use each hour's overall counters only
 	if err != nil {
 		return dashboardPage{}, err
 	}

@@ -56,6 +56,11 @@ const (
 // field.
 var ErrBadFeedback = errors.New("bad feedback")
 
+// ErrNoUser is the ErrBadFeedback of a generation made for no user: there is
+// nobody to credit the feedback to. Callers that can go on without the
+// feedback (a regeneration) tell it from the other refusals by it.
+var ErrNoUser = fmt.Errorf("%w: the generation has no user to credit the feedback to", ErrBadFeedback)
+
 // Feedback is what a person did with a generation.
 type Feedback struct {
 	Action string `json:"action"`
@@ -148,7 +153,7 @@ func NewFeedbackEvent(g Generation, fb Feedback, at time.Time) (FeedbackEvent, e
 		return FeedbackEvent{}, fmt.Errorf("%w: %w", ErrBadFeedback, err)
 	}
 	if g.User == "" {
-		return FeedbackEvent{}, fmt.Errorf("%w: generation %s has no user to credit the feedback to", ErrBadFeedback, g.ID)
+		return FeedbackEvent{}, fmt.Errorf("%w (generation %s)", ErrNoUser, g.ID)
 	}
 	ev := FeedbackEvent{
 		ID:           FeedbackEventID(g.ID, fb.Action),

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
 )
 
 // The loop metrics aggregate generation feedback in Redis, so that every
@@ -46,9 +47,11 @@ const OtherName = "_other"
 // Defaults of MetricsOptions.
 const (
 	DefaultMetricsRetention = 30 * 24 * time.Hour
-	// DefaultSeenTTL outlives the FEEDBACK stream's 7 days, so any message
-	// the stream can redeliver is still known as counted.
-	DefaultSeenTTL  = 8 * 24 * time.Hour
+	// DefaultSeenTTL is the horizon the interaction log dedupes over too:
+	// it outlives the FEEDBACK stream's 7 days and a generation record's
+	// (DefaultRecordTTL), so any event the stream can redeliver or a client
+	// can resend is still known as counted, here as in the recommender.
+	DefaultSeenTTL  = recsys.FeedbackDedupeHorizon
 	DefaultMaxNames = 100
 	// MaxMetricsHours bounds the hours one Read returns.
 	MaxMetricsHours = 24 * 31
@@ -304,8 +307,34 @@ type MetricsView struct {
 }
 
 // Read returns the all-time totals and the hours hours up to and
-// including the one holding now.
+// including the one holding now, each hour broken down overall and per
+// template, topic and model (GET /v1/loop/metrics answers it whole).
 func (m *Metrics) Read(ctx context.Context, now time.Time, hours int) (MetricsView, error) {
+	return m.read(ctx, now, hours, nil)
+}
+
+// ReadOverall is Read with only the overall counters of each hour
+// (Bucket.All; the per-name maps are empty), as the dashboard's plots use
+// them. It fetches those eight fields of each hourly hash (HMGET) rather
+// than the whole hash, which holds eight per template, topic and model
+// seen in the hour: over a month of hours, the difference between a few
+// hundred kilobytes and tens of megabytes.
+func (m *Metrics) ReadOverall(ctx context.Context, now time.Time, hours int) (MetricsView, error) {
+	return m.read(ctx, now, hours, overallFields)
+}
+
+// overallFields are the counter fields of scope ScopeAll.
+var overallFields = func() []string {
+	out := []string{field(ScopeAll, ScopeAll, "events"), field(ScopeAll, ScopeAll, "rating_sum"), field(ScopeAll, ScopeAll, "edit_distance_sum")}
+	for _, a := range Actions() {
+		out = append(out, field(ScopeAll, ScopeAll, a))
+	}
+	return out
+}()
+
+// read reads the totals and the hourly series: each hour's fields, or
+// its whole hash when fields is nil.
+func (m *Metrics) read(ctx context.Context, now time.Time, hours int, fields []string) (MetricsView, error) {
 	if hours < 1 || hours > MaxMetricsHours {
 		return MetricsView{}, fmt.Errorf("hours: %d out of range [1, %d]", hours, MaxMetricsHours)
 	}
@@ -313,16 +342,29 @@ func (m *Metrics) Read(ctx context.Context, now time.Time, hours int) (MetricsVi
 	first := last - int64(hours) + 1
 	pipe := m.rdb.Pipeline()
 	total := pipe.HGetAll(ctx, totalKey())
-	cmds := make([]*redis.MapStringStringCmd, 0, hours)
+	hourly := make([]func() map[string]string, 0, hours)
 	for h := first; h <= last; h++ {
-		cmds = append(cmds, pipe.HGetAll(ctx, hourKey(h)))
+		if fields == nil {
+			hourly = append(hourly, pipe.HGetAll(ctx, hourKey(h)).Val)
+			continue
+		}
+		cmd := pipe.HMGet(ctx, hourKey(h), fields...)
+		hourly = append(hourly, func() map[string]string {
+			got := make(map[string]string, len(fields))
+			for i, v := range cmd.Val() {
+				if s, ok := v.(string); ok {
+					got[fields[i]] = s
+				}
+			}
+			return got
+		})
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return MetricsView{}, fmt.Errorf("loop metrics: %w", err)
 	}
 	v := MetricsView{From: hourStart(first), To: hourStart(last + 1), Total: breakdownOf(total.Val())}
-	for i, c := range cmds {
-		v.Series = append(v.Series, Bucket{Start: hourStart(first + int64(i)), Breakdown: breakdownOf(c.Val())})
+	for i, values := range hourly {
+		v.Series = append(v.Series, Bucket{Start: hourStart(first + int64(i)), Breakdown: breakdownOf(values())})
 	}
 	return v, nil
 }

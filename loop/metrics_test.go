@@ -3,8 +3,12 @@ package loop
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,8 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
 )
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
@@ -199,5 +205,140 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestResendWithinTheDedupeHorizonCountsOnceEverywhere sends one accept
+// to the real interaction log and the real metrics, as the scheduler's two
+// consumers do, then again "on day 3" (both markers aged three days): a
+// generation takes feedback for DefaultRecordTTL, so neither may count the
+// resend; before they shared a horizon the log forgot ids after 48 hours.
+func TestResendWithinTheDedupeHorizonCountsOnceEverywhere(t *testing.T) {
+	if DefaultSeenTTL != recsys.FeedbackDedupeHorizon || DefaultRecordTTL > recsys.FeedbackDedupeHorizon {
+		t.Fatalf("metrics remember ids %v, the log %v; generations take feedback for %v", DefaultSeenTTL, recsys.FeedbackDedupeHorizon, DefaultRecordTTL)
+	}
+	for _, s := range pipeline.DefaultStreams() {
+		if s.Name == pipeline.StreamFeedback && s.MaxAge > recsys.FeedbackDedupeHorizon {
+			t.Fatalf("stream %s keeps messages %v, longer than the dedupe horizon %v", s.Name, s.MaxAge, recsys.FeedbackDedupeHorizon)
+		}
+	}
+	rdb := redisClient(t)
+	ctx := context.Background()
+	log := recsys.NewInteractionLog(rdb, recsys.InteractionLogOptions{})
+	m := NewMetrics(rdb, MetricsOptions{})
+	ev := event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept})
+	b, err := ev.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rev recsys.Event // what the recommender's consumer reads of it
+	if err := json.Unmarshal(b, &rev); err != nil {
+		t.Fatal(err)
+	}
+	send := func() (logged, counted bool) {
+		t.Helper()
+		_, logged, err := log.Append(ctx, rev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if counted, err = m.Record(ctx, ev, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		return logged, counted
+	}
+	if logged, counted := send(); !logged || !counted {
+		t.Fatalf("first send: logged %v, counted %v", logged, counted)
+	}
+	const age = 3 * 24 * time.Hour
+	for _, key := range []string{recsys.KeyLoggedPrefix + ev.ID, seenKey(ev.ID)} {
+		ttl, err := rdb.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl < DefaultRecordTTL {
+			t.Errorf("%s is remembered for %v, less than a generation takes feedback (%v)", key, ttl, DefaultRecordTTL)
+		}
+		if err := rdb.PExpire(ctx, key, ttl-age).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if logged, counted := send(); logged || counted {
+		t.Fatalf("resend on day 3: logged %v, counted %v; want neither", logged, counted)
+	}
+	if n, err := log.Len(ctx); err != nil || n != 1 {
+		t.Fatalf("log holds %d entries (%v), want 1", n, err)
+	}
+}
+
+// hourReads is a go-redis hook that records the commands a pipeline sends
+// for hourly metric hashes.
+type hourReads struct {
+	mu   sync.Mutex
+	cmds []string
+}
+
+func (h *hourReads) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *hourReads) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *hourReads) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.mu.Lock()
+		for _, c := range cmds {
+			if args := c.Args(); len(args) > 1 {
+				if key, _ := args[1].(string); strings.HasPrefix(key, pipeline.Key("loop", "metrics", "hour")) {
+					h.cmds = append(h.cmds, c.Name())
+				}
+			}
+		}
+		h.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+// TestReadOverallMatchesReadOnTheOverallCounters: the dashboard's read
+// gives each hour the same overall counters as the full read, from HMGET
+// of those fields alone rather than whole hourly hashes.
+func TestReadOverallMatchesReadOnTheOverallCounters(t *testing.T) {
+	rdb := redisClient(t)
+	ctx := context.Background()
+	hooked := redis.NewClient(rdb.Options())
+	defer hooked.Close()
+	reads := &hourReads{}
+	hooked.AddHook(reads)
+	m := NewMetrics(hooked, MetricsOptions{})
+	h0 := time.Date(2026, 11, 29, 9, 10, 0, 0, time.UTC)
+	for i, fb := range []Feedback{{Action: ActionAccept}, {Action: ActionRate, Value: 4}, {Action: ActionEdit, EditedText: "the slow brown fox"}, {Action: ActionReject}} {
+		ev := event(t, fmt.Sprintf("g%d", i), fmt.Sprintf("tpl-%d", i%2), "m@1", fb)
+		if _, err := m.Record(ctx, ev, h0.Add(time.Duration(i)*40*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := h0.Add(3 * time.Hour)
+	full, err := m.Read(ctx, now, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads.cmds = nil
+	overall, err := m.ReadOverall(ctx, now, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(overall.Total, full.Total) || !overall.From.Equal(full.From) || !overall.To.Equal(full.To) || len(overall.Series) != len(full.Series) {
+		t.Fatalf("overall read %+v, full read %+v", overall, full)
+	}
+	events := int64(0)
+	for i, b := range overall.Series {
+		if !reflect.DeepEqual(b.All, full.Series[i].All) || !b.Start.Equal(full.Series[i].Start) {
+			t.Fatalf("hour %d: overall %+v, full %+v", i, b.All, full.Series[i].All)
+		}
+		if len(b.Template)+len(b.Topic)+len(b.Model) != 0 {
+			t.Fatalf("hour %d: per-name counters %+v in the overall read", i, b.Breakdown)
+		}
+		events += b.All.Events
+	}
+	if events != 4 {
+		t.Fatalf("the series counts %d events, want 4", events)
+	}
+	if len(reads.cmds) != 5 || slices.ContainsFunc(reads.cmds, func(c string) bool { return c != "hmget" }) {
+		t.Fatalf("hourly commands of the overall read: %v, want 5 hmget", reads.cmds)
 	}
 }

@@ -23,6 +23,25 @@ const (
 	KeyLoggedPrefix = KeyPrefix + "logged:"
 )
 
+// FeedbackDedupeHorizon is how long a feedback event id is remembered once
+// it was counted: by the interaction log (the default of
+// InteractionLogOptions.DedupeTTL) and by the loop metrics
+// (loop.DefaultSeenTTL), so that the recommender and the metrics count a
+// resend alike. It must outlast the longest time one event can come again:
+// feedback names a generation record, kept 7 days (loop.DefaultRecordTTL),
+// and the FEEDBACK stream keeps and can redeliver a message for 7 days.
+// loop's tests check that both stay within it.
+const FeedbackDedupeHorizon = 8 * 24 * time.Hour
+
+// DefaultLogMaxLen caps the interaction log's length. Rebuilds trim the log
+// to what the kept snapshots lack, about two days of events; without them
+// (the nightly rebuild off) nothing else would, and the log would grow
+// until Redis, which also holds the job queues, runs out of memory. At the
+// measured 120 bytes an entry the cap is about 1.2 GB. Past it the oldest
+// entries go (XADD MAXLEN ~, so a little more is kept): a live model
+// restarted after that, and a later rebuild, no longer see them.
+const DefaultLogMaxLen = 10_000_000
+
 // LogStart is the log position before every entry.
 const LogStart = "0-0"
 
@@ -30,12 +49,15 @@ const LogStart = "0-0"
 // defaults.
 type InteractionLogOptions struct {
 	// DedupeTTL is how long an event ID is remembered after it was logged.
-	// It must cover redeliveries (JetStream's AckWait times MaxDeliver, a few
-	// minutes) and client resends; default 48 hours. Each remembered ID is
-	// one small key.
+	// It must cover redeliveries and client resends for as long as the
+	// generation an event names takes feedback; default
+	// FeedbackDedupeHorizon (8 days). Each remembered ID is one small key.
 	DedupeTTL time.Duration
 	// MaxIDBytes bounds event IDs. Default 256.
 	MaxIDBytes int
+	// MaxLen caps the log's length when appending (approximately: Redis
+	// trims whole stream nodes). Default DefaultLogMaxLen.
+	MaxLen int64
 }
 
 // InteractionLog is the durable, ordered, de-duplicated record of feedback
@@ -52,10 +74,13 @@ type InteractionLog struct {
 // NewInteractionLog wraps a go-redis client.
 func NewInteractionLog(rdb redis.UniversalClient, opts InteractionLogOptions) *InteractionLog {
 	if opts.DedupeTTL <= 0 {
-		opts.DedupeTTL = 48 * time.Hour
+		opts.DedupeTTL = FeedbackDedupeHorizon
 	}
 	if opts.MaxIDBytes <= 0 {
 		opts.MaxIDBytes = 256
+	}
+	if opts.MaxLen <= 0 {
+		opts.MaxLen = DefaultLogMaxLen
 	}
 	return &InteractionLog{rdb: rdb, opts: opts}
 }
@@ -68,12 +93,13 @@ type LogEntry struct {
 
 // logAppend logs ARGV[1] under a new stream entry unless the event ID's
 // marker (KEYS[2]) exists, all in one step, so that two deliveries of one
-// event racing on two consumers still log it once. It returns {entry ID,
-// 1} when it logged, {earlier entry ID, 0} otherwise.
+// event racing on two consumers still log it once; the stream keeps about
+// ARGV[3] entries. It returns {entry ID, 1} when it logged, {earlier entry
+// ID, 0} otherwise.
 var logAppend = redis.NewScript(`
 local prev = redis.call('GET', KEYS[2])
 if prev then return {prev, 0} end
-local id = redis.call('XADD', KEYS[1], '*', 'ev', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'ev', ARGV[1])
 redis.call('SET', KEYS[2], id, 'EX', ARGV[2])
 return {id, 1}
 `)
@@ -91,7 +117,7 @@ func (l *InteractionLog) Append(ctx context.Context, ev Event) (id string, added
 		return "", false, fmt.Errorf("recsys: log event %q: %w", ev.ID, err)
 	}
 	ttl := strconv.FormatInt(int64(l.opts.DedupeTTL/time.Second), 10)
-	res, err := logAppend.Run(ctx, l.rdb, []string{KeyLog, KeyLoggedPrefix + ev.ID}, b, ttl).Slice()
+	res, err := logAppend.Run(ctx, l.rdb, []string{KeyLog, KeyLoggedPrefix + ev.ID}, b, ttl, l.opts.MaxLen).Slice()
 	if err != nil {
 		return "", false, fmt.Errorf("recsys: log event %q: %w", ev.ID, err)
 	}

@@ -3,6 +3,8 @@ package recsys
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -108,5 +110,42 @@ func TestCompareLogIDs(t *testing.T) {
 	}
 	if got := CompareLogIDs("18446744073709551615-0", "1-0"); got != 1 {
 		t.Errorf("CompareLogIDs of the largest position = %d, want 1", got)
+	}
+}
+
+// TestInteractionLogStaysWithinItsCap appends ten times the cap: the log
+// keeps about the cap's worth of the newest entries (Redis trims whole
+// stream nodes, so a little more), not every entry.
+func TestInteractionLogStaysWithinItsCap(t *testing.T) {
+	rdb := redisClient(t)
+	ctx := context.Background()
+	const maxLen = 50
+	l := NewInteractionLog(rdb, InteractionLogOptions{MaxLen: maxLen})
+	var last string
+	for i := range 10 * maxLen {
+		id, added, err := l.Append(ctx, Event{ID: fmt.Sprintf("e%d", i), User: "u1", Item: "i1", Type: EventView, Value: 1})
+		if err != nil || !added {
+			t.Fatalf("Append %d: %v %v", i, added, err)
+		}
+		last = id
+	}
+	n, err := l.Len(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A stream node holds at most stream-node-max-entries (100 by default).
+	nodeMax := int64(100)
+	if v, err := rdb.ConfigGet(ctx, "stream-node-max-entries").Result(); err == nil {
+		if s, ok := v["stream-node-max-entries"]; ok {
+			if x, err := strconv.ParseInt(s, 10, 64); err == nil && x > 0 {
+				nodeMax = x
+			}
+		}
+	}
+	if n < maxLen || n > maxLen+nodeMax {
+		t.Fatalf("log of %d entries after %d appends with a cap of %d", n, 10*maxLen, maxLen)
+	}
+	if got, err := l.Last(ctx); err != nil || got != last {
+		t.Fatalf("Last = %q, %v; want the newest entry %q", got, err, last)
 	}
 }

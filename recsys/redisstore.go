@@ -228,6 +228,18 @@ func (s *RedisStore) GetAt(ctx context.Context, gen int64, users ...string) ([][
 	return out, nil
 }
 
+// Exists reports whether generation gen is still stored: a replaced
+// generation is deleted Grace after the swap. A generation that is gone
+// never comes back (numbers are not reused), so a caller that finds gen
+// after GetAt knows the lists it read were gen's.
+func (s *RedisStore) Exists(ctx context.Context, gen int64) (bool, error) {
+	n, err := s.rdb.Exists(ctx, ServeGenKey(gen)).Result()
+	if err != nil {
+		return false, fmt.Errorf("recsys: looking for generation %d: %w", gen, err)
+	}
+	return n == 1, nil
+}
+
 // UpdateUser replaces one user's list in the current generation (creating
 // a generation when none exists yet), for the incremental path: after
 // Model.Apply, the consumer recomputes the user's list and stores it here.

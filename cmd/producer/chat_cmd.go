@@ -91,7 +91,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader)
 		var e apiError
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		if json.Unmarshal(b, &e) == nil && e.Error.Message != "" {
-			return nil, &httpError{status: resp.StatusCode, msg: e.Error.Message}
+			return nil, &httpError{status: resp.StatusCode, code: e.Error.Code, msg: e.Error.Message}
 		}
 		return nil, &httpError{status: resp.StatusCode, msg: strings.TrimSpace(string(b))}
 	}
@@ -101,6 +101,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body io.Reader)
 // httpError is a non-2xx answer of the API.
 type httpError struct {
 	status int
+	code   string // the API's error code, when it sent one
 	msg    string
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,8 +20,9 @@ reply, or on reply #N (replies are numbered from 1 in this session):
   /reject [#N]       the reply is not wanted
   /rate [#N] R       rate it R, an integer from 1 to 5
   /edit [#N] TEXT    TEXT is what the reply should have said
-  /regenerate        "regenerate" feedback on the last reply, then the same
-                     prompt again with a new seed; the new reply takes its place
+  /regenerate        "regenerate" feedback on the last reply (not sent without
+                     a user), then the same prompt again with a new seed; the
+                     new reply takes its place
   /help              this text
   /quit              end (so does the end of the input)
 Feedback goes through POST /v1/generations/{id}/feedback to the recommender
@@ -168,8 +170,14 @@ func (c *chat) regenerate(ctx context.Context, n int) error {
 	if n != len(c.replies) {
 		return fmt.Errorf("/regenerate: only the last reply (#%d) can be regenerated", len(c.replies))
 	}
+	// The feedback is a side effect: a chat without a user (no --user, and
+	// a session without one) cannot send any, but still wants the reply.
 	if err := c.feedback(ctx, n, loop.Feedback{Action: loop.ActionRegenerate}); err != nil {
-		return err
+		var he *httpError
+		if !errors.As(err, &he) || he.code != codeNoUser {
+			return err
+		}
+		fmt.Fprintf(c.stderr, "reply #%d: regenerate feedback not sent (this chat has no user; start it with --user to send feedback); regenerating anyway\n", n)
 	}
 	r := c.replies[n-1]
 	return c.ask(ctx, r.prompt, r.id)
@@ -180,7 +188,7 @@ func (c *chat) regenerate(ctx context.Context, n int) error {
 // of (with a fresh seed, so the text differs).
 func (c *chat) ask(ctx context.Context, prompt, replaces string) error {
 	req := c.req
-	req.Prompt, req.Replaces = prompt, replaces
+	req.Prompt, req.Replaces = onePrompt(prompt), replaces
 	n := len(c.replies) + 1
 	if replaces != "" {
 		seed := rand.Int64()

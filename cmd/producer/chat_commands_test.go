@@ -155,3 +155,36 @@ func TestChatFeedbackCommands(t *testing.T) {
 		t.Fatalf("replaces without a session: %d %s", code, msg)
 	}
 }
+
+// TestChatRegeneratesWithoutAUser: a chat started without --user cannot
+// send feedback (there is nobody to credit it to), but /regenerate still
+// asks for a new reply, and says why no feedback went out.
+func TestChatRegeneratesWithoutAUser(t *testing.T) {
+	e := newGenEnv(t, "")
+	e.startWorker(t)
+	srv, recs := chatServer(t, e)
+	_, stderr, err := runChat(t, srv, "Hello there\n/regenerate\n/accept\n", "--token", chatToken, "--max-tokens", "4")
+	if err != nil {
+		t.Fatalf("chat: %v\n%s", err, stderr)
+	}
+	for _, want := range []string{"regenerate feedback not sent", "--user", "reply #1 regenerated"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	// Other feedback still reports the refusal.
+	if !strings.Contains(stderr, "feedback on reply #1: HTTP 400") {
+		t.Errorf("/accept without a user: stderr lacks the refusal:\n%s", stderr)
+	}
+	sessID, _, _ := strings.Cut(strings.TrimPrefix(stderr, "session "), "\n")
+	sess, err := loop.NewSessionStore(e.rdb, loop.SessionOptions{}).Get(context.Background(), sessID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sess.Turns) != 1 || sess.Turns[0].Prompt != "Hello there" {
+		t.Fatalf("session turns %+v: want the one regenerated turn", sess.Turns)
+	}
+	if events := feedbackEvents(t, recs); len(events) != 0 {
+		t.Fatalf("%d feedback events from a chat without a user", len(events))
+	}
+}

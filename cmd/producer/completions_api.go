@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -95,13 +97,68 @@ func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 // plus Tandem's session, template and topic, and replaces: the generation
 // id of the session's last turn this completion regenerates (the history
 // then stops before that turn, and the new reply takes its place).
+//
+// OpenAI's fields that Tandem cannot act on are accepted at the values
+// that ask for nothing (check): echo false, best_of 1, an empty
+// logit_bias, a prompt list of one; stream_options is ignored, since the
+// last chunk of a stream carries the usage anyway.
 type completionRequest struct {
 	jobs.CompletionsBody
-	Stream   bool   `json:"stream,omitempty"`
-	Session  string `json:"session,omitempty"`
-	Template string `json:"template,omitempty"`
-	Topic    string `json:"topic,omitempty"`
-	Replaces string `json:"replaces,omitempty"`
+	// Prompt takes the place of the body's own: a string or a list of one.
+	Prompt        onePrompt          `json:"prompt"`
+	Stream        bool               `json:"stream,omitempty"`
+	StreamOptions json.RawMessage    `json:"stream_options,omitempty"`
+	Echo          *bool              `json:"echo,omitempty"`
+	BestOf        *int               `json:"best_of,omitempty"`
+	LogitBias     map[string]float64 `json:"logit_bias,omitempty"`
+	Session       string             `json:"session,omitempty"`
+	Template      string             `json:"template,omitempty"`
+	Topic         string             `json:"topic,omitempty"`
+	Replaces      string             `json:"replaces,omitempty"`
+}
+
+// check refuses the OpenAI fields at values Tandem cannot honour, naming
+// the field.
+func (r completionRequest) check() error {
+	switch {
+	case len(r.StreamOptions) > 0 && r.StreamOptions[0] != '{' && string(r.StreamOptions) != "null":
+		return errors.New(`stream_options: want an object such as {"include_usage": true}`)
+	case r.Echo != nil && *r.Echo:
+		return errors.New("echo: true is not supported; the completion holds only the new text")
+	case r.BestOf != nil && *r.BestOf != 1:
+		return fmt.Errorf("best_of: %d; interactive generation makes one completion (best_of=1)", *r.BestOf)
+	case len(r.LogitBias) > 0:
+		return fmt.Errorf("logit_bias: %d entries; logit bias is not supported (send {} or leave it out)", len(r.LogitBias))
+	}
+	return nil
+}
+
+// onePrompt is OpenAI's "prompt" for one completion: a string, or a list
+// holding one string. Token-id prompts and longer lists are refused.
+type onePrompt string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (p *onePrompt) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '[' {
+		var list []json.RawMessage
+		if err := json.Unmarshal(b, &list); err != nil {
+			return errors.New("prompt: want a string or a list of one string")
+		}
+		if len(list) != 1 {
+			return fmt.Errorf("prompt: a list of %d prompts; a completion takes one (a batch takes many)", len(list))
+		}
+		b = list[0]
+	}
+	var one string
+	if err := json.Unmarshal(b, &one); err != nil {
+		return errors.New("prompt: want a string or a list of one string (token ids are not supported)")
+	}
+	*p = onePrompt(one)
+	return nil
 }
 
 // decodeStrict reads a bounded JSON body into v, refusing unknown fields
@@ -127,7 +184,7 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 	args, status, err := c.prepare(r.Context(), req)
 	if err != nil {
-		writeError(w, status, map[int]string{http.StatusBadRequest: "invalid_request", http.StatusNotFound: "not_found"}[status], err.Error())
+		writeError(w, status, errorCode(status), err.Error())
 		return
 	}
 	if c.bus == nil {
@@ -152,6 +209,10 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		g.abandon()
 		writeError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("no worker started the generation within %v (is one serving the %q queue?): %v", c.startTimeout, pipeline.QueueInteractive, err))
 		return
+	case m.Type == jobs.GenError:
+		// The worker could not send its start message and said so.
+		writeError(w, genErrorStatus(m.Error.Code), m.Error.Code, m.Error.Message)
+		return
 	case m.Type != jobs.GenStart:
 		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
 		return
@@ -164,11 +225,27 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// errorCode is the error code of an answer with status, for prepare's
+// failures.
+func errorCode(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "invalid_request"
+	case http.StatusNotFound:
+		return "not_found"
+	}
+	return "unavailable"
+}
+
 // prepare turns a request into job args: the session's instructions fill
 // the sampling fields the body leaves out (the body wins), its history and
 // prefix go along, and everything is validated. The status goes with err.
 func (c *completionsAPI) prepare(ctx context.Context, req completionRequest) (jobs.InteractiveArgs, int, error) {
 	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
+	args.Body.Prompt = string(req.Prompt)
+	if err := req.check(); err != nil {
+		return args, http.StatusBadRequest, err
+	}
 	if req.Session != "" {
 		if err := pipeline.ValidateID(req.Session); err != nil {
 			return args, http.StatusBadRequest, fmt.Errorf("session: %w", err)
@@ -219,7 +296,17 @@ type genRelay struct {
 	rd       jobs.GenReader
 	started  bool
 	finished bool
+	// startBy is when the start message is due (enqueue + startTimeout);
+	// abandon waits for it no later than this, or startGrace from when it
+	// is called, so a request that already waited out its start timeout
+	// does not wait that long a second time.
+	startBy time.Time
 }
+
+// startGrace bounds abandon's wait for the start of a job that left the
+// queue: a worker subscribes and sends start as soon as it has the job, in
+// milliseconds; this leaves room for a loaded machine.
+const startGrace = 2 * time.Second
 
 // begin subscribes to the generation's token subject, makes sure the server
 // has the subscription, then enqueues the job.
@@ -245,6 +332,7 @@ func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (
 		g.close()
 		return nil, err
 	}
+	g.startBy = time.Now().Add(c.startTimeout)
 	return g, nil
 }
 
@@ -278,8 +366,9 @@ func (g *genRelay) next(ctx context.Context, timeout time.Duration) (jobs.GenMes
 }
 
 // abandon stops a generation nobody waits for any more: it deletes the job
-// if it is still queued; otherwise it waits (bounded) for the worker's start
-// message, after which the worker surely listens, and sends the cancel.
+// if it is still queued; otherwise it waits for the worker's start message
+// (until startBy, or startGrace when that has passed), after which the
+// worker surely listens, and sends the cancel.
 func (g *genRelay) abandon() {
 	if g.finished {
 		return
@@ -290,10 +379,11 @@ func (g *genRelay) abandon() {
 			return // never ran
 		}
 		// Running (or just finished): its start is on the way, if not here.
-		ctx, cancel := context.WithTimeout(context.Background(), g.c.startTimeout)
+		wait := max(time.Until(g.startBy), min(startGrace, g.c.startTimeout))
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		for !g.started && !g.finished {
-			if _, err := g.next(ctx, g.c.startTimeout); err != nil {
+			if _, err := g.next(ctx, wait); err != nil {
 				break
 			}
 		}
@@ -330,21 +420,30 @@ type completionOut struct {
 
 // collect answers a non-streaming request with one completion object.
 func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
+	// The text is the token texts joined (done repeats it only when it
+	// fits in one message); at most MaxInteractiveTokens tokens bound it.
+	var text strings.Builder
 	for {
 		m, gone, err := g.follow(r.Context())
 		if gone {
 			return
 		}
 		if err != nil {
-			writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
+			if errors.Is(err, errStreamTimeout) {
+				writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
+			} else {
+				writeError(w, http.StatusBadGateway, "bad_stream", err.Error())
+			}
 			return
 		}
 		switch m.Type {
+		case jobs.GenToken:
+			text.WriteString(m.Text)
 		case jobs.GenDone:
 			writeJSON(w, http.StatusOK, jobs.CompletionResponse{
 				ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
-				Choices: []jobs.Choice{{Index: 0, Text: m.Text, FinishReason: m.FinishReason}},
-				Usage:   *m.Usage,
+				Choices: []jobs.Choice{{Index: 0, Text: text.String(), FinishReason: m.FinishReason}},
+				Usage:   *m.Usage, // GenReader refuses a done message without usage
 			})
 			return
 		case jobs.GenError:
@@ -358,7 +457,9 @@ func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genR
 // non-streaming answer.
 func genErrorStatus(code string) int {
 	switch code {
-	case jobs.GenCodeModel, jobs.GenCodeContext:
+	case jobs.GenCodeModel:
+		return http.StatusNotFound // as OpenAI answers an unknown model
+	case jobs.GenCodeContext:
 		return http.StatusBadRequest
 	case jobs.GenCodeTimeout:
 		return http.StatusGatewayTimeout

@@ -99,8 +99,17 @@ func (e *genEnv) startWorker(t testing.TB) *jobs.Deps {
 	}
 	t.Cleanup(func() { root.Close() })
 	deps.SetDataRoot(root)
+	t.Cleanup(bus.Close) // after the server stops: cleanups run last first
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
+	e.serve(t, reg)
+	return deps
+}
+
+// serve runs reg's handlers in an asynq server on the environment's queues
+// until the test ends.
+func (e *genEnv) serve(t testing.TB, reg *pipeline.Registry) {
+	t.Helper()
 	srv, err := pipeline.NewServer(e.cfg, reg, e.logger)
 	if err != nil {
 		t.Fatal(err)
@@ -113,9 +122,7 @@ func (e *genEnv) startWorker(t testing.TB) *jobs.Deps {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-		bus.Close()
 	})
-	return deps
 }
 
 // post sends body to path and returns the response; the caller closes it.

@@ -7,17 +7,17 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
-	"github.com/tandem-ai/tandem/auth"
+	"github.com/tandem-ai/tandem/internal/workerproc"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
@@ -129,8 +129,8 @@ func TestCompletionStreamsTokensInOrderAndRecordsThem(t *testing.T) {
 	// A failure on the worker reaches the client: as an error object, or
 	// as an error event in the stream.
 	const bad = `{"model":"builtin:huge","prompt":"x"}`
-	if code, msg := e.postJSON(t, "/v1/completions", bad, nil); code != http.StatusBadRequest || !strings.Contains(msg, jobs.GenCodeModel) {
-		t.Fatalf("unknown model: %d %s", code, msg)
+	if code, msg := e.postJSON(t, "/v1/completions", bad, nil); code != http.StatusNotFound || !strings.Contains(msg, jobs.GenCodeModel) {
+		t.Fatalf("unknown model: %d %s, want 404 as OpenAI answers", code, msg)
 	}
 	if s := e.stream(t, context.Background(), strings.Replace(bad, `}`, `,"stream":true}`, 1), nil); s.err == nil || !strings.Contains(s.err.Error(), jobs.GenCodeModel) {
 		t.Fatalf("unknown model, streamed: %v", s.err)
@@ -179,6 +179,84 @@ func longContextModel(t *testing.T) string {
 	return dir
 }
 
+// repeatingTokenModel writes a model that, sampled greedily, emits tok at
+// every step: a zero final LayerNorm gain with a bias along the first axis
+// makes every position's output the same vector, and tok's tied embedding
+// alone points far along that axis.
+func repeatingTokenModel(t *testing.T, tok int32) string {
+	t.Helper()
+	m, err := model.New(model.Config{NLayer: 1, NHead: 2, NEmbd: 32, NPositions: 1024, VocabSize: 50257, LayerNormEpsilon: 1e-5}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pt := range m.Config.ParamTensors() {
+		p := m.Params[pt.Offset : pt.Offset+pt.Size]
+		switch pt.Name {
+		case "ln_f.weight":
+			clear(p)
+		case "ln_f.bias":
+			p[0] = 1
+		case "wte.weight":
+			p[int(tok)*m.Config.NEmbd] = 100
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "repeat")
+	if err := m.SaveDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestCompletionLargerThanOneMessageArrivesWhole generates a reply whose
+// text alone exceeds pipeline.MaxEventBytes: 600 tokens of GPT-2 token
+// 35496, 128 bytes each. The done message cannot repeat it, so the client
+// gets the text the tokens add up to, at once rather than after the
+// generation timeout.
+func TestCompletionLargerThanOneMessageArrivesWhole(t *testing.T) {
+	const tok, n = 35496, 600
+	e := newGenEnv(t, "")
+	e.startWorker(t)
+	tap := tapTokens(t, e)
+	tk, err := model.NewTokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Repeat(tk.Decode([]int32{tok}), n)
+	if len(want) <= pipeline.MaxEventBytes {
+		t.Fatalf("the reply is %d bytes; the test needs more than MaxEventBytes (%d)", len(want), pipeline.MaxEventBytes)
+	}
+	body := fmt.Sprintf(`{"model":%q,"prompt":"Say it","max_tokens":%d,"temperature":0}`, repeatingTokenModel(t, tok), n)
+	// A guard against the hang this test is about: a lost done message
+	// used to leave the request waiting for the generation timeout (5 min).
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp := e.post(t, ctx, "/v1/completions", body)
+	var got jobs.CompletionResponse
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("non-streaming: %d %v", resp.StatusCode, err)
+	}
+	if got.Choices[0].Text != want || got.Usage.CompletionTokens != n || got.Choices[0].FinishReason != "length" {
+		t.Fatalf("non-streaming: %d bytes, %d tokens, finish %q; want %d bytes, %d tokens, length",
+			len(got.Choices[0].Text), got.Usage.CompletionTokens, got.Choices[0].FinishReason, len(want), n)
+	}
+	// The done message stayed within the limit by leaving the text out.
+	msgs := tap(got.ID)
+	if done := msgs[len(msgs)-1]; done.Type != jobs.GenDone || done.Text != "" || done.Usage.CompletionTokens != n {
+		t.Fatalf("last message %s with %d bytes of text, want done without text", done.Type, len(done.Text))
+	}
+
+	s := e.stream(t, ctx, strings.Replace(body, `}`, `,"stream":true}`, 1), nil)
+	if s.err != nil || s.text() != want || s.last.Usage == nil || s.last.Usage.CompletionTokens != n {
+		t.Fatalf("streamed: %v, %d bytes", s.err, len(s.text()))
+	}
+	// The record holds the text, cut to its documented bound.
+	if rec := waitRecord(t, e, s.id); rec.Text != want[:loop.MaxRecordTextBytes] {
+		t.Fatalf("record: %d bytes, want the first %d", len(rec.Text), loop.MaxRecordTextBytes)
+	}
+}
+
 func TestDroppedClientCancelsGeneration(t *testing.T) {
 	e := newGenEnv(t, "")
 	e.startWorker(t)
@@ -205,38 +283,70 @@ func TestDroppedClientCancelsGeneration(t *testing.T) {
 }
 
 // TestClientLeavingAroundTheStartNeverLeavesWorkRunning drops clients at
-// random moments around the pick-up, where the job may be queued, just
-// dequeued (its start not yet seen), or streaming: each time it must either
-// never run or stop early, never run to its end.
+// moments around the pick-up, where the job may be queued, just dequeued
+// (its start not yet seen), or streaming: each time it must either never
+// run or stop early, never run to its end. It goes on until it has seen a
+// dropped request that a worker started and one that reached the producer
+// but never ran (bounded), so it cannot pass having checked only one side.
 func TestClientLeavingAroundTheStartNeverLeavesWorkRunning(t *testing.T) {
 	e := newGenEnv(t, "")
 	e.startWorker(t)
 	dir := longContextModel(t)
 	body := fmt.Sprintf(`{"model":%q,"prompt":"Go on","max_tokens":%d,"stream":true}`, dir, jobs.MaxInteractiveTokens)
 	e.stream(t, context.Background(), strings.Replace(body, fmt.Sprint(jobs.MaxInteractiveTokens), "1", 1), nil) // load the model
+	// The producer's routes again, counting the requests that reach them:
+	// a client that leaves before its request is sent tells nothing.
+	var reached atomic.Int64
+	mux := http.NewServeMux()
+	(&apiServer{client: e.api.client, logger: e.logger, completions: e.api}).completionsRoutes(mux)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		mux.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
 	store := loop.NewStore(e.rdb, loop.StoreOptions{})
-	before, _ := store.Recent(context.Background(), 100)
-	for i := range 12 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i)*time.Millisecond/2)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/completions", strings.NewReader(body))
+	records := func() []loop.Generation {
+		t.Helper()
+		recs, err := store.Recent(context.Background(), loop.DefaultRecentMax)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	// At least minDrops that reach the producer, and on until both
+	// outcomes were seen, within maxDrops tries.
+	const minDrops, maxDrops = 12, 400
+	ran, never := 0, 0
+	for i := 0; i < maxDrops && (ran+never < minDrops || ran == 0 || never == 0); i++ {
+		before, seen := reached.Load(), len(records())
+		// 0 to 10 ms in quarter steps, round and round.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%41)*time.Millisecond/4)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/v1/completions", strings.NewReader(body))
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close() // headers came: the stream had started; closing leaves it
 		}
 		cancel()
 		waitQueueIdle(t, e)
-	}
-	recs, err := store.Recent(context.Background(), 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ran := 0
-	for _, r := range recs[:len(recs)-len(before)] {
-		ran++
-		if r.FinishReason != jobs.FinishCancelled {
-			t.Errorf("generation %s ran to %q after %d tokens with its client gone", r.ID, r.FinishReason, r.Tokens)
+		if reached.Load() == before {
+			continue
+		}
+		recs := records()
+		switch len(recs) - seen {
+		case 0:
+			never++
+		case 1:
+			ran++
+			if r := recs[0]; r.FinishReason != jobs.FinishCancelled {
+				t.Errorf("generation %s ran to %q after %d tokens with its client gone", r.ID, r.FinishReason, r.Tokens)
+			}
+		default:
+			t.Fatalf("one dropped request left %d records", len(recs)-seen)
 		}
 	}
-	t.Logf("%d of 12 dropped requests had started; the others were deleted from the queue", ran)
+	if ran == 0 || never == 0 {
+		t.Fatalf("%d dropped requests started on a worker and %d never ran; the test needs both to have checked anything", ran, never)
+	}
+	t.Logf("%d dropped requests had started and stopped early; %d never ran", ran, never)
 }
 
 // waitRecord waits for the loop record of id.
@@ -317,6 +427,13 @@ func TestCompletionRefusesBadBodies(t *testing.T) {
 		`{"model":"builtin:tiny","prompt":"x","template":"` + strings.Repeat("t", loop.MaxRecordIDBytes+1) + `"}`: `template`,
 		`{"model":"builtin:tiny","prompt":"` + long + `"}`:                                                        `prompt`,
 		`{"model":"builtin:tiny","prompt":"x"} {}`:                                                                `trailing`,
+		`{"model":"builtin:tiny","prompt":"x","echo":true}`:                                                       `echo`,
+		`{"model":"builtin:tiny","prompt":"x","best_of":3}`:                                                       `best_of`,
+		`{"model":"builtin:tiny","prompt":"x","logit_bias":{"50256":-100}}`:                                       `logit_bias`,
+		`{"model":"builtin:tiny","prompt":"x","stream_options":"usage"}`:                                          `stream_options`,
+		`{"model":"builtin:tiny","prompt":["a","b"]}`:                                                             `prompt`,
+		`{"model":"builtin:tiny","prompt":[[464,3290]]}`:                                                          `prompt`,
+		`{"model":"builtin:tiny","prompt":[]}`:                                                                    `prompt`,
 	} {
 		code, msg := e.postJSON(t, "/v1/completions", body, nil)
 		if code != http.StatusBadRequest || !strings.Contains(msg, field) {
@@ -417,31 +534,12 @@ func TestSessionCarriesBoundedHistory(t *testing.T) {
 // chatToken is the API token of the chat tests' server.
 const chatToken = "chat-secret-0123456789"
 
-// chatServer serves the completion and loop routes of e behind a token
-// check (chatToken may submit and read), as `producer serve` does; the
-// returned recs API holds the bus the feedback route publishes on.
+// chatServer serves e as `producer serve` does (serveMux), with chatToken
+// allowed to submit and read; the returned recs API holds the bus the
+// feedback route publishes on.
 func chatServer(t *testing.T, e *genEnv) (*httptest.Server, *recsAPI) {
 	t.Helper()
-	tokens := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(tokens, []byte(chatToken+" chatter submit,read\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	authn, err := auth.New(auth.Options{TokenFile: tokens, Logger: e.logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, err := newRecsAPI(context.Background(), e.cfg, e.rdb, e.logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(recs.Close)
-	root, api := http.NewServeMux(), http.NewServeMux()
-	(&apiServer{client: e.api.client, logger: e.logger, completions: e.api}).completionsRoutes(api)
-	root.Handle("/v1/", authn.Protect(auth.ByMethod, api))
-	registerLoopRoutes(root, api, authn, prometheus.NewRegistry(), e.rdb, recs, e.logger)
-	srv := httptest.NewServer(root)
-	t.Cleanup(srv.Close)
-	return srv, recs
+	return serveTestServer(t, e, chatToken+" chatter submit,read\n")
 }
 
 // runChat runs `producer chat --url srv` with stdin piped in.
@@ -485,5 +583,88 @@ func TestChatStreamsRepliesFromPipedStdin(t *testing.T) {
 	// random model can hold newlines, so compare the whole output).
 	if want := sess.Turns[0].Reply + "\n" + sess.Turns[1].Reply + "\n"; stdout != want {
 		t.Fatalf("stdout %q, session replies %q", stdout, want)
+	}
+}
+
+// TestCompletionAcceptsOpenAIFieldsAtValuesItHonours sends what OpenAI's
+// clients send by default: stream_options, echo false, best_of 1, an empty
+// logit_bias and a prompt list of one. They change nothing: the text is
+// the plain request's.
+func TestCompletionAcceptsOpenAIFieldsAtValuesItHonours(t *testing.T) {
+	e := newGenEnv(t, "")
+	e.startWorker(t)
+	const plain = `{"model":"builtin:tiny","prompt":"The loop","max_tokens":8,"seed":3}`
+	var want jobs.CompletionResponse
+	if code, msg := e.postJSON(t, "/v1/completions", plain, &want); code != http.StatusOK {
+		t.Fatalf("plain: %d %s", code, msg)
+	}
+	const openai = `{"model":"builtin:tiny","prompt":["The loop"],"max_tokens":8,"seed":3,"echo":false,"best_of":1,"logit_bias":{}}`
+	var got jobs.CompletionResponse
+	if code, msg := e.postJSON(t, "/v1/completions", openai, &got); code != http.StatusOK {
+		t.Fatalf("OpenAI defaults: %d %s", code, msg)
+	}
+	if got.Choices[0].Text != want.Choices[0].Text {
+		t.Fatalf("OpenAI defaults: text %q; want %q", got.Choices[0].Text, want.Choices[0].Text)
+	}
+	streamed := strings.Replace(openai, `"logit_bias":{}`, `"logit_bias":null,"stream":true,"stream_options":{"include_usage":true}`, 1)
+	s := e.stream(t, context.Background(), streamed, nil)
+	if s.err != nil || s.text() != want.Choices[0].Text || s.last.Usage == nil {
+		t.Fatalf("streamed with stream_options: %v, %q, usage %v; want %q with usage", s.err, s.text(), s.last.Usage, want.Choices[0].Text)
+	}
+}
+
+// TestCompletionTurnsAMalformedWorkerMessageIntoAnError runs a worker that
+// sends a done message without usage: the client gets a stream error (502,
+// or an error event), never a panic.
+func TestCompletionTurnsAMalformedWorkerMessageIntoAnError(t *testing.T) {
+	e := newGenEnv(t, "")
+	bus, err := pipeline.ConnectBus(context.Background(), e.ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Close)
+	reg := pipeline.NewRegistry()
+	pipeline.Register[jobs.InteractiveArgs](reg, pipeline.WorkFunc[jobs.InteractiveArgs](func(_ context.Context, job *pipeline.Job[jobs.InteractiveArgs]) error {
+		subject := pipeline.GenTokensSubject(job.Args.ID)
+		for _, raw := range []string{`{"seq":0,"type":"start"}`, `{"seq":1,"type":"token","text":"x","token":87}`, `{"seq":2,"type":"done","finish_reason":"stop"}`} {
+			if err := bus.NC.Publish(subject, []byte(raw)); err != nil {
+				return err
+			}
+		}
+		return bus.NC.Flush()
+	}), pipeline.KindOptions{})
+	e.serve(t, reg)
+	code, msg := e.postJSON(t, "/v1/completions", `{"model":"builtin:tiny","prompt":"hi"}`, nil)
+	if code != http.StatusBadGateway || !strings.Contains(msg, "usage") {
+		t.Fatalf("done without usage: %d %s, want 502 naming the missing usage", code, msg)
+	}
+	if s := e.stream(t, context.Background(), `{"model":"builtin:tiny","prompt":"hi","stream":true}`, nil); s.err == nil || !strings.Contains(s.err.Error(), "usage") {
+		t.Fatalf("streamed: %v, want a stream error naming the missing usage", s.err)
+	}
+}
+
+// TestCompletionWithoutRedisIsUnavailable reads a session from a Redis that
+// is not there: 503 with the code "unavailable", not an empty one.
+func TestCompletionWithoutRedisIsUnavailable(t *testing.T) {
+	e := newGenEnv(t, "")
+	gone := redis.NewClient(&redis.Options{Addr: workerproc.FreeAddr(t), MaxRetries: -1, DialTimeout: time.Second})
+	defer gone.Close()
+	api := *e.api
+	api.sessions = loop.NewSessionStore(gone, loop.SessionOptions{})
+	mux := http.NewServeMux()
+	(&apiServer{client: e.api.client, logger: e.logger, completions: &api}).completionsRoutes(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"builtin:tiny","prompt":"hi","session":"sess-1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body apiError
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Error.Code != "unavailable" {
+		t.Fatalf("Redis down: %d %+v, want 503 unavailable", resp.StatusCode, body.Error)
 	}
 }

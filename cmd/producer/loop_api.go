@@ -84,6 +84,10 @@ func viewOf(ev loop.FeedbackEvent) feedbackView {
 	return feedbackView{ID: ev.ID, GenerationID: ev.GenerationID, Action: ev.Action, Event: ev.Type, Item: ev.Item, Subject: pipeline.FeedbackSubject(ev.Type)}
 }
 
+// codeNoUser is the error code of feedback refused because its generation
+// has no user (loop.ErrNoUser).
+const codeNoUser = "no_user"
+
 func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 	if l.bus == nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "feedback needs NATS: start the producer with TANDEM_NATS_URL (or --nats-url)")
@@ -98,6 +102,8 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 	}
 	ev, err := l.store.SendFeedback(r.Context(), r.PathValue("id"), fb, publishFeedback(l.bus))
 	switch {
+	case errors.Is(err, loop.ErrNoUser):
+		writeError(w, http.StatusBadRequest, codeNoUser, err.Error())
 	case errors.Is(err, loop.ErrBadFeedback), errors.Is(err, jobs.ErrBadFeedback):
 		writeError(w, http.StatusBadRequest, "invalid_feedback", err.Error())
 	case errors.Is(err, loop.ErrNotFound):

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tandem-ai/tandem/auth"
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -71,10 +72,6 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
 	defer closeMon()
 
-	// Every /v1 route sits behind the token check: GET needs read, other
-	// methods need submit. The monitoring UI is read-only unless admin.
-	apiMux := http.NewServeMux()
-	api.routes(apiMux)
 	// Loss curves are read from run directories in the data root, which
 	// the producer shares with the workers (k8s: the shared volume).
 	root, err := jobs.OpenDataRoot(*cfg)
@@ -83,13 +80,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		defer root.Close()
 	}
-	registerFinetuneRoutes(apiMux, client, cfg.DataDir, root)
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
-	mux.Handle("/monitoring/", mon)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	registerLoopRoutes(mux, apiMux, authn, promReg, client.Redis(), recs, logger)
+	mux := serveMux(api, authn, mon, promReg, cfg.DataDir, root)
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -107,6 +98,24 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(shutCtx)
+}
+
+// serveMux builds every route of `producer serve`. Each /v1 route sits
+// behind the token check (GET needs read, other methods submit); the
+// monitoring UI mon, which authn guards already, is read-only unless the
+// token has admin; /metrics and /healthz are open. cmdServe serves it, and
+// the tests check the guard of each route through it.
+func serveMux(api *apiServer, authn *auth.Authenticator, mon http.Handler, promReg *prometheus.Registry, dataDir string, root *dataroot.Root) *http.ServeMux {
+	apiMux := http.NewServeMux()
+	api.routes(apiMux)
+	registerFinetuneRoutes(apiMux, api.client, dataDir, root)
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
+	mux.Handle("/monitoring/", mon)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	registerLoopRoutes(mux, apiMux, authn, promReg, api.client.Redis(), api.recs, api.logger)
+	return mux
 }
 
 // apiServer serves the versioned JSON API.

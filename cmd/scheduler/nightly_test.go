@@ -456,6 +456,98 @@ func TestShardedRebuildRetries(t *testing.T) {
 	}
 }
 
+// TestFailedRebuildReleasesItsLockAndFiles fails a rebuild's steps for
+// good, a shard on its last attempt and a merge refused as stale: each time
+// the rebuild is marked abandoned, its files are deleted and the lock is
+// free for the next rebuild at once, not after its 6 h TTL.
+func TestFailedRebuildReleasesItsLockAndFiles(t *testing.T) {
+	e := newFeedbackEnv(t)
+	ctx := context.Background()
+	deps := &jobs.Deps{Logger: quiet, Redis: e.rdb, Artifacts: e.arts}
+	e.setDataRoot(t, deps)
+	fan := func(id string) {
+		t.Helper()
+		if err := (jobs.RecsFanoutWorker{Deps: deps}).Work(ctx, &pipeline.Job[jobs.RecsFanoutArgs]{ID: id, MaxRetry: 5,
+			Args: jobs.RecsFanoutArgs{Interactions: e.interactions, Shards: 2}}); err != nil {
+			t.Fatalf("fan-out of %s: %v", id, err)
+		}
+	}
+	shard := func(id string, p, retried int) error {
+		return jobs.RecsShardWorker{Deps: deps}.Work(ctx, &pipeline.Job[jobs.RecsShardArgs]{ID: id + ":" + strconv.Itoa(p), Retried: retried, MaxRetry: 5,
+			Args: jobs.RecsShardArgs{Rebuild: id, Shard: p}})
+	}
+	merge := func(id string) error {
+		return jobs.RecsMergeWorker{Deps: deps}.Work(ctx, &pipeline.Job[jobs.RecsMergeArgs]{ID: id + ":merge", MaxRetry: 10,
+			Args: jobs.RecsMergeArgs{Rebuild: id}})
+	}
+	files := func(id string) []string {
+		t.Helper()
+		keys, err := e.arts.List(ctx, "recs/rebuilds/"+id+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	abandoned := func(id string) {
+		t.Helper()
+		if n, err := e.rdb.Exists(ctx, jobs.KeyRecsRebuildLock).Result(); err != nil || n != 0 {
+			t.Fatalf("%s: lock still held (%v)", id, err)
+		}
+		if keys := files(id); len(keys) != 0 {
+			t.Fatalf("%s: files left: %v", id, keys)
+		}
+		if st, err := e.rdb.HGet(ctx, pipeline.Key("recs", "rebuild", id), "status").Result(); err != nil || st != "abandoned" {
+			t.Fatalf("%s: status %q (%v), want abandoned", id, st, err)
+		}
+	}
+
+	// A shard whose snapshot is gone: retried while attempts remain, the
+	// rebuild given up on its last one.
+	const lost = "lost-snapshot"
+	fan(lost)
+	if err := shard(lost, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if keys := files(lost); len(keys) < 2 {
+		t.Fatalf("files after a shard: %v, want the snapshot and shard files", keys)
+	}
+	if err := e.arts.Delete(ctx, "recs/rebuilds/"+lost+"/snapshot.csv"); err != nil {
+		t.Fatal(err)
+	}
+	if err := shard(lost, 1, 0); err == nil {
+		t.Fatal("a shard without its snapshot succeeded")
+	}
+	if holder, err := e.rdb.Get(ctx, jobs.KeyRecsRebuildLock).Result(); err != nil || holder != lost {
+		t.Fatalf("after a failure with retries left the lock is %q (%v), want %s's", holder, err, lost)
+	}
+	if err := shard(lost, 1, 5); err == nil {
+		t.Fatal("the last attempt succeeded")
+	}
+	abandoned(lost)
+	// The other steps of an abandoned rebuild stop.
+	if err := shard(lost, 0, 0); !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "abandoned") {
+		t.Fatalf("a shard of an abandoned rebuild: %v", err)
+	}
+
+	// A merge refused as stale: a rebuild reaching further into the log
+	// made the base meanwhile.
+	const stale = "stale-merge"
+	fan(stale) // the lock was free
+	for p := range 2 {
+		if err := shard(stale, p, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later, _ := json.Marshal(jobs.RecsBase{Rebuild: "later", Snapshot: "recs/rebuilds/later/snapshot.csv", LogID: "99999999999999-0"})
+	if err := e.rdb.Set(ctx, jobs.KeyRecsBase, later, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := merge(stale); !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), "later") {
+		t.Fatalf("stale merge: %v, want a permanent error naming the later rebuild", err)
+	}
+	abandoned(stale)
+}
+
 // TestUpdateTasksCoalesce checks one update task per user per window, and
 // that an event arriving after its window's task has read the log gets a
 // task of the next window rather than being lost.
@@ -574,8 +666,17 @@ func TestNightlyEntry(t *testing.T) {
 		t.Fatalf("with a schedule entry: %+v", got)
 	}
 	rc.rebuild = "off"
-	if got, _ := withNightlyRebuild(nil, rc, "", quiet); len(got) != 0 {
+	var logged strings.Builder
+	if got, _ := withNightlyRebuild(nil, rc, "", slog.New(slog.NewTextHandler(&logged, nil))); len(got) != 0 {
 		t.Fatalf("off: %+v", got)
+	}
+	// With no rebuild at all the log is trimmed by nothing but its cap: say so.
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "interaction log") {
+		t.Fatalf("rebuild off: logged %q, want a warning about the interaction log", logged.String())
+	}
+	logged.Reset()
+	if _, err := withNightlyRebuild(own, rc, "", slog.New(slog.NewTextHandler(&logged, nil))); err != nil || logged.Len() != 0 {
+		t.Fatalf("rebuild off with a schedule entry: %v, logged %q", err, logged.String())
 	}
 	rc.rebuild = "61 2 * * *"
 	if _, err := withNightlyRebuild(nil, rc, "", quiet); err == nil || !strings.Contains(err.Error(), "--recs-rebuild") {
@@ -593,6 +694,19 @@ func TestNightlyEntry(t *testing.T) {
 	}
 	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "--recs-window") {
 		t.Fatalf("a 5ms window: %v", err)
+	}
+	// A window an update task would sleep out inside its own timeout.
+	t.Setenv("TANDEM_RECS_WINDOW", "1m")
+	if err := bad.bind(flagSet()); err != nil {
+		t.Fatal(err)
+	}
+	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "--recs-window") {
+		t.Fatalf("a 1m window: %v", err)
+	}
+	// The longest window accepted leaves the task its catch-up wait and
+	// its work within the timeout.
+	if budget := maxWindowBumps*maxUpdateWindow + catchUpTimeout + updateWorkMargin; budget > jobs.RecsUserUpdateTimeout {
+		t.Fatalf("an update task may need %v, over its %v timeout", budget, jobs.RecsUserUpdateTimeout)
 	}
 }
 

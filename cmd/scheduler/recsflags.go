@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
 )
 
 // nightlyEntryName names the built-in periodic entry of the sharded
@@ -61,7 +63,15 @@ func (r *recsFlags) bind(fs *flag.FlagSet) error {
 // Bounds of the recommender settings.
 const (
 	minUpdateWindow = 10 * time.Millisecond
-	maxUpdateWindow = time.Minute
+	// maxUpdateWindow keeps an update task's waits within its timeout
+	// (jobs.RecsUserUpdateTimeout): a task waits out up to maxWindowBumps
+	// windows (an enqueue that finds its window's task started takes a
+	// later one), then up to catchUpTimeout for the live model, and needs
+	// updateWorkMargin to rewrite the lists. A test checks the sum.
+	maxUpdateWindow = 5 * time.Second
+	// updateWorkMargin is the time an update task keeps for its own work
+	// after its waits.
+	updateWorkMargin = 10 * time.Second
 )
 
 func (r *recsFlags) validate() error {
@@ -69,7 +79,8 @@ func (r *recsFlags) validate() error {
 	case r.shards < 1 || r.shards > jobs.MaxRecsShards:
 		return fmt.Errorf("--recs-shards %d: want 1..%d", r.shards, jobs.MaxRecsShards)
 	case r.window < minUpdateWindow || r.window > maxUpdateWindow:
-		return fmt.Errorf("--recs-window %v: want %v..%v", r.window, minUpdateWindow, maxUpdateWindow)
+		return fmt.Errorf("--recs-window %v: want %v..%v (an update task waits out its window within its %v timeout)",
+			r.window, minUpdateWindow, maxUpdateWindow, jobs.RecsUserUpdateTimeout)
 	case r.poll < pipeline.MinPollInterval || r.poll > pipeline.MaxPollInterval:
 		return fmt.Errorf("--recs-poll %v: want %v..%v", r.poll, pipeline.MinPollInterval, pipeline.MaxPollInterval)
 	case r.concurrency < 1 || r.concurrency > pipeline.MaxConcurrency:
@@ -81,9 +92,14 @@ func (r *recsFlags) validate() error {
 }
 
 // withNightlyRebuild adds the built-in nightly rebuild to the schedule,
-// unless it is off or the schedule has an entry of its kind already.
+// unless it is off or the schedule has an entry of its kind already. With
+// no rebuild at all it warns: only rebuilds trim the interaction log.
 func withNightlyRebuild(entries []pipeline.PeriodicEntry, r recsFlags, interactions string, logger *slog.Logger) ([]pipeline.PeriodicEntry, error) {
 	if r.rebuild == "off" {
+		if !slices.ContainsFunc(entries, func(e pipeline.PeriodicEntry) bool { return e.Kind == jobs.KindRecsFanout }) {
+			logger.Warn("no recommender rebuild is scheduled: only a rebuild trims the interaction log, which grows to its cap and then drops its oldest events",
+				"log", recsys.KeyLog, "cap", recsys.DefaultLogMaxLen)
+		}
 		return entries, nil
 	}
 	for _, e := range entries {

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/internal/workerproc"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -121,5 +126,47 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	recent, err := loop.NewStore(rdb, loop.StoreOptions{}).Recent(context.Background(), 10)
 	if err != nil || len(recent) != 2 || recent[0].FinishReason != jobs.FinishCancelled || recent[1].Text != first.Text || recent[1].Source != jobs.SourceInteractive {
 		t.Fatalf("loop records %+v, %v", recent, err)
+	}
+}
+
+// TestWorkerWithoutNATSLeavesTheInteractiveQueue runs the worker binary
+// with the interactive queue asked for but no NATS: it must serve its other
+// queues and leave interactive jobs queued for a worker that can stream
+// them, rather than fail each one.
+func TestWorkerWithoutNATSLeavesTheInteractiveQueue(t *testing.T) {
+	b := setup(t)
+	p := workerproc.Start(t, b.bin, b.dir, []string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.dir,
+		"TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms"}, "--concurrency", "2")
+	id := jobs.NewCompletionID()
+	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, Body: jobs.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Enqueue(asynq.NewTask(jobs.KindInteractive, payload), asynq.TaskID(id), asynq.Queue(pipeline.QueueInteractive)); err != nil {
+		t.Fatal(err)
+	}
+	// A ping on the default queue, enqueued after it, shows the worker has
+	// been fetching; its lane polls interactive far more often.
+	b.enqueuePing(t, "after-interactive", jobs.PingArgs{})
+	waitFor(t, "the ping to complete", 30*time.Second, func() bool {
+		info, err := b.insp.GetTaskInfo("default", "after-interactive")
+		return err == nil && info.State == asynq.TaskStateCompleted
+	})
+	info, err := b.insp.GetTaskInfo(pipeline.QueueInteractive, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStatePending {
+		t.Fatalf("interactive job without NATS is %v (%s); want it left pending", info.State, info.LastErr)
+	}
+	if log, _ := os.ReadFile(p.Log); !strings.Contains(string(log), "not serving the interactive queue") {
+		t.Fatalf("no warning in the worker's log:\n%s", log)
+	}
+
+	// Asked for the interactive queue alone, it refuses to start.
+	cmd := exec.Command(b.bin, "--admin-addr", workerproc.FreeAddr(t))
+	cmd.Env = append(os.Environ(), "TANDEM_REDIS_URL="+b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR="+b.dir, "TANDEM_QUEUES=interactive=1")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "TANDEM_NATS_URL") {
+		t.Fatalf("interactive queue alone without NATS: %v\n%s", err, out)
 	}
 }

@@ -120,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer bus.Close()
 		deps.Bus = bus
 	}
+	if cfg.Queues, err = queuesForBus(cfg.Queues, deps.Bus != nil, logger); err != nil {
+		return err
+	}
 
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
@@ -210,6 +213,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	_ = admin.Shutdown(shutCtx)
 	logger.Info("worker stopped")
 	return runErr
+}
+
+// queuesForBus leaves the interactive queue out of a worker without NATS.
+// Interactive jobs stream their tokens over NATS, so such a worker could
+// only fail each one (permanently, and the client would wait out its start
+// timeout for a 503) where a worker with NATS would have run it. A worker
+// asked to serve the interactive queue alone cannot do anything and
+// refuses to start.
+func queuesForBus(queues map[string]int, hasBus bool, logger *slog.Logger) (map[string]int, error) {
+	if _, ok := queues[pipeline.QueueInteractive]; !ok || hasBus {
+		return queues, nil
+	}
+	if len(queues) == 1 {
+		return nil, fmt.Errorf("queues: only %q, which needs NATS to stream its tokens: set TANDEM_NATS_URL (--nats-url)", pipeline.QueueInteractive)
+	}
+	rest := make(map[string]int, len(queues)-1)
+	for q, w := range queues {
+		if q != pipeline.QueueInteractive {
+			rest[q] = w
+		}
+	}
+	logger.Warn("no NATS URL: not serving the interactive queue, whose jobs stream over NATS; set TANDEM_NATS_URL to serve it",
+		"queue", pipeline.QueueInteractive, "queues", rest)
+	return rest, nil
 }
 
 // defaultInteractivePoll is the interactive lane's poll interval: a job a
