@@ -130,3 +130,12 @@ extern "C" __global__ void column_sums_accumulate(float *out, const float *parti
 	for (int y = 0; y < chunks; y++) s += partial[(i64)y * stride + c];
 	out[c] += s;
 }
+
+// dst[i,:] = src[idx[i],:] for i < n: the last hidden state of the rows that
+// finish in a decode pass.
+extern "C" __global__ void gather_rows(float *dst, const float *src, const int *idx, int n, int C) {
+	GRID_STRIDE(k, (i64)n * C) {
+		const int i = (int)(k / C), c = (int)(k % C);
+		dst[k] = src[(i64)idx[i] * C + c];
+	}
+}
