@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // cmdFinetune enqueues a finetune job on the finetune queue and, with
@@ -22,6 +23,7 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var a jobs.FinetuneArgs
 	initConfig := jobs.BindFinetuneFlags(fs, &a)
 	wait := fs.Bool("wait", false, "follow the job with a progress bar until it ends")
+	device := fs.String("device", "", "cuda: train on a GPU worker (the gpu queue); cpu or empty: the finetune queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -45,6 +47,10 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := a.Validate(); err != nil {
 		return fmt.Errorf("finetune args: %w", err)
 	}
+	queue, err := pipeline.QueueForDevice(*device, "")
+	if err != nil {
+		return fmt.Errorf("--device: %w", err)
+	}
 	payload, err := json.Marshal(a)
 	if err != nil {
 		return err
@@ -54,7 +60,7 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer client.Close()
-	info, err := enqueueRaw(ctx, client, jobs.KindFinetune, payload, "", *taskID, -1)
+	info, err := enqueueRaw(ctx, client, jobs.KindFinetune, payload, queue, *taskID, -1)
 	if err != nil {
 		return err
 	}

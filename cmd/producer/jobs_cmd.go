@@ -31,6 +31,7 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs, cfg := clientFlags("enqueue", stderr)
 	argsFile := fs.String("args", "", "JSON file with the job's args (- for standard input)")
 	queue := fs.String("queue", "", "queue (default: the kind's own)")
+	device := fs.String("device", "", "cuda: route the job to GPU workers (the gpu queue); cpu or empty: the kind's own queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
 	maxRetry := fs.Int("max-retry", -1, "retries before the job is archived (default: the kind's own)")
 	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
@@ -42,6 +43,10 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *argsFile == "" {
 		return errors.New("--args: required")
+	}
+	q, err := pipeline.QueueForDevice(*device, *queue)
+	if err != nil {
+		return fmt.Errorf("--device: %w", err)
 	}
 	payload, err := readArgsFile(*argsFile)
 	if err != nil {
@@ -55,7 +60,7 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer client.Close()
-	info, err := enqueueRaw(ctx, client, kind, payload, *queue, *taskID, *maxRetry)
+	info, err := enqueueRaw(ctx, client, kind, payload, q, *taskID, *maxRetry)
 	if err != nil {
 		return err
 	}
