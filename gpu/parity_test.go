@@ -22,6 +22,7 @@ package gpu
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -164,7 +165,16 @@ func paritySetups(t *testing.T) []paritySetup {
 		out = append(out, paritySetup{c.name, c.cfg, newModel(t, c.cfg, int64(100+i)), batchOf(c.cfg, c.B, c.T, uint64(i))})
 	}
 	if m := checkpointModel(t); m != nil {
-		out = append(out, paritySetup{"checkpoint", m.Config, m, batchOf(m.Config, 2, min(64, m.Config.NPositions), 99)})
+		b := batchOf(m.Config, 2, 64, 99)
+		// The tokens scripts/gpu-check.sh wrote beside the checkpoint.
+		raw, err := os.ReadFile(filepath.Join(os.Getenv("TANDEM_GPU_CHECK_DATA"), "tokens.bin"))
+		if err != nil || len(raw) != 4*len(b.Tokens) {
+			t.Fatalf("tokens.bin: %d bytes, %v; want %d", len(raw), err, 4*len(b.Tokens))
+		}
+		for i := range b.Tokens {
+			b.Tokens[i] = int32(binary.LittleEndian.Uint32(raw[4*i:]))
+		}
+		out = append(out, paritySetup{"checkpoint", m.Config, m, b})
 	}
 	return out
 }
