@@ -237,7 +237,7 @@ func writableMount(c *corev1.Container, vols map[string]corev1.Volume, dir strin
 var binaryEnv = map[string][]string{
 	"producer":  {"TANDEM_HTTP_ADDR", pipeline.StreamReplicasEnv},
 	"scheduler": {"TANDEM_ADMIN_ADDR", "TANDEM_SCHEDULE", "TANDEM_EMBEDDED_NATS", pipeline.StreamReplicasEnv},
-	"worker":    {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE", "TANDEM_EXIT_WHEN_IDLE", pipeline.StreamReplicasEnv},
+	"worker":    {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE", "TANDEM_GPU_PRECISION", "TANDEM_EXIT_WHEN_IDLE", pipeline.StreamReplicasEnv},
 }
 
 // imageBinary maps Tandem's images to the binary each runs.
