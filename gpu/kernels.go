@@ -38,6 +38,8 @@ const (
 	kGemmF32NT
 	kGemmF32TN
 	kGemmSplitKReduce
+	kGemmSkinnyNN
+	kGemmSkinnyNT
 	kAttentionForward32
 	kAttentionForward64
 	kAttentionForward128
@@ -80,6 +82,8 @@ var kernelNames = [numKernels]string{
 	kGemmF32NT:                "gemm_f32_nt",
 	kGemmF32TN:                "gemm_f32_tn",
 	kGemmSplitKReduce:         "gemm_splitk_reduce",
+	kGemmSkinnyNN:             "gemm_skinny_nn",
+	kGemmSkinnyNT:             "gemm_skinny_nt",
 	kAttentionForward32:       "attention_forward_hs32",
 	kAttentionForward64:       "attention_forward_hs64",
 	kAttentionForward128:      "attention_forward_hs128",
@@ -102,6 +106,8 @@ const (
 	warpRows   = 8   // warp-per-row kernels: 8 rows per 256-thread block
 	gemmTile   = 128 // GEMM_BM = GEMM_BN
 	gemmBlock  = 256 // GEMM_THREADS
+	skinnyM    = 16  // SKINNY_M: rows the skinny products hold in registers
+	skinnyK    = 64  // SKINNY_K: their K step
 	attnRows   = 64  // attn_cfg::ROWS
 	decodeWarp = 128 // decode_attention: 4 warps
 	sumsqBlock = 256 // sumsq_partial's shared scratch holds 8 warps
@@ -230,11 +236,18 @@ const (
 )
 
 // gemm computes C[M,N] = alpha * op(A) @ op(B) + beta*C + bias (bias may
-// be 0), at the device's precision. Small grids are split along K so the
-// GPU has enough blocks, with partial products summed in a fixed order.
+// be 0), at the device's precision. Products of at most 16 rows (decode
+// steps) take the skinny kernels, which stream the weights at full width
+// in FP32; small grids are split along K so the GPU has enough blocks,
+// with partial products summed in a fixed order.
 func (d *Device) gemm(op gemmOp, M, N, K int, A cu.DevicePtr, lda int, B cu.DevicePtr, ldb int, C cu.DevicePtr, ldc int,
 	bias cu.DevicePtr, alpha, beta float32) {
 	if M == 0 || N == 0 {
+		return
+	}
+	if M <= skinnyM && op == opNT {
+		d.run(kGemmSkinnyNT, int(ceilDiv(int64(N), warpRows)), 1, 1, 32*warpRows, p(C), p(A), p(B), p(bias),
+			i32(M), i32(N), i32(K), i32(lda), i32(ldb), i32(ldc), f32(alpha), f32(beta))
 		return
 	}
 	k := [2][3]kernel{
@@ -242,6 +255,10 @@ func (d *Device) gemm(op gemmOp, M, N, K int, A cu.DevicePtr, lda int, B cu.Devi
 		{kGemmTF32NN, kGemmTF32NT, kGemmTF32TN},
 	}[d.opts.Precision][op]
 	gx, gy := int(ceilDiv(int64(N), gemmTile)), int(ceilDiv(int64(M), gemmTile))
+	step := 16 // GEMM_BK
+	if M <= skinnyM && op == opNN {
+		k, gx, gy, step = kGemmSkinnyNN, int(ceilDiv(int64(N), gemmBlock)), 1, skinnyK
+	}
 	splits := splitK(gx*gy, K, d.sms, int64(M)*int64(N))
 	if splits == 1 {
 		d.run(k, gx, gy, 1, gemmBlock, p(C), p(A), p(B), p(bias), 0, i32(M), i32(N), i32(K),
@@ -249,13 +266,19 @@ func (d *Device) gemm(op gemmOp, M, N, K int, A cu.DevicePtr, lda int, B cu.Devi
 		return
 	}
 	chunk := int(ceilDiv(int64(K), int64(splits)))
-	chunk = (chunk + 15) &^ 15 // whole K steps per split
+	chunk = (chunk + step - 1) / step * step // whole K steps per split
 	splits = int(ceilDiv(int64(K), int64(chunk)))
 	if !d.grow(&d.splitK, int64(splits)*int64(M)*int64(N), "split-K workspace") {
 		return
 	}
-	d.run(k, gx, gy, splits, gemmBlock, p(C), p(A), p(B), 0, p(d.splitK.ptr), i32(M), i32(N), i32(K),
-		i32(lda), i32(ldb), i32(ldc), f32(1), f32(0), i32(chunk))
+	if k == kGemmSkinnyNN {
+		// The skinny kernel splits K along y.
+		d.run(k, gx, splits, 1, gemmBlock, p(C), p(A), p(B), 0, p(d.splitK.ptr), i32(M), i32(N), i32(K),
+			i32(lda), i32(ldb), i32(ldc), f32(1), f32(0), i32(chunk))
+	} else {
+		d.run(k, gx, gy, splits, gemmBlock, p(C), p(A), p(B), 0, p(d.splitK.ptr), i32(M), i32(N), i32(K),
+			i32(lda), i32(ldb), i32(ldc), f32(1), f32(0), i32(chunk))
+	}
 	d.run(kGemmSplitKReduce, d.elemGrid(int64(M)*int64(N)), 1, 1, elemBlock, p(C), p(d.splitK.ptr), p(bias),
 		i32(M), i32(N), i32(ldc), i32(splits), f32(alpha), f32(beta))
 }
@@ -263,15 +286,16 @@ func (d *Device) gemm(op gemmOp, M, N, K int, A cu.DevicePtr, lda int, B cu.Devi
 // maxSplitKFloats bounds the split-K workspace (256 MiB).
 const maxSplitKFloats = 64 << 20
 
-// splitK picks how many K ranges a product with `tiles` output tiles is
-// cut into: none when the tiles already fill the GPU twice or K is short,
-// else enough for about two blocks per multiprocessor, each range at
-// least 256 deep, the partials within maxSplitKFloats.
-func splitK(tiles, K, sms int, mn int64) int {
-	if tiles >= 2*sms || K < 512 {
+// splitK picks how many K ranges a product of `blocks` blocks is cut
+// into: none when the blocks already fill the GPU twice or K is short,
+// else enough for about four blocks per multiprocessor (more loads in
+// flight for the weight-bound decode products), each range at least 128
+// deep, the partials within maxSplitKFloats.
+func splitK(blocks, K, sms int, mn int64) int {
+	if blocks >= 2*sms || K < 256 {
 		return 1
 	}
-	s := min(int(ceilDiv(int64(2*sms), int64(tiles))), K/256, 32)
+	s := min(int(ceilDiv(int64(4*sms), int64(blocks))), K/128, 32)
 	if lim := int(maxSplitKFloats / max(mn, 1)); s > lim {
 		s = lim
 	}

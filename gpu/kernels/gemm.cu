@@ -274,10 +274,11 @@ template <bool TA, bool TB> struct f32_policy {
 	}
 
 	__device__ __forceinline__ void compute(const float *As, const float *Bs) {
-		// Unrolled by 2 only: nvcc 11.8 compiles this loop fully unrolled
-		// to different PTX from run to run (seen here), and the committed
-		// PTX must be reproducible.
-#pragma unroll 2
+		// Not unrolled: nvcc 11.8 compiled this loop, fully unrolled or by
+		// 2, to different PTX from run to run (seen here: 3-5 variants in 8
+		// runs, and 1 in 17), and the committed PTX must be reproducible.
+		// The 64 FMAs per iteration leave the loop overhead small.
+#pragma unroll 1
 		for (int k = 0; k < GEMM_BK; k++) {
 			const float4 a0 = *reinterpret_cast<const float4 *>(As + k * LD + ty * 4);
 			const float4 a1 = *reinterpret_cast<const float4 *>(As + k * LD + 64 + ty * 4);
@@ -349,5 +350,93 @@ extern "C" __global__ void gemm_splitk_reduce(float *C, const float *partial, co
 		if (beta != 0.f) v += beta * C[(i64)m * ldc + n];
 		if (bias != nullptr) v += bias[n];
 		C[(i64)m * ldc + n] = v;
+	}
+}
+
+// ------------------------------------------------------------- skinny ---
+
+// Decoding multiplies a few rows (one per sequence) by every weight
+// matrix: the products are bound by reading the weights once, and a 128-row
+// tile would leave most of the GPU idle. These two kernels stream the
+// weights with fully coalesced loads and keep up to SKINNY_M rows of
+// results in registers, in exact FP32 at either precision.
+#define SKINNY_M 16
+#define SKINNY_K 64
+
+// gemm_skinny_nn: C[M,N] = alpha * A[M,K] @ B[K,N] + beta*C + bias, M <=
+// SKINNY_M. One thread per column (256 per block); blockIdx.y takes K range
+// [y*k_chunk, (y+1)*k_chunk) and, when gridDim.y > 1, writes its raw
+// partial product to partial[y*M*N + m*N + n] for gemm_splitk_reduce.
+extern "C" __global__ void __launch_bounds__(256)
+    gemm_skinny_nn(float *C, const float *A, const float *B, const float *bias, float *partial, int M, int N, int K, int lda,
+                   int ldb, int ldc, float alpha, float beta, int k_chunk) {
+	__shared__ float As[SKINNY_M][SKINNY_K];
+	const int n = blockIdx.x * blockDim.x + threadIdx.x;
+	const int k0 = blockIdx.y * k_chunk, k1 = min(K, k0 + k_chunk);
+	float acc[SKINNY_M];
+#pragma unroll
+	for (int m = 0; m < SKINNY_M; m++) acc[m] = 0.f;
+	for (int kb = k0; kb < k1; kb += SKINNY_K) {
+		__syncthreads(); // the previous chunk of A is no longer read
+		for (int i = threadIdx.x; i < SKINNY_M * SKINNY_K; i += blockDim.x) {
+			const int m = i / SKINNY_K, k = i % SKINNY_K;
+			As[m][k] = (m < M && kb + k < k1) ? A[(i64)m * lda + kb + k] : 0.f;
+		}
+		__syncthreads();
+		if (n < N) {
+			const int kend = min(SKINNY_K, k1 - kb);
+			const float *b = B + (i64)kb * ldb + n;
+#pragma unroll 8
+			for (int k = 0; k < kend; k++) {
+				const float bv = b[(i64)k * ldb];
+#pragma unroll
+				for (int m = 0; m < SKINNY_M; m++) acc[m] = fmaf(As[m][k], bv, acc[m]);
+			}
+		}
+	}
+	if (n >= N) return;
+#pragma unroll
+	for (int m = 0; m < SKINNY_M; m++) { // unrolled: acc stays in registers
+		if (m >= M) break;
+		if (gridDim.y > 1) {
+			partial[(i64)blockIdx.y * M * N + (i64)m * N + n] = acc[m];
+			continue;
+		}
+		float v = alpha * acc[m];
+		if (beta != 0.f) v += beta * C[(i64)m * ldc + n];
+		if (bias != nullptr) v += bias[n];
+		C[(i64)m * ldc + n] = v;
+	}
+}
+
+// gemm_skinny_nt: C[M,N] = alpha * A[M,K] @ B^T + beta*C + bias with B
+// stored [N,K] (the language-model head over the token embedding), M <=
+// SKINNY_M. One warp per column: the lanes walk the column's contiguous K
+// and meet in a warp sum per row. 8 columns per 256-thread block.
+extern "C" __global__ void __launch_bounds__(256)
+    gemm_skinny_nt(float *C, const float *A, const float *B, const float *bias, int M, int N, int K, int lda, int ldb, int ldc,
+                   float alpha, float beta) {
+	const int lane = threadIdx.x & 31;
+	const int n = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+	if (n >= N) return; // the whole warp
+	const float *b = B + (i64)n * ldb;
+	float acc[SKINNY_M];
+#pragma unroll
+	for (int m = 0; m < SKINNY_M; m++) acc[m] = 0.f;
+	for (int k = lane; k < K; k += 32) {
+		const float bv = b[k];
+#pragma unroll
+		for (int m = 0; m < SKINNY_M; m++)
+			if (m < M) acc[m] = fmaf(A[(i64)m * lda + k], bv, acc[m]);
+	}
+#pragma unroll
+	for (int m = 0; m < SKINNY_M; m++) {
+		const float s = warp_sum(acc[m]); // every lane, every row: shuffles stay warp-uniform
+		if (lane == 0 && m < M) {
+			float v = alpha * s;
+			if (beta != 0.f) v += beta * C[(i64)m * ldc + n];
+			if (bias != nullptr) v += bias[n];
+			C[(i64)m * ldc + n] = v;
+		}
 	}
 }

@@ -106,7 +106,47 @@ static void test_gemm(const char *name, gemm_fn fn, bool ta, bool tb, bool tc, i
 	check(label, C.data(), want, 2e-5);
 }
 
+// The skinny products (M <= 16): nn with K split along y and reduced, nt
+// one warp per column. Launched as Device.gemm launches them.
+static void test_skinny(bool nt, int M, int N, int K, int pad, float beta, bool bias, int splits) {
+	int lda = K + pad, ldb = (nt ? K : N) + pad, ldc = N + pad;
+	auto A = randv((size_t)M * lda), B = randv((size_t)(nt ? N : K) * ldb), C = randv((size_t)M * ldc), bv = randv(N);
+	std::vector<double> want(C.begin(), C.end());
+	for (int m = 0; m < M; m++)
+		for (int n = 0; n < N; n++) {
+			double s = 0;
+			for (int k = 0; k < K; k++) s += (double)A[(size_t)m * lda + k] * (nt ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+			want[(size_t)m * ldc + n] = 0.5 * s + (beta != 0 ? beta * C[(size_t)m * ldc + n] : 0) + (bias ? bv[n] : 0);
+		}
+	const float *bp = bias ? bv.data() : nullptr;
+	if (nt) {
+		emu::launch(dim3e{(unsigned)((N + 7) / 8)}, 256, gemm_skinny_nt, C.data(), (const float *)A.data(), (const float *)B.data(), bp,
+		            M, N, K, lda, ldb, ldc, 0.5f, beta);
+	} else if (splits == 1) {
+		emu::launch(dim3e{(unsigned)((N + 255) / 256)}, 256, gemm_skinny_nn, C.data(), (const float *)A.data(), (const float *)B.data(),
+		            bp, (float *)nullptr, M, N, K, lda, ldb, ldc, 0.5f, beta, K);
+	} else {
+		int chunk = ((K + splits - 1) / splits + 63) / 64 * 64;
+		int z = (K + chunk - 1) / chunk;
+		std::vector<float> part((size_t)z * M * N);
+		emu::launch(dim3e{(unsigned)((N + 255) / 256), (unsigned)z}, 256, gemm_skinny_nn, C.data(), (const float *)A.data(),
+		            (const float *)B.data(), (const float *)nullptr, part.data(), M, N, K, lda, ldb, ldc, 1.f, 0.f, chunk);
+		emu::launch(dim3e{(unsigned)elem_grid((long long)M * N)}, 256, gemm_splitk_reduce, C.data(), (const float *)part.data(), bp, M,
+		            N, ldc, z, 0.5f, beta);
+	}
+	char label[160];
+	snprintf(label, sizeof label, "gemm_skinny_%s M=%d N=%d K=%d pad=%d beta=%g%s splits=%d", nt ? "nt" : "nn", M, N, K, pad, beta,
+	         bias ? " bias" : "", splits);
+	check(label, C.data(), want, 2e-5);
+}
+
 static void gemm_tests() {
+	test_skinny(false, 1, 300, 100, 0, 0.f, true, 1);
+	test_skinny(false, 16, 513, 200, 3, 1.f, true, 3);
+	test_skinny(false, 5, 70, 1000, 1, 0.f, false, 4);
+	test_skinny(true, 1, 1003, 96, 0, 0.f, false, 1);
+	test_skinny(true, 16, 37, 200, 2, 1.f, true, 1);
+	test_skinny(true, 7, 300, 33, 0, 0.f, true, 1);
 	struct {
 		const char *name;
 		gemm_fn fn;
