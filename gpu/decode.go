@@ -120,6 +120,7 @@ func (dec *Decoder) Close() error {
 		return err
 	}
 	defer leave()
+	dec.gm.dev.stream.Synchronize() // nothing queued may still use the memory
 	dec.gm.dev.free(&dec.buf)
 	hostFree(dec.hostLogits)
 	dec.hostLogits = nil

@@ -193,6 +193,7 @@ func (d *Device) Close() error {
 }
 
 func (d *Device) release() {
+	d.stream.Synchronize()
 	for _, b := range []*devBuf{&d.splitK, &d.colsum, &d.sumsq} {
 		d.free(b)
 	}

@@ -170,6 +170,7 @@ func (gm *Model) Close() error {
 
 func (gm *Model) freeLocked() {
 	d := gm.dev
+	d.stream.Synchronize() // nothing queued may still use the memory
 	d.free(&gm.params)
 	d.free(&gm.grads)
 	if gm.acts != nil {

@@ -19,7 +19,9 @@ type Trainer struct {
 	gm        *Model
 	ownsModel bool // made by NewTrainBackend: Close frees the Model too
 	m, v      devBuf
-	norm      [1]float64
+	// norm receives Σg² from the device. A slice of its own: cgo refuses
+	// a pointer into a struct that holds Go pointers (this Trainer).
+	norm []float64
 }
 
 var _ model.TrainBackend = (*Trainer)(nil)
@@ -27,7 +29,7 @@ var _ model.TrainBackend = (*Trainer)(nil)
 // NewTrainer makes a training backend for gm. The AdamW moments are
 // allocated by the first step, from the model.Trainer's Opt.M and Opt.V
 // when they hold a resumed state, else zero.
-func (gm *Model) NewTrainer() *Trainer { return &Trainer{gm: gm} }
+func (gm *Model) NewTrainer() *Trainer { return &Trainer{gm: gm, norm: make([]float64, 1)} }
 
 // NewTrainBackend uploads m and returns a Trainer that owns the device
 // copy: its Close frees both. It is what a fine-tuning run on a GPU worker
@@ -37,7 +39,7 @@ func (d *Device) NewTrainBackend(m *model.Model) (*Trainer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Trainer{gm: gm, ownsModel: true}, nil
+	return &Trainer{gm: gm, ownsModel: true, norm: make([]float64, 1)}, nil
 }
 
 // Model is the device model the trainer updates.
@@ -50,6 +52,7 @@ func (tr *Trainer) Close() error {
 		return err
 	}
 	defer leave()
+	tr.gm.dev.stream.Synchronize() // nothing queued may still use the memory
 	tr.gm.dev.free(&tr.m)
 	tr.gm.dev.free(&tr.v)
 	if tr.ownsModel {

@@ -10,8 +10,9 @@
 #       gpubench    the benchmark (GPT-2 124M training step and batched
 #                   greedy generation at batch 1, 8, 64; FP32 and TF32);
 #       data/       a tiny checkpoint and tokens the parity tests load.
-#     Both binaries are static Go apart from glibc; they load libcuda.so.1
-#     at run time (gpu/cudrv_lazy.c) and use no OpenBLAS (-tags noblas).
+#     Both binaries need only glibc >= 2.34 (built on Debian 12); they load
+#     libcuda.so.1 at run time (gpu/cudrv_lazy.c) and use no OpenBLAS
+#     (-tags noblas).
 #
 #   scripts/gpu-check.sh --run     there (from the repository root, with
 #     build/gpu-check carried along): parity tests, then gpubench and
@@ -93,6 +94,7 @@ run() {
 	{
 		date -u
 		uname -a
+		ldd --version 2>&1 | head -1
 		cat "$dir/MANIFEST"
 		[ -x "$dir/gpubench-cpu" ] && echo "gpubench-cpu: the CPU side runs with OpenBLAS"
 		nvidia-smi 2>&1 || echo "nvidia-smi: not available"

@@ -1,7 +1,7 @@
 // A CPU emulation of the CUDA features gpu/kernels/*.cu use, so the
 // kernels can be compiled by g++ and run here, where there is no GPU
-// (scripts/cuda-emu.sh). Each CUDA thread is an OS thread; the blocks of a
-// grid run one after another. __syncthreads is a pthread barrier over the
+// (scripts/cuda-emu.sh). Each CUDA thread of a block is an OS thread; the
+// blocks of a grid run one after another on the same threads. __syncthreads is a pthread barrier over the
 // block, warp shuffles and __syncwarp barriers over the 32 threads of a
 // warp, __shared__ variables are statics (one block at a time shares
 // them), atomics are real atomics. Built with AddressSanitizer this finds
@@ -64,7 +64,10 @@ inline warp_state &my_warp() { return cur_block->warps[thread_idx.x / 32]; }
 inline int my_lane() { return thread_idx.x % 32; }
 
 // launch runs kernel(args...) over grid x block threads (block must be a
-// multiple of 32, as every kernel here assumes).
+// multiple of 32, as every kernel here assumes). One OS thread per CUDA
+// thread of a block, reused for every block of the grid in turn: the
+// threads meet at a barrier between blocks, where thread 0 moves
+// blockIdx on.
 template <typename F, typename... A> void launch(dim3e grid, unsigned block, F kernel, A... args) {
 	if (block == 0 || block % 32 != 0 || block > 1024) {
 		fprintf(stderr, "emu: block of %u threads\n", block);
@@ -72,26 +75,31 @@ template <typename F, typename... A> void launch(dim3e grid, unsigned block, F k
 	}
 	grid_dim = grid;
 	block_dim = dim3e{block, 1, 1};
-	for (unsigned z = 0; z < grid.z; z++)
-		for (unsigned y = 0; y < grid.y; y++)
-			for (unsigned x = 0; x < grid.x; x++) {
-				block_idx = dim3e{x, y, z};
-				block_state bs;
-				pthread_barrier_init(&bs.bar, nullptr, block);
-				bs.warps.resize(block / 32);
-				for (auto &w : bs.warps) pthread_barrier_init(&w.bar, nullptr, 32);
-				std::vector<std::thread> threads;
-				threads.reserve(block);
-				for (unsigned t = 0; t < block; t++)
-					threads.emplace_back([&, t] {
-						thread_idx = dim3e{t, 0, 0};
-						cur_block = &bs;
-						kernel(args...);
-					});
-				for (auto &th : threads) th.join();
-				for (auto &w : bs.warps) pthread_barrier_destroy(&w.bar);
-				pthread_barrier_destroy(&bs.bar);
+	block_state bs;
+	pthread_barrier_init(&bs.bar, nullptr, block);
+	bs.warps.resize(block / 32);
+	for (auto &w : bs.warps) pthread_barrier_init(&w.bar, nullptr, 32);
+	pthread_barrier_t between;
+	pthread_barrier_init(&between, nullptr, block);
+	const unsigned long long blocks = (unsigned long long)grid.x * grid.y * grid.z;
+	std::vector<std::thread> threads;
+	threads.reserve(block);
+	for (unsigned t = 0; t < block; t++)
+		threads.emplace_back([&, t] {
+			thread_idx = dim3e{t, 0, 0};
+			cur_block = &bs;
+			for (unsigned long long b = 0; b < blocks; b++) {
+				if (t == 0)
+					block_idx = dim3e{(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / grid.x / grid.y)};
+				pthread_barrier_wait(&between); // blockIdx set, the previous block done by all
+				kernel(args...);
+				pthread_barrier_wait(&between); // this block done by all
 			}
+		});
+	for (auto &th : threads) th.join();
+	pthread_barrier_destroy(&between);
+	for (auto &w : bs.warps) pthread_barrier_destroy(&w.bar);
+	pthread_barrier_destroy(&bs.bar);
 }
 
 } // namespace emu
