@@ -7,7 +7,7 @@ export GOFLAGS ?= -mod=mod
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
 
-.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos bench-recsys
+.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos bench-recsys cuda-deps ptx cuda-build cuda-emu gpu-check
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,21 @@ chaos: build ## fault-injection run: SIGKILL/SIGSTOP workers, kill and restart R
 
 vulncheck: ## govulncheck offline (database built from golang.org/x/vulndb); fails on reachable module vulnerabilities
 	scripts/govulncheck.sh
+
+cuda-deps: ## CUDA 11.8 headers, driver stub, nvcc and gcc-11 from Debian non-free into ~/.cache/tandem/cuda (once; no system change)
+	@scripts/cuda-deps.sh
+
+ptx: cuda-deps ## compile gpu/kernels/*.cu to the committed gpu/ptx/ (compute_80, compute_90) and check it with ptxas
+	scripts/cuda-ptx.sh
+
+cuda-build: cuda-deps ## vet and build with -tags cuda, check the committed PTX and the driver binding, run the kernels on the CPU emulation
+	scripts/cuda-build.sh
+
+cuda-emu: ## every CUDA kernel on the CPU emulation under AddressSanitizer and ThreadSanitizer (a few minutes)
+	scripts/cuda-emu.sh --race
+
+gpu-check: cuda-deps ## build build/gpu-check (parity tests, benchmark, data) for a GPU machine; see scripts/gpu-check.sh
+	scripts/gpu-check.sh --build
 
 clean: ## remove build outputs and local demo data
 	rm -rf $(BIN) .tandem

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -41,6 +42,13 @@ type Hooks struct {
 	OnStep       func(StepEvent)
 	OnEpoch      func(EpochStats)
 	OnCheckpoint func(path string, st State)
+	// Backend, when set, makes the accelerator the run trains on (a GPU
+	// worker's gpu.Trainer): it gets the model once it is loaded or
+	// resumed, optimizer steps and dev-set evaluations run there, and the
+	// host copy is synchronised before every checkpoint and saved model.
+	// It is closed at the end of the run when it implements io.Closer.
+	// The final test-set evaluation and GenEval run on the CPU.
+	Backend func(m *model.Model) (model.TrainBackend, error)
 }
 
 // Result is a finished run.
@@ -112,6 +120,9 @@ func Run(ctx context.Context, opts Options, hooks Hooks) (*Result, error) {
 	r := &run{opts: opts, hooks: hooks, tok: tok, ds: ds, out: out}
 	if err := r.prepare(); err != nil {
 		return nil, err
+	}
+	if c, ok := r.trainer.Backend.(io.Closer); ok {
+		defer c.Close()
 	}
 	if r.st.Done {
 		return r.readResult()
@@ -214,6 +225,13 @@ func (r *run) prepare() error {
 	r.trainer = &model.Trainer{Model: r.m, Opt: r.opt, MaxGradNorm: float32(o.MaxGradNorm), Warmup: warmup, MinLR: float32(o.MinLR)}
 	if o.Schedule == ScheduleCosine {
 		r.trainer.TotalSteps = total
+	}
+	if r.hooks.Backend != nil && !r.st.Done {
+		b, err := r.hooks.Backend(r.m)
+		if err != nil {
+			return fmt.Errorf("accelerator: %w", err)
+		}
+		r.trainer.Backend = b
 	}
 	return nil
 }
@@ -346,6 +364,9 @@ func (r *run) endEpoch(ctx context.Context, e int) (EpochStats, error) {
 	r.st.Epochs = append(r.st.Epochs, stats)
 	if dev < r.st.BestDevLoss {
 		r.st.BestDevLoss, r.st.BestEpoch, r.st.BadEpochs = dev, e+1, 0
+		if err := r.trainer.SyncHost(); err != nil {
+			return stats, err
+		}
 		if err := r.m.SaveRoot(r.out, BestDir); err != nil {
 			return stats, err
 		}
@@ -375,7 +396,7 @@ func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
 	if err := final.SaveRoot(r.out, "."); err != nil {
 		return nil, err
 	}
-	tl, err := r.evalModelRows(ctx, final, r.test)
+	tl, err := r.evalWith(ctx, final.Eval, r.test)
 	if err != nil {
 		return nil, err
 	}
@@ -404,6 +425,9 @@ func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
 }
 
 func (r *run) checkpoint() error {
+	if err := r.trainer.SyncHost(); err != nil {
+		return err
+	}
 	path := filepath.Join(r.opts.OutDir, CheckpointFile)
 	st := r.opt.State()
 	if len(st.M) != len(r.m.Params) { // no step taken yet
@@ -418,12 +442,14 @@ func (r *run) checkpoint() error {
 	return nil
 }
 
+// evalRows evaluates the model being trained (on the Backend, if any).
 func (r *run) evalRows(ctx context.Context, rows []Row) (float64, error) {
-	return r.evalModelRows(ctx, r.m, rows)
+	return r.evalWith(ctx, r.trainer.Eval, rows)
 }
 
-// evalModelRows is the mean loss per counted token over rows.
-func (r *run) evalModelRows(ctx context.Context, m *model.Model, rows []Row) (float64, error) {
+// evalWith is the mean loss per counted token over rows, each batch's loss
+// from eval.
+func (r *run) evalWith(ctx context.Context, eval func(model.Batch) (float32, error), rows []Row) (float64, error) {
 	B := r.opts.BatchSize
 	var sum float64
 	n := 0
@@ -436,7 +462,7 @@ func (r *run) evalModelRows(ctx context.Context, m *model.Model, rows []Row) (fl
 		if c == 0 {
 			continue
 		}
-		l, err := m.Eval(b)
+		l, err := eval(b)
 		if err != nil {
 			return 0, err
 		}

@@ -245,6 +245,7 @@ func (w FinetuneWorker) run(ctx context.Context, runID string, a FinetuneArgs, r
 			}
 		},
 	}
+	hooks.Backend = trainBackend()
 	res, err := finetune.Run(ctx, o, hooks)
 	if err != nil {
 		if errors.Is(err, finetune.ErrBadDataset) || isOptionError(err) || dataroot.IsEscape(err) {

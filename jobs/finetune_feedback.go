@@ -165,7 +165,7 @@ func (w FinetuneFeedbackWorker) run(ctx context.Context, runID string, a Finetun
 	}
 	out := filepath.Join(runDir, "model")
 	o := a.options(base.Artifact, data, out)
-	ft, err := finetune.Run(ctx, o, finetune.Hooks{OnStep: finetune.ObserveStep, OnEpoch: finetune.ObserveEpoch})
+	ft, err := finetune.Run(ctx, o, finetune.Hooks{OnStep: finetune.ObserveStep, OnEpoch: finetune.ObserveEpoch, Backend: trainBackend()})
 	if err != nil {
 		if errors.Is(err, finetune.ErrBadDataset) {
 			return res, pipeline.Permanent(err)

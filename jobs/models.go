@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/gpu"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/registry"
@@ -37,6 +38,10 @@ type LoadedModel struct {
 	Name  string
 	Model *model.Model
 	mu    sync.Mutex
+	// gpu is the copy on the worker's GPU (nil on the CPU) and decoders
+	// its Decoder factory; both change only under mu.
+	gpu      *gpu.Model
+	decoders model.DecoderFactory
 }
 
 // Lock takes the model for one job.
@@ -194,6 +199,13 @@ func (s *ModelStore) Get(name string) (*LoadedModel, error) {
 		return nil, e.err
 	}
 	e.lm = &LoadedModel{Name: name, Model: m}
+	if d := Accelerator(); d != nil {
+		if err := e.lm.attachDevice(d); err != nil {
+			e.err = fmt.Errorf("model %q: loading onto %s: %w", name, d, err)
+			delete(s.entries, key)
+			return nil, e.err
+		}
+	}
 	e.bytes = e.lm.Bytes()
 	e.elem = s.lru.PushFront(e)
 	s.used += e.bytes
@@ -215,6 +227,7 @@ func (s *ModelStore) evictLocked() {
 		delete(s.entries, e.key)
 		s.used -= e.bytes
 		s.evictions++
+		e.lm.detachDevice()
 	}
 }
 

@@ -118,7 +118,7 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 			reqs[i] = p.req
 		}
 		lm.Lock()
-		comps, err := model.Generate(ctx, lm.Model, tok, reqs, model.GenerateOptions{})
+		comps, err := model.Generate(ctx, lm.Model, tok, reqs, model.GenerateOptions{NewDecoder: lm.Decoders()})
 		lm.Unlock()
 		if err != nil {
 			if ctx.Err() != nil {

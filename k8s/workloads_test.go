@@ -240,7 +240,7 @@ var binaryEnv = map[string][]string{
 	"scheduler": {"TANDEM_ADMIN_ADDR", "TANDEM_SCHEDULE", "TANDEM_EMBEDDED_NATS", pipeline.StreamReplicasEnv, artifact.EnvStore,
 		"TANDEM_INTERACTIONS", "TANDEM_RECS_REBUILD", "TANDEM_RECS_SHARDS", "TANDEM_RECS_WINDOW", "TANDEM_RECS_POLL",
 		"TANDEM_RECS_CONCURRENCY", "TANDEM_RECS_WEIGHTS"},
-	"worker": {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE", "TANDEM_EXIT_WHEN_IDLE", pipeline.StreamReplicasEnv, artifact.EnvStore},
+	"worker": {"TANDEM_ADMIN_ADDR", "TANDEM_LOG_LEVEL", "TANDEM_DEVICE", "TANDEM_GPU_PRECISION", "TANDEM_EXIT_WHEN_IDLE", pipeline.StreamReplicasEnv, artifact.EnvStore},
 }
 
 // imageBinary maps Tandem's images to the binary each runs.

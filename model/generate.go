@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -69,6 +70,10 @@ type GenerateOptions struct {
 	// a stop sequence, or an incomplete UTF-8 character, is held back). The
 	// texts of one choice concatenate to its Completion.Text.
 	OnToken func(req, choice int, tok int32, text string)
+	// NewDecoder, when set, makes the Decoder the rows share (an
+	// accelerator's KV cache, see gpu.Model.DecoderFactory); nil decodes
+	// with the model's own KVCache on its Kernels.
+	NewDecoder DecoderFactory
 }
 
 // genRow is the decoding state of one choice.
@@ -132,7 +137,7 @@ func Generate(ctx context.Context, m *Model, tok *Tokenizer, reqs []Request, opt
 	if tok != nil {
 		eot = tok.EOT()
 	}
-	if err := generateRows(ctx, m, tok, eot, rows, maxRows, opts.OnToken); err != nil {
+	if err := generateRows(ctx, m, tok, eot, rows, maxRows, opts); err != nil {
 		return nil, err
 	}
 	out := make([][]Completion, len(reqs))
@@ -192,7 +197,8 @@ func buildRows(cfg Config, tok *Tokenizer, reqs []Request) ([]*genRow, error) {
 // occupy the slots of one KV cache; when a row finishes, its slot is reset
 // and the next waiting row's prompt is prefilled in the same Decode call
 // that advances the other rows by one token.
-func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows []*genRow, maxRows int, onToken func(int, int, int32, string)) error {
+func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows []*genRow, maxRows int, opts GenerateOptions) error {
+	onToken := opts.OnToken
 	if len(rows) == 0 {
 		return nil
 	}
@@ -203,9 +209,12 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 		// place keeps the arithmetic simple and stays within n_positions.
 		maxLen = max(maxLen, len(r.prompt)+r.maxNew)
 	}
-	cache, err := m.NewKVCache(slots, maxLen)
+	dec, err := newDecoder(m, opts.NewDecoder, slots, maxLen)
 	if err != nil {
 		return fmt.Errorf("generate: %w", err)
+	}
+	if c, ok := dec.(io.Closer); ok {
+		defer c.Close()
 	}
 	active := make([]*genRow, slots) // nil: free slot
 	feed := make([][]int32, slots)
@@ -225,7 +234,7 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 				}
 				sm.ObservePrompt(r.prompt)
 				r.sampler = sm
-				cache.ResetRow(s)
+				dec.ResetRow(s)
 				active[s], feed[s] = r, r.prompt
 			}
 			if active[s] != nil {
@@ -241,7 +250,7 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("generate: %w", err)
 		}
-		logits, err := m.Decode(cache, feed)
+		logits, err := dec.Decode(feed)
 		if err != nil {
 			return fmt.Errorf("generate: decode: %w", err)
 		}
@@ -262,6 +271,19 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 			feed[s] = one[s : s+1]
 		}
 	}
+}
+
+// newDecoder makes the Decoder of a Generate call: the factory's, or a
+// KVCache on the model's Kernels.
+func newDecoder(m *Model, factory DecoderFactory, slots, maxLen int) (Decoder, error) {
+	if factory != nil {
+		return factory(slots, maxLen)
+	}
+	cache, err := m.NewKVCache(slots, maxLen)
+	if err != nil {
+		return nil, err
+	}
+	return kvDecoder{m: m, c: cache}, nil
 }
 
 // sampleRows draws the next token of every active row. Rows are

@@ -172,7 +172,14 @@ func (m *Model) ensureBackScratch() {
 
 // checkBatch validates a batch against the config.
 func (m *Model) checkBatch(tokens []int32, B, T int, targets []int32) error {
-	c := m.Config
+	return m.Config.CheckBatch(tokens, B, T, targets)
+}
+
+// CheckBatch validates a forward batch, tokens [B,T] and optional targets
+// (-1 or a token), against the config, with the errors Forward returns.
+// Other backends of the same model (gpu.Model) use it so that they accept
+// and refuse exactly the same batches.
+func (c Config) CheckBatch(tokens []int32, B, T int, targets []int32) error {
 	if B <= 0 || T <= 0 {
 		return fmt.Errorf("forward: B=%d and T=%d must be positive", B, T)
 	}

@@ -1,3 +1,9 @@
+// gorgonia has a "cuda" build tag of its own, which pulls in cuDNN (not
+// available here) — the same tag as package gpu's. The reference runs in
+// the untagged build; `go vet -tags cuda ./...` skips it.
+
+//go:build !cuda
+
 package model
 
 import (

@@ -25,6 +25,9 @@ type Trainer struct {
 	// MinLR. TotalSteps 0 means a constant Opt.LR after warmup.
 	Warmup, TotalSteps int
 	MinLR              float32
+	// Backend, when set, runs the steps and evaluations on an accelerator
+	// (see TrainBackend); nil runs them on Model.Kernels.
+	Backend TrainBackend
 }
 
 // StepResult reports one optimizer step.
@@ -53,6 +56,9 @@ func (t *Trainer) Step(batches ...Batch) (StepResult, error) {
 	if err := t.Opt.Validate(); err != nil {
 		return StepResult{}, err
 	}
+	if t.Backend != nil {
+		return t.Backend.Step(t, batches)
+	}
 	m := t.Model
 	m.ZeroGrad()
 	var loss float64
@@ -74,7 +80,7 @@ func (t *Trainer) Step(batches ...Batch) (StepResult, error) {
 	}
 	res := StepResult{Loss: float32(loss / float64(len(batches)))}
 	res.GradNorm = ClipGradNorm(m, t.MaxGradNorm)
-	res.LR = t.lr(t.Opt.Steps)
+	res.LR = t.LR(t.Opt.Steps)
 	if math.IsNaN(float64(res.GradNorm)) || math.IsInf(float64(res.GradNorm), 0) {
 		res.Skipped = true
 		res.Step = t.Opt.Steps
@@ -85,7 +91,9 @@ func (t *Trainer) Step(batches ...Batch) (StepResult, error) {
 	return res, nil
 }
 
-func (t *Trainer) lr(step int) float32 {
+// LR is the learning rate of the schedule at optimizer step `step`
+// (counting from 0).
+func (t *Trainer) LR(step int) float32 {
 	if t.TotalSteps <= 0 {
 		if step < t.Warmup {
 			return t.Opt.LR * float32(step+1) / float32(t.Warmup)
@@ -93,6 +101,27 @@ func (t *Trainer) lr(step int) float32 {
 		return t.Opt.LR
 	}
 	return CosineSchedule(step, t.Warmup, t.TotalSteps, t.Opt.LR, t.MinLR)
+}
+
+// Eval returns the mean loss of b under the current parameters, on the
+// Backend when one is set, without touching the gradients.
+func (t *Trainer) Eval(b Batch) (float32, error) {
+	if t.Backend != nil {
+		return t.Backend.Eval(b)
+	}
+	if t.Model == nil {
+		return 0, errors.New("train: Trainer needs a Model")
+	}
+	return t.Model.Eval(b)
+}
+
+// SyncHost brings Model.Params and the optimizer moments up to date from
+// the Backend; without one it does nothing.
+func (t *Trainer) SyncHost() error {
+	if t.Backend == nil {
+		return nil
+	}
+	return t.Backend.SyncHost(t)
 }
 
 // Eval returns the mean loss of a batch without touching the gradients.

@@ -23,7 +23,38 @@ const (
 	// QueueRecsLive carries the recommender's coalesced per-user updates. Only
 	// schedulers take it: they hold the live model those updates read.
 	QueueRecsLive = "recs-live"
+	// QueueGPU carries generation and fine-tuning jobs meant for GPU
+	// workers (worker --device cuda:N). CPU workers never listen on it;
+	// GPU workers listen on it first and on the others at lower weights.
+	QueueGPU = "gpu"
 )
+
+// GPUWorkerQueues are the queues of a GPU worker whose queues were not set
+// explicitly: its own queue far ahead, then the CPU queues, so an idle GPU
+// also takes CPU work.
+func GPUWorkerQueues() map[string]int {
+	return map[string]int{QueueGPU: 12, QueueInteractive: 3, QueueDefault: 2, QueueFinetune: 1}
+}
+
+// QueueForDevice routes a job to the workers of a device: QueueGPU for
+// "cuda" (or "cuda:N": any GPU worker may take it), queue for "cpu" or ""
+// (a kind's own queue when queue is ""). A CUDA device with a queue other
+// than QueueGPU is a contradiction and an error.
+func QueueForDevice(device, queue string) (string, error) {
+	switch {
+	case device == "" || device == "cpu":
+		if queue == QueueGPU {
+			return "", fmt.Errorf("device %q: queue %q is the GPU workers'", device, queue)
+		}
+		return queue, nil
+	case device == "cuda" || strings.HasPrefix(device, "cuda:") && len(device) > len("cuda:") && strings.Trim(device[len("cuda:"):], "0123456789") == "":
+		if queue != "" && queue != QueueGPU {
+			return "", fmt.Errorf("device %q goes to queue %q, not %q", device, QueueGPU, queue)
+		}
+		return QueueGPU, nil
+	}
+	return "", fmt.Errorf("device %q: want cpu, cuda or cuda:N", device)
+}
 
 // Task kind prefixes. A kind is "<domain>:<action>", for example
 // "generate:chunk"; the domain groups kinds on dashboards and in asynqmon.

@@ -11,6 +11,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // cmdFinetune enqueues a finetune job on the finetune queue and, with
@@ -20,6 +21,7 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var a jobs.FinetuneArgs
 	initConfig := jobs.BindFinetuneFlags(fs, &a)
 	wait := fs.Bool("wait", false, "follow the job with a progress bar until it ends")
+	device := fs.String("device", "", "cuda: train on a GPU worker (the gpu queue); cpu or empty: the finetune queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -30,7 +32,11 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := absPaths(&a.Model, &a.Data, &a.Out); err != nil {
 		return err
 	}
-	client, info, err := enqueueArgs(ctx, *cfg, a, *taskID)
+	queue, err := pipeline.QueueForDevice(*device, "")
+	if err != nil {
+		return fmt.Errorf("--device: %w", err)
+	}
+	client, info, err := enqueueArgs(ctx, *cfg, a, queue, *taskID)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,7 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs, cfg := clientFlags("enqueue", stderr)
 	argsFile := fs.String("args", "", "JSON file with the job's args (- for standard input)")
 	queue := fs.String("queue", "", "queue (default: the kind's own)")
+	device := fs.String("device", "", "cuda: route the job to GPU workers (the gpu queue); cpu or empty: the kind's own queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
 	maxRetry := fs.Int("max-retry", -1, "retries before the job is archived (default: the kind's own)")
 	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
@@ -43,6 +44,10 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *argsFile == "" {
 		return errors.New("--args: required")
+	}
+	q, err := pipeline.QueueForDevice(*device, *queue)
+	if err != nil {
+		return fmt.Errorf("--device: %w", err)
 	}
 	payload, err := readArgsFile(*argsFile)
 	if err != nil {
@@ -56,7 +61,7 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer client.Close()
-	info, err := enqueueRaw(ctx, client, kind, payload, *queue, *taskID, *maxRetry)
+	info, err := enqueueRaw(ctx, client, kind, payload, q, *taskID, *maxRetry)
 	if err != nil {
 		return err
 	}
@@ -119,7 +124,7 @@ type validatedArgs interface {
 
 // enqueueArgs validates a and enqueues it with its kind's defaults; the
 // caller closes the returned client.
-func enqueueArgs(ctx context.Context, cfg pipeline.Config, a validatedArgs, taskID string) (*pipeline.Client, *asynq.TaskInfo, error) {
+func enqueueArgs(ctx context.Context, cfg pipeline.Config, a validatedArgs, queue, taskID string) (*pipeline.Client, *asynq.TaskInfo, error) {
 	if err := a.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("%s args: %w", a.Kind(), err)
 	}
@@ -131,7 +136,7 @@ func enqueueArgs(ctx context.Context, cfg pipeline.Config, a validatedArgs, task
 	if err != nil {
 		return nil, nil, err
 	}
-	info, err := enqueueRaw(ctx, client, a.Kind(), payload, "", taskID, -1)
+	info, err := enqueueRaw(ctx, client, a.Kind(), payload, queue, taskID, -1)
 	if err != nil {
 		client.Close()
 		return nil, nil, err

@@ -25,7 +25,7 @@ func cmdPersonalize(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := absPaths(&a.Model, &a.Users, &a.Catalog, &a.Out); err != nil {
 		return err
 	}
-	client, info, err := enqueueArgs(ctx, *cfg, *a, *taskID)
+	client, info, err := enqueueArgs(ctx, *cfg, *a, "", *taskID)
 	if err != nil {
 		return err
 	}

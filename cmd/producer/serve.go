@@ -149,6 +149,7 @@ type createJobRequest struct {
 	Kind     string          `json:"kind"`
 	Args     json.RawMessage `json:"args"`
 	Queue    string          `json:"queue,omitempty"`
+	Device   string          `json:"device,omitempty"` // "cuda": the gpu queue (GPU workers)
 	TaskID   string          `json:"task_id,omitempty"`
 	MaxRetry *int            `json:"max_retry,omitempty"`
 }
@@ -169,11 +170,16 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_args", fmt.Sprintf("%s args: %v", req.Kind, err))
 		return
 	}
+	queue, err := pipeline.QueueForDevice(req.Device, req.Queue)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
 	maxRetry := -1
 	if req.MaxRetry != nil {
 		maxRetry = *req.MaxRetry
 	}
-	info, err := enqueueRaw(r.Context(), a.client, req.Kind, req.Args, req.Queue, req.TaskID, maxRetry)
+	info, err := enqueueRaw(r.Context(), a.client, req.Kind, req.Args, queue, req.TaskID, maxRetry)
 	switch {
 	case errors.Is(err, asynq.ErrTaskIDConflict):
 		writeError(w, http.StatusConflict, "conflict", "a job with task_id "+req.TaskID+" already exists")

@@ -30,6 +30,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/gpu"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
@@ -63,7 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	exitWhenIdle := fs.Duration("exit-when-idle", idleDefault, "exit after this long with no job running and nothing waiting on the worker's queues; 0 runs until stopped (for Kubernetes Jobs) [TANDEM_EXIT_WHEN_IDLE]")
-	device := fs.String("device", envOr("TANDEM_DEVICE", "cpu"), "compute device: cpu (cuda:N needs a binary built with -tags cuda) [TANDEM_DEVICE]")
+	device := fs.String("device", envOr("TANDEM_DEVICE", "cpu"), "compute device: cpu, or cuda:N for GPU N (a binary built with -tags cuda; without one, or without a driver, the worker says why and runs on the CPU) [TANDEM_DEVICE]")
+	precision := fs.String("gpu-precision", envOr("TANDEM_GPU_PRECISION", "fp32"), "matrix products on the GPU: fp32 (exact) or tf32 (tensor cores) [TANDEM_GPU_PRECISION]")
 	lanePollDefault, err := envDuration("TANDEM_INTERACTIVE_POLL_INTERVAL")
 	if err != nil {
 		return err
@@ -95,8 +97,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if *device != "cpu" {
-		return fmt.Errorf("--device %s: this binary has no GPU backend; build with -tags cuda, or use --device cpu", *device)
+	prec, err := gpu.ParsePrecision(*precision)
+	if err != nil {
+		return fmt.Errorf("--gpu-precision: %w", err)
+	}
+	explicitQueues := os.Getenv("TANDEM_QUEUES") != ""
+	fs.Visit(func(f *flag.Flag) { explicitQueues = explicitQueues || f.Name == "queues" })
+	setup, err := openDevice(*device, prec, cfg.Queues, explicitQueues, logger)
+	if err != nil {
+		return err
+	}
+	cfg.Queues = setup.queues
+	if setup.dev != nil {
+		// Closed last, after the server has stopped and its jobs ended.
+		defer setup.dev.Close()
+		jobs.SetAccelerator(setup.dev)
 	}
 
 	// Every file a job names lies in the data root; a root that cannot be
@@ -194,7 +209,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		close(adminErr)
 	}()
-	logger.Info("worker starting", "kinds", reg.Kinds(), "queues", cfg.Queues, "concurrency", cfg.Concurrency, "admin", *adminAddr, "data_root", root.Dir())
+	deviceName := "cpu"
+	if setup.dev != nil {
+		deviceName = setup.dev.String()
+	}
+	logger.Info("worker starting", "kinds", reg.Kinds(), "queues", cfg.Queues, "concurrency", cfg.Concurrency, "device", deviceName, "admin", *adminAddr, "data_root", root.Dir())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
