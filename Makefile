@@ -7,7 +7,7 @@ export GOFLAGS ?= -mod=mod
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
 
-.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos bench-recsys cuda-deps ptx cuda-build cuda-emu gpu-check
+.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos bench-recsys cuda-deps ptx cuda-build cuda-emu cuda-emu-driver gpu-check
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ cuda-build: cuda-deps ## vet and build with -tags cuda, check the committed PTX 
 
 cuda-emu: ## every CUDA kernel on the CPU emulation under AddressSanitizer and ThreadSanitizer (a few minutes)
 	scripts/cuda-emu.sh --race
+
+cuda-emu-driver: cuda-deps ## package gpu's parity tests on an emulated libcuda: the whole GPU backend on the CPU (about 30 minutes)
+	scripts/cuda-emu.sh --driver
 
 gpu-check: cuda-deps ## build build/gpu-check (parity tests, benchmark, data) for a GPU machine; see scripts/gpu-check.sh
 	scripts/gpu-check.sh --build

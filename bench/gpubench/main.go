@@ -42,6 +42,8 @@ type options struct {
 	genBatches        []int
 	prompt, newTokens int
 	layers            int // 0: GPT-2 small's 12
+	embd, heads       int // 0: GPT-2 small's 768 and 12
+	vocab             int // 0: GPT-2's 50257
 	workerBatch       int
 	syncEachKernel    bool
 	backend           string
@@ -64,6 +66,9 @@ func main() {
 	flag.IntVar(&o.prompt, "prompt", 32, "prompt tokens per row")
 	flag.IntVar(&o.newTokens, "new", 128, "generated tokens per row")
 	flag.IntVar(&o.layers, "layers", 0, "layers (0: GPT-2 small's 12)")
+	flag.IntVar(&o.embd, "embd", 0, "width (0: GPT-2 small's 768; smaller only for smoke runs)")
+	flag.IntVar(&o.heads, "heads", 0, "attention heads (0: GPT-2 small's 12)")
+	flag.IntVar(&o.vocab, "vocab", 0, "vocabulary (0: GPT-2's 50257)")
 	flag.IntVar(&o.workerBatch, "worker-batch", 8, "batch of the worker path (model.Generate with host sampling); 0 skips it")
 	flag.BoolVar(&o.syncEachKernel, "sync-each-kernel", false, "synchronise after every kernel (names a faulting kernel)")
 	flag.Parse()
@@ -82,8 +87,13 @@ func main() {
 		o.genBatches = append(o.genBatches, n)
 	}
 	o.cfg = model.GPT2Small()
-	if o.layers > 0 {
-		o.cfg.NLayer = o.layers
+	for _, f := range []struct {
+		dst *int
+		v   int
+	}{{&o.cfg.NLayer, o.layers}, {&o.cfg.NEmbd, o.embd}, {&o.cfg.NHead, o.heads}, {&o.cfg.VocabSize, o.vocab}} {
+		if f.v > 0 {
+			*f.dst = f.v
+		}
 	}
 	o.cfg.NPositions = max(o.cfg.NPositions, o.ctx, o.prompt+o.newTokens)
 

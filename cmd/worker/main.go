@@ -337,6 +337,20 @@ func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	// The device comes from the environment here (the job's own flags
+	// follow the kind): TANDEM_DEVICE=cuda:0 runs the job on GPU 0.
+	prec, err := gpu.ParsePrecision(envOr("TANDEM_GPU_PRECISION", "fp32"))
+	if err != nil {
+		return fmt.Errorf("TANDEM_GPU_PRECISION: %w", err)
+	}
+	setup, err := openDevice(envOr("TANDEM_DEVICE", "cpu"), prec, nil, false, logger)
+	if err != nil {
+		return err
+	}
+	if setup.dev != nil {
+		defer setup.dev.Close()
+		jobs.SetAccelerator(setup.dev)
+	}
 	root, err := jobs.OpenEnvDataRoot()
 	if err != nil {
 		return err
