@@ -40,6 +40,20 @@ type Deps struct {
 	root lazyRoot
 }
 
+// redisOf is d's Redis client or, under `worker exec` (no client), one
+// connected from the TANDEM_* environment. Every kind that needs Redis
+// beside its queue (publishing, serving lists, the interaction log) asks here.
+func redisOf(d *Deps) (redis.UniversalClient, error) {
+	if d != nil && d.Redis != nil {
+		return d.Redis, nil
+	}
+	rdb, _, err := envRedis()
+	if err != nil {
+		return nil, fmt.Errorf("redis: %w", err)
+	}
+	return rdb, nil
+}
+
 // logger is the Deps' logger, or the default one.
 func (d *Deps) logger() *slog.Logger {
 	if d == nil || d.Logger == nil {

@@ -494,7 +494,7 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 	if p.topic, err = parsePromptTemplate("topic_template", src); err != nil {
 		return res, pipeline.Permanent(fmt.Errorf("topic_template: %w", err))
 	}
-	rdb, err := recsRedis(w.Deps)
+	rdb, err := redisOf(w.Deps)
 	if err != nil {
 		return res, err
 	}

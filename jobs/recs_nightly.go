@@ -728,7 +728,7 @@ func enqueueOnce[T pipeline.JobArgs](ctx context.Context, rdb redis.UniversalCli
 // rebuild: the Deps' own, else ones opened from the TANDEM_* environment
 // (once per process).
 func recsBackends(d *Deps) (redis.UniversalClient, artifact.Store, error) {
-	rdb, err := recsRedis(d)
+	rdb, err := redisOf(d)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -758,18 +758,6 @@ var (
 	envArts     artifact.Store
 	envArtsErr  error
 )
-
-// recsRedis is the Deps' Redis client or one from the environment.
-func recsRedis(d *Deps) (redis.UniversalClient, error) {
-	if d != nil && d.Redis != nil {
-		return d.Redis, nil
-	}
-	rdb, _, err := envRedis()
-	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	return rdb, nil
-}
 
 // execRecsQueueOnly is the `worker exec` entry of the kinds that only run
 // as part of a sharded rebuild.

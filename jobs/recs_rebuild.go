@@ -201,7 +201,7 @@ func (w RecsRebuildWorker) run(ctx context.Context, a RecsRebuildArgs) (RecsRebu
 		res.Lines, res.Out = n, root.Path(name)
 	}
 	if a.Publish {
-		rdb, err := recsRedis(w.Deps)
+		rdb, err := redisOf(w.Deps)
 		if err != nil {
 			return res, fmt.Errorf("publish: %w", err)
 		}
