@@ -29,4 +29,9 @@
 // script that also records which artifact key counted. The script refuses
 // once finalisation has sealed the batch, so what finalisation reads never
 // changes under it.
+//
+// A batch's device (CreateOptions.Device) only picks its chunks' queue:
+// pipeline.QueueGPU for "cuda", where GPU workers take them and
+// jobs.GenerateLines decodes on their GPU, else QueueDefault. Finalisation
+// is on QueueDefault either way.
 package batch

@@ -55,6 +55,7 @@ type envOptions struct {
 	workers   int    // in-process worker servers (0: none; start later)
 	webhooks  *jobs.WebhookConfig
 	poll      time.Duration
+	queues    map[string]int // a started worker's queues (nil: the env's, default only)
 }
 
 func newTestEnv(t testing.TB, o envOptions) *testEnv {
@@ -131,7 +132,11 @@ func (e *testEnv) startWorker(t testing.TB, o envOptions) *jobs.Deps {
 	if o.webhooks != nil {
 		r.Webhooks, deps.Webhooks = o.webhooks, o.webhooks
 	}
-	srv, err := pipeline.NewServer(e.cfg, reg, logger)
+	cfg := e.cfg
+	if o.queues != nil {
+		cfg.Queues = o.queues
+	}
+	srv, err := pipeline.NewServer(cfg, reg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,4 +228,19 @@ func openAIInput(n, maxTokens int) (string, []string) {
 		fmt.Fprintf(&b, `{"custom_id":%q,"method":"POST","url":"/v1/completions","body":{"prompt":"Write about topic %d:","max_tokens":%d,"temperature":0.7,"seed":%d}}`+"\n", ids[i], i, maxTokens, i)
 	}
 	return b.String(), ids
+}
+
+// checkNothingStored asserts that nothing is in Redis (no record, no task)
+// and nothing in the artifact store, after what.
+func (e *testEnv) checkNothingStored(t testing.TB, what string) {
+	t.Helper()
+	ctx := context.Background()
+	rc := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
+	defer rc.Close()
+	if keys, _ := rc.Keys(ctx, "*").Result(); len(keys) != 0 {
+		t.Fatalf("Redis keys after %s: %v", what, keys)
+	}
+	if keys, _ := e.svc.Artifacts.List(ctx, ""); len(keys) != 0 {
+		t.Fatalf("artifacts after %s: %v", what, keys)
+	}
 }

@@ -200,9 +200,9 @@ func (w *resultWriter) remove() {
 	}
 }
 
-// cleanup removes what the merged files replace, and the expiry task a
-// batch that finished in time no longer needs. Best effort: leftovers are
-// garbage, not errors.
+// cleanup removes what the merged files replace, the chunk tasks still
+// waiting to run, and the expiry task a batch that finished in time no
+// longer needs. Best effort: leftovers are garbage, not errors.
 func (r *Runner) cleanup(ctx context.Context, b *Batch, final Status) {
 	keys, err := r.Artifacts.List(ctx, batchPrefix(b.ID))
 	if err == nil {
@@ -214,11 +214,46 @@ func (r *Runner) cleanup(ctx context.Context, b *Batch, final Status) {
 		}
 		deleteQuietly(ctx, r.Artifacts, drop)
 	}
+	r.dropWaitingChunks(ctx, b)
 	if final != StatusExpired {
+		// Finalisation tasks are on QueueDefault whatever the batch's
+		// device: merging is CPU work.
 		exp := jobs.BatchFinalizeArgs{BatchID: b.ID, Reason: jobs.FinalizeExpire}
 		insp := r.Client.Inspector()
 		if err := insp.DeleteTask(pipeline.QueueDefault, exp.TaskID()); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 			r.Logger.Debug("batch: expiry task not removed", "batch", b.ID, "err", err)
+		}
+	}
+}
+
+// dropWaitingChunks deletes, from the batch's chunk queue, the tasks of
+// chunks that never counted and are still waiting (pending, or in retry).
+// Taken later they would only be skipped, but on the gpu queue each one
+// keeps GPU workers busy or scaled up for nothing, and a cancelled or
+// expired GPU batch may have no GPU worker left to skip them. A running
+// chunk is left to stop by itself; an archived one stays for its error.
+// Costs a few Redis round trips per uncounted chunk, after the batch has
+// already ended.
+func (r *Runner) dropWaitingChunks(ctx context.Context, b *Batch) {
+	counted, err := r.Store.ChunkOutputs(ctx, b.ID)
+	if err != nil || len(counted) >= b.Chunks {
+		return
+	}
+	insp, queue := r.Client.Inspector(), b.chunkQueue()
+	for c := 0; c < b.Chunks; c++ {
+		if _, ok := counted[c]; ok {
+			continue
+		}
+		id := jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}.TaskID()
+		info, err := insp.GetTaskInfo(queue, id)
+		if errors.Is(err, asynq.ErrQueueNotFound) {
+			return
+		}
+		if err != nil || (info.State != asynq.TaskStatePending && info.State != asynq.TaskStateRetry) {
+			continue
+		}
+		if err := insp.DeleteTask(queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			r.Logger.Debug("batch: waiting chunk not removed", "batch", b.ID, "chunk", c, "err", err)
 		}
 	}
 }

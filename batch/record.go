@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/limits"
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // Status is where a batch stands. The names and meanings follow the OpenAI
@@ -110,6 +111,8 @@ type Batch struct {
 	// in errors.jsonl.
 	Skipped     int         `json:"skipped_invalid,omitempty"`
 	PostProcess PostProcess `json:"postprocess"`
+	// Device is CreateOptions.Device: where the chunks run ("" is the CPU).
+	Device string `json:"device,omitempty"`
 
 	// OutputKey and ErrorKey are the artifact keys of the merged files, set
 	// when the batch is finalised; OutputFile and ErrorFile are where they
@@ -118,6 +121,17 @@ type Batch struct {
 	ErrorKey   string `json:"error_key,omitempty"`
 	OutputFile string `json:"output_file,omitempty"`
 	ErrorFile  string `json:"error_file,omitempty"`
+}
+
+// chunkQueue is the queue b's chunk tasks are on: pipeline.QueueGPU for a
+// CUDA device, else QueueDefault (the chunk kind's own). Create checked the
+// device; a record written before devices existed has none, and its chunks
+// are on QueueDefault.
+func (b *Batch) chunkQueue() string {
+	if q, err := pipeline.QueueForDevice(b.Device, ""); err == nil && q != "" {
+		return q
+	}
+	return pipeline.QueueDefault
 }
 
 // Expired reports whether the batch's window has closed at now.

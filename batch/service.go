@@ -80,6 +80,12 @@ type CreateOptions struct {
 	// the invalid ones go to errors.jsonl.
 	SkipInvalid bool        `json:"skip_invalid,omitempty"`
 	PostProcess PostProcess `json:"postprocess,omitempty"`
+	// Device is where the chunks run: "cuda" or "cuda:N" puts them on
+	// pipeline.QueueGPU, for GPU workers; "cpu" or "" (the default) on the
+	// chunk kind's own queue, for every worker. Any GPU worker takes a
+	// "cuda:N" batch's chunks, as pipeline.QueueForDevice routes single
+	// jobs; the finalisation stays on the CPU workers' queue either way.
+	Device string `json:"device,omitempty"`
 }
 
 // check fills defaults and validates o.
@@ -114,6 +120,9 @@ func (o *CreateOptions) check() (window time.Duration, err error) {
 	}
 	if err := o.PostProcess.Validate(); err != nil {
 		return 0, err
+	}
+	if _, err := pipeline.QueueForDevice(o.Device, ""); err != nil {
+		return 0, err // names the field: `device "tpu": want cpu, cuda or cuda:N`
 	}
 	return window, nil
 }
@@ -157,7 +166,7 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 		RequestCounts: Counts{Total: plan.Report.Lines, Failed: len(plan.Invalid)},
 		CreatedAt:     now.Unix(), ExpiresAt: now.Add(window).Unix(),
 		Chunks: (len(plan.Rows) + o.ChunkSize - 1) / o.ChunkSize, ChunkSize: o.ChunkSize, BatchSize: o.BatchSize,
-		Skipped: len(plan.Invalid), PostProcess: o.PostProcess,
+		Skipped: len(plan.Invalid), PostProcess: o.PostProcess, Device: o.Device,
 	}
 	if err := s.Store.Create(ctx, b); err != nil {
 		return nil, &plan.Report, err
@@ -203,11 +212,12 @@ func (s *Service) start(ctx context.Context, b *Batch, plan *Plan, window time.D
 	if err := s.enqueue(ctx, exp, exp.TaskID(), asynq.ProcessAt(time.Unix(b.ExpiresAt, 0))); err != nil {
 		return fmt.Errorf("expiry task: %w", err)
 	}
+	queue := b.chunkQueue()
 	for c := 0; c < b.Chunks; c++ {
 		a := jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}
 		// Retention keeps a finished chunk's task id taken for the window,
 		// so a re-submitted chunk is refused as a conflict.
-		if err := s.enqueue(ctx, a, a.TaskID(), asynq.Retention(window)); err != nil {
+		if err := s.enqueue(ctx, a, a.TaskID(), asynq.Queue(queue), asynq.Retention(window)); err != nil {
 			return fmt.Errorf("chunk %d: %w", c, err)
 		}
 	}

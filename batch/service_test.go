@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -176,15 +175,7 @@ func TestInvalidInputEnqueuesNothing(t *testing.T) {
 	if rep.Problems[2].Code != "line_too_long" {
 		t.Fatalf("oversized line: %+v", rep.Problems[2])
 	}
-	// Nothing in Redis (no record, no task) and nothing in the store.
-	rc := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
-	defer rc.Close()
-	if keys, _ := rc.Keys(ctx, "*").Result(); len(keys) != 0 {
-		t.Fatalf("Redis keys after a refused input: %v", keys)
-	}
-	if keys, _ := e.svc.Artifacts.List(ctx, ""); len(keys) != 0 {
-		t.Fatalf("artifacts after a refused input: %v", keys)
-	}
+	e.checkNothingStored(t, "a refused input")
 }
 
 func TestSkipInvalidReportsThemInErrors(t *testing.T) {

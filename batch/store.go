@@ -305,7 +305,7 @@ func encodeRecord(b *Batch) ([]any, error) {
 		"status", string(b.Status), "metadata", string(meta), "postprocess", string(pp), "errors", string(errs),
 		"total", b.RequestCounts.Total, "completed", b.RequestCounts.Completed, "failed", b.RequestCounts.Failed,
 		"chunks", b.Chunks, "chunk_size", b.ChunkSize, "batch_size", b.BatchSize, "skipped", b.Skipped,
-		"created_at", b.CreatedAt, "expires_at", b.ExpiresAt,
+		"created_at", b.CreatedAt, "expires_at", b.ExpiresAt, "device", b.Device,
 	}
 	return f, nil
 }
@@ -315,7 +315,7 @@ func decodeRecord(m map[string]string) (*Batch, error) {
 	b := &Batch{Object: "batch", Endpoint: jobs.CompletionsURL}
 	b.ID, b.Model, b.InputKind, b.CompletionWindow = m["id"], m["model"], m["input_kind"], m["completion_window"]
 	b.Status = Status(m["status"])
-	b.OutputKey, b.ErrorKey = m["output_key"], m["error_key"]
+	b.OutputKey, b.ErrorKey, b.Device = m["output_key"], m["error_key"], m["device"]
 	ints := map[string]*int{
 		"total": &b.RequestCounts.Total, "completed": &b.RequestCounts.Completed, "failed": &b.RequestCounts.Failed,
 		"chunks": &b.Chunks, "chunk_size": &b.ChunkSize, "batch_size": &b.BatchSize, "skipped": &b.Skipped,
