@@ -19,7 +19,7 @@ import (
 
 // batchCommands are the subcommands of `producer batch`.
 var batchCommands = map[string]command{
-	"create":  {"validate a file and start a batch: create FILE --model M [--template T] [--wait]", cmdBatchCreate},
+	"create":  {"validate a file and start a batch: create FILE --model M [--template T] [--device cuda] [--wait]", cmdBatchCreate},
 	"status":  {"show a batch: status ID", cmdBatchStatus},
 	"cancel":  {"cancel a batch: cancel ID", cmdBatchCancel},
 	"results": {"print or save a finished batch's results: results ID [--out DIR] [--errors]", cmdBatchResults},
@@ -110,6 +110,7 @@ func cmdBatchCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&o.CompletionWindow, "completion-window", "24h", "time the batch may take; unfinished rows then expire")
 	fs.IntVar(&o.ChunkSize, "chunk-size", batch.DefaultChunkSize, "rows per chunk task")
 	fs.IntVar(&o.BatchSize, "batch-size", 0, "rows decoded together (default: the chunk size)")
+	fs.StringVar(&o.Device, "device", "", "cuda or cuda:N: run the chunks on GPU workers (the gpu queue); cpu or empty: on CPU workers (the default queue)")
 	fs.BoolVar(&o.SkipInvalid, "skip-invalid", false, "run the valid lines of a file that has invalid ones (they go to errors.jsonl)")
 	fs.BoolVar(&o.PostProcess.Trim, "trim", false, "post-process: trim white space from each text")
 	fs.Var(&stops, "stop", "post-process: cut each text at this sequence (repeatable)")
@@ -119,10 +120,13 @@ func cmdBatchCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	asJSON := fs.Bool("json", false, "print the batch as JSON (with --wait: the final batch)")
 	file, err := splitArgs(fs, args, "FILE (the input; - for standard input)")
 	if err != nil {
-		return fmt.Errorf("usage: producer batch create FILE --model M [--template T] [--wait]: %w", err)
+		return fmt.Errorf("usage: producer batch create FILE --model M [--template T] [--device cuda] [--wait]: %w", err)
 	}
 	if o.Model == "" {
 		return errors.New("--model: required (a model directory or builtin:tiny)")
+	}
+	if _, err := pipeline.QueueForDevice(o.Device, ""); err != nil {
+		return fmt.Errorf("--device: %w", err) // before connecting to anything
 	}
 	o.PostProcess.Stop = stops
 	if len(meta) > 0 {

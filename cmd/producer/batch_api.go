@@ -94,8 +94,8 @@ type validationBody struct {
 // create accepts either a JSON body (createBatchRequest) or the input file
 // itself as the body (JSONL or CSV) with the options in the query string:
 // model, template, format, completion_window, chunk_size, batch_size,
-// skip_invalid, trim, strip_prompt, max_chars, stop (repeatable) and
-// metadata (repeatable KEY=VALUE).
+// device, skip_invalid, trim, strip_prompt, max_chars, stop (repeatable)
+// and metadata (repeatable KEY=VALUE).
 func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	var (
@@ -178,7 +178,7 @@ func optionsFromQuery(r *http.Request) (batch.CreateOptions, error) {
 	q := r.URL.Query()
 	o := batch.CreateOptions{
 		Model: q.Get("model"), Template: q.Get("template"), Format: q.Get("format"),
-		CompletionWindow: q.Get("completion_window"),
+		CompletionWindow: q.Get("completion_window"), Device: q.Get("device"),
 	}
 	ints := map[string]*int{"chunk_size": &o.ChunkSize, "batch_size": &o.BatchSize, "max_chars": &o.PostProcess.MaxChars}
 	for k, p := range ints {

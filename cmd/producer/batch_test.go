@@ -230,46 +230,59 @@ func TestProgressBar(t *testing.T) {
 	}
 }
 
-func TestBatchAPI(t *testing.T) {
-	e := newBatchEnv(t)
-	e.startWorker(t)
+// testAPI is the producer's HTTP API, served on a batchEnv's Redis until
+// the test ends.
+type testAPI struct {
+	t   *testing.T
+	URL string
+}
+
+func (e *batchEnv) startAPI(t *testing.T) *testAPI {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	client, err := newClient(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
+	t.Cleanup(func() { client.Close() })
 	batches, err := newBatchAPI(context.Background(), e.cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer batches.Close()
-	api := &apiServer{client: client, logger: logger, batches: batches}
+	t.Cleanup(batches.Close)
 	mux := http.NewServeMux()
-	api.routes(mux)
+	(&apiServer{client: client, logger: logger, batches: batches}).routes(mux)
 	srv := httptest.NewServer(mux)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
+	return &testAPI{t: t, URL: srv.URL}
+}
 
-	post := func(path, ctype, body string) (*http.Response, []byte) {
-		t.Helper()
-		resp, err := http.Post(srv.URL+path, ctype, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, b
+func (a *testAPI) post(path, ctype, body string) (*http.Response, []byte) {
+	a.t.Helper()
+	return a.read(http.Post(a.URL+path, ctype, strings.NewReader(body)))
+}
+
+func (a *testAPI) get(path string) (*http.Response, []byte) {
+	a.t.Helper()
+	return a.read(http.Get(a.URL + path))
+}
+
+// read returns the response with its body read and closed.
+func (a *testAPI) read(resp *http.Response, err error) (*http.Response, []byte) {
+	a.t.Helper()
+	if err != nil {
+		a.t.Fatal(err)
 	}
-	get := func(path string) (*http.Response, []byte) {
-		t.Helper()
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, b
-	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+func TestBatchAPI(t *testing.T) {
+	e := newBatchEnv(t)
+	e.startWorker(t)
+	api := e.startAPI(t)
+	post, get := api.post, api.get
 
 	// Inline JSONL in a JSON body.
 	input := `{"custom_id":"x1","body":{"prompt":"Hello","max_tokens":4}}` + "\n" + `{"custom_id":"x2","body":{"prompt":"World","max_tokens":4}}`
@@ -284,7 +297,7 @@ func TestBatchAPI(t *testing.T) {
 	}
 
 	// Server-sent events until the batch ends.
-	sse, err := http.Get(srv.URL + "/v1/batches/" + b.ID + "/events")
+	sse, err := http.Get(api.URL + "/v1/batches/" + b.ID + "/events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,4 +401,105 @@ func TestBatchAPI(t *testing.T) {
 func urlEscape(s string) string {
 	r := strings.NewReplacer("{", "%7B", "}", "%7D", " ", "%20", ":", "%3A")
 	return r.Replace(s)
+}
+
+// --device cuda (CLI) and "device":"cuda" (HTTP) put a batch's chunks on
+// the gpu queue, and the batch shows its device; a bad device is refused,
+// naming the flag or field, with nothing created.
+func TestBatchDevice(t *testing.T) {
+	e := newBatchEnv(t) // no worker: the chunks stay where they were put
+	ctx := context.Background()
+	file := e.write(t, "in.jsonl", `{"custom_id":"a","body":{"prompt":"one","max_tokens":2}}`+"\n"+`{"custom_id":"b","body":{"prompt":"two","max_tokens":2}}`+"\n")
+
+	for _, dev := range []string{"tpu", "cuda:x"} {
+		_, _, err := runProducer(t, "batch", "create", file, "--model", "builtin:tiny", "--device", dev)
+		if err == nil || !strings.Contains(err.Error(), "--device") {
+			t.Errorf("--device %s: %v; want a --device error", dev, err)
+		}
+	}
+	if keys, err := e.rdb.Keys(ctx, "*").Result(); err != nil || len(keys) != 0 {
+		t.Fatalf("Redis after refused devices: %v, %v", keys, err)
+	}
+
+	insp, err := newClient(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer insp.Close()
+	// pending is how many chunk tasks of batch id wait in queue.
+	pending := func(queue, id string) int {
+		tasks, err := insp.Inspector().ListPendingTasks(queue)
+		if err != nil {
+			return 0 // the queue does not exist: nothing was put there
+		}
+		n := 0
+		for _, ti := range tasks {
+			if ti.Type == jobs.KindBatchChunk && strings.HasPrefix(ti.ID, id+":") {
+				n++
+			}
+		}
+		return n
+	}
+	for _, c := range []struct {
+		flags       []string
+		device      string
+		queue, none string
+	}{
+		{[]string{"--device", "cuda"}, "cuda", pipeline.QueueGPU, pipeline.QueueDefault},
+		{[]string{"--device", "cpu"}, "cpu", pipeline.QueueDefault, pipeline.QueueGPU},
+		{nil, "", pipeline.QueueDefault, pipeline.QueueGPU},
+	} {
+		out, stderr, err := runProducer(t, append([]string{"batch", "create", file, "--model", "builtin:tiny", "--chunk-size", "1", "--json"}, c.flags...)...)
+		if err != nil {
+			t.Fatalf("create %v: %v\n%s", c.flags, err, stderr)
+		}
+		var b batch.Batch
+		if err := json.Unmarshal([]byte(out), &b); err != nil || b.Device != c.device || b.Chunks != 2 {
+			t.Fatalf("create %v printed %s (%v)", c.flags, out, err)
+		}
+		if got, want := pending(c.queue, b.ID), 2; got != want {
+			t.Errorf("create %v: %d chunks pending in %s; want %d", c.flags, got, c.queue, want)
+		}
+		if got := pending(c.none, b.ID); got != 0 {
+			t.Errorf("create %v: %d chunks pending in %s; want none", c.flags, got, c.none)
+		}
+		// status shows the device; a CPU batch by default has none.
+		out, _, err = runProducer(t, "batch", "status", b.ID)
+		shown := strings.Contains(out, fmt.Sprintf(`"device": %q`, c.device))
+		if err != nil || shown != (c.device != "") || c.device == "" && strings.Contains(out, `"device"`) {
+			t.Errorf("status of a %q batch: %s, %v", c.device, out, err)
+		}
+	}
+
+	api := e.startAPI(t)
+	post := func(path, ctype, body string) (int, []byte) {
+		resp, b := api.post(path, ctype, body)
+		return resp.StatusCode, b
+	}
+	input := `{"custom_id":"h","body":{"prompt":"http","max_tokens":2}}`
+	// The JSON body's device field, and the query parameter of a raw upload.
+	for _, send := range []func(device string) (int, []byte){
+		func(device string) (int, []byte) {
+			req, _ := json.Marshal(map[string]any{"model": "builtin:tiny", "input": input, "device": device})
+			return post("/v1/batches", "application/json", string(req))
+		},
+		func(device string) (int, []byte) {
+			return post("/v1/batches?model=builtin:tiny&device="+device, "application/jsonl", input)
+		},
+	} {
+		code, body := send("cuda:0")
+		var b batch.Batch
+		if err := json.Unmarshal(body, &b); err != nil || code != http.StatusOK || b.Device != "cuda:0" {
+			t.Fatalf("create with device cuda:0: %d %s", code, body)
+		}
+		if got := pending(pipeline.QueueGPU, b.ID); got != 1 {
+			t.Errorf("HTTP batch %s: %d chunks pending in gpu; want 1", b.ID, got)
+		}
+		if _, got := api.get("/v1/batches/" + b.ID); !strings.Contains(string(got), `"device":"cuda:0"`) {
+			t.Errorf("GET %s: %s", b.ID, got)
+		}
+		if code, body := send("tpu"); code != http.StatusBadRequest || !strings.Contains(string(body), "device") {
+			t.Errorf("device tpu: %d %s; want 400 naming device", code, body)
+		}
+	}
 }
