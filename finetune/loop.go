@@ -47,7 +47,10 @@ type Hooks struct {
 	// resumed, optimizer steps and dev-set evaluations run there, and the
 	// host copy is synchronised before every checkpoint and saved model.
 	// It is closed at the end of the run when it implements io.Closer.
-	// The final test-set evaluation and GenEval run on the CPU.
+	// When it also implements model.ScoringBackend (gpu.Trainer does), the
+	// final test-set evaluation and GenEval run there too, on the best
+	// epoch's weights; otherwise they run on the CPU. Either way the done
+	// checkpoint holds the last step's parameters and moments.
 	Backend func(m *model.Model) (model.TrainBackend, error)
 }
 
@@ -396,13 +399,17 @@ func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
 	if err := final.SaveRoot(r.out, "."); err != nil {
 		return nil, err
 	}
-	tl, err := r.evalWith(ctx, final.Eval, r.test)
+	eval, decoders, err := r.scorer(final)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := r.evalWith(ctx, eval, r.test)
 	if err != nil {
 		return nil, err
 	}
 	res.TestLoss, res.TestPPL = tl, math.Exp(tl)
 	if o.GenEval > 0 {
-		if err := r.genEval(ctx, final, res); err != nil {
+		if err := r.genEval(ctx, final, decoders, res); err != nil {
 			return nil, err
 		}
 	}
@@ -422,6 +429,29 @@ func (r *run) finish(ctx context.Context, res *Result) (*Result, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// scorer is what the final test-set evaluation and GenEval run on: the
+// Backend when it can take the best weights (model.ScoringBackend), else
+// the host model final (nil decoders: the CPU KV cache). The done
+// checkpoint must still hold the last step's parameters and moments, not
+// the best weights, so the trained state is copied to the host before the
+// best weights go to the device, and the Backend is detached from the
+// trainer: from here on the host copy is the run's state and SyncHost has
+// nothing to do. (Run still closes the Backend.)
+func (r *run) scorer(final *model.Model) (func(model.Batch) (float32, error), model.DecoderFactory, error) {
+	sb, ok := r.trainer.Backend.(model.ScoringBackend)
+	if !ok {
+		return final.Eval, nil, nil
+	}
+	if err := r.trainer.SyncHost(); err != nil {
+		return nil, nil, err
+	}
+	r.trainer.Backend = nil
+	if err := sb.LoadParams(final.Params); err != nil {
+		return nil, nil, fmt.Errorf("accelerator: best model: %w", err)
+	}
+	return sb.Eval, sb.DecoderFactory(), nil
 }
 
 func (r *run) checkpoint() error {
@@ -475,9 +505,10 @@ func (r *run) evalWith(ctx context.Context, eval func(model.Batch) (float32, err
 	return sum / float64(n), nil
 }
 
-// genEval completes test prompts greedily and scores them against the
-// held-out completions.
-func (r *run) genEval(ctx context.Context, m *model.Model, res *Result) error {
+// genEval completes test prompts greedily with m, decoding with decoders
+// (nil: m's own KV cache), and scores them against the held-out
+// completions.
+func (r *run) genEval(ctx context.Context, m *model.Model, decoders model.DecoderFactory, res *Result) error {
 	var reqs []model.Request
 	var refs [][]string
 	limit := m.Config.NPositions - 1
@@ -499,7 +530,7 @@ func (r *run) genEval(ctx context.Context, m *model.Model, res *Result) error {
 	if len(reqs) == 0 {
 		return nil
 	}
-	out, err := model.Generate(ctx, m, r.tok, reqs, model.GenerateOptions{})
+	out, err := model.Generate(ctx, m, r.tok, reqs, model.GenerateOptions{NewDecoder: decoders})
 	if err != nil {
 		return fmt.Errorf("gen eval: %w", err)
 	}

@@ -16,7 +16,9 @@
 //
 // The model package meets it at two seams: model.GenerateOptions.NewDecoder
 // (Model.DecoderFactory) and model.Trainer.Backend (Trainer). The worker
-// (worker --device cuda:N) sets both through package jobs.
+// (worker --device cuda:N) sets both through package jobs. Trainer is also
+// a model.ScoringBackend, so a fine-tuning run scores its best weights
+// (test loss, GenEval) on the device as well.
 //
 // # Kernels
 //

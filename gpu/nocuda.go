@@ -43,7 +43,7 @@ func (gm *Model) DecoderFactory() model.DecoderFactory {
 // Trainer is a training backend on a Device.
 type Trainer struct{}
 
-var _ model.TrainBackend = (*Trainer)(nil)
+var _ model.ScoringBackend = (*Trainer)(nil)
 
 // Step fails with ErrNotBuilt.
 func (tr *Trainer) Step(*model.Trainer, []model.Batch) (model.StepResult, error) {
@@ -55,6 +55,12 @@ func (tr *Trainer) Eval(model.Batch) (float32, error) { return 0, ErrNotBuilt }
 
 // SyncHost fails with ErrNotBuilt.
 func (tr *Trainer) SyncHost(*model.Trainer) error { return ErrNotBuilt }
+
+// LoadParams fails with ErrNotBuilt.
+func (tr *Trainer) LoadParams([]float32) error { return ErrNotBuilt }
+
+// DecoderFactory returns a factory that fails with ErrNotBuilt.
+func (tr *Trainer) DecoderFactory() model.DecoderFactory { return new(Model).DecoderFactory() }
 
 // Close does nothing.
 func (tr *Trainer) Close() error { return nil }

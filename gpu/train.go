@@ -14,7 +14,8 @@ import (
 // Trainer runs model.Trainer's optimizer steps on a Model's device: the
 // AdamW moments live beside the parameters and gradients, and a step moves
 // only the tokens and targets in and the losses and the gradient norm out.
-// It implements model.TrainBackend: set it as a model.Trainer's Backend.
+// It implements model.TrainBackend: set it as a model.Trainer's Backend;
+// and model.ScoringBackend, so a run scores its best weights there too.
 type Trainer struct {
 	gm        *Model
 	ownsModel bool // made by NewTrainBackend: Close frees the Model too
@@ -24,7 +25,7 @@ type Trainer struct {
 	norm []float64
 }
 
-var _ model.TrainBackend = (*Trainer)(nil)
+var _ model.ScoringBackend = (*Trainer)(nil)
 
 // NewTrainer makes a training backend for gm. The AdamW moments are
 // allocated by the first step, from the model.Trainer's Opt.M and Opt.V
@@ -210,3 +211,11 @@ func (tr *Trainer) SyncHost(t *model.Trainer) error {
 	}
 	return d.sync()
 }
+
+// LoadParams implements model.ScoringBackend: Model.Upload. The moments
+// stay; the next SyncHost copies params back to the host.
+func (tr *Trainer) LoadParams(params []float32) error { return tr.gm.Upload(params) }
+
+// DecoderFactory implements model.ScoringBackend: Model.DecoderFactory, so
+// generation decodes with the trainer's current parameters.
+func (tr *Trainer) DecoderFactory() model.DecoderFactory { return tr.gm.DecoderFactory() }

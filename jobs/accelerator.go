@@ -62,7 +62,7 @@ func (l *LoadedModel) detachDevice() {
 func (l *LoadedModel) Decoders() model.DecoderFactory { return l.decoders }
 
 // trainBackend is the fine-tuning hook: on a GPU worker each run trains on
-// the device (see finetune.Hooks.Backend).
+// the device and scores its best weights there (see finetune.Hooks.Backend).
 func trainBackend() func(m *model.Model) (model.TrainBackend, error) {
 	d := Accelerator()
 	if d == nil {

@@ -49,3 +49,19 @@ type TrainBackend interface {
 	// moments into t.Opt.M and t.Opt.V.
 	SyncHost(t *Trainer) error
 }
+
+// ScoringBackend is a TrainBackend that can also score weights other than
+// the ones it trains: a fine-tuning run uses it to evaluate and decode its
+// best epoch's weights on the device at the end (gpu.Trainer implements
+// it). Without it, that final scoring runs on the host.
+type ScoringBackend interface {
+	TrainBackend
+	// LoadParams replaces the backend's parameters with params (len =
+	// NumParams); the moments are left as they are. Call SyncHost first
+	// when the trained state must be kept: afterwards SyncHost would copy
+	// params to the host instead.
+	LoadParams(params []float32) error
+	// DecoderFactory makes Decoders over the backend's current parameters,
+	// for GenerateOptions.NewDecoder.
+	DecoderFactory() DecoderFactory
+}
