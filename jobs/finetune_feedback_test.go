@@ -73,8 +73,20 @@ func TestFeedbackCollectorDedupes(t *testing.T) {
 	}
 	add(finetune.FeedbackEvent{GenerationID: "g1", Action: "edit", Prompt: "p", Completion: " one", EditedText: " uno"})
 	add(finetune.FeedbackEvent{GenerationID: "g0", Action: "edit", Prompt: "q", Completion: " x", EditedText: " two"})
-	if _, err := col.Collect(ctx, finetune.FeedbackEvent{GenerationID: "g2", Action: "rating"}); !errors.Is(err, finetune.ErrIgnored) {
-		t.Fatalf("a rating: %v", err)
+	// Ratings never reach the dataset, first ones or revisions (the
+	// scheduler hands over accepts and edits only; the collector refuses
+	// the rest).
+	for _, body := range []string{
+		`{"id":"fb-rate-g2","generation_id":"g2","action":"rate","event":"rating","value":2,"prompt":"p","completion":" two"}`,
+		`{"id":"fb-rate-g2.r1","generation_id":"g2","action":"rate","event":"rating","value":5,"previous":2,"revision":1,"prompt":"p","completion":" two"}`,
+	} {
+		ev, err := finetune.DecodeFeedback([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := col.Collect(ctx, ev); !errors.Is(err, finetune.ErrIgnored) {
+			t.Fatalf("a rating %s: %v", body, err)
+		}
 	}
 	if _, err := col.Collect(ctx, finetune.FeedbackEvent{GenerationID: "g3", Action: "edit", Completion: "x"}); err == nil {
 		t.Fatal("an edit without edited_text was accepted")

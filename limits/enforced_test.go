@@ -388,6 +388,7 @@ var enforcements = map[string]enforcement{
 	"RecsRefreshPerEvent":     {untested: "a cap: users past it keep their lists until the next rebuild; cmd/scheduler's feedback tests run the refresh below it"},
 	"RecordTextBytes":         cappedBy("loop.TestStoreRefusesAndCuts", "longer prompt and text are cut at a rune boundary when stored"),
 	"RecordIDBytes":           coveredBy("loop.TestStoreRefusesAndCuts"),
+	"RatingRevisions":         coveredBy("loop.TestRatingRevisionsAreBounded", "MaxRatingRevisions"),
 
 	// API authentication.
 	"TokenFileBytes": over(tokenFile(strings.Repeat("#", limits.TokenFileBytes+1)), "tokens.txt", "over the limit"),

@@ -326,6 +326,11 @@ const (
 	// RecordIDBytes bounds a generation record's ids (id, user, session,
 	// template, topic, model).
 	RecordIDBytes = 256
+	// RatingRevisions bounds the re-ratings of one generation: each is an
+	// event every feedback consumer keeps (the interaction log until the
+	// next rebuild, dedupe markers for 8 days). Past it a re-rating is
+	// refused and the rating stays as it is.
+	RatingRevisions = 100
 )
 
 // API authentication (auth/).

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -80,7 +81,7 @@ func (f Feedback) Validate() error {
 		return bad("action", "%.64q is not one of %s", f.Action, strings.Join(Actions(), ", "))
 	}
 	if f.Action == ActionRate {
-		if f.Value != math.Trunc(f.Value) || f.Value < MinRating || f.Value > MaxRating {
+		if !validRating(f.Value) {
 			return bad("value", "a rating must be an integer in [%d, %d], got %g", MinRating, MaxRating, f.Value)
 		}
 	} else if f.Value != 0 {
@@ -103,6 +104,12 @@ func (f Feedback) Validate() error {
 	return nil
 }
 
+// validRating reports whether v is a rating: an integer in [MinRating,
+// MaxRating].
+func validRating(v float64) bool {
+	return v == math.Trunc(v) && v >= MinRating && v <= MaxRating
+}
+
 // FeedbackEvent is the JSON body of one feedback event on the FEEDBACK
 // stream. Its first fields are a recsys.Event (the recommender reads
 // those), the generation fields after them are what the fine-tune
@@ -116,6 +123,9 @@ type FeedbackEvent struct {
 	Value    float64   `json:"value"`
 	Time     time.Time `json:"ts"`
 	ItemKind string    `json:"kind,omitempty"`
+	// Previous is the rating a revision replaces (recsys.Event.Previous:
+	// consumers count Value - Previous); 0 in every other event.
+	Previous float64 `json:"previous,omitempty"`
 
 	GenerationID string `json:"generation_id"`
 	Action       string `json:"action"`
@@ -126,15 +136,33 @@ type FeedbackEvent struct {
 	Prompt       string `json:"prompt"`
 	Completion   string `json:"completion"`
 	EditedText   string `json:"edited_text,omitempty"`
+	// Revision is k >= 1 in the k-th re-rating of a generation (event id
+	// RatingRevisionID), 0 otherwise; RatedAt, in a revision, is when the
+	// generation was first rated: the loop metrics count the change in
+	// that hour, where the rating itself was counted.
+	Revision int       `json:"revision,omitempty"`
+	RatedAt  time.Time `json:"rated_at,omitzero"`
 }
 
 // FeedbackEventID is the id of the event for action on generation genID:
 // deterministic, so a resend of the same feedback is dropped (by
 // JetStream within its duplicate window, by the recommender and the loop
-// metrics after it). One person's second rating of one generation is
-// therefore a resend too: the first one counts.
+// metrics after it). A rating that changes is the exception: its later
+// values are revisions, each with an id of its own (RatingRevisionID).
 func FeedbackEventID(genID, action string) string {
 	return "fb-" + action + "-" + genID
+}
+
+// RatingRevisionID is the id of the k-th revision (k >= 1) of the rating
+// of generation genID: fb-rate-<genID>.r<k>. The dot is outside the
+// alphabet of generation ids (pipeline.ValidateID), so a revision's id is
+// never another generation's first rating ("fb-rate-x-r1" would be
+// generation "x-r1"'s).
+func RatingRevisionID(genID string, k int) string {
+	if k == 0 {
+		return FeedbackEventID(genID, ActionRate)
+	}
+	return FeedbackEventID(genID, ActionRate) + ".r" + strconv.Itoa(k)
 }
 
 // NewFeedbackEvent builds the event for fb on generation g at time at.
@@ -180,6 +208,24 @@ func NewFeedbackEvent(g Generation, fb Feedback, at time.Time) (FeedbackEvent, e
 	case g.Topic != "":
 		ev.Item, ev.ItemKind = g.Topic, "topic"
 	}
+	return ev.fit()
+}
+
+// revision returns ev, a first rating, as its k-th revision: value
+// replaces previous at time at; ratedAt is when the first rating was
+// given.
+func (ev FeedbackEvent) revision(k int, value, previous float64, at, ratedAt time.Time) (FeedbackEvent, error) {
+	ev.ID, ev.Value, ev.Time = RatingRevisionID(ev.GenerationID, k), value, at.UTC().Truncate(time.Millisecond)
+	ev.Previous, ev.Revision, ev.RatedAt = 0, 0, time.Time{}
+	if k > 0 {
+		ev.Previous, ev.Revision, ev.RatedAt = previous, k, ratedAt.UTC().Truncate(time.Millisecond)
+	}
+	return ev.fit()
+}
+
+// fit cuts the prompt, then the completion, until the encoded event fits
+// pipeline.MaxEventBytes.
+func (ev FeedbackEvent) fit() (FeedbackEvent, error) {
 	for {
 		b, err := ev.Encode()
 		if err != nil {
@@ -227,7 +273,35 @@ func DecodeFeedbackEvent(data []byte) (ev FeedbackEvent, ok bool, err error) {
 	if !slices.Contains(Actions(), ev.Action) {
 		return ev, false, fmt.Errorf("%w: field \"action\": %.64q is not one of %s", ErrBadFeedback, ev.Action, strings.Join(Actions(), ", "))
 	}
+	if err := ev.checkRevision(); err != nil {
+		return ev, false, err
+	}
 	return ev, true, nil
+}
+
+// checkRevision checks the fields that make an event a re-rating: all of
+// revision, previous and rated_at, or none.
+func (ev FeedbackEvent) checkRevision() error {
+	bad := func(field, format string, args ...any) error {
+		return fmt.Errorf("%w: field %q: %s", ErrBadFeedback, field, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case ev.Revision < 0:
+		return bad("revision", "%d is negative", ev.Revision)
+	case ev.Revision == 0 && ev.Previous != 0:
+		return bad("previous", "only a revision (revision >= 1) replaces a value")
+	case ev.Revision == 0 && !ev.RatedAt.IsZero():
+		return bad("rated_at", "only a revision (revision >= 1) has one")
+	case ev.Revision == 0:
+		return nil
+	case ev.Action != ActionRate:
+		return bad("revision", "only a rating is revised, not %q", ev.Action)
+	case !validRating(ev.Previous):
+		return bad("previous", "%g is not a rating in [%d, %d]", ev.Previous, MinRating, MaxRating)
+	case ev.RatedAt.IsZero():
+		return bad("rated_at", "required in a revision")
+	}
+	return nil
 }
 
 // Publisher publishes one encoded feedback event. Over a bus,
@@ -236,28 +310,33 @@ func DecodeFeedbackEvent(data []byte) (ev FeedbackEvent, ok bool, err error) {
 type Publisher func(ctx context.Context, body []byte) error
 
 // SendFeedback looks up generation id, builds the event for fb and
-// publishes it. Errors: ErrNotFound (unknown or expired generation),
+// publishes it. A rating that changes the generation's rating publishes a
+// revision, and one that does not publishes nothing (Unchanged; see
+// rating.go). Errors: ErrNotFound (unknown or expired generation),
 // ErrBadFeedback (the request), or the publisher's.
-func (s *Store) SendFeedback(ctx context.Context, id string, fb Feedback, publish Publisher) (FeedbackEvent, error) {
+func (s *Store) SendFeedback(ctx context.Context, id string, fb Feedback, publish Publisher) (FeedbackSent, error) {
 	if err := fb.Validate(); err != nil {
-		return FeedbackEvent{}, err
+		return FeedbackSent{}, err
 	}
 	if err := pipeline.ValidateID(id); err != nil {
-		return FeedbackEvent{}, fmt.Errorf("%w: generation id: %w", ErrBadFeedback, err)
+		return FeedbackSent{}, fmt.Errorf("%w: generation id: %w", ErrBadFeedback, err)
 	}
 	g, err := s.Get(ctx, id)
 	if err != nil {
-		return FeedbackEvent{}, err
+		return FeedbackSent{}, err
 	}
 	ev, err := NewFeedbackEvent(g, fb, time.Now())
 	if err != nil {
-		return ev, err
+		return FeedbackSent{Event: ev}, err
+	}
+	if fb.Action == ActionRate {
+		return s.sendRating(ctx, ev, publish)
 	}
 	body, err := ev.Encode()
 	if err != nil {
-		return ev, err
+		return FeedbackSent{Event: ev}, err
 	}
-	return ev, publish(ctx, body)
+	return FeedbackSent{Event: ev}, publish(ctx, body)
 }
 
 // cutFront returns the last at most n bytes of s, from a rune boundary.

@@ -128,7 +128,7 @@ func TestSendFeedback(t *testing.T) {
 		t.Fatalf("SendFeedback: %v, %d sent", err, len(sent))
 	}
 	got, ok, err := DecodeFeedbackEvent(sent[0])
-	if err != nil || !ok || got.ID != ev.ID || got.Value != 5 || got.GenerationID != "gen-1" || got.Model != "demo@2" {
+	if err != nil || !ok || got.ID != ev.Event.ID || got.Value != 5 || got.GenerationID != "gen-1" || got.Model != "demo@2" {
 		t.Fatalf("sent %s (%v %v)", sent[0], ok, err)
 	}
 	if _, err := s.SendFeedback(ctx, "gen-nope", Feedback{Action: ActionAccept}, publish); !errors.Is(err, ErrNotFound) {

@@ -21,6 +21,14 @@ import (
 // so a redelivered or resent event never counts twice, and a crash can
 // never leave it half counted.
 //
+// A re-rating (a revision, FeedbackEvent.Revision >= 1) is the same rating
+// with another value: it adds value - previous to the rating sums and
+// nothing to the counts, in the all-time hash and in the hour where the
+// rating was counted first (FeedbackEvent.RatedAt), so every mean rating,
+// all-time or hourly, is that of the latest ratings. The generation's
+// summary keeps the rating of the highest revision counted, whatever the
+// order the revisions arrive in.
+//
 // Keys (all under pipeline.Key("loop", ...)):
 //
 //	loop:seen:<event id>        counted marker, expires after SeenTTL
@@ -110,15 +118,17 @@ func field(scope, name, c string) string { return scope + fieldSep + name + fiel
 
 // recordScript applies one event. KEYS: seen, total, hour, feedback, then
 // one names set per scoped name. ARGV: seen TTL, hour TTL, feedback TTL,
-// max names, action, value (rating or edit distance, "" otherwise), event
-// unix time, number of scoped names, then scope and name of each.
+// max names, action, value to add (rating, a revision's value - previous,
+// edit distance; "1" otherwise), event unix time, revision (0 but in a
+// re-rating), the value the generation's summary shows, number of scoped
+// names, then scope and name of each.
 var recordScript = redis.NewScript(`
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-local action, val, n = ARGV[5], ARGV[6], tonumber(ARGV[8])
+local action, val, rev, n = ARGV[5], ARGV[6], tonumber(ARGV[8]), tonumber(ARGV[10])
 local sep = '\31'
 local groups = {'all' .. sep .. 'all'}
 for i = 1, n do
-  local scope, name, set = ARGV[8 + 2*i - 1], ARGV[8 + 2*i], KEYS[4 + i]
+  local scope, name, set = ARGV[10 + 2*i - 1], ARGV[10 + 2*i], KEYS[4 + i]
   if redis.call('SISMEMBER', set, name) == 0 then
     if redis.call('SCARD', set) < tonumber(ARGV[4]) then
       redis.call('SADD', set, name)
@@ -130,21 +140,30 @@ for i = 1, n do
 end
 for _, key in ipairs({KEYS[2], KEYS[3]}) do
   for _, g in ipairs(groups) do
-    redis.call('HINCRBY', key, g .. sep .. 'events', 1)
-    redis.call('HINCRBY', key, g .. sep .. action, 1)
+    if rev == 0 then
+      redis.call('HINCRBY', key, g .. sep .. 'events', 1)
+      redis.call('HINCRBY', key, g .. sep .. action, 1)
+    end
     if action == 'rate' then redis.call('HINCRBYFLOAT', key, g .. sep .. 'rating_sum', val) end
     if action == 'edit' then redis.call('HINCRBYFLOAT', key, g .. sep .. 'edit_distance_sum', val) end
   end
 end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
-redis.call('HSET', KEYS[4], action, val, 'at' .. sep .. action, ARGV[7])
+if action ~= 'rate' then
+  redis.call('HSET', KEYS[4], action, ARGV[9], 'at' .. sep .. action, ARGV[7])
+elseif rev >= tonumber(redis.call('HGET', KEYS[4], 'rev' .. sep .. 'rate') or '-1') then
+  redis.call('HSET', KEYS[4], action, ARGV[9], 'at' .. sep .. action, ARGV[7], 'rev' .. sep .. action, rev)
+end
 redis.call('EXPIRE', KEYS[4], ARGV[3])
 return 1
 `)
 
 // Record counts ev, which happened at at, once: counted is false when its
 // id was counted before. The value of an edit is EditDistance(completion,
-// edited text).
+// edited text). A revision of a rating adds the difference it makes to
+// the rating sums of all time and of the hour of ev.RatedAt (the hour of
+// at when RatedAt is not within the dedupe horizon before at), and
+// nothing to the counts.
 func (m *Metrics) Record(ctx context.Context, ev FeedbackEvent, at time.Time) (counted bool, err error) {
 	if ev.ID == "" {
 		return false, fmt.Errorf("%w: field \"id\": required", ErrBadFeedback)
@@ -152,13 +171,17 @@ func (m *Metrics) Record(ctx context.Context, ev FeedbackEvent, at time.Time) (c
 	if err := pipeline.ValidateID(ev.GenerationID); err != nil {
 		return false, fmt.Errorf("%w: field \"generation_id\": %w", ErrBadFeedback, err)
 	}
-	val := ""
+	if err := ev.checkRevision(); err != nil {
+		return false, err
+	}
+	val, shown := "", ""
 	switch ev.Action {
 	case ActionRate:
-		if ev.Value != math.Trunc(ev.Value) || ev.Value < MinRating || ev.Value > MaxRating {
+		if !validRating(ev.Value) {
 			return false, fmt.Errorf("%w: field \"value\": rating %g out of [%d, %d]", ErrBadFeedback, ev.Value, MinRating, MaxRating)
 		}
-		val = strconv.FormatFloat(ev.Value, 'f', -1, 64)
+		val = strconv.FormatFloat(ev.Value-ev.Previous, 'f', -1, 64)
+		shown = strconv.FormatFloat(ev.Value, 'f', -1, 64)
 	case ActionEdit:
 		val = strconv.FormatFloat(EditDistance(ev.Completion, ev.EditedText), 'f', 6, 64)
 	case ActionAccept, ActionReject, ActionRegenerate:
@@ -166,11 +189,18 @@ func (m *Metrics) Record(ctx context.Context, ev FeedbackEvent, at time.Time) (c
 	default:
 		return false, fmt.Errorf("%w: field \"action\": %.64q is not one of %s", ErrBadFeedback, ev.Action, strings.Join(Actions(), ", "))
 	}
-	keys := []string{seenKey(ev.ID), totalKey(), hourKey(unixHour(at)), feedbackKey(ev.GenerationID)}
+	if shown == "" {
+		shown = val
+	}
+	hour := unixHour(at)
+	if ev.Revision > 0 && !ev.RatedAt.Before(at.Add(-m.opts.SeenTTL)) && !ev.RatedAt.After(at.Add(maxClockSkew)) {
+		hour = unixHour(ev.RatedAt)
+	}
+	keys := []string{seenKey(ev.ID), totalKey(), hourKey(hour), feedbackKey(ev.GenerationID)}
 	args := []any{
 		int64(m.opts.SeenTTL / time.Second), int64(m.opts.Retention/time.Second) + 3600,
 		int64(m.opts.FeedbackTTL / time.Second), m.opts.MaxNames,
-		ev.Action, val, at.Unix(), 0,
+		ev.Action, val, at.Unix(), ev.Revision, shown, 0,
 	}
 	n := 0
 	for _, sn := range [][2]string{{ScopeTemplate, ev.Template}, {ScopeTopic, ev.Topic}, {ScopeModel, ev.Model}} {
@@ -180,7 +210,7 @@ func (m *Metrics) Record(ctx context.Context, ev FeedbackEvent, at time.Time) (c
 			n++
 		}
 	}
-	args[7] = n
+	args[9] = n
 	res, err := recordScript.Run(ctx, m.rdb, keys, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("loop metrics: %w", err)

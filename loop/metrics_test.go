@@ -119,10 +119,11 @@ tandem_loop_acceptance_ratio{name="tpl-b",scope="template"} 1
 	}
 }
 
-func TestMetricsConsumerCountsEachEventOnce(t *testing.T) {
-	rdb := redisClient(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// consumeOverNATS starts an embedded nats-server with the streams and the
+// metrics consumer counting into m, until the test ends.
+func consumeOverNATS(t *testing.T, m *Metrics) *pipeline.Bus {
+	t.Helper()
+	ctx := context.Background()
 	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -136,12 +137,33 @@ func TestMetricsConsumerCountsEachEventOnce(t *testing.T) {
 	if err := bus.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	m := NewMetrics(rdb, MetricsOptions{})
 	stop, err := ConsumeMetrics(ctx, bus, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	t.Cleanup(stop) // before the bus closes: cleanups run last first
+	return bus
+}
+
+// waitCounted waits until the metrics consumer has acknowledged stream
+// sequence seq.
+func waitCounted(t *testing.T, bus *pipeline.Bus, seq uint64) {
+	t.Helper()
+	waitFor(t, "the consumer to ack everything", func() bool {
+		c, err := bus.JS.Consumer(context.Background(), pipeline.StreamFeedback, MetricsDurable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.AckFloor.Stream >= seq
+	})
+}
+
+func TestMetricsConsumerCountsEachEventOnce(t *testing.T) {
+	rdb := redisClient(t)
+	ctx := context.Background()
+	m := NewMetrics(rdb, MetricsOptions{})
+	bus := consumeOverNATS(t, m)
 
 	publish := func(msgID string, body []byte) uint64 {
 		t.Helper()
@@ -166,14 +188,7 @@ func TestMetricsConsumerCountsEachEventOnce(t *testing.T) {
 	publish("bad", []byte(`{"generation_id":"g9","action":"like"}`)) // dead-lettered
 	last := publish("", rate)                                        // no msg id: the event id still dedupes
 
-	waitFor(t, "the consumer to ack everything", func() bool {
-		c, err := bus.JS.Consumer(ctx, pipeline.StreamFeedback, MetricsDurable)
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(ctx)
-		return err == nil && info.AckFloor.Stream >= last
-	})
+	waitCounted(t, bus, last)
 	tot, err := m.Totals(ctx)
 	if err != nil {
 		t.Fatal(err)

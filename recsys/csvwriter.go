@@ -10,7 +10,10 @@ import (
 
 // CSVWriter writes events as an interaction file that ReadEvents reads
 // back to the same events: header user,item,event,value,ts,kind,id; values
-// in the shortest form that parses to the same float64; times as RFC 3339
+// in the shortest form that parses to the same float64, a revision's
+// (Event.Previous) as the difference it makes, value - previous, so the
+// file adds the same to H (a snapshot is the matrix's input, and its
+// columns stay those every reader knows); times as RFC 3339
 // with nanoseconds (UTC), empty when zero; fields quoted when they hold a
 // comma or a quote. CSV, not JSONL, because it loads about five times
 // faster, which counts when every shard of a rebuild loads the snapshot.
@@ -38,7 +41,7 @@ func (c *CSVWriter) Write(ev Event) error {
 	l = append(l, ',')
 	l = appendCSVField(l, ev.Type)
 	l = append(l, ',')
-	l = strconv.AppendFloat(l, ev.Value, 'g', -1, 64)
+	l = strconv.AppendFloat(l, ev.Value-ev.Previous, 'g', -1, 64)
 	l = append(l, ',')
 	if !ev.Time.IsZero() {
 		l = ev.Time.UTC().AppendFormat(l, time.RFC3339Nano)

@@ -21,7 +21,13 @@
 //
 // An interaction is (user, item, event type, value, time), read from JSONL or
 // CSV (ReadEvents) or received as a feedback event. H[u][i] sums weight(type)
-// * value * 2^((t - anchor)/half-life) over u's events on i (StoreConfig).
+// * (value - previous) * 2^((t - anchor)/half-life) over u's events on i
+// (StoreConfig); previous is 0 except in a revision, an event that replaces
+// an earlier value (a re-rating), so a rating and its revisions add up to
+// the latest rating alone. H is linear in its events and nothing downstream
+// reads them one by one: the weights count cells (n_t, the users with any
+// event on t, which a revision of an existing cell does not change) and
+// popularity counts positive cells, both functions of H alone.
 // Users and items get int32 indices in first-seen order; the matrix is kept
 // twice, by user and by item (the inverted index), as per-row sorted int32
 // index and float32 value slices, compacted into contiguous arenas before a

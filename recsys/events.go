@@ -28,6 +28,14 @@ type Event struct {
 	// Value multiplies the type's weight: a rating, dwell seconds, a count.
 	// Decoders set 1 when the field is absent.
 	Value float64 `json:"value"`
+	// Previous, when not zero, is the value this event replaces: a person
+	// who rates an item 2 and then 5 sends the rating 2, then a revision
+	// with Value 5 and Previous 2. An event adds weight * (Value -
+	// Previous), so the two add up to weight * 5, as if only the latest
+	// rating had been sent; H stays the plain sum of its events (see
+	// Store). Under time decay a revision is refused: it would retract the
+	// old value at the revision's time rather than at the old event's.
+	Previous float64 `json:"previous,omitempty"`
 	// Time is when it happened; zero means "at the decay anchor" (no decay).
 	Time time.Time `json:"ts,omitzero"`
 	// ItemKind optionally tags the item ("template", "topic"); the last
@@ -78,6 +86,7 @@ type eventJSON struct {
 	Item     string          `json:"item"`
 	Type     string          `json:"event"`
 	Value    *float64        `json:"value"`
+	Previous float64         `json:"previous"`
 	Time     json.RawMessage `json:"ts"`
 	ItemKind string          `json:"kind"`
 }
@@ -94,7 +103,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		}
 		return &InputError{Err: fmt.Errorf("not a JSON object: %w", err)}
 	}
-	ev := Event{ID: w.ID, User: w.User, Item: w.Item, Type: w.Type, Value: 1, ItemKind: w.ItemKind}
+	ev := Event{ID: w.ID, User: w.User, Item: w.Item, Type: w.Type, Value: 1, Previous: w.Previous, ItemKind: w.ItemKind}
 	if w.Value != nil {
 		ev.Value = *w.Value
 	}
@@ -175,15 +184,25 @@ func (s *scorer) validate(ev *Event) error {
 	if math.IsNaN(ev.Value) || math.IsInf(ev.Value, 0) || math.Abs(ev.Value) > s.lim.MaxAbsValue {
 		return fieldErr("value", "%g is not a finite number within ±%g", ev.Value, s.lim.MaxAbsValue)
 	}
+	if math.IsNaN(ev.Previous) || math.IsInf(ev.Previous, 0) || math.Abs(ev.Previous) > s.lim.MaxAbsValue {
+		return fieldErr("previous", "%g is not a finite number within ±%g", ev.Previous, s.lim.MaxAbsValue)
+	}
+	if ev.Previous != 0 && s.halfLife > 0 {
+		// The replaced value was added decayed from its own time, which
+		// the revision does not carry: retracting it at the revision's
+		// time would leave a remainder.
+		return fieldErr("previous", "a revision cannot be applied under time decay (HalfLife %v)", s.halfLife)
+	}
 	return nil
 }
 
-// contribution is weight(type) * value * 2^((ts - anchor)/halfLife). Decay
+// contribution is weight(type) * (value - previous) * 2^((ts -
+// anchor)/halfLife): a revision adds the difference it makes. Decay
 // relative to a fixed anchor rather than "now" changes every stored value by
 // the same factor, which cosine similarity and score ranking ignore, so the
 // state never has to be re-decayed as the clock moves.
 func (s *scorer) contribution(ev *Event) (float64, error) {
-	c := s.weights[ev.Type] * ev.Value
+	c := s.weights[ev.Type] * (ev.Value - ev.Previous)
 	if s.halfLife <= 0 || ev.Time.IsZero() {
 		return c, nil
 	}

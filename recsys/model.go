@@ -104,6 +104,14 @@ func (m *Model) Neighbors(side Side, id string) ([]Similar, bool) {
 	return out, true
 }
 
+// Value returns H[user][item], the user's summed interactions with the
+// item, and whether the pair has any.
+func (m *Model) Value(user, item string) (float64, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.store.Value(user, item)
+}
+
 // Seen returns the items the user has interacted with, in index order.
 func (m *Model) Seen(user string) []string {
 	m.mu.RLock()

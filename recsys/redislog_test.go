@@ -21,6 +21,7 @@ func TestInteractionLogAppendOnceInOrder(t *testing.T) {
 		{ID: "a", User: "u1", Item: "i1", Type: EventView, Value: 1, Time: time.Unix(1_700_000_000, 5).UTC(), ItemKind: "template"},
 		{ID: "b", User: "u2", Item: "i1", Type: EventRating, Value: 4.5},
 		{ID: "c", User: "u1", Item: "i2", Type: EventRejected, Value: 0},
+		{ID: "b.r1", User: "u2", Item: "i1", Type: EventRating, Value: 2, Previous: 4.5}, // a revision of b
 	}
 	var ids []string
 	for _, ev := range evs {
@@ -44,18 +45,18 @@ func TestInteractionLogAppendOnceInOrder(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if n, err := l.Len(ctx); err != nil || n != 3 {
-		t.Fatalf("Len = %d, %v; want 3", n, err)
+	if n, err := l.Len(ctx); err != nil || n != 4 {
+		t.Fatalf("Len = %d, %v; want 4", n, err)
 	}
 	got, err := l.Read(ctx, LogStart, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 3 {
-		t.Fatalf("Read returned %d entries, want 3", len(got))
+	if len(got) != 4 {
+		t.Fatalf("Read returned %d entries, want 4", len(got))
 	}
 	for i, e := range got {
-		if e.ID != ids[i] || !e.Event.Time.Equal(evs[i].Time) || e.Event.Value != evs[i].Value ||
+		if e.ID != ids[i] || !e.Event.Time.Equal(evs[i].Time) || e.Event.Value != evs[i].Value || e.Event.Previous != evs[i].Previous ||
 			e.Event.ID != evs[i].ID || e.Event.User != evs[i].User || e.Event.ItemKind != evs[i].ItemKind {
 			t.Fatalf("entry %d = %+v, want %s %+v", i, e, ids[i], evs[i])
 		}
@@ -65,18 +66,18 @@ func TestInteractionLogAppendOnceInOrder(t *testing.T) {
 	if err != nil || len(mid) != 1 || mid[0].ID != ids[1] {
 		t.Fatalf("Range(%s, %s] = %v, %v", ids[0], ids[1], mid, err)
 	}
-	if last, err := l.Last(ctx); err != nil || last != ids[2] {
-		t.Fatalf("Last = %q, %v; want %q", last, err, ids[2])
+	if last, err := l.Last(ctx); err != nil || last != ids[3] {
+		t.Fatalf("Last = %q, %v; want %q", last, err, ids[3])
 	}
 	// A blocking read returns at once when entries exist, and empty-handed
 	// after the wait when none come.
-	if tail, err := l.Read(ctx, ids[2], 10, 50*time.Millisecond); err != nil || len(tail) != 0 {
+	if tail, err := l.Read(ctx, ids[3], 10, 50*time.Millisecond); err != nil || len(tail) != 0 {
 		t.Fatalf("Read past the end = %v, %v", tail, err)
 	}
 	if n, err := l.TrimBefore(ctx, ids[2]); err != nil || n != 2 {
 		t.Fatalf("TrimBefore = %d, %v; want 2", n, err)
 	}
-	if rest, err := l.Read(ctx, LogStart, 10, 0); err != nil || len(rest) != 1 || rest[0].ID != ids[2] {
+	if rest, err := l.Read(ctx, LogStart, 10, 0); err != nil || len(rest) != 2 || rest[0].ID != ids[2] {
 		t.Fatalf("after the trim: %v, %v", rest, err)
 	}
 	// Trimmed events stay remembered: a late redelivery is not logged again.

@@ -29,7 +29,8 @@ type StoreConfig struct {
 }
 
 // Store is the interaction matrix H: one row per user, one column per item,
-// H[u][i] = the sum over u's events on i of weight * value * decay, kept both
+// H[u][i] = the sum over u's events on i of weight * (value - previous) *
+// decay (previous: what a revision replaces, else 0), kept both
 // by user (rows) and by item (the inverted index item -> users). Users and
 // items get int32 indices in first-seen order. A Store is not safe for
 // concurrent use; a Model built on it guards it.

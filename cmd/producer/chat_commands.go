@@ -27,8 +27,8 @@ reply, or on reply #N (replies are numbered from 1 in this session):
   /quit              end (so does the end of the input)
 Feedback goes through POST /v1/generations/{id}/feedback to the recommender
 (the template or topic of the chat), the loop metrics and the fine-tune
-dataset. Each action counts once per reply: a repeat is not sent, and a
-reply's first rating is the one that counts.`
+dataset. Each action counts once per reply and a repeat is not sent, but
+rating a reply again replaces its rating: the latest one counts.`
 
 // chat is one `producer chat` conversation.
 type chat struct {
@@ -132,16 +132,20 @@ func (c *chat) replyRef(rest string) (n int, arg string, err error) {
 }
 
 // feedback sends fb on reply #n, unless the same action was sent before
-// (the API would take it as a resend of the first one and drop it).
+// (the API would take it as a resend of the first one and drop it). A
+// rating with another value is sent: the API publishes it as a revision
+// that replaces the earlier rating.
 func (c *chat) feedback(ctx context.Context, n int, fb loop.Feedback) error {
 	r := &c.replies[n-1]
 	if prev, ok := r.sent[fb.Action]; ok {
-		if fb.Action == loop.ActionRate {
-			fmt.Fprintf(c.stderr, "reply #%d is already rated %g: a reply's first rating is the one that counts; not sent\n", n, prev)
-		} else {
+		switch {
+		case fb.Action != loop.ActionRate:
 			fmt.Fprintf(c.stderr, "reply #%d already has %q feedback, which counts once; not sent\n", n, fb.Action)
+			return nil
+		case prev == fb.Value:
+			fmt.Fprintf(c.stderr, "reply #%d is already rated %g; not sent\n", n, prev)
+			return nil
 		}
-		return nil
 	}
 	var v feedbackView
 	if err := c.api.postJSON(ctx, "/v1/generations/"+url.PathEscape(r.id)+"/feedback", fb, maxFeedbackBody, &v); err != nil {
@@ -153,7 +157,14 @@ func (c *chat) feedback(ctx context.Context, n int, fb loop.Feedback) error {
 	r.sent[fb.Action] = fb.Value
 	what := fb.Action
 	if fb.Action == loop.ActionRate {
+		if v.Unchanged { // rated so elsewhere, e.g. before this chat resumed the session
+			fmt.Fprintf(c.stderr, "reply #%d is already rated %g; nothing sent\n", n, fb.Value)
+			return nil
+		}
 		what = fmt.Sprintf("rating %g", fb.Value)
+		if v.Revision > 0 {
+			what += fmt.Sprintf(" in place of %g", v.Previous)
+		}
 	}
 	item := ""
 	if v.Item != "" {

@@ -40,8 +40,8 @@ func feedbackEvents(t *testing.T, recs *recsAPI) []loop.FeedbackEvent {
 
 // The chat's commands reach the FEEDBACK stream through the HTTP API: each
 // with its action and the generation id of the reply it names, a repeated
-// rating is not sent, and a regenerated reply takes the old one's place in
-// the session.
+// rating is not sent, a new rating is sent as a revision of the first, and
+// a regenerated reply takes the old one's place in the session.
 func TestChatFeedbackCommands(t *testing.T) {
 	e := newGenEnv(t, "")
 	e.startWorker(t)
@@ -52,7 +52,8 @@ func TestChatFeedbackCommands(t *testing.T) {
 		"/accept",      // on #1
 		"Tell me more", // reply #2
 		"/rate 2",      // on #2
-		"/rate 5",      // a second rating of #2: not sent
+		"/rate 2",      // the same rating again: not sent
+		"/rate 5",      // a new rating of #2: its revision
 		"/regenerate",  // regenerate feedback on #2, then a new #2
 		"/reject",      // on the new #2
 		"/edit #1 A better first reply.",
@@ -70,7 +71,8 @@ func TestChatFeedbackCommands(t *testing.T) {
 	for _, want := range []string{
 		"/accept: no reply yet",
 		"reply #1: accept sent (accepted event on tpl-chat, id fb-accept-cmpl-",
-		"reply #2 is already rated 2: a reply's first rating is the one that counts; not sent",
+		"reply #2 is already rated 2; not sent",
+		"reply #2: rating 5 in place of 2 sent (rating event on tpl-chat, id fb-rate-cmpl-",
 		"reply #2 regenerated",
 		"/rate: no reply #7 (replies are #1 to #2)",
 		`field "value"`,
@@ -98,17 +100,22 @@ func TestChatFeedbackCommands(t *testing.T) {
 	var got []string
 	for _, ev := range events {
 		got = append(got, fmt.Sprintf("%s %s %g", ev.Action, ev.GenerationID, ev.Value))
-		if ev.User != "u3" || ev.Item != "tpl-chat" || ev.ItemKind != "template" || ev.ID != loop.FeedbackEventID(ev.GenerationID, ev.Action) {
+		id := loop.FeedbackEventID(ev.GenerationID, ev.Action)
+		if ev.Action == loop.ActionRate {
+			id = loop.RatingRevisionID(ev.GenerationID, ev.Revision)
+		}
+		if ev.User != "u3" || ev.Item != "tpl-chat" || ev.ItemKind != "template" || ev.ID != id {
 			t.Errorf("event %+v: want u3's feedback on template tpl-chat", ev)
 		}
 	}
-	if len(events) != 5 {
-		t.Fatalf("%d events, want 5: %v", len(events), got)
+	if len(events) != 6 {
+		t.Fatalf("%d events, want 6: %v", len(events), got)
 	}
-	replaced := events[2].GenerationID // the regenerate feedback names the old #2
+	replaced := events[3].GenerationID // the regenerate feedback names the old #2
 	want := []string{
 		"accept " + first + " 1",
 		"rate " + replaced + " 2",
+		"rate " + replaced + " 5",
 		"regenerate " + replaced + " 1",
 		"reject " + second + " 1",
 		"edit " + first + " 1",
@@ -116,8 +123,11 @@ func TestChatFeedbackCommands(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") || replaced == second || replaced == first {
 		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if events[4].EditedText != "A better first reply." {
-		t.Fatalf("edit event %+v", events[4])
+	if events[2].Revision != 1 || events[2].Previous != 2 {
+		t.Fatalf("the second rating %+v: want revision 1, replacing 2", events[2])
+	}
+	if events[5].EditedText != "A better first reply." {
+		t.Fatalf("edit event %+v", events[5])
 	}
 
 	// The new reply was asked without the one it replaces in its context,
@@ -144,8 +154,14 @@ func TestChatFeedbackCommands(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, "2 earlier replies") || !strings.Contains(stderr, "reply #1: rating 4 sent") {
 		t.Fatalf("resumed chat: %v\n%s", err, stderr)
 	}
-	if events := feedbackEvents(t, recs); len(events) != 6 || events[5].Action != loop.ActionRate || events[5].GenerationID != first || events[5].Value != 4 {
+	if events := feedbackEvents(t, recs); len(events) != 7 || events[6].Action != loop.ActionRate || events[6].GenerationID != first || events[6].Value != 4 {
 		t.Fatalf("after the resumed chat's rating: %+v", events[len(events)-1])
+	}
+	// Another chat on the session does not know of that rating; the API
+	// does, and sends nothing for the same one.
+	_, stderr, err = runChat(t, srv, "/rate #1 4\n", "--token", chatToken, "--session", sessID)
+	if err != nil || !strings.Contains(stderr, "reply #1 is already rated 4; nothing sent") || len(feedbackEvents(t, recs)) != 7 {
+		t.Fatalf("the same rating from another chat: %v\n%s", err, stderr)
 	}
 	code, msg := e.postJSON(t, "/v1/completions", fmt.Sprintf(`{"model":"builtin:tiny","prompt":"x","session":%q,"replaces":%q}`, sessID, first), nil)
 	if code != http.StatusBadRequest || !strings.Contains(msg, "replaces") {

@@ -37,7 +37,8 @@ const maxFeedbackBody = loop.MaxFeedbackTextBytes + 4096
 // registerLoopRoutes adds the loop's routes. On api, behind the API's
 // token check (GET needs read, POST submit):
 //
-//	POST /v1/generations/{id}/feedback   {"action","value","edited_text"}; 202 once published
+//	POST /v1/generations/{id}/feedback   {"action","value","edited_text"}; 202 once published (a
+//	                                     re-rating: its revision; the same rating again: nothing)
 //	GET  /v1/generations/{id}            the generation record and its feedback
 //	GET  /v1/loop/metrics[?hours=N]      acceptance, rating, edit distance: totals and hourly
 //
@@ -78,10 +79,27 @@ type feedbackView struct {
 	Event        string `json:"event"`
 	Item         string `json:"item,omitempty"`
 	Subject      string `json:"subject"`
+	// Value is the rating; Revision (k >= 1) and Previous say that it
+	// re-rates the generation, replacing Previous.
+	Value    float64 `json:"value,omitempty"`
+	Revision int     `json:"revision,omitempty"`
+	Previous float64 `json:"previous,omitempty"`
+	// Unchanged: the generation already had this rating and nothing was
+	// published; ID is the event that counts.
+	Unchanged bool `json:"unchanged,omitempty"`
 }
 
-func viewOf(ev loop.FeedbackEvent) feedbackView {
-	return feedbackView{ID: ev.ID, GenerationID: ev.GenerationID, Action: ev.Action, Event: ev.Type, Item: ev.Item, Subject: pipeline.FeedbackSubject(ev.Type)}
+func viewOf(sent loop.FeedbackSent) feedbackView {
+	ev := sent.Event
+	v := feedbackView{ID: ev.ID, GenerationID: ev.GenerationID, Action: ev.Action, Event: ev.Type, Item: ev.Item,
+		Subject: pipeline.FeedbackSubject(ev.Type), Unchanged: sent.Unchanged}
+	if ev.Action == loop.ActionRate {
+		v.Value = ev.Value
+		if !sent.Unchanged {
+			v.Revision, v.Previous = ev.Revision, ev.Previous
+		}
+	}
+	return v
 }
 
 // codeNoUser is the error code of feedback refused because its generation
@@ -100,7 +118,7 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
 		return
 	}
-	ev, err := l.store.SendFeedback(r.Context(), r.PathValue("id"), fb, publishFeedback(l.bus))
+	sent, err := l.store.SendFeedback(r.Context(), r.PathValue("id"), fb, publishFeedback(l.bus))
 	switch {
 	case errors.Is(err, loop.ErrNoUser):
 		writeError(w, http.StatusBadRequest, codeNoUser, err.Error())
@@ -112,7 +130,7 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 		l.logger.Error("generation feedback failed", "generation", r.PathValue("id"), "err", err)
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	default:
-		writeJSON(w, http.StatusAccepted, viewOf(ev))
+		writeJSON(w, http.StatusAccepted, viewOf(sent))
 	}
 }
 
@@ -204,11 +222,11 @@ func sendGenerationFeedback(ctx context.Context, fs *flag.FlagSet, cfg pipeline.
 		return feedbackView{}, err
 	}
 	defer bus.Close()
-	ev, err := loop.NewStore(rdb, loop.StoreOptions{}).SendFeedback(ctx, *gf.generation, fb, publishFeedback(bus))
+	sent, err := loop.NewStore(rdb, loop.StoreOptions{}).SendFeedback(ctx, *gf.generation, fb, publishFeedback(bus))
 	if err != nil {
 		return feedbackView{}, err
 	}
-	return viewOf(ev), nil
+	return viewOf(sent), nil
 }
 
 // queryInt reads the integer query parameter name, in [1, hi], or def when

@@ -160,6 +160,48 @@ func TestGenerationFeedbackRoute(t *testing.T) {
 	}
 }
 
+// TestGenerationFeedbackRerate: over the API a re-rating publishes a revision
+// carrying the rating it replaces, the same rating again publishes
+// nothing, and a resent revision is dropped by its id.
+func TestGenerationFeedbackRerate(t *testing.T) {
+	e := newLoopEnv(t, "")
+	ctx := context.Background()
+	rate := func(body string) feedbackView {
+		t.Helper()
+		code, msg := e.post(t, "/v1/generations/gen-1/feedback", body)
+		var v feedbackView
+		if err := json.Unmarshal([]byte(msg), &v); err != nil || code != http.StatusAccepted {
+			t.Fatalf("POST %s = %d %s", body, code, msg)
+		}
+		return v
+	}
+	if v := rate(`{"action":"rate","value":2}`); v.ID != "fb-rate-gen-1" || v.Value != 2 || v.Revision != 0 || v.Unchanged {
+		t.Fatalf("first rating: %+v", v)
+	}
+	if v := rate(`{"action":"rate","value":2}`); v.ID != "fb-rate-gen-1" || !v.Unchanged || e.streamMsgs(t) != 1 {
+		t.Fatalf("the same rating: %+v, %d events; want unchanged and nothing published", v, e.streamMsgs(t))
+	}
+	v := rate(`{"action":"rate","value":5}`)
+	if v.ID != "fb-rate-gen-1.r1" || v.Value != 5 || v.Previous != 2 || v.Revision != 1 || v.Unchanged || e.streamMsgs(t) != 2 {
+		t.Fatalf("re-rating: %+v, %d events", v, e.streamMsgs(t))
+	}
+	st, _ := e.recs.bus.JS.Stream(ctx, pipeline.StreamFeedback)
+	m, err := st.GetLastMsgForSubject(ctx, "tandem.feedback.rating")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, ok, err := loop.DecodeFeedbackEvent(m.Data)
+	if err != nil || !ok || ev.Value != 5 || ev.Previous != 2 || ev.Revision != 1 || ev.RatedAt.IsZero() || m.Header.Get("Nats-Msg-Id") != "fb-rate-gen-1.r1" {
+		t.Fatalf("stored %s (headers %v)", m.Data, m.Header)
+	}
+	if err := publishFeedback(e.recs.bus)(ctx, m.Data); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.streamMsgs(t); n != 2 {
+		t.Fatalf("%d events after resending the revision, want 2", n)
+	}
+}
+
 func TestGenerationFeedbackCLI(t *testing.T) {
 	e := newLoopEnv(t, "")
 	cli := func(args ...string) (string, error) {
@@ -171,6 +213,18 @@ func TestGenerationFeedbackCLI(t *testing.T) {
 	var v feedbackView
 	if err != nil || json.Unmarshal([]byte(out), &v) != nil || v.ID != "fb-rate-gen-1" || v.Event != "rating" {
 		t.Fatalf("feedback --action rate: %s %v", out, err)
+	}
+	// Rating again with another value sends a revision; with the same
+	// value, nothing.
+	out, err = cli("--generation", "gen-1", "--action", "rate", "--value", "2")
+	v = feedbackView{}
+	if err != nil || json.Unmarshal([]byte(out), &v) != nil || v.ID != "fb-rate-gen-1.r1" || v.Revision != 1 || v.Previous != 4 || v.Value != 2 || v.Unchanged {
+		t.Fatalf("feedback --action rate again: %s %v", out, err)
+	}
+	out, err = cli("--generation", "gen-1", "--action", "rate", "--value", "2")
+	v = feedbackView{}
+	if err != nil || json.Unmarshal([]byte(out), &v) != nil || v.ID != "fb-rate-gen-1.r1" || !v.Unchanged || e.streamMsgs(t) != 2 {
+		t.Fatalf("feedback --action rate with the same value: %s %v, %d events", out, err, e.streamMsgs(t))
 	}
 	for _, tc := range []struct {
 		args []string

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
@@ -41,17 +42,7 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, stopRecs, err := runFeedback(ctx, e.bus, e.options())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopRecs()
-	metrics := loop.NewMetrics(e.rdb, loop.MetricsOptions{})
-	stopMetrics, err := loop.ConsumeMetrics(ctx, e.bus, metrics, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopMetrics()
+	_, metrics := e.startLoopConsumers(t)
 
 	var sent [][]byte
 	publish := func(ctx context.Context, body []byte) error {
@@ -162,6 +153,25 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 	}
 }
 
+// startLoopConsumers runs the scheduler's two FEEDBACK consumers, the
+// recommender's and the loop metrics', until the test ends.
+func (e *feedbackEnv) startLoopConsumers(t *testing.T) (*feedbackConsumer, *loop.Metrics) {
+	t.Helper()
+	ctx := context.Background()
+	c, stopRecs, err := runFeedback(ctx, e.bus, e.options())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopRecs)
+	metrics := loop.NewMetrics(e.rdb, loop.MetricsOptions{})
+	stopMetrics, err := loop.ConsumeMetrics(ctx, e.bus, metrics, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stopMetrics)
+	return c, metrics
+}
+
 // expectedAfter applies the recommender events among sent, once each, to
 // the reference model and returns u1's list.
 func expectedAfter(t *testing.T, ref *recsys.Model, sent [][]byte) []recsys.Scored {
@@ -186,4 +196,122 @@ func expectedAfter(t *testing.T, ref *recsys.Model, sent [][]byte) []recsys.Scor
 		t.Fatal("an empty item in the reference list")
 	}
 	return want
+}
+
+// TestFeedbackRerateCountsTheLatestRating rates a generation 2, then 5,
+// the way the producer does, through an embedded nats-server to the real
+// consumers, with the revision redelivered under another message id: the
+// live recommender, the nightly rebuild that replays the log, the model
+// reloaded from its snapshot and the loop metrics all hold what a single
+// rating of 5 gives.
+func TestFeedbackRerateCountsTheLatestRating(t *testing.T) {
+	e := newFeedbackEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gens := loop.NewStore(e.rdb, loop.StoreOptions{})
+	gen := loop.Generation{ID: "gen-rated", User: "u1", Template: "tpl-rated", Model: "builtin:tiny", Prompt: "Write a tagline:", Text: "Dry in any weather."}
+	if err := gens.Save(ctx, gen); err != nil {
+		t.Fatal(err)
+	}
+	c, metrics := e.startLoopConsumers(t)
+	e.startWorkers(t)
+
+	var sent [][]byte
+	publish := func(ctx context.Context, body []byte) error {
+		sent = append(sent, body)
+		_, err := jobs.PublishFeedback(ctx, e.bus, body)
+		return err
+	}
+	for _, v := range []float64{2, 2, 5} { // the second 2 publishes nothing
+		if _, err := gens.SendFeedback(ctx, gen.ID, loop.Feedback{Action: loop.ActionRate, Value: v}, publish); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(sent) != 2 {
+		t.Fatalf("%d events published for ratings 2, 2, 5; want the rating and one revision", len(sent))
+	}
+	ack, err := e.bus.PublishAck(ctx, pipeline.FeedbackSubject(recsys.EventRating), "redelivery", json.RawMessage(sent[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked(t, ack.Sequence)
+	waitFor(t, "the metrics consumer", func() bool {
+		cons, err := e.bus.JS.Consumer(ctx, pipeline.StreamFeedback, loop.MetricsDurable)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(ctx)
+		return err == nil && info.AckFloor.Stream >= ack.Sequence
+	})
+	c.caughtUp(t)
+
+	// What a single rating of 5 gives, with the live model's settings and
+	// with the rebuild's.
+	single := []recsys.Event{{ID: "once", User: "u1", Item: "tpl-rated", Type: recsys.EventRating, Value: 5, ItemKind: "template"}}
+	users := []string{"u1", "u2", "u3", "u7"}
+	items := []string{"tpl-rated", "i1", "i3", "i5"}
+	checkLive := func(what string, ref *recsys.Model) {
+		t.Helper()
+		live, _ := c.live.model()
+		if v, ok := live.Value("u1", "tpl-rated"); !ok || v != 5 {
+			t.Fatalf("%s: H[u1][tpl-rated] = %g (%v), want 5", what, v, ok)
+		}
+		sameModels(t, what, live, ref, users, items)
+	}
+	// Before the rebuild the live model is the file's, weights frozen, with
+	// the events applied.
+	ref, err := jobs.LoadRecsModel(ctx, e.interactions, jobs.RecsLiveConfig(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ref.Apply(single[0]); err != nil {
+		t.Fatal(err)
+	}
+	checkLive("live model", ref)
+	if n, err := c.log.Len(ctx); err != nil || n != 2 {
+		t.Fatalf("the log holds %d entries (%v), want the rating and its revision", n, err)
+	}
+	tot, err := metrics.Totals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := tot.All; a.Events != 1 || a.Rate != 1 || a.RatingSum != 5 || *a.MeanRating != 5 {
+		t.Fatalf("metrics: %+v, want one rating of 5", a.Counts)
+	}
+	if a := tot.Template["tpl-rated"]; a.Rate != 1 || a.RatingSum != 5 {
+		t.Fatalf("metrics of tpl-rated: %+v, want one rating of 5", a.Counts)
+	}
+	if fbs, err := metrics.FeedbackOf(ctx, []string{gen.ID}); err != nil || fbs[0].Rating != 5 {
+		t.Fatalf("the generation's feedback: %+v %v", fbs, err)
+	}
+	// The fine-tune dataset takes accepts and edits only: no rating.
+	if col, err := finetune.NewFeedbackCollector(e.rdb, ""); err != nil {
+		t.Fatal(err)
+	} else if n, err := col.Count(ctx); err != nil || n != 0 {
+		t.Fatalf("%d fine-tune samples (%v) from ratings, want none", n, err)
+	}
+
+	// The nightly rebuild replays the log into its snapshot and serves
+	// every user what a rebuild with the single rating serves.
+	e.nightlyTicker(t)(time.Date(2030, 1, 2, 2, 0, 0, 0, time.UTC))
+	base := e.waitBase(t, "")
+	snap, err := jobs.LoadRecsData(ctx, e.arts, base.Snapshot, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := snap.Value("u1", "tpl-rated"); !ok || v != 5 {
+		t.Fatalf("the snapshot holds H[u1][tpl-rated] = %g (%v), want 5", v, ok)
+	}
+	all, err := referenceModel(t, e.interactions, single, jobs.RecsConfig(0)).All(recsys.RecOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for u, want := range all {
+		got, _, err := e.store.Get(ctx, u)
+		if err != nil || !sameList(got, want) {
+			t.Fatalf("served list of %s after the rebuild (%v):\n got %v\nwant %v", u, err, got, want)
+		}
+	}
+	waitReloaded(t, c, base)
+	checkLive("live model reloaded from the snapshot", referenceModel(t, e.interactions, single, jobs.RecsLiveConfig(0)))
 }

@@ -123,6 +123,33 @@ func waitReloaded(t *testing.T, c *feedbackConsumer, b jobs.RecsBase) {
 	c.caughtUp(t)
 }
 
+// nightlyTicker returns what one scheduler replica does at a tick of its
+// built-in nightly entry (3 shards): it reports how many tasks it enqueued.
+func (e *feedbackEnv) nightlyTicker(t *testing.T) func(at time.Time) int {
+	t.Helper()
+	entries, err := withNightlyRebuild(nil, recsFlags{rebuild: defaultNightlySpec, shards: 3}, e.interactions, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := pipeline.NewClient(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return func(at time.Time) int {
+		t.Helper()
+		p, err := pipeline.NewPeriodic(client, entries, quiet, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := p.Tick(context.Background(), at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+}
+
 // referenceModel builds, in one process, a model from the interaction file
 // followed by events, as a single-process rebuild of the same data would.
 func referenceModel(t *testing.T, path string, events []recsys.Event, cfg recsys.Config) *recsys.Model {
@@ -200,30 +227,10 @@ func TestNightlyShardedRebuild(t *testing.T) {
 	waitIdle(t, insp, pipeline.QueueRecsLive)
 
 	// Two scheduler replicas tick at 02:00: the rebuild is enqueued once.
-	entries, err := withNightlyRebuild(nil, recsFlags{rebuild: defaultNightlySpec, shards: 3}, e.interactions, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := pipeline.NewClient(e.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	nightly := e.nightlyTicker(t)
 	tick := func(at time.Time) {
 		t.Helper()
-		total := 0
-		for range 2 {
-			p, err := pipeline.NewPeriodic(client, entries, quiet, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n, err := p.Tick(ctx, at)
-			if err != nil {
-				t.Fatal(err)
-			}
-			total += n
-		}
-		if total != 1 {
+		if total := nightly(at) + nightly(at); total != 1 {
 			t.Fatalf("two replicas enqueued the nightly rebuild %d times, want 1", total)
 		}
 	}
