@@ -503,3 +503,40 @@ func TestBatchDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestPersonalizeDevice: producer personalize --device cuda puts the job on
+// the GPU workers' queue; no flag keeps the kind's own; a bad device is
+// refused, naming the flag, before anything is enqueued.
+func TestPersonalizeDevice(t *testing.T) {
+	e := newBatchEnv(t) // no worker: the job stays where it was put
+	ctx := context.Background()
+	catalog := e.write(t, "catalog.jsonl", `{"id":"i1","kind":"topic","topic":"tea"}`+"\n")
+	base := []string{"personalize", "--catalog", catalog, "--out", filepath.Join(e.dir, "out")}
+
+	_, _, err := runProducer(t, append(base, "--device", "tpu")...)
+	if err == nil || !strings.Contains(err.Error(), "--device") {
+		t.Fatalf("--device tpu: %v; want a --device error", err)
+	}
+	if keys, err := e.rdb.Keys(ctx, "*").Result(); err != nil || len(keys) != 0 {
+		t.Fatalf("Redis after a refused device: %v, %v", keys, err)
+	}
+	for _, c := range []struct {
+		flags []string
+		queue string
+	}{
+		{[]string{"--device", "cuda:0"}, pipeline.QueueGPU},
+		{nil, pipeline.QueueDefault}, // the kind's own queue
+	} {
+		out, stderr, err := runProducer(t, append(append([]string{}, base...), c.flags...)...)
+		if err != nil {
+			t.Fatalf("personalize %v: %v\n%s", c.flags, err, stderr)
+		}
+		var v struct {
+			ID    string `json:"id"`
+			Queue string `json:"queue"`
+		}
+		if err := json.Unmarshal([]byte(out), &v); err != nil || v.Queue != c.queue {
+			t.Fatalf("personalize %v printed %s (%v); want queue %s", c.flags, out, err, c.queue)
+		}
+	}
+}
