@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/limits"
@@ -209,7 +207,7 @@ func (w FinetuneWorker) run(ctx context.Context, runID string, a FinetuneArgs, r
 	if err != nil {
 		return st, pipeline.Permanent(err)
 	}
-	base, err := resolveBase(ctx, root, a.Model)
+	base, err := resolveBase(ctx, w.Deps, root, a.Model)
 	if err != nil {
 		return st, err
 	}
@@ -256,7 +254,7 @@ func (w FinetuneWorker) run(ctx context.Context, runID string, a FinetuneArgs, r
 	res.OutDir = st.Out
 	st.State, st.Result, st.Epochs = "done", res, res.Epochs
 	if a.Register != "" {
-		v, err := registerRun(ctx, root, out, a, res, base.parent)
+		v, err := registerRun(ctx, w.Deps, root, out, a, res, base.parent)
 		if err != nil {
 			return st, err
 		}
@@ -281,8 +279,8 @@ type baseModel struct {
 }
 
 // resolveBase opens the base model a reference names: a directory in the
-// data root, or a registered name through the registry.
-func resolveBase(ctx context.Context, root *dataroot.Root, ref string) (baseModel, error) {
+// data root, or a registered name through deps' registry.
+func resolveBase(ctx context.Context, deps *Deps, root *dataroot.Root, ref string) (baseModel, error) {
 	if ref == "" {
 		return baseModel{parent: "scratch"}, nil
 	}
@@ -304,7 +302,7 @@ func resolveBase(ctx context.Context, root *dataroot.Root, ref string) (baseMode
 	if _, _, perr := registry.ParseRef(ref); perr != nil {
 		return baseModel{}, pipeline.Permanent(fmt.Errorf("model: %q is neither a directory in the data root %s nor a registry name", ref, root.Dir()))
 	}
-	reg, err := finetuneRegistry()
+	reg, err := registryOf(deps)
 	if err != nil {
 		return baseModel{}, err
 	}
@@ -328,14 +326,15 @@ func resolveBase(ctx context.Context, root *dataroot.Root, ref string) (baseMode
 // retried job does not register the same run twice.
 const registeredFile = "registered.json"
 
-// registerRun registers the model in out, a run directory in root.
-func registerRun(ctx context.Context, root *dataroot.Root, out string, a FinetuneArgs, res *finetune.Result, parent string) (registry.Version, error) {
+// registerRun registers the model in out, a run directory in root, in d's
+// registry.
+func registerRun(ctx context.Context, d *Deps, root *dataroot.Root, out string, a FinetuneArgs, res *finetune.Result, parent string) (registry.Version, error) {
 	marker := path.Join(out, registeredFile)
 	b, err := root.ReadFile("out", marker, limits.RunMarkerBytes)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return registry.Version{}, pipeline.Permanent(err) // not a marker this worker wrote
 	}
-	reg, rerr := finetuneRegistry()
+	reg, rerr := registryOf(d)
 	if rerr != nil {
 		return registry.Version{}, rerr
 	}
@@ -404,71 +403,6 @@ func FinetuneDataDir() string {
 
 // RegistryDir is the registry's artifact root under a data directory.
 func RegistryDir(dataDir string) string { return filepath.Join(dataDir, "registry") }
-
-var (
-	envRegOnce sync.Once
-	envRDB     redis.UniversalClient
-	envDataDir string
-	envRegErr  error
-
-	finetuneDepsMu sync.RWMutex
-	finetuneReg    *registry.Registry
-	finetuneRDB    redis.UniversalClient
-)
-
-// SetFinetuneBackends installs the registry and Redis client the finetune
-// kinds use (a worker that already holds them passes them here); without
-// it they connect from the TANDEM_* environment on first use.
-func SetFinetuneBackends(reg *registry.Registry, rdb redis.UniversalClient) {
-	finetuneDepsMu.Lock()
-	finetuneReg, finetuneRDB = reg, rdb
-	finetuneDepsMu.Unlock()
-}
-
-// envRedis connects to the Redis named by the TANDEM_* environment, once.
-func envRedis() (redis.UniversalClient, string, error) {
-	envRegOnce.Do(func() {
-		cfg := pipeline.DefaultConfig()
-		if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
-			envRegErr = err
-			return
-		}
-		envRDB, envRegErr = cfg.RedisClient()
-		envDataDir = cfg.DataDir
-	})
-	return envRDB, envDataDir, envRegErr
-}
-
-// finetuneRegistry is the installed registry, registry.Default, or one
-// connected from the environment.
-func finetuneRegistry() (*registry.Registry, error) {
-	finetuneDepsMu.RLock()
-	r := finetuneReg
-	finetuneDepsMu.RUnlock()
-	if r != nil {
-		return r, nil
-	}
-	if r := registry.Default(); r != nil {
-		return r, nil
-	}
-	rdb, dataDir, err := envRedis()
-	if err != nil {
-		return nil, err
-	}
-	return registry.New(rdb, RegistryDir(dataDir)), nil
-}
-
-// finetuneRedis is the installed Redis client or one from the environment.
-func finetuneRedis() (redis.UniversalClient, error) {
-	finetuneDepsMu.RLock()
-	rdb := finetuneRDB
-	finetuneDepsMu.RUnlock()
-	if rdb != nil {
-		return rdb, nil
-	}
-	rdb, _, err := envRedis()
-	return rdb, err
-}
 
 // BindFinetuneFlags registers the flags of `worker exec finetune` and
 // `producer finetune` on fs, filling a. Call a.ApplyInitConfig with the

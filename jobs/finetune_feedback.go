@@ -125,11 +125,11 @@ func (w FinetuneFeedbackWorker) Work(ctx context.Context, job *pipeline.Job[Fine
 func (w FinetuneFeedbackWorker) run(ctx context.Context, runID string, a FinetuneFeedbackArgs) (FeedbackRunResult, error) {
 	a = a.withDefaults()
 	var res FeedbackRunResult
-	rdb, err := finetuneRedis()
+	rdb, err := redisOf(w.Deps)
 	if err != nil {
 		return res, err
 	}
-	reg, err := finetuneRegistry()
+	reg, err := registryOf(w.Deps)
 	if err != nil {
 		return res, err
 	}

@@ -118,9 +118,8 @@ func TestFeedbackFinetunePromotesWhenNoWorse(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TANDEM_DATA_DIR", tmp)
 	reg := registry.New(rdb, filepath.Join(tmp, "registry"))
-	SetFinetuneBackends(reg, rdb)
-	registry.SetDefault(reg)
-	t.Cleanup(func() { SetFinetuneBackends(nil, nil); registry.SetDefault(nil) })
+	registry.SetDefault(reg) // the name's resolution after the run
+	t.Cleanup(func() { registry.SetDefault(nil) })
 	name := fmt.Sprintf("feedback-%d", time.Now().UnixNano())
 	cleanupModelKeys(t, rdb, name)
 
@@ -162,7 +161,7 @@ func TestFeedbackFinetunePromotesWhenNoWorse(t *testing.T) {
 	if err := args.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	w := FinetuneFeedbackWorker{}
+	w := FinetuneFeedbackWorker{Deps: &Deps{Redis: rdb, Registry: reg}}
 	res, err := w.run(ctx, "fb-run-1", args)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 // Deps are the long-lived parts a worker hands to its job handlers.
@@ -34,6 +36,12 @@ type Deps struct {
 	// Artifacts keeps the sharded rebuild's snapshots and shard files; nil
 	// opens the store TANDEM_ARTIFACT_STORE names on first use.
 	Artifacts artifact.Store
+	// Registry is the model registry the finetune kinds resolve base models
+	// in and register their runs with; nil (`worker exec`) uses one over
+	// Redis (see Redis) and the registry directory under FinetuneDataDir.
+	// The worker passes the registry it also installs with
+	// registry.SetDefault, so generation and fine-tuning agree on names.
+	Registry *registry.Registry
 
 	// root confines the files jobs name (paths.go): DataRoot reads it,
 	// SetDataRoot installs it.
@@ -52,6 +60,41 @@ func redisOf(d *Deps) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("redis: %w", err)
 	}
 	return rdb, nil
+}
+
+// registryOf is d's model registry or, without one, a registry over
+// redisOf(d) with its artifacts under FinetuneDataDir.
+func registryOf(d *Deps) (*registry.Registry, error) {
+	if d != nil && d.Registry != nil {
+		return d.Registry, nil
+	}
+	rdb, err := redisOf(d)
+	if err != nil {
+		return nil, err
+	}
+	return registry.New(rdb, RegistryDir(FinetuneDataDir())), nil
+}
+
+var (
+	envRedisOnce sync.Once
+	envRDB       redis.UniversalClient
+	envDataDir   string
+	envRedisErr  error
+)
+
+// envRedis connects to the Redis named by the TANDEM_* environment, once,
+// and returns it with the environment's data directory.
+func envRedis() (redis.UniversalClient, string, error) {
+	envRedisOnce.Do(func() {
+		cfg := pipeline.DefaultConfig()
+		if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+			envRedisErr = err
+			return
+		}
+		envRDB, envRedisErr = cfg.RedisClient()
+		envDataDir = cfg.DataDir
+	})
+	return envRDB, envDataDir, envRedisErr
 }
 
 // logger is the Deps' logger, or the default one.

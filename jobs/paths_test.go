@@ -333,7 +333,7 @@ func TestRunMarkerLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = registerRun(context.Background(), root, "run", FinetuneArgs{Register: "m"}, &finetune.Result{}, "scratch")
+	_, err = registerRun(context.Background(), nil, root, "run", FinetuneArgs{Register: "m"}, &finetune.Result{}, "scratch")
 	if err == nil || !pipeline.IsPermanent(err) || !strings.Contains(err.Error(), `field "out"`) || !strings.Contains(err.Error(), "larger than the limit") {
 		t.Fatalf("registerRun with an oversized marker: %v", err)
 	}

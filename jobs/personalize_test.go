@@ -15,7 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	_ "github.com/tandem-ai/tandem/batch" // the prompt template language
-	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/dataroot/dataroottest"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/recsys"
@@ -66,12 +66,7 @@ func newPersonalizeEnv(t *testing.T) *personalizeEnv {
 	}
 	e.deps = jobs.NewDeps(nil)
 	e.deps.Redis = e.rdb
-	root, err := dataroot.Open(e.dir) // the catalog, users files and outputs live here
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { root.Close() })
-	e.deps.SetDataRoot(root)
+	dataroottest.Install(t, e.deps, e.dir) // the catalog, users files and outputs live here
 	e.serving = recsys.NewRedisStore(e.rdb, recsys.RedisStoreOptions{})
 	e.gens = loop.NewStore(e.rdb, loop.StoreOptions{})
 	return e

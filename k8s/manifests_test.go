@@ -15,6 +15,7 @@ type check struct {
 var checks = []check{
 	{"namespace", checkNamespace},
 	{"resources", checkResources},
+	{"go-memory-limit", checkGoMemLimit},
 	{"probes", checkProbes},
 	{"security-context", checkSecurityContext},
 	{"secrets-by-reference", checkSecretsByReference},

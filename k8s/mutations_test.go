@@ -146,6 +146,14 @@ func TestChecksCatchMistakes(t *testing.T) {
 			c := &deployment(b, "tandem-worker-cpu").Spec.Template.Spec.Containers[0]
 			setEnv(c, "TANDEM_ADMIN_ADDR", corev1.EnvVar{Name: "TANDEM_ADMIN_ADDR", Value: "127.0.0.1:9101"})
 		}, "listens on 127.0.0.1 only"},
+		{"GOMEMLIMIT above a shrunk limit", "overlays/dev", checkGoMemLimit, func(b *bundle) {
+			c := &deployment(b, "tandem-scheduler").Spec.Template.Spec.Containers[0]
+			setEnv(c, "GOMEMLIMIT", corev1.EnvVar{Name: "GOMEMLIMIT", Value: "640MiB"})
+		}, "GOMEMLIMIT 640MiB is above 90% of the memory limit 128Mi"},
+		{"GOMEMLIMIT Go cannot read", "overlays/prod", checkGoMemLimit, func(b *bundle) {
+			c := &deployment(b, "tandem-scheduler").Spec.Template.Spec.Containers[0]
+			setEnv(c, "GOMEMLIMIT", corev1.EnvVar{Name: "GOMEMLIMIT", Value: "640Mi"})
+		}, `GOMEMLIMIT: "640Mi" is not a size`},
 		{"Redis that evicts", "overlays/dev", checkRedis, func(b *bundle) {
 			cm := configMap(b, "tandem-redis")
 			cm.Data["redis.conf"] = strings.Replace(cm.Data["redis.conf"], "noeviction", "allkeys-lru", 1)

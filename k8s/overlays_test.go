@@ -42,6 +42,11 @@ func TestDevOverlay(t *testing.T) {
 	}
 }
 
+// schedulerReloadPeak is the scheduler's peak resident memory during a
+// live-model reload at 100k users x 20k items x 2M events, measured
+// (docs/PERFORMANCE.md, "Live model memory"), rounded up.
+const schedulerReloadPeak = "440Mi"
+
 // TestProdOverlay: the GPU pool, the three-server NATS cluster, KEDA on
 // both worker pools, monitoring, and no Secret shipped at all.
 func TestProdOverlay(t *testing.T) {
@@ -62,6 +67,18 @@ func TestProdOverlay(t *testing.T) {
 	}
 	if s, ok := named[*appsv1.Deployment](b, "tandem-scheduler"); !ok || s.Spec.Replicas == nil || *s.Spec.Replicas < 2 {
 		t.Error("prod: want at least 2 scheduler replicas (ticks dedupe by task id)")
+	}
+	if s, ok := named[*appsv1.Deployment](b, "tandem-scheduler"); ok {
+		// The live model's measured peak at the product's scale: a nightly
+		// reload holds two models (docs/PERFORMANCE.md).
+		peak := quantity(schedulerReloadPeak)
+		r := s.Spec.Template.Spec.Containers[0].Resources
+		if req := r.Requests[corev1.ResourceMemory]; req.Cmp(peak) < 0 {
+			t.Errorf("prod: scheduler memory request %s is below the live model's reload peak %s at 100k users x 20k items x 2M events", req.String(), schedulerReloadPeak)
+		}
+		if lim := r.Limits[corev1.ResourceMemory]; float64(lim.Value()) < 1.5*float64(peak.Value()) {
+			t.Errorf("prod: scheduler memory limit %s leaves less than half again over the reload peak %s", lim.String(), schedulerReloadPeak)
+		}
 	}
 	scaled := make(map[string]bool)
 	for _, so := range all[*scaledObject](b) {

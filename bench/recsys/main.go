@@ -3,12 +3,15 @@
 //
 //	go run ./bench/recsys                  # 100k users x 20k items x 2M events
 //	go run ./bench/recsys -users 20000 -items 5000 -events 400000   # quicker
+//	go run ./bench/recsys -live-memory     # the scheduler's live model: memory
 //
 // It writes the data with recsys's generator to a temporary CSV that both
 // sides read, times our rebuild (per side, all cores and one core), runs
 // bench/recsys/peer.py under /usr/bin/python3 (Debian's, with numpy and
 // scipy), checks the two agree, prints the ratio, and then times feedback
-// events from Apply to refreshed recommendations (p50/p99).
+// events from Apply to refreshed recommendations (p50/p99). With
+// -live-memory it instead measures the memory of the scheduler's live model
+// on the same data (livemem.go).
 package main
 
 import (
@@ -34,8 +37,8 @@ type options struct {
 	users, items, events, groups, k, workers, latencyEvents int
 	noise, skew                                             float64
 	seed                                                    uint64
-	weighting, python, peer, keep                           string
-	skipPeer, freeze                                        bool
+	weighting, python, peer, keep, measureLive              string
+	skipPeer, freeze, liveMemory                            bool
 }
 
 func main() {
@@ -56,6 +59,8 @@ func main() {
 	flag.StringVar(&o.keep, "keep", "", "write the data here instead of a temporary directory")
 	flag.BoolVar(&o.skipPeer, "skip-peer", false, "do not run the SciPy peer")
 	flag.BoolVar(&o.freeze, "freeze", false, "freeze IDF weights during incremental updates (SimConfig.FreezeWeights)")
+	flag.BoolVar(&o.liveMemory, "live-memory", false, "measure the memory of the scheduler's live model instead (K, data flags apply)")
+	flag.StringVar(&o.measureLive, "measure-live", "", "internal: the -live-memory child, on this CSV")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/recsys:", err)
@@ -64,6 +69,9 @@ func main() {
 }
 
 func run(o options) error {
+	if o.measureLive != "" {
+		return measureLive(o.measureLive, o.k)
+	}
 	ctx := context.Background()
 	w, err := recsys.ParseWeighting(o.weighting)
 	if err != nil {
@@ -86,6 +94,9 @@ func run(o options) error {
 	}
 	fmt.Printf("data: %d users x %d items, %d events, %d groups -> %s (%.1fs)\n",
 		o.users, o.items, o.events, o.groups, csvPath, time.Since(t).Seconds())
+	if o.liveMemory {
+		return liveMemory(csvPath, o)
+	}
 
 	st, err := recsys.NewStore(recsys.StoreConfig{})
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/dataroot/dataroottest"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -93,12 +93,7 @@ func (e *genEnv) startWorker(t testing.TB) *jobs.Deps {
 	}
 	deps.Bus, deps.Redis = bus, e.rdb
 	// Tests keep their model directories in t.TempDir()s.
-	root, err := dataroot.Open(os.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { root.Close() })
-	deps.SetDataRoot(root)
+	dataroottest.Install(t, deps, os.TempDir())
 	t.Cleanup(bus.Close) // after the server stops: cleanups run last first
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)

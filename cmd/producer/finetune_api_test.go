@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/dataroot/dataroottest"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
@@ -43,11 +43,7 @@ func TestFinetuneRoutes(t *testing.T) {
 	}
 	t.Cleanup(func() { client.Close() }) // registered first, so it runs last
 	tmp := t.TempDir()
-	root, err := dataroot.Open(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
+	root := dataroottest.Open(t, tmp)
 	mux := http.NewServeMux()
 	registerFinetuneRoutes(mux, client, tmp, root)
 	srv := httptest.NewServer(mux)

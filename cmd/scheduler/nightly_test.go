@@ -16,7 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/dataroot/dataroottest"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
@@ -28,12 +28,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // interaction file, as a worker's --data-root would.
 func (e *feedbackEnv) setDataRoot(t testing.TB, deps *jobs.Deps) {
 	t.Helper()
-	root, err := dataroot.Open(filepath.Dir(e.interactions))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { root.Close() })
-	deps.SetDataRoot(root)
+	dataroottest.Install(t, deps, filepath.Dir(e.interactions))
 }
 
 // startWorkers runs every job kind in-process on the default queue, as a

@@ -153,7 +153,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer rdb.Close()
-	deps.Redis = rdb // recs-rebuild publishes through it
+	deps.Redis = rdb // recs-rebuild publishes through it, finetune-feedback collects from it
 	// The sharded recommender rebuild keeps its snapshots and shard files
 	// here; schedulers reload from the same store.
 	aopts := artifact.Options{Spec: os.Getenv(artifact.EnvStore), DataDir: cfg.DataDir}
@@ -171,7 +171,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	modelReg := registry.New(rdb, jobs.RegistryDir(cfg.DataDir))
 	registry.SetDefault(modelReg)
-	jobs.SetFinetuneBackends(modelReg, rdb)
+	deps.Registry = modelReg // the finetune kinds resolve and register here
 	jobs.SetFinetuneDataDir(cfg.DataDir)
 
 	// Batches: Redis records, the artifact store (TANDEM_ARTIFACT_STORE),

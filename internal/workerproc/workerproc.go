@@ -56,7 +56,10 @@ func Start(t testing.TB, bin, logDir string, env []string, args ...string) *Proc
 		}
 		logf.Close()
 	})
-	deadline := time.Now().Add(30 * time.Second)
+	// A healthy start takes a second or two; the deadline is for a machine
+	// loaded with builds and other tests, so only a worker that never comes
+	// up fails here.
+	deadline := time.Now().Add(startDeadline)
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {
 			resp.Body.Close()
@@ -68,6 +71,23 @@ func Start(t testing.TB, bin, logDir string, env []string, args ...string) *Proc
 	}
 	t.Fatalf("worker did not become healthy; log in %s", logPath)
 	return nil
+}
+
+// startDeadline bounds how long Start waits for /healthz.
+const startDeadline = 2 * time.Minute
+
+// LogText is the end of the process's log (its last 16 KiB), for failure
+// messages.
+func (p *Proc) LogText() string {
+	b, err := os.ReadFile(p.Log)
+	if err != nil {
+		return fmt.Sprintf("(log %s: %v)", p.Log, err)
+	}
+	const tail = 16 << 10
+	if len(b) > tail {
+		b = b[len(b)-tail:]
+	}
+	return string(b)
 }
 
 // FreeAddr returns a loopback address nothing listens on right now.
