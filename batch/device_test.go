@@ -234,3 +234,47 @@ func TestExpiryRemovesWaitingGPUChunks(t *testing.T) {
 		return len(chunkTasks(t, insp, pipeline.QueueGPU, b.ID)) == 0
 	})
 }
+
+// A finalisation that died right after it ended the batch (Finish) never
+// removed the waiting chunks; its retry finds the batch ended and must
+// still remove them, or a cancelled GPU batch leaves work in gpu for good.
+func TestFinalizeRetryRemovesWaitingChunks(t *testing.T) {
+	e := newTestEnv(t, envOptions{}) // no worker: tasks stay where they are
+	ctx := context.Background()
+	input, _ := openAIInput(6, 2)
+	b, _, err := e.svc.Create(ctx, strings.NewReader(input), CreateOptions{Model: "builtin:tiny", ChunkSize: 2, Device: "cuda"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Cancel(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The first finalisation, up to Finish, then a crash.
+	r := &Runner{Service: e.svc}
+	seal, err := r.Store.Seal(ctx, b.ID, false)
+	if err != nil || !seal.Sealed {
+		t.Fatalf("seal: %+v, %v", seal, err)
+	}
+	sealed, err := r.Store.Get(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := r.merge(ctx, sealed, seal.Final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Store.Finish(ctx, b.ID, seal.Final, counts, outputKey(b.ID), errorKey(b.ID)); err != nil {
+		t.Fatal(err)
+	}
+	insp := e.svc.Client.Inspector()
+	if n := waiting(chunkTasks(t, insp, pipeline.QueueGPU, b.ID)); n != 3 {
+		t.Fatalf("%d chunk tasks waiting in gpu before the retry; want 3", n)
+	}
+	// The retry.
+	if err := r.Finalize(ctx, &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: b.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if left := chunkTasks(t, insp, pipeline.QueueGPU, b.ID); len(left) != 0 {
+		t.Fatalf("chunk tasks left in gpu after the retried finalisation: %v", left)
+	}
+}

@@ -44,6 +44,12 @@ func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[jobs.BatchFinal
 	}
 	switch {
 	case seal.Terminal != "":
+		// A finalisation that died after Finish left its cleanup undone;
+		// this retry does it (it is idempotent), so a cancelled GPU batch
+		// does not keep its waiting chunks in gpu.
+		if b, err := r.Store.Get(ctx, a.BatchID); err == nil {
+			r.cleanup(context.WithoutCancel(ctx), b, seal.Terminal)
+		}
 		return r.announce(ctx, a.BatchID)
 	case !seal.Sealed:
 		return nil // chunks left, no cancel, window open: the last chunk finalises

@@ -117,16 +117,13 @@ func TestRunOnBackend(t *testing.T) {
 	if raceBuild {
 		t.Skip("training test runs without -race (go test ./finetune/)")
 	}
-	dir := t.TempDir()
-	data := filepath.Join(dir, "corpus.jsonl")
-	if err := WriteSyntheticCorpus(data, FormatJSONL, 32, 1); err != nil {
-		t.Fatal(err)
-	}
-	// A constant learning rate this high makes epoch 4's dev loss worse
-	// than epoch 3's, so the best weights and the last step's differ.
+	// Epoch 4's dev loss is worse than epoch 3's, so the best weights and
+	// the last step's differ.
+	base := overshootingRun(t)
 	opts := func(out string) Options {
-		return Options{InitConfig: tinyConfig(), Data: data, OutDir: filepath.Join(dir, out), Epochs: 4, BatchSize: 4, SeqLen: 16,
-			LR: 3e-2, Schedule: ScheduleConstant, Warmup: -1, DevFrac: 0.25, TestFrac: 0.25, Seed: 3, GenEval: 6, GenMaxTokens: 6}
+		o := base(out)
+		o.Epochs, o.GenEval, o.GenMaxTokens = 4, 6, 6
+		return o
 	}
 	want, err := Run(context.Background(), opts("host"), Hooks{})
 	if err != nil {
@@ -204,6 +201,22 @@ func TestRunOnBackend(t *testing.T) {
 		t.Errorf("GenEval did not decode on the backend: %d decoders, %d decode calls", sb.decoders, sb.decodes)
 	}
 	compare("scoring backend", got)
+}
+
+// overshootingRun writes a small corpus and returns the options of runs
+// on it, by output directory: a constant learning rate high enough that
+// some epoch's dev loss is worse than the one before it.
+func overshootingRun(t *testing.T) func(out string) Options {
+	t.Helper()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "corpus.jsonl")
+	if err := WriteSyntheticCorpus(data, FormatJSONL, 32, 1); err != nil {
+		t.Fatal(err)
+	}
+	return func(out string) Options {
+		return Options{InitConfig: tinyConfig(), Data: data, OutDir: filepath.Join(dir, out), BatchSize: 4, SeqLen: 16,
+			LR: 3e-2, Schedule: ScheduleConstant, Warmup: -1, DevFrac: 0.25, TestFrac: 0.25, Seed: 3}
+	}
 }
 
 // sameFiles checks that run directory got saved the same model (the best

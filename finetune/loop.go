@@ -278,7 +278,10 @@ func (r *run) loop(ctx context.Context) (*Result, error) {
 		r.st.InitialDevLoss = l
 	}
 	total := r.steps * o.Epochs
-	stopped := false
+	// A run resumed after it stopped early (it died in finish) stays
+	// stopped: the decision is the checkpointed BadEpochs, not a local.
+	stopped := r.stopsEarly()
+	res.StoppedEarly = stopped
 	for r.st.Epoch < o.Epochs && !stopped {
 		e := r.st.Epoch
 		pcg := rand.NewPCG(uint64(o.Seed), uint64(e)+0x65706f6368) // stream per epoch
@@ -329,12 +332,17 @@ func (r *run) loop(ctx context.Context) (*Result, error) {
 		if r.hooks.OnEpoch != nil {
 			r.hooks.OnEpoch(stats)
 		}
-		if o.Patience > 0 && r.st.BadEpochs >= o.Patience && r.st.Epoch < o.Epochs {
+		if r.stopsEarly() {
 			stopped = true
 			res.StoppedEarly = true
 		}
 	}
 	return r.finish(ctx, res)
+}
+
+// stopsEarly reports whether Patience ends the run before its last epoch.
+func (r *run) stopsEarly() bool {
+	return r.opts.Patience > 0 && r.st.BadEpochs >= r.opts.Patience && r.st.Epoch < r.opts.Epochs
 }
 
 // stepBatches are the micro-batches of step s of the epoch order perm.

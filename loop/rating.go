@@ -58,7 +58,8 @@ func RatingKey(id string) string { return pipeline.Key("gen", id, "rating") }
 // (KEYS[2], its feedback summary), so its re-rating is a revision too.
 // It returns {status, rev, first, k, "value previous ms", ...} with the
 // revisions still to publish, in order (a first rating is revision 0):
-// status 1 a new revision, 0 the same value, -1 past MaxRatingRevisions.
+// status 1 a new revision, 0 the same value, -1 past MaxRatingRevisions
+// (nothing changed, but what is pending is still to publish).
 var reserveRating = redis.NewScript(`
 local h = KEYS[1]
 if redis.call('EXISTS', h) == 0 then
@@ -73,10 +74,13 @@ end
 local cur = redis.call('HMGET', h, 'value', 'rev', 'sent', 'first')
 local rev, sent, status = tonumber(cur[2]), tonumber(cur[3]), 0
 if cur[1] ~= ARGV[1] then
-  if rev >= tonumber(ARGV[4]) then return {-1, rev, cur[4]} end
-  rev = rev + 1
-  redis.call('HSET', h, 'value', ARGV[1], 'rev', rev, 'r:' .. rev, ARGV[1] .. ' ' .. cur[1] .. ' ' .. ARGV[2])
-  status = 1
+  if rev >= tonumber(ARGV[4]) then
+    status = -1
+  else
+    rev = rev + 1
+    redis.call('HSET', h, 'value', ARGV[1], 'rev', rev, 'r:' .. rev, ARGV[1] .. ' ' .. cur[1] .. ' ' .. ARGV[2])
+    status = 1
+  end
 end
 redis.call('PEXPIRE', h, ARGV[3])
 local out = {status, rev, cur[4]}
@@ -129,15 +133,27 @@ func (s *Store) sendRating(ctx context.Context, ev FeedbackEvent, publish Publis
 	if err != nil {
 		return FeedbackSent{Event: ev}, fmt.Errorf("rating of %s: %w", ev.GenerationID, err)
 	}
-	if status < 0 {
-		return FeedbackSent{Event: ev}, fmt.Errorf("%w: field \"value\": generation %s was rated %d times, the limit; its rating stays as it is",
-			ErrBadFeedback, ev.GenerationID, rev+1)
-	}
 	out := FeedbackSent{Unchanged: status == 0 && len(pending) == 0}
 	out.Event, err = ev.revision(rev, ev.Value, 0, ev.Time, first)
 	if err != nil {
 		return FeedbackSent{Event: ev}, err
 	}
+	if err := s.publishPending(ctx, ev, rev, first, pending, publish, &out); err != nil {
+		return out, err
+	}
+	if status < 0 {
+		// Refused, after publishing what an earlier request left pending:
+		// the rating that stays is then the one every consumer has.
+		return FeedbackSent{Event: ev}, fmt.Errorf("%w: field \"value\": generation %s was rated %d times, the limit; its rating stays as it is",
+			ErrBadFeedback, ev.GenerationID, rev+1)
+	}
+	return out, nil
+}
+
+// publishPending publishes the revisions reserveRating left pending, in
+// order, marks the ones published as sent, and sets out.Event to the
+// latest one (rev) when it is among them.
+func (s *Store) publishPending(ctx context.Context, ev FeedbackEvent, rev int, first time.Time, pending []pendingRevision, publish Publisher, out *FeedbackSent) error {
 	sent := -1
 	defer func() {
 		if sent >= 0 {
@@ -149,21 +165,21 @@ func (s *Store) sendRating(ctx context.Context, ev FeedbackEvent, publish Publis
 	for _, p := range pending {
 		rv, err := ev.revision(p.k, p.value, p.previous, p.at, first)
 		if err != nil {
-			return out, err
+			return err
 		}
 		body, err := rv.Encode()
 		if err != nil {
-			return out, err
+			return err
 		}
 		if err := publish(ctx, body); err != nil {
-			return out, err
+			return err
 		}
 		sent = p.k
 		if p.k == rev {
 			out.Event = rv
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // parseReserved reads reserveRating's answer.

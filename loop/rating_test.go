@@ -284,6 +284,35 @@ func TestRatingRevisionsAreBounded(t *testing.T) {
 	}
 }
 
+// TestLastRevisionIsPublishedPastTheBound: the last revision the bound
+// allows, whose publish failed, still reaches the consumers when the next
+// rating is one the bound refuses: the refusal publishes what is pending
+// first, as every rating request does.
+func TestLastRevisionIsPublishedPastTheBound(t *testing.T) {
+	ctx := context.Background()
+	_, s := storeWithGen(t)
+	rec := &recorder{}
+	var all []FeedbackEvent
+	for k := 0; k <= MaxRatingRevisions; k++ {
+		if k == MaxRatingRevisions {
+			rec.fail = 1
+		}
+		_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: float64(1 + k%2)}, rec.publish)
+		if k < MaxRatingRevisions && err != nil || k == MaxRatingRevisions && !errors.Is(err, errBusDown) {
+			t.Fatalf("rating %d: %v", k, err)
+		}
+		all = append(all, rec.take()...)
+	}
+	_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 5}, rec.publish)
+	if !errors.Is(err, ErrBadFeedback) || !strings.Contains(err.Error(), `"value"`) {
+		t.Fatalf("re-rating past MaxRatingRevisions: %v", err)
+	}
+	all = append(all, rec.take()...)
+	if got, want := latestOf(all), float64(1+MaxRatingRevisions%2); got != want {
+		t.Fatalf("the events add up to %g, want the last rating accepted, %g: its revision was never published", got, want)
+	}
+}
+
 // TestMetricsCountARevisionAsTheSameRating: a revision moves the rating
 // sum by the difference, in all-time and in the hour of the first rating,
 // and counts no new rating; a resent revision counts once, and an older
