@@ -278,3 +278,30 @@ func TestFinalizeRetryRemovesWaitingChunks(t *testing.T) {
 		t.Fatalf("chunk tasks left in gpu after the retried finalisation: %v", left)
 	}
 }
+
+// TestSetupFailureRemovesQueuedChunks: a batch whose setup fails after
+// some chunk tasks were enqueued ends failed, and those tasks leave the
+// gpu queue at once instead of waiting a whole window for the expiry.
+func TestSetupFailureRemovesQueuedChunks(t *testing.T) {
+	e := newTestEnv(t, envOptions{}) // no worker: tasks stay where they are
+	ctx := context.Background()
+	beforeChunkEnqueue = func(c int) error {
+		if c == 2 {
+			return errors.New("injected enqueue failure")
+		}
+		return nil
+	}
+	t.Cleanup(func() { beforeChunkEnqueue = nil })
+	input, _ := openAIInput(6, 2)
+	_, _, err := e.svc.Create(ctx, strings.NewReader(input), CreateOptions{Model: "builtin:tiny", ChunkSize: 2, Device: "cuda"})
+	if err == nil || !strings.Contains(err.Error(), "chunk 2: injected enqueue failure") {
+		t.Fatalf("Create: %v; want the injected failure at chunk 2", err)
+	}
+	list, _, err := e.svc.Store.List(ctx, "", 10)
+	if err != nil || len(list) != 1 || list[0].Status != StatusFailed {
+		t.Fatalf("batches after the failed setup: %v, %v; want one, failed", list, err)
+	}
+	if left := chunkTasks(t, e.svc.Client.Inspector(), pipeline.QueueGPU, list[0].ID); len(left) != 0 {
+		t.Fatalf("chunk tasks left in gpu after the failed setup: %v", left)
+	}
+}

@@ -240,12 +240,12 @@ func (r *Runner) cleanup(ctx context.Context, b *Batch, final Status) {
 // chunk is left to stop by itself; an archived one stays for its error.
 // Costs a few Redis round trips per uncounted chunk, after the batch has
 // already ended.
-func (r *Runner) dropWaitingChunks(ctx context.Context, b *Batch) {
-	counted, err := r.Store.ChunkOutputs(ctx, b.ID)
+func (s *Service) dropWaitingChunks(ctx context.Context, b *Batch) {
+	counted, err := s.Store.ChunkOutputs(ctx, b.ID)
 	if err != nil || len(counted) >= b.Chunks {
 		return
 	}
-	insp, queue := r.Client.Inspector(), b.chunkQueue()
+	insp, queue := s.Client.Inspector(), b.chunkQueue()
 	for c := 0; c < b.Chunks; c++ {
 		if _, ok := counted[c]; ok {
 			continue
@@ -259,7 +259,7 @@ func (r *Runner) dropWaitingChunks(ctx context.Context, b *Batch) {
 			continue
 		}
 		if err := insp.DeleteTask(queue, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			r.Logger.Debug("batch: waiting chunk not removed", "batch", b.ID, "chunk", c, "err", err)
+			s.Logger.Debug("batch: waiting chunk not removed", "batch", b.ID, "chunk", c, "err", err)
 		}
 	}
 }

@@ -37,6 +37,10 @@ type Service struct {
 	closers []func() error
 }
 
+// beforeChunkEnqueue, when set by a test, runs before each chunk task is
+// enqueued; an error fails the batch's setup there.
+var beforeChunkEnqueue func(chunk int) error
+
 // minCompletionWindow is MinCompletionWindow, lowered by tests.
 var minCompletionWindow = MinCompletionWindow
 
@@ -176,6 +180,10 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 		// logs explains itself; chunks already queued skip a failed batch.
 		_ = s.Store.SetErrors(context.WithoutCancel(ctx), b.ID, []Problem{{Code: "setup_failed", Message: err.Error()}})
 		_ = s.Store.Transition(context.WithoutCancel(ctx), b.ID, StatusFailed, StatusValidating, StatusInProgress)
+		// Chunks queued before the failure would wait for the expiry task
+		// (a whole window) and, on the gpu queue, wake GPU workers only to
+		// be skipped.
+		s.dropWaitingChunks(context.WithoutCancel(ctx), b)
 		return nil, &plan.Report, fmt.Errorf("batch %s: %w", b.ID, err)
 	}
 	got, err := s.Get(ctx, b.ID)
@@ -214,6 +222,11 @@ func (s *Service) start(ctx context.Context, b *Batch, plan *Plan, window time.D
 	}
 	queue := b.chunkQueue()
 	for c := 0; c < b.Chunks; c++ {
+		if beforeChunkEnqueue != nil {
+			if err := beforeChunkEnqueue(c); err != nil {
+				return fmt.Errorf("chunk %d: %w", c, err)
+			}
+		}
 		a := jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}
 		// Retention keeps a finished chunk's task id taken for the window,
 		// so a re-submitted chunk is refused as a conflict.
