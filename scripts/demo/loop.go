@@ -272,12 +272,13 @@ const demoChatModel = "builtin:tiny"
 
 // demoInteractive ends the demo the way a person closes the loop: u1
 // prompts through POST /v1/completions with stream:true and reads each
-// reply as it streams in, accepts the first and rejects the second (each
+// reply as it streams in, accepts the first (and rates it 2, then 5: a
+// revision) and rejects the second (each
 // asked for one of u1's two top recommended items, so the recommender
 // sees the feedback), u1's list changes, and a personalised batch for u1
 // follows the new list. It needs `producer serve` (demoLoopMetrics).
 func demoInteractive(ctx context.Context, d *demo) error {
-	step("the loop, interactively: u1 streams two replies, accepts one, rejects the other")
+	step("the loop, interactively: u1 streams two replies, accepts and re-rates one, rejects the other")
 	if d.api == "" {
 		return errors.New("the interactive step needs producer serve, which the loop step starts")
 	}
@@ -300,6 +301,11 @@ func demoInteractive(ctx context.Context, d *demo) error {
 			return err
 		}
 		fmt.Printf("   POST /v1/generations/%s/feedback {\"action\":%q} -> %s of %s\n", id, action, v.Event, v.Item)
+		if i == 0 {
+			if err := d.rerate(ctx, id); err != nil {
+				return err
+			}
+		}
 	}
 	after, err := d.recsWithout(ctx, "u1", picked)
 	if err != nil {
@@ -336,6 +342,31 @@ func demoInteractive(ctx context.Context, d *demo) error {
 		fmt.Printf("   %-12s %q -> %q\n", used, g.Prompt, truncate(g.Text, 40))
 	}
 	fmt.Printf("   u1's personalised batch uses the new list: %v, not %v\n", u1.Items, picked)
+	return nil
+}
+
+// rerate rates generation id 2, then changes its mind to 5: the second
+// rating is a revision that replaces the first, so the recommender and
+// the loop metrics count 5, not 7 and not 2.
+func (d *demo) rerate(ctx context.Context, id string) error {
+	var first, second struct {
+		ID       string
+		Value    float64
+		Revision int
+		Previous float64
+	}
+	url := d.api + "/v1/generations/" + id + "/feedback"
+	if err := callJSON(ctx, http.MethodPost, url, loop.Feedback{Action: loop.ActionRate, Value: 2}, &first); err != nil {
+		return err
+	}
+	if err := callJSON(ctx, http.MethodPost, url, loop.Feedback{Action: loop.ActionRate, Value: 5}, &second); err != nil {
+		return err
+	}
+	if second.Revision != 1 || second.Previous != 2 || second.Value != 5 {
+		return fmt.Errorf("re-rating %s 5 after 2 answered revision %d, previous %g, value %g; want 1, 2, 5", id, second.Revision, second.Previous, second.Value)
+	}
+	fmt.Printf("   rated it %g (event %s), then %g: revision %d (event %s) replaces %g, so 5 is what counts\n",
+		first.Value, first.ID, second.Value, second.Revision, second.ID, second.Previous)
 	return nil
 }
 
