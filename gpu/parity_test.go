@@ -332,6 +332,34 @@ func TestParityTrainSteps(t *testing.T) {
 			} else if cl, _ := cpu.Eval(batches[0]); math.Abs(float64(l-cl))/float64(cl) > tol.loss {
 				t.Errorf("Eval after the steps: gpu %.6f cpu %.6f", l, cl)
 			}
+			// A fine-tune's final scoring (model.ScoringBackend): other
+			// weights loaded into the trainer, then Eval and greedy
+			// generation with them, against the CPU on those weights.
+			if err := backend.LoadParams(start.Params); err != nil {
+				t.Fatal(err)
+			}
+			if l, err := gpuT.Eval(batches[1]); err != nil {
+				t.Error(err)
+			} else if cl, _ := start.Eval(batches[1]); math.Abs(float64(l-cl))/float64(cl) > tol.loss {
+				t.Errorf("Eval after LoadParams: gpu %.6f cpu %.6f", l, cl)
+			}
+			zero := int64(0)
+			reqs := []model.Request{{Prompt: batches[1].Tokens[:9], Params: model.SamplingParams{MaxTokens: 12, Temperature: 0, Seed: &zero}}}
+			want, err := model.Generate(context.Background(), start, nil, reqs, model.GenerateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := model.Generate(context.Background(), start, nil, reqs, model.GenerateOptions{NewDecoder: backend.DecoderFactory()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := fmt.Sprint(got[0][0].Tokens), fmt.Sprint(want[0][0].Tokens); g != w {
+				if prec == FP32 {
+					t.Errorf("greedy generation after LoadParams: gpu %s, cpu %s", g, w)
+				} else {
+					t.Logf("greedy generation after LoadParams differs at TF32: gpu %s, cpu %s", g, w)
+				}
+			}
 		})
 	}
 }
