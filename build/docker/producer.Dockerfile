@@ -3,7 +3,7 @@
 # without cgo (the pure-Go matrix fallback) into a static binary on a
 # distroless base: no shell, no package manager, user 65532.
 # Build from the repository root: docker build -f build/docker/producer.Dockerfile .
-ARG GO_VERSION=1.26.8
+ARG GO_VERSION=1.27.3
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src

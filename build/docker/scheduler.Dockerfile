@@ -2,7 +2,7 @@
 # The scheduler: periodic jobs and the NATS consumers. No cgo: a static
 # binary on a distroless base, no shell, user 65532.
 # Build from the repository root: docker build -f build/docker/scheduler.Dockerfile .
-ARG GO_VERSION=1.26.8
+ARG GO_VERSION=1.27.3
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src

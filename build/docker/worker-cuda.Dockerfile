@@ -5,7 +5,7 @@
 # libcuda.so.1 itself comes from the node's driver at run time, mounted by
 # the NVIDIA container toolkit. User 65532.
 # Build from the repository root: docker build -f build/docker/worker-cuda.Dockerfile .
-ARG GO_VERSION=1.26.8
+ARG GO_VERSION=1.27.3
 ARG CUDA_VERSION=12.6.3
 ARG UBUNTU_RELEASE=ubuntu24.04
 

@@ -4,7 +4,7 @@
 # runtime only (no compiler, no headers). The shell the base carries is not
 # used: the entrypoint is the binary itself. User 65532.
 # Build from the repository root: docker build -f build/docker/worker.Dockerfile .
-ARG GO_VERSION=1.26.8
+ARG GO_VERSION=1.27.3
 ARG DEBIAN_RELEASE=bookworm
 
 FROM golang:${GO_VERSION}-${DEBIAN_RELEASE} AS build
