@@ -23,14 +23,17 @@ refresh=0
 start=$(date +%s)
 say() { echo "govulncheck.sh: $*" >&2; }
 
-# (a) govulncheck itself, from the module proxy when missing.
-gobin="$(go env GOBIN)"; [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
-vulncheck="$(command -v govulncheck || true)"
-[ -n "$vulncheck" ] || { [ -x "$gobin/govulncheck" ] && vulncheck="$gobin/govulncheck"; } || true
-if [ -z "$vulncheck" ]; then
-  say "installing govulncheck (go install golang.org/x/vuln/cmd/govulncheck@latest)"
-  GOFLAGS= go install golang.org/x/vuln/cmd/govulncheck@latest
-  vulncheck="$gobin/govulncheck"
+# (a) govulncheck itself, from the module proxy when missing. It type-checks
+# the standard library of the Go that runs it (GOTOOLCHAIN may pick a newer
+# one than the installed Go), and a govulncheck built by an older Go cannot
+# read a newer standard library, so the one used here is built by this Go
+# and kept per Go version.
+goversion="$(go env GOVERSION)"
+vulncheck="$cache/bin-$goversion/govulncheck"
+if [ ! -x "$vulncheck" ]; then
+  say "installing govulncheck with $goversion (go install golang.org/x/vuln/cmd/govulncheck@latest)"
+  mkdir -p "$cache/bin-$goversion"
+  GOFLAGS= GOBIN="$cache/bin-$goversion" go install golang.org/x/vuln/cmd/govulncheck@latest
 fi
 
 # (b) the database, built once per machine (or on --refresh).
