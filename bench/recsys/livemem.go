@@ -1,7 +1,7 @@
 package main
 
 // The scheduler's live model, measured for memory: how much a scheduler
-// pod needs (k8s/README.md sizes its limit from these figures).
+// pod needs (docs/DEPLOY.md, "Sizing the scheduler", sizes its limit from these figures).
 //
 // The scheduler builds its live model from the last rebuild's snapshot
 // (jobs.LoadRecsData, then recsys.Build with jobs.RecsLiveConfig) and keeps
