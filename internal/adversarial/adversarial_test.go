@@ -21,7 +21,13 @@ var findings = []finding{
 	{1, "rows survive a Redis stall mid-batch", stallMidBatch, true},
 	{2, "job paths cannot reach the data dir", jobPathsIntoDataDir, false},
 	{4, "internal kinds are refused by the public API", internalKinds, false},
+	{6, "a template cannot blow up the producer's memory", templateBomb, false},
 	{8, "POST /v1/jobs validates every field", jobFields, false},
+	{10, "slow bodies are cut off", slowBodies, false},
+	{10, "a FIFO input is refused before it is opened", fifoInput, false},
+	{10, "invalid UTF-8 in custom_id is refused with the line", utf8IDs, false},
+	{10, "too-large bodies get 413 everywhere", tooLarge, false},
+	{10, "errors name no server paths; every missing model answers alike", serverPaths, false},
 	{9, "services see Redis again after it restarts empty", redisRestart, true},
 }
 

@@ -159,8 +159,13 @@ func (r reply) json(t *testing.T, v any) {
 // the API with token.
 func (s *stack) call(t *testing.T, method, path, token string, body any) reply {
 	t.Helper()
+	return s.callType(t, method, path, token, "application/json", body)
+}
+
+// callType is call with another Content-Type.
+func (s *stack) callType(t *testing.T, method, path, token, ctype string, body any) reply {
+	t.Helper()
 	var rd io.Reader
-	ctype := "application/json"
 	switch b := body.(type) {
 	case nil:
 	case []byte:
