@@ -1,7 +1,9 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hibiken/asynq"
@@ -16,6 +18,9 @@ type Client struct {
 	aq   *asynq.Client
 	insp *asynq.Inspector
 	reg  *Registry
+	// keeper registers the queues enqueued to again and again, so they
+	// come back after a Redis restart (see QueueRegisterInterval).
+	keeper *queueKeeper
 }
 
 // ClientOption configures NewClient.
@@ -42,6 +47,7 @@ func NewClient(cfg Config, opts ...ClientOption) (*Client, error) {
 		aq:   asynq.NewClientFromRedisClient(rdb),
 		insp: asynq.NewInspectorFromRedisClient(rdb),
 	}
+	c.keeper = newQueueKeeper(queueKeeperParams{rdb: rdb})
 	for _, o := range opts {
 		o(c)
 	}
@@ -50,6 +56,7 @@ func NewClient(cfg Config, opts ...ClientOption) (*Client, error) {
 
 // Close closes the shared connection pool.
 func (c *Client) Close() error {
+	c.keeper.shutdown()
 	// The asynq client and inspector were built on our pool and refuse to
 	// close it themselves; closing it here ends all three.
 	return c.rdb.Close()
@@ -120,6 +127,20 @@ func Enqueue[T JobArgs](ctx context.Context, c *Client, args T, opts ...asynq.Op
 // kind's defaults apply; an unregistered kind gets DefaultMaxRetry,
 // DefaultTimeout and QueueDefault unless opts say otherwise.
 func (c *Client) EnqueueRaw(ctx context.Context, kind string, payload []byte, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	return c.enqueueRaw(ctx, kind, payload, opts, false)
+}
+
+// EnqueueRawIdempotent is EnqueueRaw for callers that send an enqueue again
+// when they did not hear back (a timeout, a dropped connection, a Redis
+// restart): when the task ID in opts is taken by a task of the same kind
+// and payload in the same queue, the earlier enqueue went through, and that
+// task is returned with no error. A task ID taken by another kind or
+// payload is still asynq.ErrTaskIDConflict.
+func (c *Client) EnqueueRawIdempotent(ctx context.Context, kind string, payload []byte, opts ...asynq.Option) (*asynq.TaskInfo, error) {
+	return c.enqueueRaw(ctx, kind, payload, opts, true)
+}
+
+func (c *Client) enqueueRaw(ctx context.Context, kind string, payload []byte, opts []asynq.Option, idempotent bool) (*asynq.TaskInfo, error) {
 	if err := ValidateKind(kind); err != nil {
 		return nil, Permanent(err)
 	}
@@ -133,7 +154,37 @@ func (c *Client) EnqueueRaw(ctx context.Context, kind string, payload []byte, op
 		}
 		ko = e.opts
 	}
-	return c.enqueue(ctx, kind, payload, ko, opts)
+	info, err := c.enqueue(ctx, kind, payload, ko, opts)
+	if idempotent && errors.Is(err, asynq.ErrTaskIDConflict) {
+		return c.sameTask(ctx, kind, payload, append(ko.withDefaults().asynqOptions(), opts...), err)
+	}
+	return info, err
+}
+
+// sameTask returns the task holding the ID that an enqueue of kind and
+// payload with options all was refused for (conflict), when it has that
+// kind and payload; otherwise conflict.
+func (c *Client) sameTask(ctx context.Context, kind string, payload []byte, all []asynq.Option, conflict error) (*asynq.TaskInfo, error) {
+	var queue, id string
+	for _, o := range all { // later options win, as in asynq
+		switch o.Type() {
+		case asynq.QueueOpt:
+			queue, _ = o.Value().(string)
+		case asynq.TaskIDOpt:
+			id, _ = o.Value().(string)
+		}
+	}
+	info, err := TaskInfo(ctx, c.rdb, c.insp, queue, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		return nil, conflict // gone since: it was there when asynq refused
+	case err != nil:
+		return nil, fmt.Errorf("enqueue %s: task ID %q is taken, and reading the task that holds it failed: %w", kind, id, err)
+	case info.Type != kind || !bytes.Equal(info.Payload, payload):
+		return nil, conflict
+	}
+	c.keeper.add(info.Queue)
+	return info, nil
 }
 
 // enqueue fills ko's zero fields with defaults and puts opts after them.
@@ -143,5 +194,6 @@ func (c *Client) enqueue(ctx context.Context, kind string, payload []byte, ko Ki
 	if err != nil {
 		return nil, fmt.Errorf("enqueue %s: %w", kind, err)
 	}
+	c.keeper.add(info.Queue)
 	return info, nil
 }

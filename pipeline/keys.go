@@ -78,6 +78,11 @@ const (
 	ModelKeyPrefix = RedisKeyPrefix + "model:"
 )
 
+// asynqQueuesKey is asynq's set of queue names (asynq v0.26 keeps it
+// unexported in internal/base as AllQueues): its inspector knows only the
+// queues named there. RegisterQueues adds to it; a test pins the name.
+const asynqQueuesKey = "asynq:queues"
+
 // PeriodicTaskIDSeparator joins a periodic task's ID: "<entry name>:<tick unix
 // seconds>" (see Periodic). Entry names cannot contain it, so IDs of two
 // entries never collide.

@@ -22,6 +22,9 @@ type Server struct {
 	rdb     redis.UniversalClient
 	handler asynq.Handler
 	logger  *slog.Logger
+	// keeper registers the served queues at start and again and again, so
+	// they come back after a Redis restart (see QueueRegisterInterval).
+	keeper *queueKeeper
 
 	mu  sync.Mutex
 	ran bool
@@ -44,7 +47,8 @@ func NewServer(cfg Config, reg *Registry, logger *slog.Logger, mw ...asynq.Middl
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{rdb: rdb, logger: logger}
+	s := &Server{rdb: rdb, logger: logger,
+		keeper: newQueueKeeper(queueKeeperParams{rdb: rdb, queues: sortedQueueNames(cfg.Queues), logger: logger})}
 	// Tag errors that came back from the handler, so the error handler can
 	// tell them from failures asynq detects itself (a timeout, a lost lease),
 	// which no middleware saw and which it must log.
@@ -146,8 +150,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.srv.Start(s.handler); err != nil {
 		return fmt.Errorf("start worker server: %w", err)
 	}
+	s.keeper.start()
 	<-ctx.Done()
 	s.srv.Shutdown()
+	s.keeper.shutdown()
 	return nil
 }
 

@@ -157,7 +157,9 @@ func enqueueRaw(ctx context.Context, c *pipeline.Client, kind string, payload []
 		opts = append(opts, asynq.MaxRetry(maxRetry))
 	}
 	opts = append(opts, asynq.Retention(24*time.Hour))
-	return c.EnqueueRaw(ctx, kind, payload, opts...)
+	// A client that did not hear back sends the same job again: a task_id
+	// already held by the same kind and args is that job, not a conflict.
+	return c.EnqueueRawIdempotent(ctx, kind, payload, opts...)
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {

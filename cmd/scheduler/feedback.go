@@ -111,7 +111,7 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 		return nil, nil, fmt.Errorf("recommender: %w", err)
 	}
 	updates := &updateEnqueuer{client: asynq.NewClientFromRedisClient(o.Redis), insp: asynq.NewInspectorFromRedisClient(o.Redis),
-		window: o.Window, now: time.Now}
+		rdb: o.Redis, window: o.Window, now: time.Now}
 	live.refresh = updates.enqueueAll
 
 	reg := pipeline.NewRegistry()

@@ -415,6 +415,9 @@ func (l *liveModel) Work(ctx context.Context, job *pipeline.Job[jobs.RecsUserUpd
 type updateEnqueuer struct {
 	client *asynq.Client
 	insp   *asynq.Inspector
+	// rdb is the Redis of client and insp, to register the update queue
+	// where a Redis restart lost asynq's set of queue names.
+	rdb    redis.UniversalClient
 	window time.Duration
 	now    func() time.Time
 }
@@ -440,7 +443,7 @@ func (e *updateEnqueuer) enqueue(ctx context.Context, user string) error {
 		if !errors.Is(err, asynq.ErrTaskIDConflict) {
 			return err
 		}
-		info, err := e.insp.GetTaskInfo(pipeline.QueueRecsLive, id)
+		info, err := pipeline.TaskInfo(ctx, e.rdb, e.insp, pipeline.QueueRecsLive, id)
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound):
 			continue // it finished just now: enqueue it again

@@ -558,7 +558,7 @@ func TestUpdateTasksCoalesce(t *testing.T) {
 	ctx := context.Background()
 	insp := asynq.NewInspectorFromRedisClient(e.rdb)
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
-	u := &updateEnqueuer{client: asynq.NewClientFromRedisClient(e.rdb), insp: insp, window: time.Second, now: func() time.Time { return now }}
+	u := &updateEnqueuer{client: asynq.NewClientFromRedisClient(e.rdb), insp: insp, rdb: e.rdb, window: time.Second, now: func() time.Time { return now }}
 	for _, user := range []string{"u1", "u1", "u2", "u1"} {
 		if err := u.enqueue(ctx, user); err != nil {
 			t.Fatal(err)
