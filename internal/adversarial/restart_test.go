@@ -10,7 +10,7 @@ import (
 // although it ran, and the queues were empty, until the services
 // restarted. They must see Redis again without a restart.
 func redisRestart(t *testing.T, s *stack) {
-	s.restartRedis(t)
+	s.redis.Restart(t)
 	var id string
 	waitFor(t, time.Minute, "an enqueue after the restart", func() error {
 		r := s.call(t, "POST", "/v1/jobs", tokenBob, map[string]any{"kind": "ping", "args": map[string]any{"sleep_ms": 1}})

@@ -2,22 +2,17 @@ package adversarial
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/tandem-ai/tandem/internal/redistest"
 	"github.com/tandem-ai/tandem/internal/workerproc"
 )
 
@@ -36,9 +31,7 @@ type stack struct {
 	dataDir string // TANDEM_DATA_DIR: artifacts, registry, NATS store
 	logs    string
 
-	redisPort int
-	redis     *exec.Cmd
-	rdb       *redis.Client
+	redis *redistest.Server
 
 	natsURL string
 	api     string // http://host:port of producer serve
@@ -50,9 +43,6 @@ type stack struct {
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not installed (make deps installs it)")
-	}
 	dir := t.TempDir()
 	s := &stack{
 		// The layout a user who sets nothing gets: the data dir (.tandem)
@@ -68,22 +58,15 @@ func startStack(t *testing.T) *stack {
 	for _, name := range []string{"scheduler", "worker", "producer"} {
 		s.bins[name] = workerproc.BuildCmd(t, name)
 	}
-	port, err := strconv.Atoi(strings.TrimPrefix(workerproc.FreeAddr(t), "127.0.0.1:"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.redisPort = port
-	s.startRedis(t)
-	t.Cleanup(s.stopRedis)
-	s.rdb = redis.NewClient(&redis.Options{Addr: s.redisAddr()})
-	t.Cleanup(func() { s.rdb.Close() })
+	// No persistence: a restart loses every key.
+	s.redis = redistest.StartVolatile(t)
 
 	tokens := filepath.Join(dir, "tokens")
 	writeFile(t, tokens, fmt.Sprintf("%s alice submit,read\n%s bob submit,read\n%s ops admin\n", tokenAlice, tokenBob, tokenAdmin))
 	natsAddr := workerproc.FreeAddr(t)
 	s.natsURL = "nats://" + natsAddr
 	s.env = []string{
-		"TANDEM_REDIS_URL=redis://" + s.redisAddr(), "TANDEM_DATA_DIR=" + s.dataDir, "TANDEM_DATA_ROOT=" + s.root,
+		"TANDEM_REDIS_URL=redis://" + s.redis.Addr, "TANDEM_DATA_DIR=" + s.dataDir, "TANDEM_DATA_ROOT=" + s.root,
 		"TANDEM_NATS_URL=" + s.natsURL, "TANDEM_POLL_INTERVAL=100ms",
 	}
 	s.procs["scheduler"] = workerproc.Start(t, s.bins["scheduler"], s.logs, s.env, "--embedded-nats", natsAddr)
@@ -93,44 +76,6 @@ func startStack(t *testing.T) *stack {
 	s.procs["producer"] = workerproc.StartServing(t, s.bins["producer"], s.logs, s.env, apiAddr,
 		"serve", "--addr", apiAddr, "--api-tokens", tokens)
 	return s
-}
-
-func (s *stack) redisAddr() string { return fmt.Sprintf("127.0.0.1:%d", s.redisPort) }
-
-// startRedis runs redis-server with no persistence, as the finding's
-// "Redis restarts with no persistence" needs.
-func (s *stack) startRedis(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.redisPort), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
-	logf, err := os.Create(filepath.Join(s.logs, fmt.Sprintf("redis-%d.log", time.Now().UnixNano())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s.redis = cmd
-	rdb := redis.NewClient(&redis.Options{Addr: s.redisAddr()})
-	defer rdb.Close()
-	waitFor(t, 20*time.Second, "redis-server answers", func() error { return rdb.Ping(context.Background()).Err() })
-}
-
-func (s *stack) stopRedis() {
-	if s.redis != nil && s.redis.ProcessState == nil {
-		_ = s.redis.Process.Signal(syscall.SIGCONT)
-		_ = s.redis.Process.Kill()
-		_ = s.redis.Wait()
-	}
-}
-
-// restartRedis kills Redis and starts it again on the same port: every key
-// is gone, as after a restart with no persistence.
-func (s *stack) restartRedis(t *testing.T) {
-	t.Helper()
-	s.stopRedis()
-	s.startRedis(t)
 }
 
 // reply is an HTTP answer.

@@ -30,11 +30,11 @@ func stallMidBatch(t *testing.T, s *stack) {
 		}
 		return nil
 	})
-	if err := s.redis.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := s.redis.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(10 * time.Second)
-	if err := s.redis.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := s.redis.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	s.waitBatch(t, tokenAlice, b.ID, "completed", 4*time.Minute)
