@@ -120,3 +120,7 @@ func (s *Server) stop(sig syscall.Signal) {
 		<-s.exited
 	}
 }
+
+// Signal sends sig to the server: SIGSTOP and SIGCONT pause and resume it,
+// as a stalled Redis (a long fork, a swapping host) looks to its clients.
+func (s *Server) Signal(sig syscall.Signal) error { return s.cmd.Process.Signal(sig) }

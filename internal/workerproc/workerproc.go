@@ -1,6 +1,7 @@
-// Package workerproc builds the worker binary and runs it as a child
-// process, for tests whose subject happens to processes: SIGKILL mid-job,
-// SIGTERM with work in flight, a worker exiting by itself.
+// Package workerproc builds the worker binary (or any of the three) and
+// runs it as a child process, for tests whose subject happens to
+// processes: SIGKILL mid-job, SIGTERM with work in flight, a worker exiting
+// by itself, a whole stack driven from outside.
 package workerproc
 
 import (
@@ -15,12 +16,16 @@ import (
 )
 
 // Build compiles cmd/worker into a temporary directory and returns its path.
-func Build(t testing.TB) string {
+func Build(t testing.TB) string { return BuildCmd(t, "worker") }
+
+// BuildCmd compiles cmd/<name> (producer, worker or scheduler) into a
+// temporary directory and returns its path.
+func BuildCmd(t testing.TB, name string) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "worker")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/tandem-ai/tandem/cmd/worker").CombinedOutput()
+	bin := filepath.Join(t.TempDir(), name)
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/tandem-ai/tandem/cmd/"+name).CombinedOutput()
 	if err != nil {
-		t.Fatalf("go build ./cmd/worker: %v\n%s", err, out)
+		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
 	}
 	return bin
 }
@@ -37,9 +42,18 @@ type Proc struct {
 func Start(t testing.TB, bin, logDir string, env []string, args ...string) *Proc {
 	t.Helper()
 	admin := FreeAddr(t)
-	cmd := exec.Command(bin, append([]string{"--admin-addr", admin}, args...)...)
+	return StartServing(t, bin, logDir, env, admin, append([]string{"--admin-addr", admin}, args...)...)
+}
+
+// StartServing runs bin with args, like Start, and returns once
+// http://<healthAddr>/healthz answers: for the producer's API, whose
+// health route is on --addr, and for processes given their address in args.
+func StartServing(t testing.TB, bin, logDir string, env []string, healthAddr string, args ...string) *Proc {
+	t.Helper()
+	admin := healthAddr
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	logPath := filepath.Join(logDir, fmt.Sprintf("worker-%d.log", time.Now().UnixNano()))
+	logPath := filepath.Join(logDir, fmt.Sprintf("%s-%d.log", filepath.Base(bin), time.Now().UnixNano()))
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -69,7 +83,7 @@ func Start(t testing.TB, bin, logDir string, env []string, args ...string) *Proc
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("worker did not become healthy; log in %s", logPath)
+	t.Fatalf("%s did not become healthy; log in %s:\n%s", filepath.Base(bin), logPath, (&Proc{Log: logPath}).LogText())
 	return nil
 }
 
