@@ -46,9 +46,9 @@ import (
 var (
 	// ErrWrongUser: feedback on a generation names a user other than the
 	// generation's, without the right to act for others.
-	ErrWrongUser = errors.New("feedback names another user than the generation's")
+	ErrWrongUser = errors.New("not the generation's user")
 	// ErrReusedID: the event id was claimed before for other content.
-	ErrReusedID = errors.New("event id already used for other content")
+	ErrReusedID = errors.New("reused event id")
 )
 
 // Refused reports whether err is the intake refusing an event for good (a

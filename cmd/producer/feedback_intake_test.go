@@ -82,13 +82,13 @@ func TestFeedbackForgedOrOutOfRangeIsRefused(t *testing.T) {
 			404, `{"error":{"code":"not_found","message":"generation not found: gen-made-up"}}`},
 		{"another user's generation", "/v1/feedback",
 			`{"user":"u2","item":"tpl-a","kind":"template","event":"accepted","generation_id":"gen-1","action":"accept"}`,
-			403, `{"error":{"code":"forbidden","message":"feedback names another user than the generation's: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
+			403, `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
 		{"edit text on another user's generation", "/v1/feedback",
 			`{"user":"u2","item":"tpl-a","kind":"template","event":"edited","generation_id":"gen-1","action":"edit","edited_text":"pwned","prompt":"x","completion":"y"}`,
-			403, `{"error":{"code":"forbidden","message":"feedback names another user than the generation's: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
+			403, `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
 		{"edit text as another user on the generation route", "/v1/generations/gen-1/feedback",
 			`{"action":"edit","edited_text":"pwned","user":"u2"}`,
-			403, `{"error":{"code":"forbidden","message":"feedback names another user than the generation's: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
+			403, `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
 		{"rating 99", "/v1/feedback", `{"user":"u1","item":"i1","event":"rating","value":99}`,
 			400, `{"error":{"code":"invalid_event","message":"bad feedback: field \"value\": 99 is out of range for event \"rating\": want [1, 5]"}}`},
 		{"rating 1e9", "/v1/feedback", `{"user":"u1","item":"i1","event":"rating","value":1e9}`,
@@ -156,7 +156,7 @@ func TestFeedbackReusedIDIsAConflict(t *testing.T) {
 		t.Fatalf("the same content again (restamped): %d %s", code, body)
 	}
 	code, body := post("/v1/feedback", `{"id":"ev-1","user":"u1","item":"i2","event":"click"}`)
-	if want := `{"error":{"code":"conflict","message":"event id already used for other content: event id \"ev-1\" was used before for other content; give new content a new id"}}`; code != http.StatusConflict || body != want {
+	if want := `{"error":{"code":"conflict","message":"reused event id: event id \"ev-1\" was used before for other content; give new content a new id"}}`; code != http.StatusConflict || body != want {
 		t.Fatalf("other content under ev-1: %d %s\nwant 409 %s", code, body, want)
 	}
 	if code, body := post("/v1/generations/gen-1/feedback", `{"action":"edit","edited_text":"Hi!"}`); code != http.StatusAccepted {
@@ -166,7 +166,7 @@ func TestFeedbackReusedIDIsAConflict(t *testing.T) {
 		t.Fatalf("the same edit again: %d %s", code, body)
 	}
 	code, body = post("/v1/generations/gen-1/feedback", `{"action":"edit","edited_text":"Hello!"}`)
-	if want := `{"error":{"code":"conflict","message":"event id already used for other content: event id \"fb-edit-gen-1\" was used before for other content; give new content a new id"}}`; code != http.StatusConflict || body != want {
+	if want := `{"error":{"code":"conflict","message":"reused event id: event id \"fb-edit-gen-1\" was used before for other content; give new content a new id"}}`; code != http.StatusConflict || body != want {
 		t.Fatalf("another edit: %d %s\nwant 409 %s", code, body, want)
 	}
 	if n := e.streamMsgs(t); n != 2 {
