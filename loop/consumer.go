@@ -21,8 +21,10 @@ const MetricsDurable = "loop-metrics"
 const maxClockSkew = 5 * time.Minute
 
 // ConsumeMetrics counts every generation feedback event of the FEEDBACK
-// stream into m, through the durable consumer MetricsDurable; events that
-// are not generation feedback are acknowledged and skipped. Each event
+// stream into m, through the durable consumer MetricsDurable. Every event
+// passes the intake (Intake.AcceptDelivery) first, as in the recommender's
+// consumer, and is dead-lettered if refused; valid events that are not
+// generation feedback are acknowledged and skipped. Each event
 // counts once (Metrics.Record), however often it is delivered. stop
 // drains the consumer; close the bus after it.
 func ConsumeMetrics(ctx context.Context, bus *pipeline.Bus, m *Metrics, logger *slog.Logger) (stop func(), err error) {
