@@ -15,55 +15,18 @@ import (
 )
 
 // ErrBadFeedback marks a feedback event refused before publishing; the
-// message names the field.
-var ErrBadFeedback = errors.New("bad feedback event")
+// message names the field. It is loop.ErrBadFeedback: the intake's.
+var ErrBadFeedback = loop.ErrBadFeedback
 
 // DecodeFeedbackEvent decodes and checks one feedback event (the JSON shape
-// of recsys.Event, plus any extra fields such as a generation's for the
-// fine-tune collector) with the same rules the recommender applies, so a
-// producer refuses what the consumer would dead-letter.
+// of recsys.Event, plus a generation's fields for feedback on one) with the
+// part of the intake that needs no Redis (loop.CheckValues): the same rules
+// every consumer applies, so a client refuses what the consumers would
+// dead-letter. Whether a generation exists and is its user's is checked
+// where Redis is at hand (loop.Intake).
 func DecodeFeedbackEvent(data []byte) (recsys.Event, error) {
-	if len(data) > pipeline.MaxEventBytes {
-		return recsys.Event{}, fmt.Errorf("%w: %d bytes, limit %d", ErrBadFeedback, len(data), pipeline.MaxEventBytes)
-	}
-	var ev recsys.Event
-	if err := json.Unmarshal(data, &ev); err != nil {
-		return ev, fmt.Errorf("%w: %w", ErrBadFeedback, err)
-	}
-	check := ev
-	if ev.Item == "" && GenerationOnly(data) {
-		check.Item = "-" // every other field keeps the recommender's rules
-	}
-	if err := CheckFeedbackEvent(check); err != nil {
-		return ev, err
-	}
-	return ev, nil
-}
-
-// GenerationOnly reports whether an event without an item is feedback on
-// a generation made from neither a template nor a topic: the recommender
-// has no item to credit and skips it, while the fine-tune collector and
-// the loop metrics use it (see loop.NewFeedbackEvent).
-func GenerationOnly(data []byte) bool {
-	_, ok, err := loop.DecodeFeedbackEvent(data)
-	return ok && err == nil
-}
-
-// CheckFeedbackEvent validates ev against the default event weights and
-// limits, by adding it to a throwaway store: one set of rules, the
-// recommender's own.
-func CheckFeedbackEvent(ev recsys.Event) error {
-	st, err := recsys.NewStore(recsys.StoreConfig{})
-	if err != nil {
-		return err
-	}
-	if err := st.Add(ev); err != nil {
-		return fmt.Errorf("%w: %w", ErrBadFeedback, err)
-	}
-	if pipeline.FeedbackSubject(ev.Type) == "" {
-		return fmt.Errorf("%w: field \"event\": %q cannot be a subject token", ErrBadFeedback, ev.Type)
-	}
-	return nil
+	ce, err := loop.CheckValues("", data)
+	return ce.Event, err
 }
 
 // NewEventID returns a random 128-bit hex id for an event without one.
@@ -85,17 +48,9 @@ func PublishFeedback(ctx context.Context, bus *pipeline.Bus, data []byte) (recsy
 	}
 	body := json.RawMessage(bytes.TrimSpace(data))
 	if ev.ID == "" {
-		ev.ID = NewEventID()
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(data, &fields); err != nil {
-			return ev, fmt.Errorf("%w: %w", ErrBadFeedback, err)
-		}
-		fields["id"], _ = json.Marshal(ev.ID)
-		b, err := json.Marshal(fields)
-		if err != nil {
+		if body, ev.ID, err = WithEventID(data); err != nil {
 			return ev, err
 		}
-		body = b
 	}
 	if bus == nil {
 		return ev, errors.New("feedback: no NATS connection (set TANDEM_NATS_URL)")
@@ -104,4 +59,17 @@ func PublishFeedback(ctx context.Context, bus *pipeline.Bus, data []byte) (recsy
 		return ev, err
 	}
 	return ev, nil
+}
+
+// WithEventID returns the event data with a random id (NewEventID) written
+// into it, and the id; fields are kept.
+func WithEventID(data []byte) ([]byte, string, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, "", fmt.Errorf("%w: %w", ErrBadFeedback, err)
+	}
+	id := NewEventID()
+	fields["id"], _ = json.Marshal(id)
+	b, err := json.Marshal(fields)
+	return b, id, err
 }

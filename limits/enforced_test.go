@@ -389,6 +389,10 @@ var enforcements = map[string]enforcement{
 	"RecordTextBytes":         cappedBy("loop.TestStoreRefusesAndCuts", "longer prompt and text are cut at a rune boundary when stored"),
 	"RecordIDBytes":           coveredBy("loop.TestStoreRefusesAndCuts"),
 	"RatingRevisions":         coveredBy("loop.TestRatingRevisionsAreBounded", "MaxRatingRevisions"),
+	"MinFeedbackRating":       over(feedbackEvent(`{"user":"u","item":"i","event":"rating","value":0.5}`), `"value"`, "[1, 5]"),
+	"FeedbackRating":          over(feedbackEvent(`{"user":"u","item":"i","event":"rating","value":5.5}`), `"value"`, "[1, 5]"),
+	"FeedbackCount":           over(feedbackEvent(`{"user":"u","item":"i","event":"click","value":101}`), `"value"`, "[1, 100]"),
+	"FeedbackDwellSeconds":    over(feedbackEvent(`{"user":"u","item":"i","event":"dwell","value":3601}`), `"value"`, "3600"),
 
 	// API authentication.
 	"TokenFileBytes": over(tokenFile(strings.Repeat("#", limits.TokenFileBytes+1)), "tokens.txt", "over the limit"),
@@ -468,6 +472,14 @@ func scheduleOf(n int, name string) string {
 		entries[i] = fmt.Sprintf(`{"name":%q,"spec":"@every 1h","kind":"ping","payload":{}}`, nm)
 	}
 	return "[" + strings.Join(entries, ",") + "]"
+}
+
+// feedbackEvent checks one feedback event as the intake does.
+func feedbackEvent(body string) func(*testing.T) error {
+	return func(*testing.T) error {
+		_, err := jobs.DecodeFeedbackEvent([]byte(body))
+		return err
+	}
 }
 
 func loadBigSchedule(t *testing.T) error {

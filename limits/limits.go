@@ -331,6 +331,20 @@ const (
 	// next rebuild, dedupe markers for 8 days). Past it a re-rating is
 	// refused and the rating stays as it is.
 	RatingRevisions = 100
+	// MinFeedbackRating is the lowest rating a feedback event may carry
+	// (event "rating", and its "previous" in a revision).
+	MinFeedbackRating = 1
+	// FeedbackRating is the highest rating a feedback event may carry: the
+	// documented scale is MinFeedbackRating..FeedbackRating.
+	FeedbackRating = 5
+	// FeedbackCount bounds the value of a feedback event that counts
+	// occurrences (view, click, purchase, accepted, edited, rejected,
+	// regenerated): one event stands for at most this many, so one client
+	// cannot outweigh everyone else's lists with a single number.
+	FeedbackCount = 100
+	// FeedbackDwellSeconds bounds the value of a "dwell" feedback event:
+	// an hour on an item (at the default weight, 60 views).
+	FeedbackDwellSeconds = 3600
 )
 
 // API authentication (auth/).

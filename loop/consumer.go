@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/tandem-ai/tandem/pipeline"
@@ -22,8 +21,10 @@ const MetricsDurable = "loop-metrics"
 const maxClockSkew = 5 * time.Minute
 
 // ConsumeMetrics counts every generation feedback event of the FEEDBACK
-// stream into m, through the durable consumer MetricsDurable; events that
-// are not generation feedback are acknowledged and skipped. Each event
+// stream into m, through the durable consumer MetricsDurable. Every event
+// passes the intake (Intake.AcceptDelivery) first, as in the recommender's
+// consumer, and is dead-lettered if refused; valid events that are not
+// generation feedback are acknowledged and skipped. Each event
 // counts once (Metrics.Record), however often it is delivered. stop
 // drains the consumer; close the bus after it.
 func ConsumeMetrics(ctx context.Context, bus *pipeline.Bus, m *Metrics, logger *slog.Logger) (stop func(), err error) {
@@ -33,6 +34,7 @@ func ConsumeMetrics(ctx context.Context, bus *pipeline.Bus, m *Metrics, logger *
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	intake := NewIntake(m.rdb)
 	stop, err = bus.Consume(ctx, pipeline.ConsumerSpec{
 		Stream:        pipeline.StreamFeedback,
 		Durable:       MetricsDurable,
@@ -40,7 +42,7 @@ func ConsumeMetrics(ctx context.Context, bus *pipeline.Bus, m *Metrics, logger *
 		Concurrency:   4, // Record is atomic per event, so order does not matter
 		Logger:        logger,
 	}, func(ctx context.Context, d pipeline.Delivery) error {
-		return handleMetrics(ctx, m, d, logger)
+		return handleMetrics(ctx, intake, m, d, logger)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("loop metrics consumer: %w", err)
@@ -49,20 +51,21 @@ func ConsumeMetrics(ctx context.Context, bus *pipeline.Bus, m *Metrics, logger *
 	return stop, nil
 }
 
-func handleMetrics(ctx context.Context, m *Metrics, d pipeline.Delivery, logger *slog.Logger) error {
-	ev, ok, err := DecodeFeedbackEvent(d.Data)
-	if err != nil {
+// handleMetrics counts one delivery. Every event passes the intake first,
+// as in the recommender's consumer, so both dead-letter the same events:
+// the metrics' own refusals come after it.
+func handleMetrics(ctx context.Context, intake *Intake, m *Metrics, d pipeline.Delivery, logger *slog.Logger) error {
+	ce, err := intake.AcceptDelivery(ctx, d)
+	if Refused(err) {
 		return pipeline.BadEvent(err)
 	}
-	if !ok {
+	if err != nil {
+		return err
+	}
+	if !ce.Generation {
 		return nil // a plain recommender event
 	}
-	if ev.ID == "" {
-		ev.ID = d.MsgID
-	}
-	if ev.ID == "" {
-		ev.ID = "seq:" + strconv.FormatUint(d.StreamSeq, 10)
-	}
+	ev := ce.Feedback // its id is set: the intake fills it in
 	// The event's own time places it in its hour, unless it claims to be
 	// from the future or from before the stream could have kept it.
 	at := ev.Time

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -44,8 +45,8 @@ var actionEvents = map[string]string{
 
 // Limits on feedback.
 const (
-	MinRating = 1
-	MaxRating = 5
+	MinRating = limits.MinFeedbackRating
+	MaxRating = limits.FeedbackRating
 	// MaxFeedbackTextBytes bounds the prompt, completion and edited text an
 	// event carries: the fine-tune collector's limit, so every accepted or
 	// edited generation that fits is a usable sample.
@@ -70,6 +71,13 @@ type Feedback struct {
 	Value float64 `json:"value,omitempty"`
 	// EditedText is the person's version, for ActionEdit only.
 	EditedText string `json:"edited_text,omitempty"`
+	// User, when given, is who gives the feedback: it must be the
+	// generation's user (ErrWrongUser), unless ForAnyUser. The event is
+	// credited to the generation's user either way.
+	User string `json:"user,omitempty"`
+	// ForAnyUser lets User differ from the generation's: the caller has
+	// the right to act for others (an admin token). Never read from JSON.
+	ForAnyUser bool `json:"-"`
 }
 
 // Validate checks the action and the fields it needs.
@@ -86,6 +94,9 @@ func (f Feedback) Validate() error {
 		}
 	} else if f.Value != 0 {
 		return bad("value", "only %q takes a value", ActionRate)
+	}
+	if len(f.User) > MaxRecordIDBytes || !utf8.ValidString(f.User) || strings.ContainsAny(f.User, "\x00\n") {
+		return bad("user", "at most %d bytes of UTF-8 without NUL or newline", MaxRecordIDBytes)
 	}
 	if f.Action != ActionEdit {
 		if f.EditedText != "" {
@@ -313,7 +324,8 @@ type Publisher func(ctx context.Context, body []byte) error
 // publishes it. A rating that changes the generation's rating publishes a
 // revision, and one that does not publishes nothing (Unchanged; see
 // rating.go). Errors: ErrNotFound (unknown or expired generation),
-// ErrBadFeedback (the request), or the publisher's.
+// ErrWrongUser (fb.User is not the generation's user), ErrBadFeedback
+// (the request), or the publisher's.
 func (s *Store) SendFeedback(ctx context.Context, id string, fb Feedback, publish Publisher) (FeedbackSent, error) {
 	if err := fb.Validate(); err != nil {
 		return FeedbackSent{}, err
@@ -324,6 +336,9 @@ func (s *Store) SendFeedback(ctx context.Context, id string, fb Feedback, publis
 	g, err := s.Get(ctx, id)
 	if err != nil {
 		return FeedbackSent{}, err
+	}
+	if fb.User != "" && fb.User != g.User && !fb.ForAnyUser {
+		return FeedbackSent{}, fmt.Errorf("%w: field \"user\": generation %s is %q's; %q may not give feedback on it", ErrWrongUser, g.ID, g.User, fb.User)
 	}
 	ev, err := NewFeedbackEvent(g, fb, time.Now())
 	if err != nil {

@@ -1,6 +1,7 @@
 package loop
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,12 +25,24 @@ import (
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 
+// testGeneration is the generation event's feedback is on; saveGeneration
+// records it, as the producer does before anyone can give feedback.
+func testGeneration(gen, tpl, mdl string) Generation {
+	return Generation{ID: gen, User: "u1", Template: tpl, Model: mdl, Prompt: "p", Text: "the quick brown fox"}
+}
+
+func saveGeneration(t *testing.T, rdb redis.UniversalClient, gen, tpl, mdl string) {
+	t.Helper()
+	if err := NewStore(rdb, StoreOptions{}).Save(context.Background(), testGeneration(gen, tpl, mdl)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // event builds the feedback event for action on a generation of template
 // tpl by model mdl.
 func event(t *testing.T, gen, tpl, mdl string, fb Feedback) FeedbackEvent {
 	t.Helper()
-	g := Generation{ID: gen, User: "u1", Template: tpl, Model: mdl, Prompt: "p", Text: "the quick brown fox"}
-	ev, err := NewFeedbackEvent(g, fb, time.Now())
+	ev, err := NewFeedbackEvent(testGeneration(gen, tpl, mdl), fb, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,9 +178,12 @@ func TestMetricsConsumerCountsEachEventOnce(t *testing.T) {
 	m := NewMetrics(rdb, MetricsOptions{})
 	bus := consumeOverNATS(t, m)
 
+	saveGeneration(t, rdb, "g1", "tpl-a", "m@1")
 	publish := func(msgID string, body []byte) uint64 {
 		t.Helper()
-		msg := nats.NewMsg(pipeline.FeedbackSubject("accepted"))
+		var ev recsys.Event
+		_ = json.Unmarshal(body, &ev)
+		msg := nats.NewMsg(pipeline.FeedbackSubject(cmp.Or(ev.Type, "accepted")))
 		if msgID != "" {
 			msg.Header.Set(jetstream.MsgIDHeader, msgID)
 		}

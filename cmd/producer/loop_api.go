@@ -26,6 +26,7 @@ import (
 // scheduler's loop-metrics consumer.
 type loopAPI struct {
 	store   *loop.Store
+	intake  *loop.Intake
 	metrics *loop.Metrics
 	bus     *pipeline.Bus // nil without NATS: feedback answers 503
 	logger  *slog.Logger
@@ -37,8 +38,9 @@ const maxFeedbackBody = loop.MaxFeedbackTextBytes + 4096
 // registerLoopRoutes adds the loop's routes. On api, behind the API's
 // token check (GET needs read, POST submit):
 //
-//	POST /v1/generations/{id}/feedback   {"action","value","edited_text"}; 202 once published (a
-//	                                     re-rating: its revision; the same rating again: nothing)
+//	POST /v1/generations/{id}/feedback   {"action","value","edited_text","user"}; 202 once published (a
+//	                                     re-rating: its revision; the same rating again: nothing);
+//	                                     "user", when given, must be the generation's (403), unless admin
 //	GET  /v1/generations/{id}            the generation record and its feedback
 //	GET  /v1/loop/metrics[?hours=N]      acceptance, rating, edit distance: totals and hourly
 //
@@ -47,7 +49,7 @@ const maxFeedbackBody = loop.MaxFeedbackTextBytes + 4096
 // Basic password). It registers the loop's Prometheus collector on
 // promReg. The bus is recs's (nil without NATS).
 func registerLoopRoutes(root, api *http.ServeMux, authn *auth.Authenticator, promReg prometheus.Registerer, rdb redis.UniversalClient, recs *recsAPI, logger *slog.Logger) {
-	l := &loopAPI{store: loop.NewStore(rdb, loop.StoreOptions{}), metrics: loop.NewMetrics(rdb, loop.MetricsOptions{}), logger: logger}
+	l := &loopAPI{store: loop.NewStore(rdb, loop.StoreOptions{}), intake: loop.NewIntake(rdb), metrics: loop.NewMetrics(rdb, loop.MetricsOptions{}), logger: logger}
 	if recs != nil {
 		l.bus = recs.bus
 	}
@@ -106,6 +108,43 @@ func viewOf(sent loop.FeedbackSent) feedbackView {
 // has no user (loop.ErrNoUser).
 const codeNoUser = "no_user"
 
+// Error codes of a bad field in feedback: POST /v1/generations/{id}/feedback
+// answers the first, POST /v1/feedback the second.
+const (
+	codeInvalidFeedback = "invalid_feedback"
+	codeInvalidEvent    = "invalid_event"
+)
+
+// actsForOthers reports whether the request's token may give feedback for
+// a user other than a generation's own: tokens name no user, so only the
+// admin right allows it (see docs/SECURITY.md, Feedback).
+func actsForOthers(r *http.Request) bool {
+	p, ok := auth.PrincipalFrom(r.Context())
+	return ok && p.Rights.Has(auth.RightAdmin)
+}
+
+// writeFeedbackError answers feedback the intake or the publisher refused:
+// 400 (code400) for a bad field, 404 for an unknown generation, 403 for
+// another user's, 409 for an event id used before for other content, 503
+// for anything else (NATS or Redis down).
+func writeFeedbackError(w http.ResponseWriter, logger *slog.Logger, err error, code400 string) {
+	switch {
+	case errors.Is(err, loop.ErrNoUser):
+		writeError(w, http.StatusBadRequest, codeNoUser, err.Error())
+	case errors.Is(err, loop.ErrBadFeedback):
+		writeError(w, http.StatusBadRequest, code400, err.Error())
+	case errors.Is(err, loop.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, loop.ErrWrongUser):
+		writeError(w, http.StatusForbidden, "forbidden", err.Error())
+	case errors.Is(err, loop.ErrReusedID):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	default:
+		logger.Error("feedback failed", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	}
+}
+
 func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 	if l.bus == nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "feedback needs NATS: start the producer with TANDEM_NATS_URL (or --nats-url)")
@@ -118,20 +157,13 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
 		return
 	}
-	sent, err := l.store.SendFeedback(r.Context(), r.PathValue("id"), fb, publishFeedback(l.bus))
-	switch {
-	case errors.Is(err, loop.ErrNoUser):
-		writeError(w, http.StatusBadRequest, codeNoUser, err.Error())
-	case errors.Is(err, loop.ErrBadFeedback), errors.Is(err, jobs.ErrBadFeedback):
-		writeError(w, http.StatusBadRequest, "invalid_feedback", err.Error())
-	case errors.Is(err, loop.ErrNotFound):
-		writeError(w, http.StatusNotFound, "not_found", err.Error())
-	case err != nil:
-		l.logger.Error("generation feedback failed", "generation", r.PathValue("id"), "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-	default:
-		writeJSON(w, http.StatusAccepted, viewOf(sent))
+	fb.ForAnyUser = actsForOthers(r)
+	sent, err := l.store.SendFeedback(r.Context(), r.PathValue("id"), fb, l.intake.Checked(publishFeedback(l.bus)))
+	if err != nil {
+		writeFeedbackError(w, l.logger, err, codeInvalidFeedback)
+		return
 	}
+	writeJSON(w, http.StatusAccepted, viewOf(sent))
 }
 
 func (l *loopAPI) getGeneration(w http.ResponseWriter, r *http.Request) {
@@ -222,7 +254,7 @@ func sendGenerationFeedback(ctx context.Context, fs *flag.FlagSet, cfg pipeline.
 		return feedbackView{}, err
 	}
 	defer bus.Close()
-	sent, err := loop.NewStore(rdb, loop.StoreOptions{}).SendFeedback(ctx, *gf.generation, fb, publishFeedback(bus))
+	sent, err := loop.NewStore(rdb, loop.StoreOptions{}).SendFeedback(ctx, *gf.generation, fb, loop.NewIntake(rdb).Checked(publishFeedback(bus)))
 	if err != nil {
 		return feedbackView{}, err
 	}

@@ -45,6 +45,7 @@ func newLoopEnv(t *testing.T, tokenFile string) *loopEnv {
 	root, api := http.NewServeMux(), http.NewServeMux()
 	root.Handle("/v1/", authn.Protect(auth.ByMethod, api))
 	registerLoopRoutes(root, api, authn, prometheus.NewRegistry(), rdb, recs, logger)
+	(&apiServer{logger: logger, recs: recs}).recsRoutes(api)
 	srv := httptest.NewServer(root)
 	t.Cleanup(srv.Close)
 	e := &loopEnv{rdb: rdb, natsURL: ns.URL(), redisURL: fmt.Sprintf("redis://%s/%d", rdb.Options().Addr, recsTestRedisDB), recs: recs, srv: srv, store: loop.NewStore(rdb, loop.StoreOptions{})}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
+	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -21,13 +22,16 @@ import (
 type recsAPI struct {
 	bus    *pipeline.Bus // nil without NATS: feedback answers 503
 	store  *recsys.RedisStore
+	intake *loop.Intake // the one validation of feedback events
+	gens   *loop.Store  // generation records, for feedback on a generation
 	logger *slog.Logger
 }
 
 // newRecsAPI connects to NATS when cfg names a server; the recommendation
 // lists are read from rdb.
 func newRecsAPI(ctx context.Context, cfg pipeline.Config, rdb redis.UniversalClient, logger *slog.Logger) (*recsAPI, error) {
-	r := &recsAPI{store: recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}), logger: logger}
+	r := &recsAPI{store: recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}), intake: loop.NewIntake(rdb),
+		gens: loop.NewStore(rdb, loop.StoreOptions{}), logger: logger}
 	if cfg.NATSURL == "" {
 		logger.Warn("no NATS URL: POST /v1/feedback answers 503 (set TANDEM_NATS_URL)")
 		return r, nil
@@ -65,7 +69,8 @@ func connectBus(ctx context.Context, cfg pipeline.Config) (*pipeline.Bus, error)
 
 // recsRoutes adds:
 //
-//	POST /v1/feedback                         one feedback event (recsys.Event JSON); 202 once stored
+//	POST /v1/feedback                         one feedback event (recsys.Event JSON, or feedback on a
+//	                                          generation with its fields); 202 once stored
 //	GET  /v1/users/{id}/recommendations[?n=]  the user's precomputed list
 func (a *apiServer) recsRoutes(mux *http.ServeMux) {
 	if a.recs == nil {
@@ -75,6 +80,12 @@ func (a *apiServer) recsRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/users/{id}/recommendations", a.recs.getRecommendations)
 }
 
+// postFeedback takes one event through the intake (loop.Intake): 400
+// names a bad field, 404 an unknown generation, 403 another user's
+// generation (unless the token is admin's), 409 an id used before for
+// other content. Feedback on a generation goes the way of
+// POST /v1/generations/{id}/feedback: built from the record, a rating
+// numbered as a revision.
 func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 	if r.bus == nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "feedback needs NATS: start the producer with TANDEM_NATS_URL (or --nats-url)")
@@ -85,14 +96,43 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: over %d bytes", pipeline.MaxEventBytes))
 		return
 	}
-	ev, err := jobs.PublishFeedback(req.Context(), r.bus, body)
-	switch {
-	case errors.Is(err, jobs.ErrBadFeedback):
-		writeError(w, http.StatusBadRequest, "invalid_event", err.Error())
+	ctx := req.Context()
+	ce, err := r.intake.Check(ctx, "", body, actsForOthers(req))
+	if err != nil {
+		writeFeedbackError(w, r.logger, err, codeInvalidEvent)
 		return
-	case err != nil:
-		r.logger.Error("feedback publish failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	}
+	if ce.Generation {
+		fe := ce.Feedback
+		if fe.Revision != 0 {
+			writeError(w, http.StatusBadRequest, codeInvalidEvent, `field "revision": revisions are numbered by the server; send the new rating`)
+			return
+		}
+		fb := loop.Feedback{Action: fe.Action, EditedText: fe.EditedText}
+		if fe.Action == loop.ActionRate {
+			fb.Value = fe.Value
+		}
+		sent, err := r.gens.SendFeedback(ctx, fe.GenerationID, fb, r.intake.Checked(publishFeedback(r.bus)))
+		if err != nil {
+			writeFeedbackError(w, r.logger, err, codeInvalidEvent)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, viewOf(sent))
+		return
+	}
+	if ce.Event.ID == "" {
+		if body, ce.Event.ID, err = jobs.WithEventID(body); err != nil {
+			writeFeedbackError(w, r.logger, err, codeInvalidEvent)
+			return
+		}
+	}
+	if err := r.intake.Claim(ctx, ce.Event.ID, ce.Digest); err != nil {
+		writeFeedbackError(w, r.logger, err, codeInvalidEvent)
+		return
+	}
+	ev, err := jobs.PublishFeedback(ctx, r.bus, body)
+	if err != nil {
+		writeFeedbackError(w, r.logger, err, codeInvalidEvent)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": ev.ID, "subject": pipeline.FeedbackSubject(ev.Type)})

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -18,6 +16,7 @@ import (
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
+	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -77,6 +76,7 @@ type feedbackConsumer struct {
 	log     *recsys.InteractionLog
 	updates *updateEnqueuer
 	rdb     redis.UniversalClient
+	intake  *loop.Intake // the one validation every FEEDBACK consumer runs
 	logger  *slog.Logger
 }
 
@@ -149,7 +149,7 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 		fcancel()
 		<-followed
 	}
-	c := &feedbackConsumer{live: live, log: live.log, updates: updates, rdb: o.Redis, logger: o.Logger}
+	c := &feedbackConsumer{live: live, log: live.log, updates: updates, rdb: o.Redis, intake: loop.NewIntake(o.Redis), logger: o.Logger}
 	stopConsume, err := bus.Consume(ctx, pipeline.ConsumerSpec{
 		Stream:        pipeline.StreamFeedback,
 		Durable:       FeedbackDurable,
@@ -171,31 +171,29 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 	}, nil
 }
 
-// handle logs one feedback message and asks for its user's update. A
-// malformed or invalid event is a BadEvent (dead-lettered at once, with
-// the reason); Redis trouble is returned so the message is redelivered. A
+// handle logs one feedback message and asks for its user's update. Every
+// message passes the intake first (loop.Intake.AcceptDelivery), the same
+// check the loop metrics' consumer and the API run: an invalid event, one
+// on a generation that does not exist or is another user's, or a reused
+// id with other content is a BadEvent (dead-lettered at once, with the
+// reason); Redis trouble is returned so the message is redelivered. A
 // redelivered or resent event is logged once (by event id, then message
 // id, then stream sequence) but still gets its update task: the delivery
 // that logged it may have failed before enqueuing one.
 func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) error {
-	var ev recsys.Event
-	if err := json.Unmarshal(d.Data, &ev); err != nil {
+	ce, err := c.intake.AcceptDelivery(ctx, d)
+	if loop.Refused(err) {
 		return pipeline.BadEvent(err)
 	}
-	if ev.ID == "" {
-		ev.ID = d.MsgID
+	if err != nil {
+		return err
 	}
-	if ev.ID == "" {
-		// Redeliveries keep their stream sequence, so it identifies the message.
-		ev.ID = "seq:" + strconv.FormatUint(d.StreamSeq, 10)
-	}
-	if ev.Item == "" && jobs.GenerationOnly(d.Data) {
+	ev := ce.Event
+	if ev.Item == "" {
 		// Feedback on a generation made from neither a template nor a
-		// topic: nothing for the recommender, a sample for fine-tuning.
-		return c.collectGeneration(ctx, ev, d.Data)
-	}
-	if err := jobs.CheckFeedbackEvent(ev); err != nil {
-		return pipeline.BadEvent(err)
+		// topic (the one event the intake lets lack an item): nothing for
+		// the recommender, a sample for fine-tuning.
+		return c.collectGeneration(ctx, ce)
 	}
 	entry, added, err := c.log.Append(ctx, ev)
 	if errors.Is(err, recsys.ErrBadInput) {
@@ -210,30 +208,28 @@ func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) erro
 	if added {
 		c.logger.Debug("feedback logged", "id", ev.ID, "entry", entry, "user", ev.User, "item", ev.Item, "event", ev.Type)
 	}
-	return c.collectGeneration(ctx, ev, d.Data)
+	return c.collectGeneration(ctx, ce)
 }
 
 // collectGeneration hands an accepted or edited generation to the
-// fine-tune collector of its model. Events that are not generation
-// feedback, or that the collector cannot use, are skipped (logged); only
+// fine-tune collector of its model. The prompt, completion and model are
+// the generation record's (the intake rebuilt the event from it); only
+// the edited text is the event's. Events that are not feedback on a
+// generation, or that the collector cannot use, are skipped (logged); only
 // Redis trouble is returned, to be retried (Collect is idempotent).
-func (c *feedbackConsumer) collectGeneration(ctx context.Context, ev recsys.Event, data []byte) error {
-	if ev.Type != recsys.EventAccepted && ev.Type != recsys.EventEdited {
+func (c *feedbackConsumer) collectGeneration(ctx context.Context, ce loop.CheckedEvent) error {
+	if !ce.Generation {
 		return nil
 	}
-	fe, err := finetune.DecodeFeedback(data)
-	if err != nil || fe.GenerationID == "" {
-		return nil // a plain accept of a template, not of a generation
-	}
-	if fe.Action == "" {
-		fe.Action = finetune.FeedbackAccept
-		if ev.Type == recsys.EventEdited {
-			fe.Action = finetune.FeedbackEdit
-		}
+	g := ce.Feedback
+	fe := finetune.FeedbackEvent{GenerationID: g.GenerationID, Action: g.Action, Prompt: g.Prompt, Completion: g.Completion,
+		EditedText: g.EditedText, Model: g.Model}
+	if fe.Action != finetune.FeedbackAccept && fe.Action != finetune.FeedbackEdit {
+		return nil
 	}
 	col, err := finetune.NewFeedbackCollector(c.rdb, fe.Collection())
 	if err != nil {
-		c.logger.Warn("generation feedback skipped", "id", ev.ID, "err", err)
+		c.logger.Warn("generation feedback skipped", "id", g.ID, "err", err)
 		return nil
 	}
 	_, err = col.Collect(ctx, fe)
@@ -243,7 +239,7 @@ func (c *feedbackConsumer) collectGeneration(ctx context.Context, ev recsys.Even
 	case transientErr(err):
 		return err
 	}
-	c.logger.Warn("generation feedback skipped", "id", ev.ID, "generation", fe.GenerationID, "err", err)
+	c.logger.Warn("generation feedback skipped", "id", g.ID, "generation", fe.GenerationID, "err", err)
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -347,8 +348,12 @@ func TestFeedbackCollectsGenerations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
+	g := loop.Generation{ID: "gen-1", User: "u9", Template: "tpl-1", Prompt: "Say hi", Text: "hello"}
+	if err := loop.NewStore(e.rdb, loop.StoreOptions{}).Save(ctx, g); err != nil {
+		t.Fatal(err)
+	}
 	body := []byte(`{"user":"u9","item":"tpl-1","event":"edited","kind":"template",
-		"generation_id":"gen-1","prompt":"Say hi","completion":"hello","edited_text":"Hi!"}`)
+		"generation_id":"gen-1","action":"edit","prompt":"Say hi","completion":"hello","edited_text":"Hi!"}`)
 	if _, err := jobs.PublishFeedback(ctx, e.bus, body); err != nil {
 		t.Fatal(err)
 	}
