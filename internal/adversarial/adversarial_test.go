@@ -20,8 +20,10 @@ type finding struct {
 var findings = []finding{
 	{1, "rows survive a Redis stall mid-batch", stallMidBatch, true},
 	{2, "job paths cannot reach the data dir", jobPathsIntoDataDir, false},
+	{3, "feedback only for generations that exist, by their user", forgedFeedback, false},
 	{4, "internal kinds are refused by the public API", internalKinds, false},
 	{6, "a template cannot blow up the producer's memory", templateBomb, false},
+	{7, "feedback values are checked where they enter", feedbackValues, false},
 	{8, "POST /v1/jobs validates every field", jobFields, false},
 	{10, "slow bodies are cut off", slowBodies, false},
 	{10, "a FIFO input is refused before it is opened", fifoInput, false},

@@ -180,3 +180,5 @@ func waitFor(t *testing.T, within time.Duration, what string, ok func() error) {
 	}
 	t.Fatalf("%s: not within %s: %v", what, within, err)
 }
+
+func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
