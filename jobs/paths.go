@@ -92,15 +92,20 @@ func OpenDataRoot(cfg pipeline.Config) (*dataroot.Root, error) {
 // (batch outputs, rebuild snapshots), the model registry, and the data dir
 // around them (private Redis, NATS store, uploaded batch inputs). Most
 // specific first, so that errors name the artifact store rather than the
-// data dir that holds it.
+// data dir that holds it. A configuration without a data dir (a test's)
+// reserves only an artifact store of its own (local:DIR).
 func ReservedDirs(cfg pipeline.Config) []dataroot.Reserved {
 	var out []dataroot.Reserved
 	kind, dir, _ := strings.Cut(strings.TrimSpace(os.Getenv(artifact.EnvStore)), ":")
+	hasDataDir := strings.TrimSpace(cfg.DataDir) != ""
 	switch {
 	case kind == "local" && dir != "":
 		out = append(out, dataroot.Reserved{Dir: dir, What: "the artifact store (" + artifact.EnvStore + ")"})
-	case kind == "" || kind == "local":
+	case (kind == "" || kind == "local") && hasDataDir:
 		out = append(out, dataroot.Reserved{Dir: filepath.Join(cfg.DataDir, "artifacts"), What: "the artifact store (" + EnvDataDir + "/artifacts)"})
+	}
+	if !hasDataDir {
+		return out
 	}
 	out = append(out,
 		dataroot.Reserved{Dir: RegistryDir(cfg.DataDir), What: "the model registry (" + EnvDataDir + "/registry)"},
