@@ -81,7 +81,7 @@ var ErrReserved = errors.New("lies in a reserved directory")
 
 // ErrRootInReserved is wrapped by Open's error for a root that is a
 // reserved directory or lies inside one.
-var ErrRootInReserved = errors.New("the data root lies inside the service's own state")
+var ErrRootInReserved = errors.New("every job path would reach the service's state")
 
 // Reserved is a directory that no job path may reach: the service's own
 // state. It may lie inside the root (the default layout) or elsewhere; the
@@ -195,8 +195,8 @@ func Open(dir string, reserved ...Reserved) (*Root, error) {
 		}
 		rreal := resolveExisting(rabs)
 		if rel, err := filepath.Rel(rreal, real); err == nil && !climbs(rel) && !filepath.IsAbs(rel) {
-			return nil, fmt.Errorf("data root %s lies inside %s, %s: %w; make them separate directories, or put the service's state inside the data root, where jobs may not name it",
-				dir, res.What, res.Dir, ErrRootInReserved)
+			return nil, fmt.Errorf("data root %s lies inside %s %s: %w; make them separate directories, or put the service's state inside the data root, where jobs may not name it",
+				abs, res.What, rabs, ErrRootInReserved)
 		}
 		if rel, err := filepath.Rel(real, rreal); err == nil && !climbs(rel) && !filepath.IsAbs(rel) {
 			inside = append(inside, reservedDir{what: res.What, abs: rreal, name: filepath.ToSlash(rel)})
