@@ -36,7 +36,18 @@
 //     root /data`;
 //   - symbolic links that stay inside the root are followed, if relative.
 //     os.Root refuses absolute link targets even when they point inside, so
-//     links in the data root should be relative.
+//     links in the data root should be relative;
+//   - a path that resolves into a reserved directory is refused as well:
+//     the service's own state (the data dir with its artifact store and
+//     registry), which may lie inside the root, as it does by default (data
+//     root ".", data dir ".tandem"). The error wraps ErrReserved, is marked
+//     permanent, and names what the directory is, never where it is:
+//     `field "output": path ".tandem/artifacts/x" lies in the data dir
+//     (TANDEM_DATA_DIR), which no job may read or write`. The check follows
+//     the links on the way and compares directories by identity too, so
+//     neither a link nor another spelling (".TANDEM" on a case-insensitive
+//     disk) leads in. A root that lies inside a reserved directory is
+//     refused by Open (ErrRootInReserved): every path would reach it.
 //
 // The confinement itself is os.Root's (Go 1.24+): every open, mkdir and
 // rename resolves the name one component at a time from a directory handle
@@ -64,6 +75,31 @@ import (
 // ErrEscape is wrapped by errors for paths that resolve outside the root.
 var ErrEscape = errors.New("escapes the data root")
 
+// ErrReserved is wrapped by errors for paths that resolve into a reserved
+// directory inside the root (see Reserved).
+var ErrReserved = errors.New("lies in a reserved directory")
+
+// ErrRootInReserved is wrapped by Open's error for a root that is a
+// reserved directory or lies inside one.
+var ErrRootInReserved = errors.New("every job path would reach the service's state")
+
+// Reserved is a directory that no job path may reach: the service's own
+// state. It may lie inside the root (the default layout) or elsewhere; the
+// root may not lie inside it.
+type Reserved struct {
+	Dir  string // the directory; it need not exist yet
+	What string // what it is, for messages: "the data dir (TANDEM_DATA_DIR)"
+}
+
+// reservedError is a PathError's cause for a path in a reserved directory.
+type reservedError struct{ what string }
+
+func (e reservedError) Error() string {
+	return "lies in " + e.what + ", which no job may read or write"
+}
+
+func (e reservedError) Is(target error) bool { return target == ErrReserved }
+
 // PathError is a path a Root refused or could not use. Escapes and
 // malformed paths (empty, a NUL byte) are returned marked permanent; file
 // system errors (not found, permission, disk full) are returned as they are,
@@ -78,6 +114,8 @@ type PathError struct {
 
 func (e *PathError) Error() string {
 	switch {
+	case errors.Is(e.Err, ErrReserved):
+		return fmt.Sprintf("field %q: path %q %v", e.Field, e.Path, e.Err)
 	case errors.Is(e.Err, ErrEscape) && e.Root != "":
 		return fmt.Sprintf("field %q: path %q escapes the data root %s", e.Field, e.Path, e.Root)
 	case errors.Is(e.Err, ErrEscape):
@@ -92,6 +130,10 @@ func (e *PathError) Unwrap() error { return e.Err }
 
 // IsEscape reports whether err is, or wraps, a refused escape.
 func IsEscape(err error) bool { return errors.Is(err, ErrEscape) }
+
+// IsRefused reports whether err refuses a path for where it leads: out of
+// the root (ErrEscape) or into a reserved directory (ErrReserved).
+func IsRefused(err error) bool { return errors.Is(err, ErrEscape) || errors.Is(err, ErrReserved) }
 
 // CheckPath is the check that needs no root: p must be non-empty, hold no
 // NUL byte, and, when relative, not climb out ("../x", "a/../../x"). Args'
@@ -117,13 +159,23 @@ func climbs(clean string) bool {
 // Root is an open data root. It is safe for concurrent use; one per process
 // is enough.
 type Root struct {
-	dir  string // absolute, as configured
-	real string // dir with symbolic links resolved
-	root *os.Root
+	dir      string // absolute, as configured
+	real     string // dir with symbolic links resolved
+	root     *os.Root
+	reserved []reservedDir // those inside the root
 }
 
-// Open opens dir, which must exist and be a directory, as a data root.
-func Open(dir string) (*Root, error) {
+// reservedDir is a Reserved directory inside the root.
+type reservedDir struct {
+	what string
+	abs  string // absolute, links resolved as far as it exists
+	name string // slash-separated, relative to the root
+}
+
+// Open opens dir, which must exist and be a directory, as a data root. No
+// path may reach the reserved directories; a dir that is one of them, or
+// lies inside one, is refused (ErrRootInReserved).
+func Open(dir string, reserved ...Reserved) (*Root, error) {
 	if strings.TrimSpace(dir) == "" {
 		return nil, errors.New("data root: no directory given")
 	}
@@ -135,11 +187,45 @@ func Open(dir string) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data root: %w", err)
 	}
+	var inside []reservedDir
+	for _, res := range reserved {
+		rabs, err := filepath.Abs(res.Dir)
+		if err != nil || strings.TrimSpace(res.Dir) == "" {
+			return nil, fmt.Errorf("data root: reserved directory %q (%s): not a usable path", res.Dir, res.What)
+		}
+		rreal := resolveExisting(rabs)
+		if rel, err := filepath.Rel(rreal, real); err == nil && !climbs(rel) && !filepath.IsAbs(rel) {
+			return nil, fmt.Errorf("data root %s lies inside %s %s: %w; make them separate directories, or put the service's state inside the data root, where jobs may not name it",
+				abs, res.What, rabs, ErrRootInReserved)
+		}
+		if rel, err := filepath.Rel(real, rreal); err == nil && !climbs(rel) && !filepath.IsAbs(rel) {
+			inside = append(inside, reservedDir{what: res.What, abs: rreal, name: filepath.ToSlash(rel)})
+		}
+	}
 	r, err := os.OpenRoot(abs)
 	if err != nil {
 		return nil, fmt.Errorf("data root: %w", err)
 	}
-	return &Root{dir: abs, real: real, root: r}, nil
+	return &Root{dir: abs, real: real, root: r, reserved: inside}, nil
+}
+
+// resolveExisting resolves the links of p's longest existing prefix and
+// appends the rest, so a directory that does not exist yet is placed where
+// it will be created.
+func resolveExisting(p string) string {
+	var rest []string
+	for cur := p; ; cur = filepath.Dir(cur) {
+		if real, err := filepath.EvalSymlinks(cur); err == nil {
+			for i := len(rest) - 1; i >= 0; i-- {
+				real = filepath.Join(real, rest[i])
+			}
+			return real
+		}
+		if filepath.Dir(cur) == cur {
+			return p
+		}
+		rest = append(rest, filepath.Base(cur))
+	}
 }
 
 // Dir is the root's absolute directory.
@@ -154,8 +240,12 @@ func (r *Root) OS() *os.Root { return r.root }
 func (r *Root) Close() error { return r.root.Close() }
 
 // Name turns a path given in field into a slash-separated name inside the
-// root, by the rules in the package comment. It looks at the string only:
-// symbolic links are checked when the name is used.
+// root, by the rules in the package comment. Whether it leads out is
+// decided when the name is used (os.Root, one component at a time); whether
+// it leads into a reserved directory is decided here, following the links
+// that exist now. A link swapped in between this check and the use could
+// still lead into a reserved directory; only someone who can write the data
+// root's directories themselves can do that, and no job can.
 func (r *Root) Name(field, p string) (string, error) {
 	if err := CheckPath(field, p); err != nil {
 		if pe := (*PathError)(nil); errors.As(err, &pe) {
@@ -163,6 +253,18 @@ func (r *Root) Name(field, p string) (string, error) {
 		}
 		return "", err
 	}
+	name, err := r.lexicalName(field, p)
+	if err != nil {
+		return "", err
+	}
+	if err := r.checkReserved(field, p, name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// lexicalName is Name without the reserved check.
+func (r *Root) lexicalName(field, p string) (string, error) {
 	c := filepath.Clean(p)
 	if !filepath.IsAbs(c) {
 		return filepath.ToSlash(c), nil
@@ -173,6 +275,99 @@ func (r *Root) Name(field, p string) (string, error) {
 		}
 	}
 	return "", r.escape(field, p)
+}
+
+// maxLinkHops bounds the links checkReserved follows for one path, as the
+// kernel's own limit (ELOOP) does.
+const maxLinkHops = 40
+
+// checkReserved refuses a name that leads into a reserved directory: by its
+// spelling (case-folded, so another spelling on a case-insensitive disk
+// does not pass), through the links on its way, or by being the same
+// directory under another name. Links that lead out of the root end the
+// walk: using such a name is refused as an escape (os.Root), or, for an
+// atomic write, replaces the link.
+func (r *Root) checkReserved(field, p, name string) error {
+	if len(r.reserved) == 0 {
+		return nil
+	}
+	var ids []fs.FileInfo // the reserved directories that exist now
+	for _, res := range r.reserved {
+		st, err := os.Stat(res.abs)
+		if err != nil || !st.IsDir() {
+			st = nil
+		}
+		ids = append(ids, st)
+	}
+	// hit is the deepest reserved directory met on the way, so that the
+	// message names the artifact store rather than the data dir around it.
+	hit := -1
+	check := func(n string, st fs.FileInfo) {
+		for i, res := range r.reserved {
+			if within(n, res.name) || st != nil && ids[i] != nil && st.IsDir() && os.SameFile(st, ids[i]) {
+				if hit < 0 || len(res.name) > len(r.reserved[hit].name) {
+					hit = i
+				}
+			}
+		}
+	}
+	result := func() error {
+		if hit < 0 {
+			return nil
+		}
+		return pipeline.Permanent(&PathError{Field: field, Path: p, Root: r.dir, Err: reservedError{what: r.reserved[hit].what}})
+	}
+	var done []string
+	rest := strings.Split(name, "/")
+	for hops := 0; len(rest) > 0; {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) == 0 {
+				return result() // out of the root: refused where it is used
+			}
+			done = done[:len(done)-1]
+			continue
+		}
+		cur := path.Join(path.Join(done...), c)
+		st, err := r.root.Lstat(cur)
+		if err != nil {
+			// Not there yet (or not readable): the rest is created as
+			// spelt, so its spelling decides.
+			check(path.Join(append([]string{cur}, rest...)...), nil)
+			return result()
+		}
+		if st.Mode()&fs.ModeSymlink == 0 {
+			check(cur, st)
+			done = append(done, c)
+			continue
+		}
+		if hops++; hops > maxLinkHops {
+			return pipeline.Permanent(&PathError{Field: field, Path: p, Root: r.dir, Op: "resolve", Err: errors.New("too many levels of symbolic links")})
+		}
+		target, err := r.root.Readlink(cur)
+		if err != nil || filepath.IsAbs(target) {
+			return result() // os.Root refuses absolute targets where the name is used
+		}
+		rest = append(strings.Split(filepath.ToSlash(target), "/"), rest...)
+	}
+	check(path.Join(done...), nil)
+	return result()
+}
+
+// within reports whether the slash name n is dir or lies under it,
+// comparing case-insensitively.
+func within(n, dir string) bool {
+	if n == "" {
+		n = "."
+	}
+	if len(n) < len(dir) || !strings.EqualFold(n[:len(dir)], dir) {
+		return false
+	}
+	return len(n) == len(dir) || n[len(dir)] == '/'
 }
 
 // Path is the absolute path of a name inside the root, for results and

@@ -30,6 +30,9 @@ const MaxEvalBytes = limits.EvalBytes
 // Kind implements pipeline.JobArgs.
 func (EvalArgs) Kind() string { return KindEval }
 
+// jobPaths implements pathArgs.
+func (a EvalArgs) jobPaths() []JobPath { return []JobPath{{"model", a.Model}, {"input", a.Input}} }
+
 // Validate implements pipeline.Validator.
 func (a EvalArgs) Validate() error {
 	switch {

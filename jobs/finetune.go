@@ -67,6 +67,11 @@ type FinetuneArgs struct {
 // Kind implements pipeline.JobArgs.
 func (FinetuneArgs) Kind() string { return KindFinetune }
 
+// jobPaths implements pathArgs.
+func (a FinetuneArgs) jobPaths() []JobPath {
+	return []JobPath{{"model", a.Model}, {"data", a.Data}, {"out", a.Out}}
+}
+
 // KindOptions implements pipeline.KindOptioner: fine-tuning has a queue of
 // its own so it never starves generation.
 func (FinetuneArgs) KindOptions() pipeline.KindOptions {
@@ -246,7 +251,7 @@ func (w FinetuneWorker) run(ctx context.Context, runID string, a FinetuneArgs, r
 	hooks.Backend = trainBackend()
 	res, err := finetune.Run(ctx, o, hooks)
 	if err != nil {
-		if errors.Is(err, finetune.ErrBadDataset) || isOptionError(err) || dataroot.IsEscape(err) {
+		if errors.Is(err, finetune.ErrBadDataset) || isOptionError(err) || dataroot.IsRefused(err) {
 			return st, pipeline.Permanent(err)
 		}
 		return st, err
@@ -296,7 +301,7 @@ func resolveBase(ctx context.Context, deps *Deps, root *dataroot.Root, ref strin
 		}
 		name, _ := root.Name("model", ref) // accepted by OpenDir
 		return baseModel{root: d, dir: root.Path(name), parent: root.Path(name)}, nil
-	case dataroot.IsEscape(err):
+	case dataroot.IsRefused(err):
 		return baseModel{}, err
 	}
 	if _, _, perr := registry.ParseRef(ref); perr != nil {

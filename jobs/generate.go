@@ -33,6 +33,11 @@ const MaxRequestLines = limits.RequestLines
 // Kind implements pipeline.JobArgs.
 func (GenerateArgs) Kind() string { return KindGenerate }
 
+// jobPaths implements pathArgs.
+func (a GenerateArgs) jobPaths() []JobPath {
+	return []JobPath{{"model", a.Model}, {"input", a.Input}, {"output", a.Output}}
+}
+
 // Validate implements pipeline.Validator.
 func (a GenerateArgs) Validate() error {
 	switch {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,57 +130,73 @@ type kind struct {
 	register func(r *pipeline.Registry, d *Deps)
 	exec     execFunc
 	summary  string
+	// paths lists the files a payload of the kind names (CheckPaths); nil
+	// for kinds that name none.
+	paths func(payload []byte) ([]JobPath, error)
+	// internal, when set, makes the kind internal and says who enqueues it:
+	// the public API (POST /v1/jobs, GET /v1/kinds) takes and lists only
+	// public kinds (CheckPublic), since an internal kind's args are trusted
+	// as the pipeline wrote them (a webhook's body is signed as it stands,
+	// a chunk's record is believed).
+	internal string
 }
 
 var kinds = map[string]kind{
 	KindGenerate: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[GenerateArgs](r, GenerateWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 5, Timeout: 2 * time.Hour})
+			pipeline.Register[GenerateArgs](r, withPathCheck[GenerateArgs](d, GenerateWorker{Deps: d}), pipeline.KindOptions{Queue: "default", MaxRetry: 5, Timeout: 2 * time.Hour})
 		},
 		exec:    execGenerate,
 		summary: "complete the requests of a JSONL file (OpenAI Batch format)",
+		paths:   pathsOf[GenerateArgs],
 	},
 	KindPing: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[PingArgs](r, PingWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
+			pipeline.Register[PingArgs](r, withPathCheck[PingArgs](d, PingWorker{Deps: d}), pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 15 * time.Minute})
 		},
 		exec:    execPing,
 		summary: "diagnostic: wait, optionally record each run, optionally fail",
+		paths:   pathsOf[PingArgs],
 	},
 	KindEval: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[EvalArgs](r, EvalWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: time.Hour})
+			pipeline.Register[EvalArgs](r, withPathCheck[EvalArgs](d, EvalWorker{Deps: d}), pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: time.Hour})
 		},
 		exec:    execEval,
 		summary: "perplexity of a model over a text file",
+		paths:   pathsOf[EvalArgs],
 	},
 	KindBatchChunk: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[BatchChunkArgs](r, BatchChunkWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 10, Timeout: time.Hour})
 		},
-		exec:    execQueueOnly(KindBatchChunk),
-		summary: "generate one chunk of a batch (enqueued by `producer batch create`)",
+		exec:     execQueueOnly(KindBatchChunk),
+		summary:  "generate one chunk of a batch (enqueued by `producer batch create`)",
+		internal: "POST /v1/batches and `producer batch create` enqueue it",
 	},
 	KindBatchFinalize: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[BatchFinalizeArgs](r, BatchFinalizeWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 20, Timeout: 30 * time.Minute})
 		},
-		exec:    execQueueOnly(KindBatchFinalize),
-		summary: "merge a batch's chunk outputs into output.jsonl and errors.jsonl",
+		exec:     execQueueOnly(KindBatchFinalize),
+		summary:  "merge a batch's chunk outputs into output.jsonl and errors.jsonl",
+		internal: "a batch's last chunk, its cancel and its expiry enqueue it",
 	},
 	KindWebhook: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[WebhookArgs](r, WebhookWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 12, Timeout: time.Minute})
 		},
-		exec:    execWebhook,
-		summary: "deliver one signed lifecycle event to a webhook URL",
+		exec:     execWebhook,
+		summary:  "deliver one signed lifecycle event to a webhook URL",
+		internal: "a batch's lifecycle events enqueue it, signed",
 	},
 	KindFinetune: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[FinetuneArgs](r, FinetuneWorker{Deps: d}, pipeline.KindOptions{})
+			pipeline.Register[FinetuneArgs](r, withPathCheck[FinetuneArgs](d, FinetuneWorker{Deps: d}), pipeline.KindOptions{})
 		},
 		exec:    execFinetune,
 		summary: "train or fine-tune a model on a dataset, with checkpoints and resume",
+		paths:   pathsOf[FinetuneArgs],
 	},
 	KindFinetuneFeedback: {
 		register: func(r *pipeline.Registry, d *Deps) {
@@ -190,45 +207,52 @@ var kinds = map[string]kind{
 	},
 	KindRecsRebuild: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[RecsRebuildArgs](r, RecsRebuildWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 2 * time.Hour})
+			pipeline.Register[RecsRebuildArgs](r, withPathCheck[RecsRebuildArgs](d, RecsRebuildWorker{Deps: d}), pipeline.KindOptions{Queue: "default", MaxRetry: 3, Timeout: 2 * time.Hour})
 		},
 		exec:    execRecsRebuild,
 		summary: "rebuild recommendations from an interaction log; optionally publish them to Redis",
+		paths:   pathsOf[RecsRebuildArgs],
 	},
 	KindPersonalize: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[PersonalizeArgs](r, PersonalizeWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 5, Timeout: 2 * time.Hour})
+			pipeline.Register[PersonalizeArgs](r, withPathCheck[PersonalizeArgs](d, PersonalizeWorker{Deps: d}), pipeline.KindOptions{Queue: "default", MaxRetry: 5, Timeout: 2 * time.Hour})
 		},
 		exec:    execPersonalize,
 		summary: "generate each user's top recommended templates and topics (popular ones for cold starts)",
+		paths:   pathsOf[PersonalizeArgs],
 	},
 	KindInteractive: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[InteractiveArgs](r, InteractiveWorker{Deps: d}, InteractiveArgs{}.KindOptions())
 		},
-		exec:    execInteractive,
-		summary: "one completion a person waits for, streamed token by token over NATS (POST /v1/completions)",
+		exec:     execInteractive,
+		summary:  "one completion a person waits for, streamed token by token over NATS (POST /v1/completions)",
+		internal: "POST /v1/completions enqueues it",
 	},
 	KindRecsFanout: {
 		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[RecsFanoutArgs](r, RecsFanoutWorker{Deps: d}, pipeline.KindOptions{})
+			pipeline.Register[RecsFanoutArgs](r, withPathCheck[RecsFanoutArgs](d, RecsFanoutWorker{Deps: d}), pipeline.KindOptions{})
 		},
-		exec:    execRecsQueueOnly(KindRecsFanout),
-		summary: "start a sharded rebuild: snapshot the interactions, enqueue one shard task per row range (the nightly cron)",
+		exec:     execRecsQueueOnly(KindRecsFanout),
+		summary:  "start a sharded rebuild: snapshot the interactions, enqueue one shard task per row range (the nightly cron)",
+		paths:    pathsOf[RecsFanoutArgs],
+		internal: "the scheduler's nightly rebuild enqueues it",
 	},
 	KindRecsShard: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[RecsShardArgs](r, RecsShardWorker{Deps: d}, pipeline.KindOptions{})
 		},
-		exec:    execRecsQueueOnly(KindRecsShard),
-		summary: "compute one row range of a sharded rebuild; the last shard enqueues the merge",
+		exec:     execRecsQueueOnly(KindRecsShard),
+		summary:  "compute one row range of a sharded rebuild; the last shard enqueues the merge",
+		internal: "a rebuild fan-out enqueues it",
 	},
 	KindRecsMerge: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[RecsMergeArgs](r, RecsMergeWorker{Deps: d}, pipeline.KindOptions{})
 		},
-		exec:    execRecsQueueOnly(KindRecsMerge),
-		summary: "merge a sharded rebuild and swap the served lists atomically",
+		exec:     execRecsQueueOnly(KindRecsMerge),
+		summary:  "merge a sharded rebuild and swap the served lists atomically",
+		internal: "a rebuild's last shard enqueues it",
 	},
 	KindRecsUserUpdate: {
 		// Runs in the scheduler, beside the live model it needs; workers
@@ -236,12 +260,14 @@ var kinds = map[string]kind{
 		register: func(*pipeline.Registry, *Deps) {},
 		exec:     execRecsQueueOnly(KindRecsUserUpdate),
 		summary:  "refresh one user's served list from the scheduler's live model (coalesced per user and window)",
+		internal: "the scheduler's feedback consumer enqueues it",
 	},
 	KindRecsEval: {
 		// Offline evaluation is a command for people; it has no queue entry.
 		register: func(*pipeline.Registry, *Deps) {},
 		exec:     execRecsEval,
 		summary:  "offline precision/recall/nDCG/MAP/coverage of the recommender (worker exec only)",
+		internal: "it runs under `worker exec` only",
 	},
 }
 
@@ -260,6 +286,39 @@ func Names() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// PublicNames lists the public kinds, those a client of the API may
+// enqueue (POST /v1/jobs) and GET /v1/kinds lists, in a stable order.
+func PublicNames() []string {
+	var names []string
+	for _, n := range Names() {
+		if kinds[n].internal == "" {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// Internal says who enqueues an internal kind; "" for a public or unknown
+// one.
+func Internal(name string) string { return kinds[name].internal }
+
+// CheckPublic refuses a kind the public API must not enqueue: an unknown
+// one, or an internal one, which only the pipeline enqueues. The message
+// names the field and the public kinds. Operators with Redis credentials
+// may still enqueue internal kinds with `producer enqueue`.
+func CheckPublic(name string) error {
+	k, ok := kinds[name]
+	switch {
+	case name == "":
+		return fmt.Errorf("kind: required (public kinds: %s)", strings.Join(PublicNames(), ", "))
+	case !ok:
+		return fmt.Errorf("kind: unknown %.64q (public kinds: %s)", name, strings.Join(PublicNames(), ", "))
+	case k.internal != "":
+		return fmt.Errorf("kind: %q is internal; only the pipeline enqueues it (%s)", name, k.internal)
+	}
+	return nil
 }
 
 // Summary is a one-line description of a kind for help texts.

@@ -105,6 +105,11 @@ type PersonalizeArgs struct {
 // Kind implements pipeline.JobArgs.
 func (PersonalizeArgs) Kind() string { return KindPersonalize }
 
+// jobPaths implements pathArgs.
+func (a PersonalizeArgs) jobPaths() []JobPath {
+	return []JobPath{{"model", a.Model}, {"catalog", a.Catalog}, {"users", a.Users}, {"out", a.Out}}
+}
+
 // Validate implements pipeline.Validator.
 func (a PersonalizeArgs) Validate() error {
 	switch {

@@ -32,6 +32,9 @@ const MaxPingSleep = limits.PingSleep
 // Kind implements pipeline.JobArgs.
 func (PingArgs) Kind() string { return KindPing }
 
+// jobPaths implements pathArgs.
+func (a PingArgs) jobPaths() []JobPath { return []JobPath{{"record", a.Record}} }
+
 // Validate implements pipeline.Validator.
 func (a PingArgs) Validate() error {
 	if a.SleepMS < 0 || time.Duration(a.SleepMS)*time.Millisecond > MaxPingSleep {

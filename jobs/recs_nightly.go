@@ -139,6 +139,9 @@ type RecsFanoutArgs struct {
 // Kind implements pipeline.JobArgs.
 func (RecsFanoutArgs) Kind() string { return KindRecsFanout }
 
+// jobPaths implements pathArgs.
+func (a RecsFanoutArgs) jobPaths() []JobPath { return []JobPath{{"interactions", a.Interactions}} }
+
 // KindOptions implements pipeline.KindOptioner.
 func (RecsFanoutArgs) KindOptions() pipeline.KindOptions {
 	return pipeline.KindOptions{Queue: pipeline.QueueDefault, MaxRetry: 5, Timeout: time.Hour}

@@ -52,6 +52,11 @@ type RecsRebuildArgs struct {
 // Kind implements pipeline.JobArgs.
 func (RecsRebuildArgs) Kind() string { return KindRecsRebuild }
 
+// jobPaths implements pathArgs.
+func (a RecsRebuildArgs) jobPaths() []JobPath {
+	return []JobPath{{"interactions", a.Interactions}, {"out", a.Out}}
+}
+
 // Validate implements pipeline.Validator.
 func (a RecsRebuildArgs) Validate() error {
 	switch {

@@ -295,6 +295,8 @@ var enforcements = map[string]enforcement{
 		return batch.PostProcess{MaxChars: limits.PostMaxChars + 1}.Validate()
 	}, "max_chars"),
 	"APIJobBodyBytes":     coveredBy("cmd/producer.TestBatchAPI"),
+	"APITaskIDLen":        coveredBy("cmd/producer.TestCreateJobValidatesEveryField"),
+	"JobMaxRetry":         coveredBy("cmd/producer.TestCreateJobValidatesEveryField"),
 	"APIBatchJSONBytes":   coveredBy("cmd/producer.TestBatchAPI"),
 	"APIPromoteBodyBytes": coveredBy("cmd/producer.TestFinetuneRoutes"),
 	"APIRecsUserLen":      coveredBy("cmd/producer.TestRecsRoutes"),

@@ -180,6 +180,14 @@ const (
 	// APIJobBodyBytes bounds a JSON request body of the API (POST
 	// /v1/jobs): a payload and its envelope.
 	APIJobBodyBytes = PayloadBytes + 4<<10
+	// APITaskIDLen bounds the task_id a client gives POST /v1/jobs. It is
+	// made of A-Z a-z 0-9 _ - only, so it can never take an id the
+	// pipeline derives for its own tasks (those hold ':').
+	APITaskIDLen = 128
+	// JobMaxRetry bounds the max_retry a client asks for (POST /v1/jobs,
+	// producer enqueue --max-retry). With backoff capped at RetryDelay,
+	// more retries would only keep a failing job around for days.
+	JobMaxRetry = 100
 	// APIBatchJSONBytes bounds a JSON POST /v1/batches body, inline input
 	// included; larger inputs are uploaded raw (up to BatchInputBytes) or
 	// named by input_path.

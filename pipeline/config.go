@@ -83,6 +83,9 @@ type Config struct {
 	// absolute paths are accepted inside it; anything that resolves outside
 	// is refused. It is not DataDir, which holds the service's own state
 	// (private Redis, NATS store, registry): users never name files there.
+	// DataDir may lie inside it, as it does by default, and job paths are
+	// refused there too (jobs.ReservedDirs); DataRoot inside DataDir is
+	// refused where the root is opened (worker, producer serve).
 	// Default "." (the directory the process runs in); set it to the
 	// shared volume in a deployment (k8s: /srv/tandem). The filesystem root
 	// is refused, since it would confine nothing.

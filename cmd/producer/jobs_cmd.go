@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -28,13 +29,17 @@ func clientFlags(name string, stderr io.Writer) (*flag.FlagSet, *pipeline.Config
 	return fs, &cfg
 }
 
+// cmdEnqueue enqueues one job of any kind, internal ones included: its
+// user holds the Redis credentials, so could write the task anyway, and
+// operators and the demo use it to start what the pipeline would (a
+// sharded rebuild). Clients of the API get the public kinds only.
 func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("enqueue", stderr)
 	argsFile := fs.String("args", "", "JSON file with the job's args (- for standard input)")
 	queue := fs.String("queue", "", "queue (default: the kind's own)")
 	device := fs.String("device", "", "cuda: route the job to GPU workers (the gpu queue); cpu or empty: the kind's own queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
-	maxRetry := fs.Int("max-retry", -1, "retries before the job is archived (default: the kind's own)")
+	maxRetry := fs.Int("max-retry", -1, fmt.Sprintf("retries before the job is archived, 0..%d (default: the kind's own)", limits.JobMaxRetry))
 	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
 		return fmt.Errorf("usage: producer enqueue KIND --args FILE.json (kinds: %v)", jobs.Names())
 	}
@@ -44,6 +49,9 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *argsFile == "" {
 		return errors.New("--args: required")
+	}
+	if *maxRetry < -1 || *maxRetry > limits.JobMaxRetry {
+		return fmt.Errorf("--max-retry: %d is outside 0..%d", *maxRetry, limits.JobMaxRetry)
 	}
 	q, err := pipeline.QueueForDevice(*device, *queue)
 	if err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -68,18 +72,23 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer completions.Close()
-	api := &apiServer{client: client, logger: logger, batches: batches, recs: recs, completions: completions}
 	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
 	defer closeMon()
 
 	// Loss curves are read from run directories in the data root, which
-	// the producer shares with the workers (k8s: the shared volume).
+	// the producer shares with the workers (k8s: the shared volume); job
+	// paths are checked against it before they are enqueued. A root inside
+	// the service's own state is a configuration no one should run.
 	root, err := jobs.OpenDataRoot(*cfg)
-	if err != nil {
-		logger.Warn("no data root: GET /v1/finetunes/{id}/loss.png answers 404", "err", err)
-	} else {
+	switch {
+	case errors.Is(err, dataroot.ErrRootInReserved):
+		return err
+	case err != nil:
+		logger.Warn("no data root: GET /v1/finetunes/{id}/loss.png answers 404, and job paths are checked by the workers only", "err", err)
+	default:
 		defer root.Close()
 	}
+	api := &apiServer{client: client, logger: logger, batches: batches, recs: recs, completions: completions, root: root, queues: jobQueues(cfg.Queues)}
 	mux := serveMux(api, authn, mon, promReg, cfg.DataDir, root)
 
 	ln, err := net.Listen("tcp", *addr)
@@ -126,6 +135,12 @@ type apiServer struct {
 	recs    *recsAPI  // nil: no feedback or recommendation routes
 	// completions is nil: no /v1/completions or /v1/sessions routes.
 	completions *completionsAPI
+	// root is the data root POST /v1/jobs checks job paths against, as
+	// the workers will; nil: the workers' check alone.
+	root *dataroot.Root
+	// queues are the queues POST /v1/jobs accepts (jobQueues); nil: the
+	// default configuration's.
+	queues []string
 }
 
 // maxRequestBody bounds a JSON request body of the API.
@@ -140,18 +155,94 @@ func (a *apiServer) routes(mux *http.ServeMux) {
 	a.recsRoutes(mux)
 	a.completionsRoutes(mux)
 	mux.HandleFunc("GET /v1/kinds", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"kinds": jobs.Names()})
+		writeJSON(w, http.StatusOK, map[string]any{"kinds": jobs.PublicNames()})
 	})
 }
 
-// createJobRequest is the body of POST /v1/jobs.
+// createJobRequest is the body of POST /v1/jobs. Every field is checked
+// (createJob) before anything is enqueued.
 type createJobRequest struct {
-	Kind     string          `json:"kind"`
-	Args     json.RawMessage `json:"args"`
-	Queue    string          `json:"queue,omitempty"`
-	Device   string          `json:"device,omitempty"` // "cuda": the gpu queue (GPU workers)
-	TaskID   string          `json:"task_id,omitempty"`
-	MaxRetry *int            `json:"max_retry,omitempty"`
+	Kind     string          `json:"kind"`                // a public kind (jobs.CheckPublic)
+	Args     json.RawMessage `json:"args"`                // a JSON object: the kind's args
+	Queue    string          `json:"queue,omitempty"`     // one of the known queues; default the kind's own
+	Device   string          `json:"device,omitempty"`    // "cuda": the gpu queue (GPU workers)
+	TaskID   string          `json:"task_id,omitempty"`   // 1..limits.APITaskIDLen of A-Z a-z 0-9 _ -
+	MaxRetry *int64          `json:"max_retry,omitempty"` // 0..limits.JobMaxRetry; default the kind's own
+}
+
+// jobQueues are the queues a client may name in POST /v1/jobs: those of
+// the configuration (TANDEM_QUEUES, the workers' set) and the GPU
+// workers' queue, which device "cuda" picks. A job on any other queue
+// would wait forever, since no worker takes it.
+func jobQueues(configured map[string]int) []string {
+	set := map[string]bool{pipeline.QueueGPU: true}
+	for q := range configured {
+		set[q] = true
+	}
+	out := make([]string, 0, len(set))
+	for q := range set {
+		out = append(out, q)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// checkJobArgs checks req's kind and args, but not the args' paths
+// (jobs.CheckPaths, which needs the data root); errors name the field.
+func checkJobArgs(req *createJobRequest) error {
+	if args := bytes.TrimSpace(req.Args); len(args) == 0 || args[0] != '{' {
+		return errors.New("args: required, a JSON object")
+	}
+	if err := jobs.ValidatePayload(req.Kind, req.Args); err != nil {
+		return fmt.Errorf("%s args: %w", req.Kind, err)
+	}
+	return nil
+}
+
+// checkJobOptions checks req's queue, device, task_id and max_retry, and
+// returns the queue to enqueue on ("" for the kind's own); errors name
+// the field.
+func (a *apiServer) checkJobOptions(req *createJobRequest) (string, error) {
+	known := a.queues
+	if known == nil {
+		known = jobQueues(pipeline.DefaultConfig().Queues)
+	}
+	if req.Queue != "" && !slices.Contains(known, req.Queue) {
+		return "", fmt.Errorf("queue: %.64q is not a queue the workers take (known: %s)", req.Queue, strings.Join(known, ", "))
+	}
+	if len(req.Device) > pipeline.MaxQueueNameLen {
+		return "", fmt.Errorf("device: %d bytes, over the limit of %d; want cpu, cuda or cuda:N", len(req.Device), pipeline.MaxQueueNameLen)
+	}
+	queue, err := pipeline.QueueForDevice(req.Device, req.Queue)
+	if err != nil {
+		return "", fmt.Errorf("device: %w", err)
+	}
+	if req.TaskID != "" {
+		if err := checkTaskID(req.TaskID); err != nil {
+			return "", err
+		}
+	}
+	if m := req.MaxRetry; m != nil && (*m < 0 || *m > limits.JobMaxRetry) {
+		return "", fmt.Errorf("max_retry: %d is outside 0..%d", *m, limits.JobMaxRetry)
+	}
+	return queue, nil
+}
+
+// checkTaskID refuses a client's task id that is too long or holds other
+// characters than A-Z a-z 0-9 _ -: the ids the pipeline derives for its
+// own tasks (batch chunks, the nightly rebuild, webhooks) all hold ':', so
+// a client can never take one first.
+func checkTaskID(id string) error {
+	if len(id) > limits.APITaskIDLen {
+		return fmt.Errorf("task_id: %d bytes, over the limit of %d", len(id), limits.APITaskIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("task_id: byte %d is %q; use A-Z a-z 0-9 _ - only", i, c)
+		}
+	}
+	return nil
 }
 
 func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
@@ -162,22 +253,32 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
-	if req.Kind == "" {
-		writeError(w, http.StatusBadRequest, "invalid_request", "kind: required")
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeBodyError(w, afterValueError(err))
 		return
 	}
-	if err := jobs.ValidatePayload(req.Kind, req.Args); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_args", fmt.Sprintf("%s args: %v", req.Kind, err))
+	if err := jobs.CheckPublic(req.Kind); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
-	queue, err := pipeline.QueueForDevice(req.Device, req.Queue)
+	if err := checkJobArgs(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
+		return
+	}
+	queue, err := a.checkJobOptions(&req)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
+	if a.root != nil {
+		if err := jobs.CheckPaths(a.root, req.Kind, req.Args); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_args", fmt.Sprintf("%s args: %v", req.Kind, err))
+			return
+		}
+	}
 	maxRetry := -1
 	if req.MaxRetry != nil {
-		maxRetry = *req.MaxRetry
+		maxRetry = int(*req.MaxRetry)
 	}
 	info, err := enqueueRaw(r.Context(), a.client, req.Kind, req.Args, queue, req.TaskID, maxRetry)
 	switch {
@@ -190,6 +291,18 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, taskView(info))
+}
+
+// afterValueError is the error for a body that goes on after its JSON
+// value: exactly one value is taken, so `{...} garbage` or two objects are
+// refused rather than half read. A body over its limit stays a
+// *http.MaxBytesError (413).
+func afterValueError(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return err
+	}
+	return errors.New("body: data after the JSON value; send exactly one JSON object")
 }
 
 func (a *apiServer) getJob(w http.ResponseWriter, r *http.Request) {

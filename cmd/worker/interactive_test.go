@@ -135,7 +135,7 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 // them, rather than fail each one.
 func TestWorkerWithoutNATSLeavesTheInteractiveQueue(t *testing.T) {
 	b := setup(t)
-	p := workerproc.Start(t, b.bin, b.dir, []string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.dir,
+	p := workerproc.Start(t, b.bin, b.dir, []string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.state,
 		"TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms"}, "--concurrency", "2")
 	id := jobs.NewCompletionID()
 	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, Body: jobs.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
@@ -165,7 +165,7 @@ func TestWorkerWithoutNATSLeavesTheInteractiveQueue(t *testing.T) {
 
 	// Asked for the interactive queue alone, it refuses to start.
 	cmd := exec.Command(b.bin, "--admin-addr", workerproc.FreeAddr(t))
-	cmd.Env = append(os.Environ(), "TANDEM_REDIS_URL="+b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR="+b.dir, "TANDEM_QUEUES=interactive=1")
+	cmd.Env = append(os.Environ(), "TANDEM_REDIS_URL="+b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR="+b.state, "TANDEM_QUEUES=interactive=1")
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "TANDEM_NATS_URL") {
 		t.Fatalf("interactive queue alone without NATS: %v\n%s", err, out)
 	}

@@ -39,7 +39,8 @@ type testBundle struct {
 	redisURL string
 	client   *asynq.Client
 	insp     *asynq.Inspector
-	dir      string
+	dir      string // the data root and the worker's working directory
+	state    string // the data dir, inside dir as by default
 }
 
 func setup(t *testing.T) *testBundle {
@@ -55,7 +56,7 @@ func setup(t *testing.T) *testBundle {
 	}
 	_ = rc.Close()
 	opt := asynq.RedisClientOpt{Addr: testRedisAddr(), DB: testRedisDB}
-	b := &testBundle{bin: bin, redisURL: fmt.Sprintf("redis://%s/%d", testRedisAddr(), testRedisDB), client: asynq.NewClient(opt), insp: asynq.NewInspector(opt), dir: dir}
+	b := &testBundle{bin: bin, redisURL: fmt.Sprintf("redis://%s/%d", testRedisAddr(), testRedisDB), client: asynq.NewClient(opt), insp: asynq.NewInspector(opt), dir: dir, state: filepath.Join(dir, ".tandem")}
 	t.Cleanup(func() {
 		b.client.Close()
 		b.insp.Close()
@@ -76,7 +77,7 @@ func (b *testBundle) startWorker(t *testing.T, extraEnv ...string) *exec.Cmd {
 // startWorkerProc is startWorker, keeping the log for failure messages.
 func (b *testBundle) startWorkerProc(t *testing.T, extraEnv ...string) *workerproc.Proc {
 	t.Helper()
-	env := append([]string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_QUEUES=default=1", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.dir, "TANDEM_DATA_ROOT=" + b.dir}, extraEnv...)
+	env := append([]string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_QUEUES=default=1", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.state, "TANDEM_DATA_ROOT=" + b.dir}, extraEnv...)
 	return workerproc.Start(t, b.bin, b.dir, env, "--concurrency", "2")
 }
 
@@ -241,10 +242,26 @@ func TestEscapingPathIsArchivedNotRetried(t *testing.T) {
 	enqueue("ping-link", jobs.KindPing, jobs.PingArgs{Record: "out-link/runs.txt"})
 	enqueue("ping-up", jobs.KindPing, jobs.PingArgs{Record: "../runs.txt"})
 	enqueue("ping-ok", jobs.KindPing, jobs.PingArgs{Record: "runs/ok.txt"})
+	// The data dir lies inside the data root (the default layout): another
+	// batch's output there is out of every job's reach.
+	theirs := filepath.Join(b.state, "artifacts", "batches", "b1", "output.jsonl")
+	if err := os.MkdirAll(filepath.Dir(theirs), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(theirs, []byte("theirs\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "in.jsonl"), []byte(`{"custom_id":"a","body":{"prompt":"x","max_tokens":1}}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	enqueue("gen-state", jobs.KindGenerate, jobs.GenerateArgs{Model: "builtin:tiny", Input: "in.jsonl", Output: ".tandem/artifacts/batches/b1/output.jsonl"})
+	enqueue("ping-state", jobs.KindPing, jobs.PingArgs{Record: theirs})
 	for _, c := range []struct{ id, want string }{
 		{"gen-abs", `field "output": path "` + absOut + `" escapes the data root ` + b.dir},
 		{"ping-link", `field "record": path "out-link/runs.txt" escapes the data root ` + b.dir},
 		{"ping-up", `field "record": path "../runs.txt" escapes the data root`},
+		{"gen-state", `field "output": path ".tandem/artifacts/batches/b1/output.jsonl" lies in the artifact store (TANDEM_DATA_DIR/artifacts), which no job may read or write`},
+		{"ping-state", `field "record": path "` + theirs + `" lies in the artifact store (TANDEM_DATA_DIR/artifacts), which no job may read or write`},
 	} {
 		var info *asynq.TaskInfo
 		waitFor(t, c.id+" to be archived", 30*time.Second, func() bool {
@@ -265,6 +282,31 @@ func TestEscapingPathIsArchivedNotRetried(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 		t.Fatalf("jobs wrote %d entries outside the data root", len(entries))
+	}
+	if data, _ := os.ReadFile(theirs); string(data) != "theirs\n" {
+		t.Fatalf("the other batch's output now holds %q", data)
+	}
+}
+
+// A worker refuses to start on a data root that lies inside its data dir
+// (every job path would reach the service's state), naming both settings;
+// `worker exec` too.
+func TestWorkerRefusesDataRootInsideDataDir(t *testing.T) {
+	state := t.TempDir()
+	files := filepath.Join(state, "files")
+	if err := os.MkdirAll(files, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TANDEM_REDIS_URL", "redis://"+testRedisAddr()+"/13")
+	t.Setenv("TANDEM_DATA_DIR", state)
+	for _, root := range []string{state, files} {
+		t.Setenv("TANDEM_DATA_ROOT", root)
+		for _, args := range [][]string{{"--admin-addr", "127.0.0.1:0"}, {"exec", "ping"}} {
+			err := run(context.Background(), args, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), "lies inside the data dir (TANDEM_DATA_DIR)") || !strings.Contains(err.Error(), "TANDEM_DATA_ROOT") {
+				t.Fatalf("worker %v with the data root %s in the data dir %s: %v; want a refusal naming both settings", args, root, state, err)
+			}
+		}
 	}
 }
 

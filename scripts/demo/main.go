@@ -91,8 +91,9 @@ func run(ctx context.Context) error {
 	schedAdmin, workerAdmin := freeAddr(), freeAddr()
 	// The job files (prompts, results, corpus, run directories) live in
 	// d.files, the data root every job path is confined to; the services'
-	// own state (registry, artifacts) stays in the data dir beside it.
-	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+d.dir, "TANDEM_DATA_ROOT="+d.files)
+	// own state (registry, artifacts) stays in the data dir beside it. A
+	// data root inside the data dir is refused, so the two are siblings.
+	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+filepath.Join(d.dir, "state"), "TANDEM_DATA_ROOT="+d.files)
 	schedArgs := []string{"--admin-addr", schedAdmin, "--interactions", demoInteractions(d.files)}
 	if natsURL == "" {
 		natsAddr := freeAddr()
