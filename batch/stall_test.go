@@ -3,91 +3,25 @@ package batch
 import (
 	"context"
 	"fmt"
-	"net"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/internal/redistest"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
-// stallableRedis is a private redis-server child that a test can pause
-// (SIGSTOP) and resume (SIGCONT), as an overloaded or swapping host would.
-type stallableRedis struct {
-	addr string
-	cmd  *exec.Cmd
-}
-
-func startStallableRedis(t *testing.T) *stallableRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not on PATH (scripts/install-deps.sh installs it)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--logfile", "")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	r := &stallableRedis{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", r.addr, time.Second); err == nil {
-			c.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s", r.addr)
-		}
-	}
-}
-
-// stall pauses the server for d, in the background; the returned channel
-// closes once it runs again.
-func (r *stallableRedis) stall(t *testing.T, d time.Duration) <-chan struct{} {
-	t.Helper()
-	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := make(chan struct{})
-	go func() {
-		defer close(resumed)
-		time.Sleep(d)
-		_ = r.cmd.Process.Signal(syscall.SIGCONT)
-	}()
-	return resumed
-}
-
-// stallPastReadTimeout outlasts go-redis's default 5 s read timeout (v9.23), so
-// that the client gives up on the first attempt and retries the command
-// (MaxRetries, default 3), while staying within the retries' reach, so
-// that the call still gets an answer.
-const stallPastReadTimeout = 7 * time.Second
-
 // newStallEnv is a Service and a Runner on a private Redis with the
 // client options production uses (go-redis's defaults).
-func newStallEnv(t *testing.T) (*stallableRedis, *Runner) {
+func newStallEnv(t *testing.T) (*redistest.Server, *Runner) {
 	t.Helper()
-	rs := startStallableRedis(t)
+	rs := redistest.Start(t)
 	cfg := pipeline.DefaultConfig()
-	cfg.RedisURL = "redis://" + rs.addr + "/0"
+	cfg.RedisURL = "redis://" + rs.Addr + "/0"
 	cfg.DataDir = t.TempDir()
 	cfg.Queues = map[string]int{pipeline.QueueDefault: 1}
 	svc, err := Open(context.Background(), cfg, OpenOptions{ArtifactStore: "local", Logger: quietLogger()})
@@ -160,7 +94,7 @@ func TestChunkSurvivesRedisStallWhileCounting(t *testing.T) {
 	var resumed <-chan struct{}
 	beforeChunkCount = func(chunk int) {
 		if chunk == 0 {
-			resumed = rs.stall(t, stallPastReadTimeout)
+			resumed = rs.Stall(t, redistest.PastReadTimeout)
 		}
 	}
 	t.Cleanup(func() { beforeChunkCount = nil })
@@ -177,7 +111,7 @@ func TestChunkSurvivesRedisStallWhileCounting(t *testing.T) {
 
 // newStallBatch starts newStallEnv and creates a batch of rows rows in
 // chunks of 4; it skips in -short mode.
-func newStallBatch(t *testing.T, rows int) (*stallableRedis, *Runner, *Batch, []string) {
+func newStallBatch(t *testing.T, rows int) (*redistest.Server, *Runner, *Batch, []string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("pauses a redis-server for 7 s")
@@ -220,12 +154,12 @@ func TestDuplicateRunsAndRetriedCountsAgree(t *testing.T) {
 	const runs = 4
 	var once sync.Once
 	var resumed <-chan struct{}
-	arrived := make(chan struct{}, runs*b.Chunks)
+	var arrived atomic.Int32 // runs that reached the count, retries included
 	beforeChunkCount = func(int) {
-		arrived <- struct{}{}
+		arrived.Add(1)
 		// The first run to count pauses Redis; the others count into
 		// the pause too, or just after it.
-		once.Do(func() { resumed = rs.stall(t, stallPastReadTimeout) })
+		once.Do(func() { resumed = rs.Stall(t, redistest.PastReadTimeout) })
 	}
 	t.Cleanup(func() { beforeChunkCount = nil })
 	var wg sync.WaitGroup
@@ -247,7 +181,7 @@ func TestDuplicateRunsAndRetriedCountsAgree(t *testing.T) {
 	}
 	wg.Wait()
 	close(failed)
-	if len(arrived) == 0 {
+	if arrived.Load() == 0 {
 		t.Fatal("no run reached the count")
 	}
 	<-resumed
