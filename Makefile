@@ -50,7 +50,7 @@ FUZZTIME ?= 30
 fuzz: services ## run every fuzz target for FUZZTIME seconds each (default 30; CI: 3), one after another; crashers land in testdata/fuzz
 	scripts/fuzz.sh $(FUZZTIME)
 
-chaos: build ## fault-injection run: SIGKILL/SIGSTOP workers, kill and restart Redis (AOF) and NATS mid-batch; checks exactly-once, writes docs/RELIABILITY.md
+chaos: build ## fault-injection run (21 faults): SIGKILL/SIGSTOP workers, kill and restart Redis (AOF) and NATS, stall Redis and NATS 5-15 s, mid-batch; checks exactly-once, writes docs/RELIABILITY.md
 	$(GO) run ./scripts/chaos
 
 vulncheck: ## govulncheck offline (database built from golang.org/x/vulndb); fails on reachable module vulnerabilities

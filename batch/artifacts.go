@@ -29,8 +29,17 @@ func inputKey(id string, chunk int) string {
 	return fmt.Sprintf("%sinput/%06d.jsonl", batchPrefix(id), chunk)
 }
 
+// chunksPrefix is the folder of every chunk output of a batch (stores list
+// by folder, not by any prefix).
+func chunksPrefix(id string) string { return batchPrefix(id) + "chunks/" }
+
+// chunkRunsPrefix starts the key of every run's output of chunk.
+func chunkRunsPrefix(id string, chunk int) string {
+	return fmt.Sprintf("%s%06d-", chunksPrefix(id), chunk)
+}
+
 func chunkOutputKey(id string, chunk int, attempt string) string {
-	return fmt.Sprintf("%schunks/%06d-%s.jsonl", batchPrefix(id), chunk, attempt)
+	return chunkRunsPrefix(id, chunk) + attempt + ".jsonl"
 }
 
 func invalidKey(id string) string { return batchPrefix(id) + "invalid.jsonl" }

@@ -28,7 +28,10 @@
 // the output to a fresh artifact key, then advance the counters in one Lua
 // script that also records which artifact key counted. The script refuses
 // once finalisation has sealed the batch, so what finalisation reads never
-// changes under it.
+// changes under it, and takes a repeat of the same call (same key, as
+// go-redis sends after a read timeout) as the count it already made.
+// Finalisation fails the rows of a counted chunk whose output is missing
+// (chunk_output_lost) rather than wait for it.
 //
 // A batch's device (CreateOptions.Device) only picks its chunks' queue:
 // pipeline.QueueGPU for "cuda", where GPU workers take them and

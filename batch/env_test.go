@@ -169,8 +169,14 @@ func (e *testEnv) waitTerminal(t testing.TB, id string, limit time.Duration) *Ba
 // results reads a finished batch's two files.
 func (e *testEnv) results(t testing.TB, id string) (out, errs []jobs.ResponseLine) {
 	t.Helper()
+	return readResults(t, e.svc, id)
+}
+
+// readResults reads a finished batch's two files through svc.
+func readResults(t testing.TB, svc *Service, id string) (out, errs []jobs.ResponseLine) {
+	t.Helper()
 	read := func(which string) []jobs.ResponseLine {
-		rc, _, err := e.svc.OpenResult(context.Background(), id, which)
+		rc, _, err := svc.OpenResult(context.Background(), id, which)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -79,10 +79,14 @@ func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[jobs.BatchFinal
 	return r.announce(ctx, b.ID)
 }
 
+// CodeChunkOutputLost is the error code, in errors.jsonl, of the rows of a
+// chunk that counted but whose output file is missing at finalisation.
+const CodeChunkOutputLost = "chunk_output_lost"
+
 // merge writes output.jsonl and errors.jsonl: every input line once, in
 // input order, from the counted chunk outputs, the rows of chunks that did
-// not count (reported as cancelled or expired), and the invalid lines
-// --skip-invalid left out.
+// not count (reported as cancelled or expired) or whose output is missing
+// (chunk_output_lost), and the invalid lines --skip-invalid left out.
 func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, error) {
 	outputs, err := r.Store.ChunkOutputs(ctx, b.ID)
 	if err != nil {
@@ -121,14 +125,25 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, err
 		return w.write(l)
 	}
 	for c := 0; c < b.Chunks; c++ {
+		rowCode, rowMsg := code, msg
 		if key, ok := outputs[c]; ok {
-			if err := readJSONL(ctx, r.Artifacts, key, emit); err != nil {
+			err := readJSONL(ctx, r.Artifacts, key, emit)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, artifact.ErrNotFound) {
 				return Counts{}, fmt.Errorf("chunk %d output: %w", c, err)
 			}
-			continue
+			// Counted, but its output is gone (deleted by hand, or lost
+			// with a store): waiting would never end, and the batch is
+			// sealed, so its rows fail with the reason and the batch ends.
+			r.Logger.Warn("batch: a counted chunk's output is missing; its rows fail as chunk_output_lost",
+				"batch", b.ID, "chunk", c, "key", key)
+			rowCode = CodeChunkOutputLost
+			rowMsg = fmt.Sprintf("the output of chunk %d was lost after the chunk finished; this request has no result, submit it again", c)
 		}
 		err := readJSONL(ctx, r.Artifacts, inputKey(b.ID, c), func(row Row) error {
-			return emit(errorResult(row.Line, row.Request.CustomID, code, msg))
+			return emit(errorResult(row.Line, row.Request.CustomID, rowCode, rowMsg))
 		})
 		if err != nil {
 			return Counts{}, fmt.Errorf("chunk %d input: %w", c, err)

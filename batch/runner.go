@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tandem-ai/tandem/artifact"
@@ -26,6 +27,10 @@ type Runner struct {
 const DefaultPollInterval = 500 * time.Millisecond
 
 var _ jobs.BatchRunner = (*Runner)(nil)
+
+// beforeChunkCount, when set by a test, runs just before a chunk run
+// counts its output.
+var beforeChunkCount func(chunk int)
 
 // errBatchStopped is the cause a chunk's decode is cancelled with when its
 // batch stops (cancel or expiry), as opposed to the worker shutting down.
@@ -52,12 +57,15 @@ func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[jobs.BatchChunk
 		r.Metrics.chunk("skipped")
 		return nil
 	}
-	if counted, err := r.Store.ChunkCounted(ctx, b.ID, a.Chunk); err != nil {
+	if counted, err := r.Store.ChunkOutput(ctx, b.ID, a.Chunk); err != nil {
 		return err
-	} else if counted {
-		// A re-run after the count advanced but before the task was acked:
-		// make sure the finalisation the first run owed was enqueued.
+	} else if counted != "" {
+		// A re-run after the count advanced but before the task was acked
+		// (or after a count whose answer was lost): drop what runs that
+		// did not count left, and make sure the finalisation the first
+		// run owed was enqueued.
 		r.Metrics.chunk("duplicate")
+		r.dropStrayOutputs(ctx, b.ID, a.Chunk, counted)
 		if b.ChunksDone >= b.Chunks {
 			return r.enqueueFinalize(ctx, b.ID)
 		}
@@ -95,8 +103,15 @@ func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[jobs.BatchChunk
 	if err := putJSONL(ctx, r.Artifacts, key, results); err != nil {
 		return fmt.Errorf("batch %s chunk %d: output: %w", b.ID, a.Chunk, err)
 	}
+	if beforeChunkCount != nil {
+		beforeChunkCount(a.Chunk)
+	}
 	res, err := r.Store.ChunkDone(ctx, b.ID, a.Chunk, key, completed, failed)
 	if err != nil {
+		// Whether it counted is unknown (Redis may have run the script
+		// and lost the answer), so the output stays: the task's retry
+		// finds the chunk counted with this key, or counts its own and
+		// drops this one as a stray.
 		return err
 	}
 	switch {
@@ -104,9 +119,20 @@ func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[jobs.BatchChunk
 		r.Metrics.counted(completed, failed, time.Since(start).Seconds())
 		publishProgress(r.Bus, Progress{BatchID: b.ID, Status: b.Status, ChunksDone: res.ChunksDone, Chunks: res.Chunks,
 			RequestCounts: Counts{Total: b.RequestCounts.Total, Completed: res.Completed, Failed: res.Failed}, Time: time.Now().UTC()})
+		if job.Retried > 0 {
+			// An earlier attempt may have left an output whose count failed.
+			r.dropStrayOutputs(ctx, b.ID, a.Chunk, key)
+		}
 	case res.Duplicate:
+		// Another run counted (the script recognises this call's own
+		// count, even when go-redis sent it twice), so this output never
+		// will; any other that is not the recorded one goes too.
 		r.Metrics.chunk("duplicate")
-		_ = r.Artifacts.Delete(ctx, key)
+		if counted, err := r.Store.ChunkOutput(ctx, b.ID, a.Chunk); err == nil && counted != "" {
+			r.dropStrayOutputs(ctx, b.ID, a.Chunk, counted)
+		} else {
+			_ = r.Artifacts.Delete(ctx, key)
+		}
 	default:
 		r.Metrics.chunk("refused") // sealed meanwhile: finalisation reports these rows
 		_ = r.Artifacts.Delete(ctx, key)
@@ -200,6 +226,26 @@ func (r *Runner) enqueueFinalize(ctx context.Context, id string) error {
 		return fmt.Errorf("batch %s: enqueue finalisation: %w", id, err)
 	}
 	return nil
+}
+
+// dropStrayOutputs deletes every output of chunk but keep, the one Redis
+// records: once a chunk has counted, no other run's output can count (the
+// count script takes only the recorded key again), so the others are
+// garbage. Best effort, and only on the rare paths (a duplicate run, a
+// retried task), since it lists the batch's chunk outputs.
+func (r *Runner) dropStrayOutputs(ctx context.Context, id string, chunk int, keep string) {
+	prefix := chunkRunsPrefix(id, chunk)
+	keys, err := r.Artifacts.List(ctx, chunksPrefix(id))
+	if err != nil {
+		return
+	}
+	var drop []string
+	for _, k := range keys {
+		if k != keep && strings.HasPrefix(k, prefix) {
+			drop = append(drop, k)
+		}
+	}
+	deleteQuietly(ctx, r.Artifacts, drop)
 }
 
 // deleteQuietly removes artifacts that are no longer needed; failures only

@@ -41,13 +41,15 @@ type Store struct {
 // NewStore returns a store on rdb (not closed by the store).
 func NewStore(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb, now: time.Now} }
 
-// Create writes a new record and indexes it.
+// Create writes a new record and indexes it. The id must be new; a
+// repeat of this call by go-redis is not mistaken for a clash.
 func (s *Store) Create(ctx context.Context, b *Batch) error {
 	fields, err := encodeRecord(b)
 	if err != nil {
 		return err
 	}
-	ok, err := scriptCreate.Run(ctx, s.rdb, []string{recordKey(b.ID)}, fields...).Int()
+	args := append([]any{randomHex(8)}, fields...)
+	ok, err := scriptCreate.Run(ctx, s.rdb, []string{recordKey(b.ID)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("batch %s: create: %w", b.ID, err)
 	}
@@ -104,7 +106,7 @@ func (s *Store) State(ctx context.Context, id string) (Status, int64, error) {
 // in one of from; otherwise it returns an error wrapping ErrConflict that
 // names the status found (ErrNotFound for a missing batch).
 func (s *Store) Transition(ctx context.Context, id string, to Status, from ...Status) error {
-	args := []any{string(to), s.now().Unix()}
+	args := []any{string(to), s.now().Unix(), randomHex(8)}
 	for _, f := range from {
 		args = append(args, string(f))
 	}
@@ -158,13 +160,17 @@ func (s *Store) ChunkDone(ctx context.Context, id string, chunk int, outKey stri
 	return ChunkResult{Counted: v[0] == 1, Duplicate: v[0] == 2, ChunksDone: int(v[1]), Chunks: int(v[2]), Completed: int(v[3]), Failed: int(v[4])}, nil
 }
 
-// ChunkCounted reports whether chunk has counted.
-func (s *Store) ChunkCounted(ctx context.Context, id string, chunk int) (bool, error) {
-	ok, err := s.rdb.HExists(ctx, chunksKey(id), strconv.Itoa(chunk)).Result()
-	if err != nil {
-		return false, fmt.Errorf("batch %s chunk %d: %w", id, chunk, err)
+// ChunkOutput returns the output key recorded for chunk, "" while the
+// chunk has not counted.
+func (s *Store) ChunkOutput(ctx context.Context, id string, chunk int) (string, error) {
+	key, err := s.rdb.HGet(ctx, chunksKey(id), strconv.Itoa(chunk)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
 	}
-	return ok, nil
+	if err != nil {
+		return "", fmt.Errorf("batch %s chunk %d: %w", id, chunk, err)
+	}
+	return key, nil
 }
 
 // ChunkOutputs returns the output key of every counted chunk.
@@ -234,9 +240,12 @@ func (s *Store) Finish(ctx context.Context, id string, st Status, c Counts, outK
 }
 
 // MarkAnnounced records that the batch's lifecycle event went out, and
-// reports whether this call was the first.
+// reports whether this call was the first (a repeat of the call by
+// go-redis still is).
 func (s *Store) MarkAnnounced(ctx context.Context, id string) (bool, error) {
-	return s.rdb.HSetNX(ctx, recordKey(id), "announced", s.now().Unix()).Result()
+	token := strconv.FormatInt(s.now().Unix(), 10) + "-" + randomHex(6)
+	n, err := scriptAnnounce.Run(ctx, s.rdb, []string{recordKey(id)}, token).Int()
+	return n == 1, err
 }
 
 // Announced reports whether MarkAnnounced has run.

@@ -373,9 +373,13 @@ type RecsShardResult struct {
 }
 
 // recsShardDone counts a finished shard once: ARGV[1] joins the done-set
-// KEYS[1] only if absent. It returns {added, shards done}.
+// KEYS[1] with ARGV[2], a token of the call, only if absent. A shard
+// already there with the same token was counted by this very call (go-redis
+// sent it again after a read timeout), so it answers added again. It
+// returns {added, shards done}.
 var recsShardDone = redis.NewScript(`
 local added = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if added == 0 and redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then added = 1 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return {added, redis.call('HLEN', KEYS[1])}
 `)
@@ -439,7 +443,8 @@ func (w RecsShardWorker) Work(ctx context.Context, job *pipeline.Job[RecsShardAr
 	}
 	// Counted only once the files are whole: the merge never reads a shard
 	// that is missing or half-written.
-	out, err := recsShardDone.Run(ctx, rdb, []string{recsRebuildDoneKey(a.Rebuild)}, a.Shard, job.ID, int64(recsRecordTTL/time.Second)).Int64Slice()
+	token := job.ID + " " + NewEventID() // fresh per run: a retried task's run is another call
+	out, err := recsShardDone.Run(ctx, rdb, []string{recsRebuildDoneKey(a.Rebuild)}, a.Shard, token, int64(recsRecordTTL/time.Second)).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("shard %d: count: %w", a.Shard, err)
 	}

@@ -124,6 +124,12 @@ func (s *SessionStore) Create(ctx context.Context, sess Session) (Session, error
 		return sess, err
 	}
 	if !ok {
+		// go-redis sends SETNX again after a read timeout, and a Redis
+		// that was only slow runs both: the repeat finds this call's own
+		// session (the same bytes, creation time included), not a clash.
+		if cur, gerr := s.rdb.Get(ctx, SessionKey(sess.ID)).Result(); gerr == nil && cur == string(b) {
+			return sess, nil
+		}
 		return sess, fmt.Errorf("%w: %s", ErrSessionExists, sess.ID)
 	}
 	return sess, nil

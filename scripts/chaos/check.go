@@ -30,6 +30,8 @@ type result struct {
 	countMismatch []string
 	listErrors    int
 
+	maxTokens, chunkSize int // of every row and batch
+
 	faults  []*fault
 	crashes []string
 	probe   redisProbe
@@ -37,11 +39,28 @@ type result struct {
 	notes   []string
 }
 
-// ok is whether nothing acknowledged was lost or duplicated.
+// ok is whether nothing acknowledged was lost or duplicated, under at
+// least minFaults faults, stalls of both Redis and NATS among them.
 func (r *result) ok() bool {
 	probeLost := r.probe.redisProbeDone && r.probe.probeRestored < r.probe.probeAcked
 	fbBad := r.fb != nil && r.fb.ran && (r.fb.lost > 0 || r.fb.duplicated > 0)
-	return r.lost == 0 && r.duplicated == 0 && r.unknown == 0 && r.unfinished == 0 && !probeLost && !fbBad && r.batches > 0
+	redisStalls, natsStalls := r.stalls()
+	enough := len(r.faults) >= minFaults && redisStalls > 0 && natsStalls > 0
+	return r.lost == 0 && r.duplicated == 0 && r.unknown == 0 && r.unfinished == 0 && !probeLost && !fbBad && r.batches > 0 && enough
+}
+
+// stalls counts the stalls of Redis and of NATS that took effect.
+func (r *result) stalls() (redisStalls, natsStalls int) {
+	for _, f := range r.faults {
+		switch {
+		case !f.stall || f.err != "":
+		case strings.HasPrefix(f.name, "SIGSTOP redis"):
+			redisStalls++
+		case strings.HasPrefix(f.name, "SIGSTOP nats"):
+			natsStalls++
+		}
+	}
+	return redisStalls, natsStalls
 }
 
 // check reads every batch's results and counts custom_ids.
@@ -53,6 +72,7 @@ func (h *harness) check(fb feedbackSupport, fr *feedbackRun) *result {
 		statuses: map[string]int{},
 		probe:    h.redisProbe,
 	}
+	r.maxTokens, r.chunkSize = h.opt.maxTokens, h.opt.chunkSize
 	l.mu.Lock()
 	batches := append([]*submitted(nil), l.batches...)
 	r.refused = append(r.refused, l.refused...)

@@ -15,10 +15,14 @@ import (
 // leaseStop is how long a worker stays SIGSTOPped: past asynq's 30 s lease.
 const leaseStop = 40 * time.Second
 
+// minFaults is the fewest faults a run must inject to pass.
+const minFaults = 20
+
 // fault is one injected fault and what followed it.
 type fault struct {
 	name   string
 	at     float64 // seconds into the run
+	stall  bool    // a SIGSTOP of Redis or NATS (paused, not killed)
 	outage float64 // seconds the part was down or paused
 	// recovery is the seconds from the fault until batch progress was
 	// next seen (-1: never).
@@ -60,26 +64,62 @@ func (h *harness) timeline() error {
 	}); err != nil {
 		return err
 	}
-	steps := []struct {
-		wait time.Duration
-		do   func() error
-	}{
-		{5 * time.Second, func() error { return h.killWorker(0) }},
-		{15 * time.Second, func() error { return h.killWorker(1) }},
-		{15 * time.Second, h.killRedis},
-		{15 * time.Second, h.killNATS},
-		{10 * time.Second, func() error { return h.stopWorker(0) }},
-		{5 * time.Second, func() error { return h.killWorker(1) }},
+	kill := func(i int) func() error { return func() error { return h.killWorker(i) } }
+	stallRedis := func(d time.Duration) func() error { return func() error { return h.stallService(h.redis, d) } }
+	stallNATS := func(d time.Duration) func() error { return func() error { return h.stallService(h.nats, d) } }
+	// 21 faults: 9 worker SIGKILLs, a worker SIGSTOP past its lease, a
+	// SIGKILL each of Redis and NATS, and 9 stalls (Redis 5 times, NATS 4
+	// times, 5 to 15 s each), interleaved so that each lands on a
+	// pipeline still catching up with the one before.
+	steps := []func() error{
+		kill(0), stallRedis(10 * time.Second), kill(1), stallNATS(8 * time.Second),
+		stallRedis(6 * time.Second), h.killRedis, stallNATS(12 * time.Second), kill(0),
+		stallRedis(15 * time.Second), h.killNATS, kill(1), stallNATS(5 * time.Second),
+		func() error { return h.stopWorker(0) }, kill(1), stallRedis(8 * time.Second), kill(0),
+		stallNATS(15 * time.Second), kill(1), stallRedis(12 * time.Second), kill(0), kill(1),
 	}
-	for _, s := range steps {
-		if err := h.pause(s.wait); err != nil {
+	for _, do := range steps {
+		if err := h.pause(faultGap); err != nil {
 			return err
 		}
-		if err := s.do(); err != nil {
+		if err := do(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// faultGap is the pause before each fault of the timeline.
+const faultGap = 6 * time.Second
+
+// stallService pauses a service (SIGSTOP) for d while chunks run, then
+// resumes it (SIGCONT): the process keeps its sockets, so clients see
+// timeouts rather than refused connections, and go-redis retries commands
+// the paused Redis then runs twice. It is resumed even when the run ends
+// meanwhile.
+func (h *harness) stallService(p *proc, d time.Duration) error {
+	insp := h.inspector()
+	for _, w := range h.workers {
+		if len(h.waitBusy(insp, w)) > 0 {
+			break
+		}
+	}
+	insp.Close()
+	f := h.addFault(fmt.Sprintf("SIGSTOP %s-server for %v (a stall), then SIGCONT", p.name, d))
+	f.stall = true
+	if err := p.signal(syscall.SIGSTOP); err != nil {
+		f.err = err.Error()
+		return nil
+	}
+	t0 := time.Now()
+	err := h.pause(d)
+	if cerr := p.signal(syscall.SIGCONT); cerr != nil {
+		f.err = cerr.Error()
+	}
+	f.outage = time.Since(t0).Seconds()
+	f.detail = fmt.Sprintf("paused %.1fs, then continued", f.outage)
+	h.logf("SIGCONT %s", p.name)
+	return err
 }
 
 // inspector is a short-lived asynq inspector on the private Redis.

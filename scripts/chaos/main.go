@@ -2,12 +2,14 @@
 // this machine: a private redis-server (AOF) and nats-server (JetStream on
 // disk) as child processes, the scheduler and two workers from bin/, and a
 // stream of real batches submitted with bin/producer. While the batches run
-// it SIGKILLs workers mid-chunk, SIGKILLs and restarts Redis and NATS, and
-// SIGSTOPs a worker past its lease; then it checks that every acknowledged
-// custom_id is in output.jsonl or errors.jsonl exactly once, prints the
-// figures, and writes them into the "Chaos harness" section of
+// it SIGKILLs workers mid-chunk, SIGKILLs and restarts Redis and NATS,
+// SIGSTOPs a worker past its lease, and stalls Redis and NATS (SIGSTOP for 5
+// to 15 s, then SIGCONT), 21 faults in all; then it checks that every
+// acknowledged custom_id is in output.jsonl or errors.jsonl exactly once,
+// prints the figures, and writes them into the "Chaos harness" section of
 // docs/RELIABILITY.md. It exits non-zero when anything acknowledged was
-// lost or duplicated. `make chaos` runs it after `make build`.
+// lost or duplicated, or when fewer than 20 faults (stalls of both among
+// them) took place. `make chaos` runs it after `make build`.
 //
 // Everything is bounded: one overall deadline (--deadline), a timeout on
 // every wait, and every child killed at exit, Ctrl-C included.
@@ -43,6 +45,10 @@ type options struct {
 // checkTime bounds reading the results after the run.
 const checkTime = 90 * time.Second
 
+// defaultDeadline is --deadline's default: the 21 faults take about five
+// minutes, and the orphans of the last kills a minute more to recover.
+const defaultDeadline = 9 * time.Minute
+
 // harness is the state of one run.
 type harness struct {
 	ctx    context.Context
@@ -74,9 +80,9 @@ type harness struct {
 
 func main() {
 	var o options
-	flag.DurationVar(&o.deadline, "deadline", 8*time.Minute, "limit of the fault and drain phase; the check after it has 90 s more")
-	flag.IntVar(&o.rowsBatch, "rows", 400, "rows per submitted batch")
-	flag.IntVar(&o.maxRows, "max-rows", 30000, "stop submitting batches after this many rows in all")
+	flag.DurationVar(&o.deadline, "deadline", defaultDeadline, "limit of the fault and drain phase; the check after it has 90 s more")
+	flag.IntVar(&o.rowsBatch, "rows", 600, "rows per submitted batch")
+	flag.IntVar(&o.maxRows, "max-rows", maxBatches*600, "stop submitting batches after this many rows in all")
 	flag.IntVar(&o.maxTokens, "max-tokens", 8, "max_tokens of every row")
 	flag.IntVar(&o.chunkSize, "chunk-size", 8, "rows per chunk task")
 	flag.IntVar(&o.feedback, "feedback", 200, "feedback events to publish when producer has the feedback command")

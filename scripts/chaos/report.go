@@ -25,13 +25,19 @@ func (r *result) markdown() string {
 	if !r.ok() {
 		verdict = "FAIL: see the figures"
 	}
+	if rs, ns := r.stalls(); len(r.faults) < minFaults || rs == 0 || ns == 0 {
+		verdict += fmt.Sprintf(" (a run must inject %d faults or more, stalls of Redis and NATS among them)", minFaults)
+	}
 	fmt.Fprintf(&b, "`scripts/chaos` (`make chaos`, after `make build`) runs the three binaries against a private\n")
 	fmt.Fprintf(&b, "`redis-server` (AOF, `appendfsync everysec`) and a `nats-server` child process (JetStream on disk),\n")
 	fmt.Fprintf(&b, "all on loopback, with two workers (concurrency 2) sharing one data dir. It keeps batches of\n")
-	fmt.Fprintf(&b, "`builtin:tiny` rows (max_tokens 8, chunk size 8) queued while it injects the faults below, then\n")
+	fmt.Fprintf(&b, "`builtin:tiny` rows (max_tokens %d, chunk size %d) queued while it injects the faults below: workers\n", r.maxTokens, r.chunkSize)
+	fmt.Fprintf(&b, "SIGKILLed mid-chunk or SIGSTOPped past their lease, Redis and NATS SIGKILLed and restarted, and Redis and\n")
+	fmt.Fprintf(&b, "NATS stalled (SIGSTOP for 5 to 15 s, then SIGCONT: clients time out, and go-redis sends a command again\n")
+	fmt.Fprintf(&b, "that the resumed Redis then runs twice). Then it\n")
 	fmt.Fprintf(&b, "reads every batch's output.jsonl and errors.jsonl and counts custom_ids. It exits non-zero when an\n")
 	fmt.Fprintf(&b, "acknowledged row (or probe write, or feedback event) is lost or duplicated. Bounded: one overall\n")
-	fmt.Fprintf(&b, "deadline (`--deadline`, default 8 min, then 90 s to read the results), a timeout on every wait,\n")
+	fmt.Fprintf(&b, "deadline (`--deadline`, default %v, then 90 s to read the results), a timeout on every wait,\n", defaultDeadline)
 	fmt.Fprintf(&b, "every child killed at exit")
 	fmt.Fprintf(&b, " (Ctrl-C included); `.tandem/chaos/` is removed after a passing run and kept after a failing one.\n\n")
 	fmt.Fprintf(&b, "Last run: %s, `%s`, %.0f s in all on a %d-CPU machine shared with other work. %s.\n\n",
@@ -60,7 +66,15 @@ func (r *result) markdown() string {
 	} else if r.fb != nil {
 		row("feedback", "not run: "+r.fb.skipped)
 	}
-	row("faults injected", len(r.faults))
+	redisStalls, natsStalls := r.stalls()
+	stalled := 0.0
+	for _, f := range r.faults {
+		if f.stall {
+			stalled += f.outage
+		}
+	}
+	row(fmt.Sprintf("faults injected (a run needs %d)", minFaults), len(r.faults))
+	row("of which stalls: Redis / NATS SIGSTOPped 5 to 15 s, then SIGCONT", fmt.Sprintf("%d / %d (%.0f s paused in all)", redisStalls, natsStalls, stalled))
 	row("children that exited on their own (restarted)", len(r.crashes))
 	b.WriteString("\n| # | at | fault | what happened | progress resumed after | orphaned chunks completed after |\n|---|---|---|---|---|---|\n")
 	for i, f := range r.faults {
@@ -101,6 +115,9 @@ func (r *result) markdown() string {
 	b.WriteString("outlive its lease; in the runs so far they completed about a minute after SIGCONT, not at once,\n")
 	b.WriteString("so asynq re-ran them through the recoverer rather than taking the late result; the chunk's\n")
 	b.WriteString("atomic output and once-per-chunk counting keep a second run from showing up twice.\n")
+	b.WriteString("A stall leaves every socket open: the workers' counts of finished chunks time out and go-redis\n")
+	b.WriteString("sends them again, so the resumed Redis runs the count script twice for one call; the script\n")
+	b.WriteString("recognises the call's own output key and answers \"counted\" again (issue 22, finding 1).\n")
 	b.WriteString("Feedback \"applied\" means stored in the FEEDBACK stream and acknowledged by the scheduler's\n")
 	b.WriteString("`recsys` consumer without a dead letter (it acknowledges after the recommender took the event);\n")
 	b.WriteString("ids are read back from the stream to count losses and duplicates. Redis is\n")
