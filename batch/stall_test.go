@@ -19,7 +19,7 @@ import (
 // client options production uses (go-redis's defaults).
 func newStallEnv(t *testing.T) (*redistest.Server, *Runner) {
 	t.Helper()
-	rs := redistest.Start(t)
+	rs := redistest.StartVolatile(t)
 	cfg := pipeline.DefaultConfig()
 	cfg.RedisURL = "redis://" + rs.Addr + "/0"
 	cfg.DataDir = t.TempDir()

@@ -11,7 +11,7 @@ import (
 // go-redis sends it after a read timeout) as it answered the call, and
 // another run of the shard as not counted.
 func TestRecsShardDoneAnswersARepeatAlike(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	rdb := redistest.StartVolatile(t).Client(t)
 	ctx := context.Background()
 	key := []string{recsRebuildDoneKey("r1")}
 	for i := range 2 {

@@ -16,7 +16,7 @@ func TestSessionCreateSurvivesRedisStall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pauses a redis-server for 7 s")
 	}
-	rs := redistest.Start(t)
+	rs := redistest.StartVolatile(t)
 	s := NewSessionStore(rs.Client(t), SessionOptions{TTL: time.Minute})
 	ctx := context.Background()
 	resumed := rs.Stall(t, redistest.PastReadTimeout)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -30,13 +29,7 @@ func stallMidBatch(t *testing.T, s *stack) {
 		}
 		return nil
 	})
-	if err := s.redis.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(10 * time.Second)
-	if err := s.redis.Signal(syscall.SIGCONT); err != nil {
-		t.Fatal(err)
-	}
+	<-s.redis.Stall(t, 10*time.Second)
 	s.waitBatch(t, tokenAlice, b.ID, "completed", 4*time.Minute)
 	out := s.call(t, "GET", "/v1/batches/"+b.ID+"/output", tokenAlice, nil)
 	if out.Status != 200 {

@@ -1,7 +1,10 @@
 // Package redistest runs a private redis-server for tests: on a free
 // loopback port, in a temporary directory, stopped when the test ends. A
 // test can restart it on the same port, to see what clients that stay up
-// make of a Redis that lost its data.
+// make of a Redis that lost its data, or pause it (SIGSTOP), to reproduce
+// what a stalled Redis (an overloaded or swapping host) does to clients:
+// their reads time out, and go-redis sends a command again (MaxRetries)
+// that the resumed server then runs twice.
 package redistest
 
 import (
@@ -61,7 +64,10 @@ func Start(t testing.TB, tls bool, conf ...string) *Server {
 		t.Fatal(err)
 	}
 	s.start(t, bin)
-	t.Cleanup(func() { s.stop(syscall.SIGTERM) })
+	t.Cleanup(func() {
+		_ = s.cmd.Process.Signal(syscall.SIGCONT) // a test that ends inside a stall
+		s.stop(syscall.SIGTERM)
+	})
 	return s
 }
 
@@ -120,7 +126,3 @@ func (s *Server) stop(sig syscall.Signal) {
 		<-s.exited
 	}
 }
-
-// Signal sends sig to the server: SIGSTOP and SIGCONT pause and resume it,
-// as a stalled Redis (a long fork, a swapping host) looks to its clients.
-func (s *Server) Signal(sig syscall.Signal) error { return s.cmd.Process.Signal(sig) }

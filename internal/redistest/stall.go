@@ -1,14 +1,7 @@
-// Package redistest starts a private redis-server that a test can pause,
-// to reproduce what a stalled Redis (SIGSTOP, an overloaded or swapping
-// host) does to clients: their reads time out, and go-redis sends a
-// command again (MaxRetries) that the resumed server then runs twice.
 package redistest
 
 import (
 	"context"
-	"net"
-	"os/exec"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -21,48 +14,6 @@ import (
 // before it is sent again, while staying within the retries' reach, so
 // that the call still gets an answer.
 const PastReadTimeout = 7 * time.Second
-
-// Server is a private redis-server child process.
-type Server struct {
-	Addr string
-	cmd  *exec.Cmd
-}
-
-// Start runs redis-server (no persistence) on a free loopback port until
-// the test ends. It skips the test when redis-server is not on PATH.
-func Start(t testing.TB) *Server {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not on PATH (scripts/install-deps.sh installs it)")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", t.TempDir(), "--logfile", "")
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start redis-server: %v", err)
-	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
-			c.Close()
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s", s.Addr)
-		}
-	}
-}
 
 // Stall pauses the server (SIGSTOP) and resumes it (SIGCONT) after d, in
 // the background; the returned channel closes once it runs again.
