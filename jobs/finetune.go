@@ -489,3 +489,11 @@ func execFinetune(ctx context.Context, d *Deps, args []string, stdout io.Writer)
 	}
 	return writeJSON(stdout, final)
 }
+
+// ServingChange implements ServingChanger.
+func (a FinetuneArgs) ServingChange() string {
+	if a.Promote {
+		return `field "promote": promoting a version changes the model every job of that name uses`
+	}
+	return ""
+}

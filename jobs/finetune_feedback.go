@@ -224,3 +224,8 @@ func execFinetuneFeedback(ctx context.Context, d *Deps, args []string, stdout io
 	}
 	return writeJSON(stdout, res)
 }
+
+// ServingChange implements ServingChanger.
+func (a FinetuneFeedbackArgs) ServingChange() string {
+	return `kind "finetune-feedback": it promotes its result when the dev loss holds, which changes the model every job of that name uses`
+}

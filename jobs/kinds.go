@@ -139,6 +139,10 @@ type kind struct {
 	// as the pipeline wrote them (a webhook's body is signed as it stands,
 	// a chunk's record is believed).
 	internal string
+	// serving, when set, says whether a payload changes what every user is
+	// served (the promoted model, the published lists): the API takes such
+	// jobs from admin tokens only (ServingChange).
+	serving func(payload []byte) string
 }
 
 var kinds = map[string]kind{
@@ -197,6 +201,7 @@ var kinds = map[string]kind{
 		exec:    execFinetune,
 		summary: "train or fine-tune a model on a dataset, with checkpoints and resume",
 		paths:   pathsOf[FinetuneArgs],
+		serving: servingOf[FinetuneArgs],
 	},
 	KindFinetuneFeedback: {
 		register: func(r *pipeline.Registry, d *Deps) {
@@ -204,6 +209,7 @@ var kinds = map[string]kind{
 		},
 		exec:    execFinetuneFeedback,
 		summary: "fine-tune a registered model on accepted and edited generations; promote if no worse",
+		serving: servingOf[FinetuneFeedbackArgs],
 	},
 	KindRecsRebuild: {
 		register: func(r *pipeline.Registry, d *Deps) {
@@ -212,6 +218,7 @@ var kinds = map[string]kind{
 		exec:    execRecsRebuild,
 		summary: "rebuild recommendations from an interaction log; optionally publish them to Redis",
 		paths:   pathsOf[RecsRebuildArgs],
+		serving: servingOf[RecsRebuildArgs],
 	},
 	KindPersonalize: {
 		register: func(r *pipeline.Registry, d *Deps) {
@@ -319,6 +326,31 @@ func CheckPublic(name string) error {
 		return fmt.Errorf("kind: %q is internal; only the pipeline enqueues it (%s)", name, k.internal)
 	}
 	return nil
+}
+
+// ServingChanger is implemented by the args of kinds that can change what
+// every user is served: ServingChange names the field that does, with
+// what it changes, or returns "" when these args do not.
+type ServingChanger interface{ ServingChange() string }
+
+func servingOf[T ServingChanger](payload []byte) string {
+	var a T
+	if err := json.Unmarshal(payload, &a); err != nil {
+		return "" // ValidatePayload reports it
+	}
+	return a.ServingChange()
+}
+
+// ServingChange says, for a public kind's valid payload, which field makes
+// the job change what every user is served ("" when nothing does). The API
+// takes such jobs only from tokens with the admin right: a submit token
+// may run a fine-tune or a rebuild for itself, not replace the promoted
+// model or the served lists.
+func ServingChange(name string, payload []byte) string {
+	if k, ok := kinds[name]; ok && k.serving != nil {
+		return k.serving(payload)
+	}
+	return ""
 }
 
 // Summary is a one-line description of a kind for help texts.

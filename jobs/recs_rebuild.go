@@ -266,3 +266,11 @@ func execRecsRebuild(ctx context.Context, d *Deps, args []string, stdout io.Writ
 	}
 	return writeJSON(stdout, res)
 }
+
+// ServingChange implements ServingChanger.
+func (a RecsRebuildArgs) ServingChange() string {
+	if a.Publish {
+		return `field "publish": publishing replaces the recommendation lists every user is served`
+	}
+	return ""
+}

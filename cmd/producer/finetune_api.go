@@ -61,6 +61,9 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
 		return
 	}
+	if !allowServingChange(w, r, a.ServingChange()) {
+		return
+	}
 	payload, _ := json.Marshal(a)
 	info, err := enqueueRaw(r.Context(), f.client, jobs.KindFinetune, payload, "", "", -1)
 	if err != nil {
@@ -146,6 +149,9 @@ func (f *finetuneAPI) showModel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
+	if !allowServingChange(w, r, "promoting a version changes the model every job of that name uses") {
+		return
+	}
 	var req struct {
 		Version int `json:"version"`
 	}

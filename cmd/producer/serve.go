@@ -265,6 +265,9 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
 		return
 	}
+	if !allowServingChange(w, r, jobs.ServingChange(req.Kind, req.Args)) {
+		return
+	}
 	queue, err := a.checkJobOptions(&req)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
@@ -291,6 +294,20 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, taskView(info))
+}
+
+// allowServingChange answers 403 and returns false when change (what a
+// request would change for every user, "" for nothing) needs the admin
+// right the request's token lacks.
+func allowServingChange(w http.ResponseWriter, r *http.Request, change string) bool {
+	if change == "" {
+		return true
+	}
+	if p, ok := auth.PrincipalFrom(r.Context()); ok && p.Rights.Has(auth.RightAdmin) {
+		return true
+	}
+	writeError(w, http.StatusForbidden, "forbidden", change+"; that takes a token with the admin right")
+	return false
 }
 
 // afterValueError is the error for a body that goes on after its JSON
