@@ -284,6 +284,7 @@ var enforcements = map[string]enforcement{
 	"TemplateRenderBytes": over(template(`{{range 300}}{{printf "%999d" 1}}{{end}}`, nil), "template", "output exceeds"),
 	"TemplateRenderSteps": over(template(`{{range 100001}}{{end}}`, nil), "template", "loop iterations"),
 	"TemplateRenderTime":  coveredBy("batch.TestTemplateRenderTime"),
+	"TemplateWorkBytes":   over(template(`{{$f := printf "%999s" "x"}}`+strings.Repeat(`{{$x := print $f $f $f $f $f $f $f $f $f $f}}`, 500), nil), "template", "functions built more than"),
 	"TemplateFormatWidth": over(template(fmt.Sprintf(`{{printf "%%%dd" 1}}`, limits.TemplateFormatWidth+1), nil), "printf"),
 	"PostStops": over(func(*testing.T) error {
 		return batch.PostProcess{Stop: make([]string, limits.PostStops+1)}.Validate()

@@ -169,6 +169,12 @@ const (
 	TemplateRenderSteps = 100_000
 	// TemplateRenderTime bounds the time of one rendering.
 	TemplateRenderTime = 200 * time.Millisecond
+	// TemplateWorkBytes bounds the bytes a template's functions build in one
+	// rendering (print, printf, join, lower and the others; a list from
+	// split counts 16 bytes an element). With TemplateRenderBytes it bounds
+	// a rendering's memory whatever the template repeats: a small template
+	// that prints a large field many times stops there.
+	TemplateWorkBytes = 16 * TemplateRenderBytes
 	// TemplateFormatWidth bounds a printf width or precision in a template.
 	TemplateFormatWidth = 1000
 	// PostStops bounds a batch's post-processing stop strings.
