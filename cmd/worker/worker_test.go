@@ -242,8 +242,8 @@ func TestEscapingPathIsArchivedNotRetried(t *testing.T) {
 	enqueue("ping-up", jobs.KindPing, jobs.PingArgs{Record: "../runs.txt"})
 	enqueue("ping-ok", jobs.KindPing, jobs.PingArgs{Record: "runs/ok.txt"})
 	for _, c := range []struct{ id, want string }{
-		{"gen-abs", `field "output": path "` + absOut + `" escapes the data root ` + b.dir},
-		{"ping-link", `field "record": path "out-link/runs.txt" escapes the data root ` + b.dir},
+		{"gen-abs", `field "output": path "` + absOut + `" escapes the data root`},
+		{"ping-link", `field "record": path "out-link/runs.txt" escapes the data root`},
 		{"ping-up", `field "record": path "../runs.txt" escapes the data root`},
 	} {
 		var info *asynq.TaskInfo
