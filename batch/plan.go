@@ -122,7 +122,7 @@ func PlanInput(r io.Reader, in Input) (*Plan, error) {
 		p, err = planTemplate(lr, in)
 	}
 	if lr.over {
-		return nil, errInputTooLarge
+		return nil, ErrInputTooLarge
 	}
 	if err != nil {
 		return nil, err
@@ -269,17 +269,18 @@ type limitReader struct {
 // maxInputBytes is MaxInputBytes, lowered by tests.
 var maxInputBytes int64 = MaxInputBytes
 
-var errInputTooLarge = fmt.Errorf("input: larger than %d bytes", MaxInputBytes)
+// ErrInputTooLarge is the error of an input over MaxInputBytes.
+var ErrInputTooLarge = fmt.Errorf("input: larger than %d bytes", MaxInputBytes)
 
 func (l *limitReader) Read(p []byte) (int, error) {
 	if l.over {
-		return 0, errInputTooLarge
+		return 0, ErrInputTooLarge
 	}
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	if l.left < 0 {
 		l.over = true
-		return 0, errInputTooLarge
+		return 0, ErrInputTooLarge
 	}
 	return n, err
 }

@@ -284,7 +284,8 @@ func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 			return m, modelNotFound(err)
 		}
 	}
-	return model.LoadDir(key)
+	m, err := model.LoadDir(key)
+	return m, modelNotFound(err) // a registered version whose files are gone
 }
 
 // ErrModelNotFound is the one answer for a model directory that cannot be

@@ -299,6 +299,10 @@ var enforcements = map[string]enforcement{
 	"APIBatchJSONBytes":   coveredBy("cmd/producer.TestBatchAPI"),
 	"APIPromoteBodyBytes": coveredBy("cmd/producer.TestFinetuneRoutes"),
 	"APIRecsUserLen":      coveredBy("cmd/producer.TestRecsRoutes"),
+	"APIHeaderTime":       coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"APIBodyGrace":        coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"MinAPIBodyRate":      coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"APIBodyDrainTime":    coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
 	"LossCurveBytes":      coveredBy("cmd/producer.TestFinetuneRoutes"),
 	"ArtifactKeyLen": over(func(*testing.T) error {
 		return artifact.ValidateKey(strings.Repeat("k", limits.ArtifactKeyLen+1))

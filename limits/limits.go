@@ -192,6 +192,21 @@ const (
 	APIBatchJSONBytes = 64 << 20
 	// APIPromoteBodyBytes bounds the body of POST /v1/models/{name}/promote.
 	APIPromoteBodyBytes = 4 << 10
+	// APIHeaderTime bounds the time a client may take to send a request's
+	// headers (http.Server.ReadHeaderTimeout).
+	APIHeaderTime = 10 * time.Second
+	// APIBodyGrace is the time a request body may take before
+	// MinAPIBodyRate applies to it.
+	APIBodyGrace = 10 * time.Second
+	// MinAPIBodyRate is the slowest a request body may arrive, in bytes a
+	// second on average since the request began, once APIBodyGrace has
+	// passed; a slower one is answered 408 and its connection closed, so
+	// clients trickling bodies cannot hold connections and handlers.
+	MinAPIBodyRate = 8 << 10
+	// APIBodyDrainTime bounds the time spent reading the rest of a body a
+	// handler left unread (net/http reads up to 256 KB of it to reuse the
+	// connection); past it the connection is closed.
+	APIBodyDrainTime = time.Second
 	// APIRecsUserLen bounds a user id in a recommendations URL.
 	APIRecsUserLen = 256
 	// LossCurveBytes bounds a loss curve image the API serves.

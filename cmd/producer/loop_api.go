@@ -115,7 +115,7 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxFeedbackBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fb); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		writeBodyError(w, err)
 		return
 	}
 	sent, err := l.store.SendFeedback(r.Context(), r.PathValue("id"), fb, publishFeedback(l.bus))
@@ -128,7 +128,7 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
 	case err != nil:
 		l.logger.Error("generation feedback failed", "generation", r.PathValue("id"), "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, l.logger, err)
 	default:
 		writeJSON(w, http.StatusAccepted, viewOf(sent))
 	}
@@ -150,7 +150,7 @@ func (l *loopAPI) getGeneration(w http.ResponseWriter, r *http.Request) {
 		fbs, err = l.metrics.FeedbackOf(r.Context(), []string{id})
 	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, l.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -166,7 +166,7 @@ func (l *loopAPI) getMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := l.metrics.Read(r.Context(), time.Now(), hours)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, l.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, v)

@@ -82,7 +82,7 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, pipeline.MaxEventBytes))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: over %d bytes", pipeline.MaxEventBytes))
+		writeBodyError(w, err)
 		return
 	}
 	ev, err := jobs.PublishFeedback(req.Context(), r.bus, body)
@@ -92,7 +92,7 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 		return
 	case err != nil:
 		r.logger.Error("feedback publish failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, r.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": ev.ID, "subject": pipeline.FeedbackSubject(ev.Type)})
@@ -142,7 +142,7 @@ func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
 	}
 	v, err := getRecs(req.Context(), r.store, user, n)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, r.logger, err)
 		return
 	}
 	if !v.Found {
