@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
@@ -222,6 +223,8 @@ func renderRow(tmpl *Template, line int, row map[string]any) (jobs.RequestLine, 
 		return bad("invalid_request", "custom_id: want a string")
 	case strings.TrimSpace(id) == "":
 		return bad("invalid_request", "custom_id: required")
+	case !utf8.ValidString(id): // a CSV field keeps its bytes as they were
+		return bad("invalid_request", "custom_id: not valid UTF-8 (an invalid byte)")
 	}
 	if t, ok := row["topic"]; ok {
 		if _, isStr := t.(string); !isStr {
