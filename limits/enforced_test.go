@@ -295,15 +295,17 @@ var enforcements = map[string]enforcement{
 	"PostMaxChars": over(func(*testing.T) error {
 		return batch.PostProcess{MaxChars: limits.PostMaxChars + 1}.Validate()
 	}, "max_chars"),
-	"APIJobBodyBytes":     coveredBy("cmd/producer.TestBatchAPI"),
-	"APIBatchJSONBytes":   coveredBy("cmd/producer.TestBatchAPI"),
-	"APIPromoteBodyBytes": coveredBy("cmd/producer.TestFinetuneRoutes"),
-	"APIRecsUserLen":      coveredBy("cmd/producer.TestRecsRoutes"),
-	"APIHeaderTime":       coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
-	"APIBodyGrace":        coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
-	"MinAPIBodyRate":      coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
-	"APIBodyDrainTime":    coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
-	"LossCurveBytes":      coveredBy("cmd/producer.TestFinetuneRoutes"),
+	"APIJobBodyBytes":        coveredBy("cmd/producer.TestBatchAPI"),
+	"APIBatchJSONBytes":      coveredBy("cmd/producer.TestBatchAPI"),
+	"APIPromoteBodyBytes":    coveredBy("cmd/producer.TestFinetuneRoutes"),
+	"APIRecsUserLen":         coveredBy("cmd/producer.TestRecsRoutes"),
+	"InteractivePromptBytes": over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": strings.Repeat("p", limits.InteractivePromptBytes+1)}}), "prompt", "at most"),
+	"InteractiveTokens":      over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": "p", "max_tokens": limits.InteractiveTokens + 1}}), "max_tokens", "out of range"),
+	"APIHeaderTime":          coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"APIBodyGrace":           coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"MinAPIBodyRate":         coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"APIBodyDrainTime":       coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"LossCurveBytes":         coveredBy("cmd/producer.TestFinetuneRoutes"),
 	"ArtifactKeyLen": over(func(*testing.T) error {
 		return artifact.ValidateKey(strings.Repeat("k", limits.ArtifactKeyLen+1))
 	}, "bad key"),

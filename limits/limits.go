@@ -192,6 +192,13 @@ const (
 	APIBatchJSONBytes = 64 << 20
 	// APIPromoteBodyBytes bounds the body of POST /v1/models/{name}/promote.
 	APIPromoteBodyBytes = 4 << 10
+	// InteractivePromptBytes bounds the new prompt of an interactive
+	// generation (POST /v1/completions, producer chat): a person's turn;
+	// longer texts are batch work.
+	InteractivePromptBytes = 16 << 10
+	// InteractiveTokens bounds an interactive generation's max_tokens: a
+	// person reads the reply as it streams.
+	InteractiveTokens = 1024
 	// APIHeaderTime bounds the time a client may take to send a request's
 	// headers (http.Server.ReadHeaderTimeout).
 	APIHeaderTime = 10 * time.Second
