@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -165,4 +166,33 @@ func TestTooLargeBodiesAre413Everywhere(t *testing.T) {
 			t.Errorf("POST %s over its limit: %d %+v (%v); want 413 too_large %q", path, resp.StatusCode, got.Error, err, want)
 		}
 	}
+}
+
+// A batch input uploaded as the raw body and over batch.MaxInputBytes is
+// 413 too, like every other body over its limit (it was 400).
+func TestRawBatchUploadOverTheLimitIs413(t *testing.T) {
+	api := newBatchEnv(t).startAPI(t)
+	// One line of x's: the planner drops an overlong line without holding
+	// it, so the 200 MB cost only their passage.
+	body := io.LimitReader(xs{}, batch.MaxInputBytes+1)
+	resp, err := http.Post(api.URL+"/v1/batches?model=builtin:tiny", "application/jsonl", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got apiError
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge || got.Error.Code != "too_large" ||
+		got.Error.Message != fmt.Sprintf("input: larger than %d bytes", batch.MaxInputBytes) {
+		t.Fatalf("raw upload over the limit: %d %+v (%v); want 413 too_large", resp.StatusCode, got.Error, err)
+	}
+}
+
+// xs reads as an endless run of 'x'.
+type xs struct{}
+
+func (xs) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
 }
