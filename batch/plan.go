@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
@@ -122,7 +123,7 @@ func PlanInput(r io.Reader, in Input) (*Plan, error) {
 		p, err = planTemplate(lr, in)
 	}
 	if lr.over {
-		return nil, errInputTooLarge
+		return nil, ErrInputTooLarge
 	}
 	if err != nil {
 		return nil, err
@@ -222,6 +223,8 @@ func renderRow(tmpl *Template, line int, row map[string]any) (jobs.RequestLine, 
 		return bad("invalid_request", "custom_id: want a string")
 	case strings.TrimSpace(id) == "":
 		return bad("invalid_request", "custom_id: required")
+	case !utf8.ValidString(id): // a CSV field keeps its bytes as they were
+		return bad("invalid_request", "custom_id: not valid UTF-8 (an invalid byte)")
 	}
 	if t, ok := row["topic"]; ok {
 		if _, isStr := t.(string); !isStr {
@@ -269,17 +272,18 @@ type limitReader struct {
 // maxInputBytes is MaxInputBytes, lowered by tests.
 var maxInputBytes int64 = MaxInputBytes
 
-var errInputTooLarge = fmt.Errorf("input: larger than %d bytes", MaxInputBytes)
+// ErrInputTooLarge is the error of an input over MaxInputBytes.
+var ErrInputTooLarge = fmt.Errorf("input: larger than %d bytes", MaxInputBytes)
 
 func (l *limitReader) Read(p []byte) (int, error) {
 	if l.over {
-		return 0, errInputTooLarge
+		return 0, ErrInputTooLarge
 	}
 	n, err := l.r.Read(p)
 	l.left -= int64(n)
 	if l.left < 0 {
 		l.over = true
-		return 0, errInputTooLarge
+		return 0, ErrInputTooLarge
 	}
 	return n, err
 }

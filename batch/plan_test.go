@@ -176,3 +176,49 @@ func (g *lineGen) Read(p []byte) (int, error) {
 	g.buf = g.buf[n:]
 	return n, nil
 }
+
+// Ids that are not valid UTF-8 (a raw invalid byte, a lone surrogate
+// escape) are refused with their line, in every input format: decoding
+// them would turn them into U+FFFD silently, and two different ids into
+// one duplicate (issue 22). A real U+FFFD, written or escaped, and an
+// escaped surrogate pair are fine.
+func TestPlanRefusesIDsThatAreNotUTF8(t *testing.T) {
+	openai := strings.Join([]string{
+		`{"custom_id":"id-` + "\xff" + `","body":{"prompt":"hi"}}`,     // 1 invalid byte
+		`{"custom_id":"id-` + "\xfe" + `","body":{"prompt":"hi"}}`,     // 2 another: no duplicate of 1
+		`{"custom_id":"id-\ud800","body":{"prompt":"hi"}}`,             // 3 lone high surrogate
+		`{"custom_id":"id-\udc00x","body":{"prompt":"hi"}}`,            // 4 lone low surrogate
+		`{"custom_id":"ok-\ufffd","body":{"prompt":"hi"}}`,             // 5 an escaped U+FFFD
+		`{"custom_id":"ok2-` + "\ufffd" + `","body":{"prompt":"hi"}}`,  // 6 a written one
+		`{"custom_id":"ok-\ud83d\ude00\ufffd","body":{"prompt":"hi"}}`, // 7 a pair, then U+FFFD
+	}, "\n")
+	jsonRows := strings.ReplaceAll(openai, `"body":{"prompt":"hi"}`, `"topic":"t"`)
+	csvRows := "custom_id,topic\nid-\xff,t\nid-\xfe,t\nok,t\n"
+	for _, c := range []struct {
+		name  string
+		input string
+		in    Input
+		bad   []int
+		valid int
+	}{
+		{"openai", openai, Input{Model: "builtin:tiny"}, []int{1, 2, 3, 4}, 3},
+		{"template jsonl", jsonRows, Input{Model: "builtin:tiny", Template: "about {{.topic}}"}, []int{1, 2, 3, 4}, 3},
+		{"template csv", csvRows, Input{Model: "builtin:tiny", Template: "about {{.topic}}", Format: FormatCSV}, []int{2, 3}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := PlanInput(strings.NewReader(c.input), c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := problemLines(p.Report.Problems)
+			for _, line := range c.bad {
+				if !strings.Contains(got[line], "custom_id: not valid UTF-8") {
+					t.Errorf("line %d: %q; want custom_id refused as not valid UTF-8", line, got[line])
+				}
+			}
+			if len(got) != len(c.bad) || p.Report.Valid != c.valid {
+				t.Errorf("problems %v, %d valid; want problems on lines %v only, %d valid", got, p.Report.Valid, c.bad, c.valid)
+			}
+		})
+	}
+}

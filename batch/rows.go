@@ -105,6 +105,11 @@ func decodeJSONRow(raw []byte, line int) (map[string]any, *Problem) {
 	if row == nil {
 		return nil, &Problem{Line: line, Code: "invalid_json", Message: "want a JSON object"}
 	}
+	if id, ok := row["custom_id"].(string); ok {
+		if err := jobs.CheckIDText(raw, "custom_id", id); err != nil {
+			return nil, &Problem{Line: line, Code: "invalid_request", Message: err.Error()}
+		}
+	}
 	return row, nil
 }
 

@@ -3,6 +3,8 @@ package batch
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,7 @@ func TestTemplateRefusals(t *testing.T) {
 		"call":               `{{call .f}}`,
 		"huge printf width":  `{{printf "%99999d" 1}}`,
 		"huge printf prec":   `{{printf "%.99999f" 1.0}}`,
+		"argument indexes":   `{{printf "%[1]s%[1]s" .f}}`,
 		"env is not a thing": `{{env "HOME"}}`,
 	} {
 		tp, err := ParseTemplate("t", src)
@@ -142,5 +145,79 @@ func TestTemplateRenderTime(t *testing.T) {
 	renderClock = func() time.Time { return now }
 	if _, err := tp.Render(nil); err != nil {
 		t.Fatalf("Render with time to spare: %v", err)
+	}
+}
+
+// A small template that prints a large field many times, by any of the
+// functions that build text, is refused after building about the bounds'
+// worth of bytes, not the product of the field and the repetitions
+// (issue 22: 1,200 prints of a 500 KB field took 2.5 GB before the output
+// limit answered). The assertion is on the bytes allocated, measured.
+func TestTemplateMemoryStaysNearTheBounds(t *testing.T) {
+	const reps = 1200
+	field := strings.Repeat("<x>", 200<<10/3) // under MaxRenderBytes alone
+	fields := strings.Repeat(" .f", reps)
+	cases := map[string]string{
+		"print":             `{{print` + fields + `}}`,
+		"println":           `{{println` + fields + `}}`,
+		"printf":            `{{printf "` + strings.Repeat("%s", reps) + `"` + fields + `}}`,
+		"html":              `{{html` + fields + `}}`,
+		"js":                `{{js` + fields + `}}`,
+		"urlquery":          `{{urlquery` + fields + `}}`,
+		"kept in variables": strings.Repeat(`{{$x := lower .f}}`, reps),
+		"split":             strings.Repeat(`{{$x := split "" .f}}`, reps),
+		"join":              `{{join .f (split "," "` + strings.Repeat("a,", reps) + `")}}`,
+		"replace":           strings.Repeat(`{{$x := replace "x" "y" .f}}`, reps),
+	}
+	// What one rendering may hold: the output, the functions' results,
+	// and a few copies of the field as fmt formats it; with room for the
+	// builders' doubling.
+	budget := uint64(4 * (MaxRenderBytes + MaxWorkBytes + 4*len(field)))
+	for name, src := range cases {
+		t.Run(name, func(t *testing.T) {
+			if len(src) > MaxTemplateBytes {
+				t.Fatalf("the template is %d bytes, over the limit", len(src))
+			}
+			tp, err := ParseTemplate("t", src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row := map[string]any{"f": field}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, err = tp.Render(row)
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrRenderTooLarge) && !errors.Is(err, ErrRenderTooMuch) {
+				t.Fatalf("Render: %v; want it refused as too large", err)
+			}
+			if got := after.TotalAlloc - before.TotalAlloc; got > budget {
+				t.Fatalf("rendering allocated %d MB before it was refused; the bounds allow about %d MB", got>>20, budget>>20)
+			}
+		})
+	}
+}
+
+// The bounded print, println and printf write what fmt's would.
+func TestTemplatePrintsAsFmt(t *testing.T) {
+	args := []any{"a", 3, 2.5, nil, []string{"x", "y"}, "b", true}
+	for _, c := range []struct{ src, want string }{
+		{`{{print .s .n .f .nil .l .s2 .b}}`, fmt.Sprint(args...)},
+		{`{{println .s .n .f .nil .l .s2 .b}}`, fmt.Sprintln(args...)},
+		{`{{printf "%s|%03d|%.1f|%v|%q|%-3s|%t|%%|%x" .s .n .f .nil .l .s2 .b .s}}`, fmt.Sprintf("%s|%03d|%.1f|%v|%q|%-3s|%t|%%|%x", "a", 3, 2.5, nil, []string{"x", "y"}, "b", true, "a")},
+		{`{{printf "%s %s" .s}}`, "a %!s(MISSING)"},
+		{`{{printf "%s" .s .n}}`, "a%!(EXTRA int=3)"},
+		{`{{printf "100%"}}`, "100%!(NOVERB)"},
+		{`{{html "<a>" 1}}`, "&lt;a&gt;1"},
+		{`{{urlquery "a b&"}}`, "a+b%26"},
+	} {
+		tp, err := ParseTemplate("t", c.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tp.Render(map[string]any{"s": "a", "n": 3, "f": 2.5, "nil": nil, "l": []string{"x", "y"}, "s2": "b", "b": true})
+		if err != nil || got != c.want {
+			t.Errorf("%s = %q, %v; want %q", c.src, got, err, c.want)
+		}
 	}
 }

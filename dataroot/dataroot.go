@@ -33,7 +33,7 @@
 //     directory, on the way or at the end). The error is a *PathError
 //     wrapping ErrEscape, marked pipeline.Permanent, so the job is archived
 //     at once, never retried: `field "output": path "../x" escapes the data
-//     root /data`;
+//     root`;
 //   - symbolic links that stay inside the root are followed, if relative.
 //     os.Root refuses absolute link targets even when they point inside, so
 //     links in the data root should be relative;
@@ -48,6 +48,15 @@
 //     neither a link nor another spelling (".TANDEM" on a case-insensitive
 //     disk) leads in. A root that lies inside a reserved directory is
 //     refused by Open (ErrRootInReserved): every path would reach it.
+//   - only regular files are opened: a FIFO, a device or a socket is
+//     refused before it is opened, and files are opened without blocking
+//     (O_NONBLOCK), so one swapped in after the check cannot hold a reader
+//     until someone writes to it (OpenRegular).
+//
+// Errors name the field and the path as it was given, never the root's
+// directory: they reach API clients (a job's error, an answer), who have
+// no business knowing the server's layout. PathError.Root keeps it for
+// logs.
 //
 // The confinement itself is os.Root's (Go 1.24+): every open, mkdir and
 // rename resolves the name one component at a time from a directory handle
@@ -67,6 +76,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/tandem-ai/tandem/atomicfile"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -107,7 +117,7 @@ func (e reservedError) Is(target error) bool { return target == ErrReserved }
 type PathError struct {
 	Field string // the field the path came from: "input", "output", "data"...
 	Path  string // the path as given
-	Root  string // the data root's directory ("" from CheckPath)
+	Root  string // the data root's directory ("" from CheckPath), for logs: Error leaves it out
 	Op    string // the file operation that failed ("open", "mkdir"...), if one did
 	Err   error  // ErrEscape, or the cause
 }
@@ -116,12 +126,10 @@ func (e *PathError) Error() string {
 	switch {
 	case errors.Is(e.Err, ErrReserved):
 		return fmt.Sprintf("field %q: path %q %v", e.Field, e.Path, e.Err)
-	case errors.Is(e.Err, ErrEscape) && e.Root != "":
-		return fmt.Sprintf("field %q: path %q escapes the data root %s", e.Field, e.Path, e.Root)
 	case errors.Is(e.Err, ErrEscape):
 		return fmt.Sprintf("field %q: path %q escapes the data root", e.Field, e.Path)
 	case e.Op != "":
-		return fmt.Sprintf("field %q: %s %q in the data root %s: %v", e.Field, e.Op, e.Path, e.Root, e.Err)
+		return fmt.Sprintf("field %q: %s %q: %v", e.Field, e.Op, e.Path, e.Err)
 	}
 	return fmt.Sprintf("field %q: path %q: %v", e.Field, e.Path, e.Err)
 }
@@ -374,23 +382,38 @@ func within(n, dir string) bool {
 // messages ("written to /data/out/results.jsonl").
 func (r *Root) Path(name string) string { return filepath.Join(r.dir, filepath.FromSlash(name)) }
 
-// Open opens the regular file p for reading.
+// Open opens the regular file p for reading (OpenRegular: anything else is
+// refused before it is opened).
 func (r *Root) Open(field, p string) (*os.File, error) {
-	name, err := r.Name(field, p)
+	return r.OpenFile(field, p, os.O_RDONLY, 0)
+}
+
+// ErrNotRegular is wrapped by the errors for a path that names something
+// other than a regular file: a directory, a FIFO, a device, a socket.
+var ErrNotRegular = errors.New("not a regular file")
+
+// OpenRegular opens name inside root with os.OpenFile's flag and perm,
+// refusing anything that is not a regular file (ErrNotRegular) before it is
+// opened: a FIFO would hold its reader, and a worker slot, until someone
+// opened it for writing. The name is checked first (a stat through root),
+// then opened with O_NONBLOCK, which a regular file ignores and a FIFO or
+// device swapped in after the check turns into an immediate answer, and
+// checked again on the open file. Every reader of job files goes through it.
+func OpenRegular(root *os.Root, name string, flag int, perm os.FileMode) (*os.File, error) {
+	if st, err := root.Stat(name); err == nil && !st.Mode().IsRegular() {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: ErrNotRegular}
+	}
+	f, err := root.OpenFile(name, flag|syscall.O_NONBLOCK, perm)
 	if err != nil {
 		return nil, err
 	}
-	f, err := r.root.Open(name)
-	if err != nil {
-		return nil, r.wrap(field, p, err)
-	}
 	st, err := f.Stat()
 	if err == nil && !st.Mode().IsRegular() {
-		err = errors.New("not a regular file")
+		err = ErrNotRegular
 	}
 	if err != nil {
 		f.Close()
-		return nil, &PathError{Field: field, Path: p, Root: r.dir, Op: "open", Err: err}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
 	}
 	return f, nil
 }
@@ -447,7 +470,8 @@ func (r *Root) WriteFile(field, p string, fill func(w io.Writer) error) error {
 	return nil
 }
 
-// OpenFile opens p with os.OpenFile's flags; with os.O_CREATE, missing
+// OpenFile opens the regular file p with os.OpenFile's flags (OpenRegular:
+// anything else is refused before it is opened); with os.O_CREATE, missing
 // parent directories are created. For appends and other writes that are not
 // whole-file replacements (use WriteFile for those).
 func (r *Root) OpenFile(field, p string, flag int, perm os.FileMode) (*os.File, error) {
@@ -460,7 +484,7 @@ func (r *Root) OpenFile(field, p string, flag int, perm os.FileMode) (*os.File, 
 			return nil, err
 		}
 	}
-	f, err := r.root.OpenFile(name, flag, perm)
+	f, err := OpenRegular(r.root, name, flag, perm)
 	if err != nil {
 		return nil, r.wrap(field, p, err)
 	}

@@ -6,8 +6,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -83,7 +86,7 @@ func wantEscape(t *testing.T, b *testBundle, what, field, p string, err error) {
 	if err == nil {
 		t.Fatalf("%s %q: no error; want an escape refused", what, p)
 	}
-	want := `field "` + field + `": path "` + p + `" escapes the data root ` + b.dir
+	want := `field "` + field + `": path "` + p + `" escapes the data root`
 	if !IsEscape(err) || !pipeline.IsPermanent(err) || err.Error() != want {
 		t.Fatalf("%s %q: error %q (escape %v, permanent %v); want %q, an escape, permanent", what, p, err, IsEscape(err), pipeline.IsPermanent(err), want)
 	}
@@ -237,7 +240,7 @@ func TestMalformedAndMissing(t *testing.T) {
 		}
 	}
 	_, err := r.Open("input", "in/missing.jsonl")
-	want := `field "input": open "in/missing.jsonl" in the data root ` + b.dir + ": no such file or directory"
+	want := `field "input": open "in/missing.jsonl": no such file or directory`
 	if err == nil || err.Error() != want || !errors.Is(err, fs.ErrNotExist) || pipeline.IsPermanent(err) {
 		t.Fatalf("missing file: %v; want %q, ErrNotExist, not marked permanent (the caller decides)", err, want)
 	}
@@ -270,5 +273,63 @@ func TestOpenRequiresADirectory(t *testing.T) {
 	}
 	if _, err := Open(" "); err == nil {
 		t.Fatal("Open of a blank name succeeded")
+	}
+}
+
+// Errors name the field and the path as given, never the root's directory:
+// they reach API clients.
+func TestErrorsNameNoServerPath(t *testing.T) {
+	b := setup(t)
+	for _, p := range []string{"in/missing.jsonl", "../x", "secret-abs", b.dir + "/../outside/secret", "in"} {
+		_, err := b.root.Open("input", p)
+		if err == nil {
+			t.Fatalf("Open(%q) succeeded", p)
+		}
+		if msg := strings.ReplaceAll(err.Error(), strconv.Quote(p), ""); strings.Contains(msg, b.dir) || strings.Contains(msg, b.outside) || !strings.Contains(msg, `field "input"`) {
+			t.Errorf("Open(%q): %q names a server directory, or not the field", p, err)
+		}
+	}
+}
+
+// A FIFO (or any file that is not regular) is refused before it is opened,
+// by every way of opening a file: opening one for reading would wait until
+// someone opened it for writing, holding the request and a worker slot.
+func TestNotRegularFilesAreRefusedWithoutBlocking(t *testing.T) {
+	b := setup(t)
+	if err := syscall.Mkfifo(filepath.Join(b.dir, "in", "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("fifo", filepath.Join(b.dir, "in", "fifo-link")); err != nil {
+		t.Fatal(err)
+	}
+	opens := map[string]func(p string) error{
+		"Open":     func(p string) error { f, err := b.root.Open("input", p); closeIf(f); return err },
+		"ReadFile": func(p string) error { _, err := b.root.ReadFile("input", p, 10); return err },
+		"OpenFile append": func(p string) error {
+			f, err := b.root.OpenFile("input", p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			closeIf(f)
+			return err
+		},
+		"OpenRegular": func(p string) error { f, err := OpenRegular(b.root.OS(), p, os.O_RDONLY, 0); closeIf(f); return err },
+	}
+	for name, open := range opens {
+		for _, p := range []string{"in/fifo", "in/fifo-link"} {
+			done := make(chan error, 1)
+			go func() { done <- open(p) }()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrNotRegular) || (name != "OpenRegular" && !strings.Contains(err.Error(), `field "input": open "`+p+`": not a regular file`)) {
+					t.Errorf("%s(%q): %v; want it refused as not a regular file, naming the field", name, p, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s(%q) is still waiting on the FIFO after 5 s", name, p)
+			}
+		}
+	}
+}
+
+func closeIf(f *os.File) {
+	if f != nil {
+		f.Close()
 	}
 }

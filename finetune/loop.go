@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -138,7 +139,7 @@ func (o Options) loadDataset(tok *model.Tokenizer) (*Dataset, error) {
 	if o.Root == nil {
 		return LoadDataset(o.Data, o.Format, tok)
 	}
-	f, err := o.Root.Open(o.Data)
+	f, err := dataroot.OpenRegular(o.Root, o.Data, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadDataset, err)
 	}

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
@@ -151,6 +154,9 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 	bad := func(field, msg string) (RequestLine, error) {
 		return r, &LineError{Code: "invalid_request", Message: field + ": " + msg, Line: lineNo}
 	}
+	if err := CheckIDText(raw, "custom_id", r.CustomID); err != nil {
+		return r, &LineError{Code: "invalid_request", Message: err.Error(), Line: lineNo}
+	}
 	switch {
 	case strings.TrimSpace(r.CustomID) == "":
 		return bad("custom_id", "required")
@@ -169,6 +175,73 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 		return bad("body", strings.TrimPrefix(err.Error(), "body: "))
 	}
 	return r, nil
+}
+
+// CheckIDText refuses an id whose text on the JSON line raw is not valid
+// UTF-8: an invalid byte, or a \u escape of a lone surrogate. encoding/json
+// turns both into U+FFFD without a word, so two different ids would become
+// one and collide as duplicates. decoded is the id as decoded from field;
+// the line is looked at again only when decoded holds U+FFFD, the mark of
+// such a replacement.
+func CheckIDText(raw []byte, field, decoded string) error {
+	if !strings.ContainsRune(decoded, utf8.RuneError) {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return nil // not an object: the decoder has said so already
+	}
+	lit, ok := fields[field]
+	if !ok { // encoding/json matches struct fields without regard to case
+		for k, v := range fields {
+			if strings.EqualFold(k, field) {
+				lit = v
+			}
+		}
+	}
+	if !validJSONStringText(lit) {
+		return fmt.Errorf("%s: not valid UTF-8 (an invalid byte or a lone surrogate escape)", field)
+	}
+	return nil
+}
+
+// validJSONStringText reports whether the JSON text lit holds only valid
+// UTF-8 and no \u escape of an unpaired surrogate.
+func validJSONStringText(lit []byte) bool {
+	if !utf8.Valid(lit) {
+		return false
+	}
+	hex4 := func(i int) (rune, bool) { // the 4 hex digits at lit[i:]
+		if i+4 > len(lit) {
+			return 0, false
+		}
+		v, err := strconv.ParseUint(string(lit[i:i+4]), 16, 32)
+		return rune(v), err == nil
+	}
+	for i := 0; i < len(lit); i++ {
+		if lit[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if i >= len(lit) || lit[i] != 'u' {
+			continue
+		}
+		r, ok := hex4(i + 1)
+		if !ok || !utf16.IsSurrogate(r) {
+			continue
+		}
+		if r >= 0xDC00 { // a low surrogate first
+			return false
+		}
+		if i+6 < len(lit) && lit[i+5] == '\\' && lit[i+6] == 'u' {
+			if lo, ok := hex4(i + 7); ok && lo >= 0xDC00 && lo < 0xE000 {
+				i += 10 // the pair
+				continue
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // ResponseLine is one line of an output file (vLLM run-batch shape).

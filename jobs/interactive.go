@@ -14,6 +14,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -25,10 +26,10 @@ const KindInteractive = pipeline.KindPrefixGenerate + "interactive"
 // Limits on one interactive generation.
 const (
 	// MaxInteractivePromptBytes bounds the person's new prompt.
-	MaxInteractivePromptBytes = 16 << 10
+	MaxInteractivePromptBytes = limits.InteractivePromptBytes
 	// MaxInteractiveTokens bounds max_tokens: a person reads the reply as
 	// it streams; longer texts are batch work.
-	MaxInteractiveTokens = 1024
+	MaxInteractiveTokens = limits.InteractiveTokens
 	// MaxInteractivePrefixBytes bounds the instruction prefix a session adds.
 	MaxInteractivePrefixBytes = loop.MaxInstructionsBytes
 	// InteractiveTimeout bounds one run on a worker.

@@ -2,12 +2,15 @@ package jobs
 
 import (
 	"container/list"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/gpu"
@@ -270,13 +273,39 @@ func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 		if rel, err := filepath.Rel(root.Dir(), key); err == nil && filepath.IsLocal(rel) {
 			d, err := root.OpenDir("model", rel)
 			if err != nil {
-				return nil, err
+				// Nothing there, a file (os.Root's "not a directory" is
+				// no errno), a link out: all one answer.
+				return nil, ErrModelNotFound
 			}
 			defer d.Close()
-			return model.LoadRoot(d, ".")
+			m, err := model.LoadFrom(func(name string) (*os.File, error) {
+				return dataroot.OpenRegular(d, name, os.O_RDONLY, 0)
+			}, ".")
+			return m, modelNotFound(err)
 		}
 	}
-	return model.LoadDir(key)
+	m, err := model.LoadDir(key)
+	return m, modelNotFound(err) // a registered version whose files are gone
+}
+
+// ErrModelNotFound is the one answer for a model directory that cannot be
+// read as a model for want of its files: nothing at the path, a file, a
+// directory without config.json or model.safetensors, a FIFO, a link that
+// leads out. One answer for all of them, so a client cannot map the data
+// root by asking for models.
+var ErrModelNotFound = errors.New("not found")
+
+// modelNotFound turns the file system's reasons for a missing model into
+// ErrModelNotFound, and keeps other errors (a damaged file) as they are.
+func modelNotFound(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR), errors.Is(err, dataroot.ErrNotRegular),
+		errors.Is(err, fs.ErrPermission), dataroot.IsEscape(err):
+		return ErrModelNotFound
+	}
+	return err
 }
 
 // ValidateModelName checks a model name without loading it or knowing the

@@ -2,10 +2,16 @@ package jobs
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/model"
 )
 
@@ -135,6 +141,49 @@ func TestModelCacheBytesFromEnv(t *testing.T) {
 		t.Setenv(EnvModelCacheBytes, v)
 		if _, err := ModelCacheBytesFromEnv(); err == nil {
 			t.Errorf("%q accepted", v)
+		}
+	}
+}
+
+// Every way a model directory can be missing gets the same answer, so a
+// client cannot tell a file from a directory from nothing in the data root
+// by asking for models (issue 22).
+func TestModelNotFoundIsOneAnswer(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "empty-dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a-file"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "fifo-model"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo-model", model.ConfigFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(t.TempDir(), filepath.Join(dir, "link-out")); err != nil {
+		t.Fatal(err)
+	}
+	root, err := dataroot.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	s := NewModelStore()
+	s.SetDataRoot(root)
+	for _, name := range []string{"nothing-here", "empty-dir", "a-file", "fifo-model", "link-out", "a-file/below"} {
+		done := make(chan error, 1)
+		go func() { _, err := s.Get(name); done <- err }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Get(%q) still waits after 10 s", name)
+		}
+		want := fmt.Sprintf("model %q: not found", name)
+		if !errors.Is(err, ErrModelNotFound) || err.Error() != want {
+			t.Errorf("Get(%q): %v; want %q", name, err, want)
 		}
 	}
 }

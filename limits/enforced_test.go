@@ -284,6 +284,7 @@ var enforcements = map[string]enforcement{
 	"TemplateRenderBytes": over(template(`{{range 300}}{{printf "%999d" 1}}{{end}}`, nil), "template", "output exceeds"),
 	"TemplateRenderSteps": over(template(`{{range 100001}}{{end}}`, nil), "template", "loop iterations"),
 	"TemplateRenderTime":  coveredBy("batch.TestTemplateRenderTime"),
+	"TemplateWorkBytes":   over(template(`{{$f := printf "%999s" "x"}}`+strings.Repeat(`{{$x := print $f $f $f $f $f $f $f $f $f $f}}`, 500), nil), "template", "functions built more than"),
 	"TemplateFormatWidth": over(template(fmt.Sprintf(`{{printf "%%%dd" 1}}`, limits.TemplateFormatWidth+1), nil), "printf"),
 	"PostStops": over(func(*testing.T) error {
 		return batch.PostProcess{Stop: make([]string, limits.PostStops+1)}.Validate()
@@ -294,13 +295,19 @@ var enforcements = map[string]enforcement{
 	"PostMaxChars": over(func(*testing.T) error {
 		return batch.PostProcess{MaxChars: limits.PostMaxChars + 1}.Validate()
 	}, "max_chars"),
-	"APIJobBodyBytes":     coveredBy("cmd/producer.TestBatchAPI"),
-	"APITaskIDLen":        coveredBy("cmd/producer.TestCreateJobValidatesEveryField"),
-	"JobMaxRetry":         coveredBy("cmd/producer.TestCreateJobValidatesEveryField"),
-	"APIBatchJSONBytes":   coveredBy("cmd/producer.TestBatchAPI"),
-	"APIPromoteBodyBytes": coveredBy("cmd/producer.TestFinetuneRoutes"),
-	"APIRecsUserLen":      coveredBy("cmd/producer.TestRecsRoutes"),
-	"LossCurveBytes":      coveredBy("cmd/producer.TestFinetuneRoutes"),
+	"APIJobBodyBytes":        coveredBy("cmd/producer.TestBatchAPI"),
+	"APIBatchJSONBytes":      coveredBy("cmd/producer.TestBatchAPI"),
+	"APIPromoteBodyBytes":    coveredBy("cmd/producer.TestFinetuneRoutes"),
+	"APIRecsUserLen":         coveredBy("cmd/producer.TestRecsRoutes"),
+	"InteractivePromptBytes": over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": strings.Repeat("p", limits.InteractivePromptBytes+1)}}), "prompt", "at most"),
+	"InteractiveTokens":      over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": "p", "max_tokens": limits.InteractiveTokens + 1}}), "max_tokens", "out of range"),
+	"APIHeaderTime":          coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"APIBodyGrace":           coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"MinAPIBodyRate":         coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"APIBodyDrainTime":       coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
+	"LossCurveBytes":         coveredBy("cmd/producer.TestFinetuneRoutes"),
+	"APITaskIDLen":           coveredBy("cmd/producer.TestCreateJobValidatesEveryField"),
+	"JobMaxRetry":            coveredBy("cmd/producer.TestCreateJobValidatesEveryField"),
 	"ArtifactKeyLen": over(func(*testing.T) error {
 		return artifact.ValidateKey(strings.Repeat("k", limits.ArtifactKeyLen+1))
 	}, "bad key"),

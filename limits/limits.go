@@ -169,6 +169,12 @@ const (
 	TemplateRenderSteps = 100_000
 	// TemplateRenderTime bounds the time of one rendering.
 	TemplateRenderTime = 200 * time.Millisecond
+	// TemplateWorkBytes bounds the bytes a template's functions build in one
+	// rendering (print, printf, join, lower and the others; a list from
+	// split counts 16 bytes an element). With TemplateRenderBytes it bounds
+	// a rendering's memory whatever the template repeats: a small template
+	// that prints a large field many times stops there.
+	TemplateWorkBytes = 16 * TemplateRenderBytes
 	// TemplateFormatWidth bounds a printf width or precision in a template.
 	TemplateFormatWidth = 1000
 	// PostStops bounds a batch's post-processing stop strings.
@@ -194,6 +200,28 @@ const (
 	APIBatchJSONBytes = 64 << 20
 	// APIPromoteBodyBytes bounds the body of POST /v1/models/{name}/promote.
 	APIPromoteBodyBytes = 4 << 10
+	// InteractivePromptBytes bounds the new prompt of an interactive
+	// generation (POST /v1/completions, producer chat): a person's turn;
+	// longer texts are batch work.
+	InteractivePromptBytes = 16 << 10
+	// InteractiveTokens bounds an interactive generation's max_tokens: a
+	// person reads the reply as it streams.
+	InteractiveTokens = 1024
+	// APIHeaderTime bounds the time a client may take to send a request's
+	// headers (http.Server.ReadHeaderTimeout).
+	APIHeaderTime = 10 * time.Second
+	// APIBodyGrace is the time a request body may take before
+	// MinAPIBodyRate applies to it.
+	APIBodyGrace = 10 * time.Second
+	// MinAPIBodyRate is the slowest a request body may arrive, in bytes a
+	// second on average since the request began, once APIBodyGrace has
+	// passed; a slower one is answered 408 and its connection closed, so
+	// clients trickling bodies cannot hold connections and handlers.
+	MinAPIBodyRate = 8 << 10
+	// APIBodyDrainTime bounds the time spent reading the rest of a body a
+	// handler left unread (net/http reads up to 256 KB of it to reuse the
+	// connection); past it the connection is closed.
+	APIBodyDrainTime = time.Second
 	// APIRecsUserLen bounds a user id in a recommendations URL.
 	APIRecsUserLen = 256
 	// LossCurveBytes bounds a loss curve image the API serves.

@@ -214,6 +214,13 @@ func LoadDir(dir string) (*Model, error) { return loadDir(os.Open, dir) }
 // is read from inside its data root only (see package dataroot).
 func LoadRoot(root *os.Root, dir string) (*Model, error) { return loadDir(root.Open, dir) }
 
+// LoadFrom is LoadDir with the files opened by open, for callers that
+// check what they open (dataroot.OpenRegular refuses a FIFO before opening
+// it, where os.Root.Open would wait for a writer).
+func LoadFrom(open func(name string) (*os.File, error), dir string) (*Model, error) {
+	return loadDir(open, dir)
+}
+
 func loadDir(open opener, dir string) (*Model, error) {
 	cfg, err := loadConfig(open, dir)
 	if err != nil {

@@ -101,6 +101,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	var (
 		o     batch.CreateOptions
 		input io.Reader
+		raw   bool // the input is the body
 	)
 	if mt == "application/json" {
 		var req createBatchRequest
@@ -139,6 +140,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 			o.Format = batch.FormatCSV
 		}
 		input = http.MaxBytesReader(w, r.Body, batch.MaxInputBytes+1)
+		raw = true
 	}
 	created, _, err := b.svc.Create(r.Context(), input, o)
 	var verr *batch.ValidationError
@@ -148,13 +150,15 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", verr.Report.Invalid, verr.Report.Lines)
 		body.Report = verr.Report
 		writeJSON(w, http.StatusBadRequest, body)
-	case errors.As(err, new(*http.MaxBytesError)):
+	case isBodyError(err):
 		writeBodyError(w, err)
+	case errors.Is(err, batch.ErrInputTooLarge) && raw:
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
 	case errors.Is(err, batch.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	case err != nil:
 		b.logger.Error("batch create failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, b.logger, err)
 	default:
 		writeJSON(w, http.StatusOK, created)
 	}
@@ -168,7 +172,9 @@ func (b *batchAPI) openInput(path string) (*os.File, error) {
 	}
 	root, err := dataroot.Open(b.inputDir)
 	if err != nil {
-		return nil, fmt.Errorf("input directory (%s): %w", EnvBatchInputDir, err)
+		// The error names the directory: the log's, not the client's.
+		b.logger.Error("input_path: the input directory cannot be opened", "env", EnvBatchInputDir, "err", err)
+		return nil, errors.New("input_path: reading inputs by path is not available on this server")
 	}
 	defer root.Close()
 	return root.Open("input_path", path)
@@ -222,7 +228,7 @@ func (b *batchAPI) writeBatchError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	default:
 		b.logger.Error("batch request failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, b.logger, err)
 	}
 }
 

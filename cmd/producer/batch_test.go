@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -351,7 +352,8 @@ func TestBatchAPI(t *testing.T) {
 	// Paths are confined to the input directory.
 	for _, p := range []string{"../../etc/passwd", "/etc/passwd", "missing.jsonl"} {
 		req, _ := json.Marshal(map[string]any{"model": "builtin:tiny", "input_path": p})
-		if resp, body := post("/v1/batches", "application/json", string(req)); resp.StatusCode != http.StatusBadRequest {
+		// 400, naming no server directory (issue 22).
+		if resp, body := post("/v1/batches", "application/json", string(req)); resp.StatusCode != http.StatusBadRequest || strings.Contains(string(body), e.dir) {
 			t.Errorf("input_path %q: %d %s", p, resp.StatusCode, body)
 		}
 	}
@@ -359,6 +361,16 @@ func TestBatchAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.write(t, "inputs/in.jsonl", `{"custom_id":"p1","body":{"prompt":"by path","max_tokens":2}}`+"\n")
+	// A FIFO is refused before it is opened, not waited on (issue 22).
+	if err := syscall.Mkfifo(filepath.Join(e.dir, "inputs", "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fifoReq, _ := json.Marshal(map[string]any{"model": "builtin:tiny", "input_path": "fifo"})
+	quick := &http.Client{Timeout: 10 * time.Second}
+	if resp, body := api.read(quick.Post(api.URL+"/v1/batches", "application/json", bytes.NewReader(fifoReq))); resp.StatusCode != http.StatusBadRequest ||
+		!strings.Contains(string(body), `field \"input_path\": open \"fifo\": not a regular file`) {
+		t.Fatalf("input_path naming a FIFO: %d %s", resp.StatusCode, body)
+	}
 	req, _ = json.Marshal(map[string]any{"model": "builtin:tiny", "input_path": "in.jsonl"})
 	if resp, body := post("/v1/batches", "application/json", string(req)); resp.StatusCode != http.StatusOK {
 		t.Fatalf("input_path: %d %s", resp.StatusCode, body)

@@ -170,6 +170,10 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, limit int64, v any) bo
 	if err == nil && dec.More() {
 		err = errors.New("trailing data after the JSON object")
 	}
+	if isBodyError(err) {
+		writeBodyError(w, err)
+		return false
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_json", "body: "+err.Error())
 		return false
@@ -183,7 +187,11 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	args, status, err := c.prepare(r.Context(), req)
-	if err != nil {
+	switch {
+	case err != nil && status >= http.StatusInternalServerError:
+		writeUnavailable(w, c.logger, err)
+		return
+	case err != nil:
 		writeError(w, status, errorCode(status), err.Error())
 		return
 	}
@@ -194,7 +202,7 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	g, err := c.begin(r.Context(), args)
 	if err != nil {
 		c.logger.Error("interactive: enqueue failed", "id", args.ID, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, c.logger, err)
 		return
 	}
 	defer g.close()
@@ -207,7 +215,8 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		g.abandon()
-		writeError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("no worker started the generation within %v (is one serving the %q queue?): %v", c.startTimeout, pipeline.QueueInteractive, err))
+		c.logger.Warn("interactive: no worker started the generation", "id", args.ID, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("no worker started the generation within %v (is one serving the %q queue?)", c.startTimeout, pipeline.QueueInteractive))
 		return
 	case m.Type == jobs.GenError:
 		// The worker could not send its start message and said so.
@@ -593,7 +602,7 @@ func writeSession(w http.ResponseWriter, ok int, s loop.Session, err error) {
 	case errors.Is(err, loop.ErrSessionNotFound):
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
 	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, nil, err)
 	default:
 		writeJSON(w, ok, viewSession(s))
 	}

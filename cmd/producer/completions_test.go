@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -647,7 +648,8 @@ func TestCompletionTurnsAMalformedWorkerMessageIntoAnError(t *testing.T) {
 // is not there: 503 with the code "unavailable", not an empty one.
 func TestCompletionWithoutRedisIsUnavailable(t *testing.T) {
 	e := newGenEnv(t, "")
-	gone := redis.NewClient(&redis.Options{Addr: workerproc.FreeAddr(t), MaxRetries: -1, DialTimeout: time.Second})
+	goneAddr := workerproc.FreeAddr(t)
+	gone := redis.NewClient(&redis.Options{Addr: goneAddr, MaxRetries: -1, DialTimeout: time.Second})
 	defer gone.Close()
 	api := *e.api
 	api.sessions = loop.NewSessionStore(gone, loop.SessionOptions{})
@@ -666,5 +668,10 @@ func TestCompletionWithoutRedisIsUnavailable(t *testing.T) {
 	}
 	if resp.StatusCode != http.StatusServiceUnavailable || body.Error.Code != "unavailable" {
 		t.Fatalf("Redis down: %d %+v, want 503 unavailable", resp.StatusCode, body.Error)
+	}
+	// The cause (dial tcp <address>) is the log's: the client gets no
+	// server address (issue 22).
+	if _, port, _ := net.SplitHostPort(goneAddr); strings.Contains(body.Error.Message, port) || body.Error.Message != msgUnavailable {
+		t.Fatalf("Redis down: message %q; want %q, naming no address", body.Error.Message, msgUnavailable)
 	}
 }

@@ -67,7 +67,7 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 	payload, _ := json.Marshal(a)
 	info, err := enqueueRaw(r.Context(), f.client, jobs.KindFinetune, payload, "", "", -1)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, nil, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, taskView(info))
@@ -86,7 +86,7 @@ func (f *finetuneAPI) find(w http.ResponseWriter, id string) (finetuneView, jobs
 		return finetuneView{}, jobs.FinetuneArgs{}, false
 	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, nil, err)
 		return finetuneView{}, jobs.FinetuneArgs{}, false
 	}
 	v := finetuneView{TaskView: taskView(info)}
@@ -137,7 +137,7 @@ func (f *finetuneAPI) lossCurve(w http.ResponseWriter, r *http.Request) {
 func (f *finetuneAPI) listModels(w http.ResponseWriter, r *http.Request) {
 	names, err := f.reg.Names(r.Context())
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, nil, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": names})
@@ -157,7 +157,7 @@ func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limits.APIPromoteBodyBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); errors.As(err, new(*http.MaxBytesError)) {
+	if err := dec.Decode(&req); isBodyError(err) {
 		writeBodyError(w, err)
 		return
 	} else if err != nil || req.Version < 1 {
@@ -175,7 +175,7 @@ func (f *finetuneAPI) answer(w http.ResponseWriter, v any, err error) {
 	case errors.Is(err, registry.ErrNotFound), errors.Is(err, registry.ErrNoPromoted):
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
 	case err != nil:
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, nil, err)
 	default:
 		writeJSON(w, http.StatusOK, v)
 	}

@@ -140,8 +140,7 @@ func writeFeedbackError(w http.ResponseWriter, logger *slog.Logger, err error, c
 	case errors.Is(err, loop.ErrReusedID):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	default:
-		logger.Error("feedback failed", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, logger, err)
 	}
 }
 
@@ -154,7 +153,7 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxFeedbackBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&fb); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		writeBodyError(w, err)
 		return
 	}
 	fb.ForAnyUser = actsForOthers(r)
@@ -182,7 +181,7 @@ func (l *loopAPI) getGeneration(w http.ResponseWriter, r *http.Request) {
 		fbs, err = l.metrics.FeedbackOf(r.Context(), []string{id})
 	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, l.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -198,7 +197,7 @@ func (l *loopAPI) getMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := l.metrics.Read(r.Context(), time.Now(), hours)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, l.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, v)

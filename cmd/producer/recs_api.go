@@ -93,7 +93,7 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, pipeline.MaxEventBytes))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: over %d bytes", pipeline.MaxEventBytes))
+		writeBodyError(w, err)
 		return
 	}
 	ctx := req.Context()
@@ -182,7 +182,7 @@ func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
 	}
 	v, err := getRecs(req.Context(), r.store, user, n)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, r.logger, err)
 		return
 	}
 	if !v.Found {

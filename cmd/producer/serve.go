@@ -37,6 +37,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	slog.SetDefault(logger) // writeUnavailable's log where a handler has no logger of its own
 	authn, err := auth.New(auth.Options{TokenFile: *apiTokens, RequireTokens: *requireAuth, Logger: logger})
 	if err != nil {
 		return err
@@ -95,7 +96,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := newHTTPServer(mux, defaultReadPace)
 	logger.Info("producer API listening", "addr", ln.Addr().String(), "monitoring", "http://"+ln.Addr().String()+"/monitoring/")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -290,7 +291,7 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		a.logger.Error("enqueue failed", "kind", req.Kind, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, a.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, taskView(info))
@@ -329,7 +330,7 @@ func (a *apiServer) getJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, a.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, taskView(info))
@@ -351,7 +352,7 @@ func (a *apiServer) cancelJob(w http.ResponseWriter, r *http.Request) {
 func (a *apiServer) listQueues(w http.ResponseWriter, _ *http.Request) {
 	qs, err := queueViews(a.client.Inspector())
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeUnavailable(w, a.logger, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"queues": qs})
@@ -373,15 +374,36 @@ type apiError struct {
 	} `json:"error"`
 }
 
-// writeBodyError answers a request whose body did not decode: 413 naming
-// the limit when it was over its http.MaxBytesReader bound, else 400.
+// writeBodyError answers a request whose body did not decode, the same way
+// on every route: 413 naming the limit when it was over its
+// http.MaxBytesReader bound, 408 when it arrived too slowly (pacedBody),
+// else 400.
 func writeBodyError(w http.ResponseWriter, err error) {
 	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	var slow *errBodyTooSlow
+	switch {
+	case errors.As(err, &mbe):
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("body: over the limit of %d bytes", mbe.Limit))
-		return
+	case errors.As(err, &slow):
+		writeError(w, http.StatusRequestTimeout, "too_slow", slow.Error())
+	default:
+		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
 	}
-	writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+}
+
+// msgUnavailable is the message of every 503 that a failed dependency
+// caused: its error names servers, addresses and paths, which are the
+// operator's business, so it goes to the log and the client gets this.
+const msgUnavailable = "a service the API needs (Redis, NATS or the artifact store) did not answer; try again later"
+
+// writeUnavailable logs err (on logger, or slog's default when nil) and
+// answers 503 with msgUnavailable.
+func writeUnavailable(w http.ResponseWriter, logger *slog.Logger, err error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.Error("answered 503 unavailable", "err", err)
+	writeError(w, http.StatusServiceUnavailable, "unavailable", msgUnavailable)
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

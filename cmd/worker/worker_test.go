@@ -257,8 +257,8 @@ func TestEscapingPathIsArchivedNotRetried(t *testing.T) {
 	enqueue("gen-state", jobs.KindGenerate, jobs.GenerateArgs{Model: "builtin:tiny", Input: "in.jsonl", Output: ".tandem/artifacts/batches/b1/output.jsonl"})
 	enqueue("ping-state", jobs.KindPing, jobs.PingArgs{Record: theirs})
 	for _, c := range []struct{ id, want string }{
-		{"gen-abs", `field "output": path "` + absOut + `" escapes the data root ` + b.dir},
-		{"ping-link", `field "record": path "out-link/runs.txt" escapes the data root ` + b.dir},
+		{"gen-abs", `field "output": path "` + absOut + `" escapes the data root`},
+		{"ping-link", `field "record": path "out-link/runs.txt" escapes the data root`},
 		{"ping-up", `field "record": path "../runs.txt" escapes the data root`},
 		{"gen-state", `field "output": path ".tandem/artifacts/batches/b1/output.jsonl" lies in the artifact store (TANDEM_DATA_DIR/artifacts), which no job may read or write`},
 		{"ping-state", `field "record": path "` + theirs + `" lies in the artifact store (TANDEM_DATA_DIR/artifacts), which no job may read or write`},
