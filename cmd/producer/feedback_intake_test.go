@@ -102,7 +102,7 @@ func TestFeedbackForgedOrOutOfRangeIsRefused(t *testing.T) {
 		{"a rating of a generation worth 99", "/v1/generations/gen-1/feedback", `{"action":"rate","value":99}`,
 			400, `{"error":{"code":"invalid_feedback","message":"bad feedback: field \"value\": a rating must be an integer in [1, 5], got 99"}}`},
 		{"a 66,000-byte event", "/v1/feedback", pad(`{"user":"u1","item":"i1","event":"click","pad":"`, 66000),
-			413, `{"error":{"code":"too_large","message":"body: over 65536 bytes"}}`},
+			413, `{"error":{"code":"too_large","message":"body: over the limit of 65536 bytes"}}`},
 		{"event type disagreeing with the action", "/v1/feedback",
 			`{"user":"u1","event":"click","generation_id":"gen-1","action":"accept"}`,
 			400, `{"error":{"code":"invalid_event","message":"bad feedback: field \"event\": \"click\" does not go with action \"accept\", which is \"accepted\""}}`},

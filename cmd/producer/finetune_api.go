@@ -149,9 +149,6 @@ func (f *finetuneAPI) showModel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
-	if !allowServingChange(w, r, "promoting a version changes the model every job of that name uses") {
-		return
-	}
 	var req struct {
 		Version int `json:"version"`
 	}
@@ -162,6 +159,9 @@ func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
 		return
 	} else if err != nil || req.Version < 1 {
 		writeError(w, http.StatusBadRequest, "invalid_request", "want {\"version\": N} with N >= 1")
+		return
+	}
+	if !allowServingChange(w, r, "promoting a version changes the model every job of that name uses") {
 		return
 	}
 	v, err := f.reg.Promote(r.Context(), r.PathValue("name"), req.Version)
