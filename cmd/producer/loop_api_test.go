@@ -69,7 +69,14 @@ func (e *loopEnv) post(t *testing.T, path, body string) (int, string) {
 
 func (e *loopEnv) streamMsgs(t *testing.T) uint64 {
 	t.Helper()
-	st, err := e.recs.bus.JS.Stream(context.Background(), pipeline.StreamFeedback)
+	return feedbackStreamMsgs(t, e.recs)
+}
+
+// feedbackStreamMsgs is the number of events on the FEEDBACK stream of
+// recs's bus.
+func feedbackStreamMsgs(t *testing.T, recs *recsAPI) uint64 {
+	t.Helper()
+	st, err := recs.bus.JS.Stream(context.Background(), pipeline.StreamFeedback)
 	if err != nil {
 		t.Fatal(err)
 	}
