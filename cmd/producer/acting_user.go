@@ -80,3 +80,15 @@ func bindEventUser(w http.ResponseWriter, r *http.Request, body []byte) ([]byte,
 	}
 	return b, true
 }
+
+// everyUsers guards h, a view of every user's things (the loop dashboard),
+// with the impersonate right: a token bound to one user gets 403.
+func everyUsers(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := principalOf(r); !p.Rights.Has(auth.RightImpersonate) {
+			writeError(w, http.StatusForbidden, "forbidden", "token "+p.Name+" lacks the impersonate right: this page shows every user's generations")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

@@ -48,7 +48,8 @@ const maxFeedbackBody = loop.MaxFeedbackTextBytes + 4096
 //
 // On root, GET /dashboard: the HTML page, behind the same guard as the
 // monitoring UI (the read right; browsers are asked for the token as a
-// Basic password). It registers the loop's Prometheus collector on
+// Basic password) and, since it lists every user's generations, the
+// impersonate right too. It registers the loop's Prometheus collector on
 // promReg. The bus is recs's (nil without NATS).
 func registerLoopRoutes(root, api *http.ServeMux, authn *auth.Authenticator, promReg prometheus.Registerer, rdb redis.UniversalClient, recs *recsAPI, logger *slog.Logger) {
 	l := &loopAPI{store: loop.NewStore(rdb, loop.StoreOptions{}), intake: loop.NewIntake(rdb), metrics: loop.NewMetrics(rdb, loop.MetricsOptions{}), logger: logger}
@@ -58,7 +59,7 @@ func registerLoopRoutes(root, api *http.ServeMux, authn *auth.Authenticator, pro
 	api.HandleFunc("POST /v1/generations/{id}/feedback", l.postFeedback)
 	api.HandleFunc("GET /v1/generations/{id}", l.getGeneration)
 	api.HandleFunc("GET /v1/loop/metrics", l.getMetrics)
-	dash := &loop.Dashboard{Store: l.store, Metrics: l.metrics, Logger: logger}
+	dash := everyUsers(&loop.Dashboard{Store: l.store, Metrics: l.metrics, Logger: logger})
 	root.Handle("GET /dashboard", authn.Monitoring(dash, dash))
 	if promReg != nil {
 		promReg.MustRegister(loop.NewCollector(l.metrics))
