@@ -98,7 +98,7 @@ func TestTokenActsOnlyAsItsUser(t *testing.T) {
 		t.Fatalf("alice's session without a user: user %q, want alice", sess.User)
 	}
 	const actsOnly = `{"error":{"code":"forbidden","message":"another user: field \"user\": token bob acts only as user \"bob\", not \"alice\" (acting for other users needs the impersonate right)"}}`
-	const notBobs = `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-alice is \"alice\"'s; \"bob\" may not give feedback on it"}}`
+	const notBobs = `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-alice is not \"bob\"'s; only its own user may give feedback on it"}}`
 	for _, tc := range []struct {
 		name, method, path, body string
 		want                     string
