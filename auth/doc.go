@@ -5,8 +5,12 @@
 //	# comment
 //	<token or its sha256 hex digest>  <name>  <rights>
 //
-// where rights is a comma-separated subset of submit, read and admin (admin
-// implies the other two). A 64-character hexadecimal first field is taken as
+// where rights is a comma-separated subset of submit, read, impersonate and
+// admin (admin implies the other three). The name is also the user the token
+// acts as: a token without impersonate creates generations, sessions and
+// feedback only as that user, and reads only that user's (Principal.ActAs,
+// Principal.Owns); a token with it (a backend serving many end users) may
+// name any user. A 64-character hexadecimal first field is taken as
 // the SHA-256 digest of the token, so the file need not hold the secret
 // itself: `printf %s "$TOKEN" | sha256sum` gives it. Anything else is the
 // token itself, at least MinTokenLen bytes long.

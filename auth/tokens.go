@@ -49,17 +49,22 @@ const (
 	// RightAdmin allows everything, including the monitoring UI's actions
 	// (delete, retry, pause queues).
 	RightAdmin
+	// RightImpersonate lets a token act for any user: name another user
+	// in generations, sessions and feedback, and read their generations,
+	// sessions and recommendations (a backend serving many end users).
+	// Without it a token acts as the user its name names (ActAs).
+	RightImpersonate
 
 	// AllRights is what an admin token, and an open Authenticator, grants.
-	AllRights = RightRead | RightSubmit | RightAdmin
+	AllRights = RightRead | RightSubmit | RightAdmin | RightImpersonate
 )
 
 var rightNames = []struct {
 	r    Rights
 	name string
-}{{RightSubmit, "submit"}, {RightRead, "read"}, {RightAdmin, "admin"}}
+}{{RightSubmit, "submit"}, {RightRead, "read"}, {RightImpersonate, "impersonate"}, {RightAdmin, "admin"}}
 
-// ParseRights parses "submit,read". admin implies submit and read.
+// ParseRights parses "submit,read". admin implies every other right.
 func ParseRights(s string) (Rights, error) {
 	var r Rights
 	for _, part := range strings.Split(s, ",") {
@@ -72,7 +77,7 @@ func ParseRights(s string) (Rights, error) {
 			}
 		}
 		if !found {
-			return 0, fmt.Errorf("unknown right %q; want submit, read or admin", part)
+			return 0, fmt.Errorf("unknown right %q; want submit, read, impersonate or admin", part)
 		}
 	}
 	if r&RightAdmin != 0 {
@@ -98,10 +103,36 @@ func (r Rights) String() string {
 	return strings.Join(names, ",")
 }
 
-// Principal is who a request authenticated as.
+// Principal is who a request authenticated as. Name is also the user
+// the token acts as, unless it has RightImpersonate.
 type Principal struct {
 	Name   string
 	Rights Rights
+}
+
+// ErrOtherUser is ActAs refusing a user other than the token's own.
+var ErrOtherUser = errors.New("another user")
+
+// ActAs returns the user a request by p acts as when it names user (""
+// when it names none). A token with RightImpersonate acts as whoever it
+// names, "" included; any other acts as its own name: user "" becomes
+// p.Name, and another user is ErrOtherUser naming field.
+func (p Principal) ActAs(field, user string) (string, error) {
+	switch {
+	case p.Rights.Has(RightImpersonate):
+		return user, nil
+	case p.Name == "":
+		return "", fmt.Errorf("%w: field %q: the request carries no token", ErrOtherUser, field)
+	case user == "" || user == p.Name:
+		return p.Name, nil
+	}
+	return "", fmt.Errorf("%w: field %q: token %s acts only as user %q, not %.64q (acting for other users needs the impersonate right)", ErrOtherUser, field, p.Name, p.Name, user)
+}
+
+// Owns reports whether p may see and act on what belongs to user: its own
+// user's, or anyone's with RightImpersonate.
+func (p Principal) Owns(user string) bool {
+	return p.Rights.Has(RightImpersonate) || p.Name != "" && user == p.Name
 }
 
 type tokenEntry struct {

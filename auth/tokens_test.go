@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -86,12 +87,12 @@ func TestParseTokensRefusals(t *testing.T) {
 }
 
 func TestParseRights(t *testing.T) {
-	for in, want := range map[string]Rights{"read": RightRead, "submit,read": RightRead | RightSubmit, " read , submit ": RightRead | RightSubmit, "admin": AllRights} {
+	for in, want := range map[string]Rights{"read": RightRead, "submit,read": RightRead | RightSubmit, " read , submit ": RightRead | RightSubmit, "admin": AllRights, "submit,read,impersonate": RightRead | RightSubmit | RightImpersonate} {
 		if got, err := ParseRights(in); err != nil || got != want {
 			t.Errorf("ParseRights(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	if AllRights.String() != "submit,read,admin" || Rights(0).String() != "none" {
+	if AllRights.String() != "submit,read,impersonate,admin" || Rights(0).String() != "none" {
 		t.Errorf("String: %q %q", AllRights.String(), Rights(0).String())
 	}
 }
@@ -144,5 +145,38 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestActAsBindsATokenToItsUser: a token acts as the user its name names
+// unless it may impersonate; the zero Principal (no token) acts as nobody.
+func TestActAsBindsATokenToItsUser(t *testing.T) {
+	bob := Principal{Name: "bob", Rights: RightSubmit | RightRead}
+	backend := Principal{Name: "backend", Rights: RightSubmit | RightImpersonate}
+	for _, c := range []struct {
+		p          Principal
+		named      string
+		want       string
+		otherUser  bool
+		ownsAlices bool
+	}{
+		{bob, "", "bob", false, false},
+		{bob, "bob", "bob", false, false},
+		{bob, "alice", "", true, false},
+		{backend, "alice", "alice", false, true},
+		{backend, "", "", false, true},
+		{Principal{Name: "ops", Rights: AllRights}, "alice", "alice", false, true},
+		{Principal{}, "", "", true, false},
+	} {
+		got, err := c.p.ActAs("user", c.named)
+		if got != c.want || errors.Is(err, ErrOtherUser) != c.otherUser {
+			t.Errorf("%+v.ActAs(%q) = %q, %v; want %q, refused %v", c.p, c.named, got, err, c.want, c.otherUser)
+		}
+		if err != nil && !strings.Contains(err.Error(), `field "user"`) {
+			t.Errorf("%+v.ActAs(%q): %v does not name the field", c.p, c.named, err)
+		}
+		if c.p.Owns("alice") != c.ownsAlices {
+			t.Errorf("%+v.Owns(alice) = %v", c.p, !c.ownsAlices)
+		}
 	}
 }

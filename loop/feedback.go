@@ -338,7 +338,7 @@ func (s *Store) SendFeedback(ctx context.Context, id string, fb Feedback, publis
 		return FeedbackSent{}, err
 	}
 	if fb.User != "" && fb.User != g.User && !fb.ForAnyUser {
-		return FeedbackSent{}, fmt.Errorf("%w: field \"user\": generation %s is %q's; %q may not give feedback on it", ErrWrongUser, g.ID, g.User, fb.User)
+		return FeedbackSent{}, wrongUser(g, fb.User)
 	}
 	ev, err := NewFeedbackEvent(g, fb, time.Now())
 	if err != nil {

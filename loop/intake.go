@@ -51,6 +51,13 @@ var (
 	ErrReusedID = errors.New("reused event id")
 )
 
+// wrongUser is ErrWrongUser for feedback on g by user. It does not name
+// g's user: a caller who knows a generation's id learns no more than that
+// it is not theirs.
+func wrongUser(g Generation, user string) error {
+	return fmt.Errorf("%w: field \"user\": generation %s is not %.64q's; only its own user may give feedback on it", ErrWrongUser, g.ID, user)
+}
+
 // Refused reports whether err is the intake refusing an event for good (a
 // bad field, an unknown generation, another user, a reused id), as
 // opposed to trouble a retry may fix: consumers dead-letter these at once.
@@ -259,7 +266,7 @@ func (in *Intake) Check(ctx context.Context, subject string, data []byte, anyUse
 		return ce, fmt.Errorf("%w (generation %s)", ErrNoUser, g.ID)
 	}
 	if ce.Event.User != g.User && !anyUser {
-		return ce, fmt.Errorf("%w: field \"user\": generation %s is %q's; %q may not give feedback on it", ErrWrongUser, g.ID, g.User, ce.Event.User)
+		return ce, wrongUser(g, ce.Event.User)
 	}
 	fb := Feedback{Action: fe.Action, EditedText: fe.EditedText}
 	if fe.Action == ActionRate {

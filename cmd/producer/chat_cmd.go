@@ -146,7 +146,7 @@ func cmdChat(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	api := apiFlags(fs)
 	modelName := fs.String("model", envOr("TANDEM_CHAT_MODEL", "builtin:tiny"), "model: registered name, directory or builtin:tiny [TANDEM_CHAT_MODEL]")
 	sessionID := fs.String("session", "", "continue this session (default: create one)")
-	user := fs.String("user", "", "user id, for the session and the feedback loop (feedback needs one)")
+	user := fs.String("user", "", "user id, for the session and the feedback loop (feedback needs one); with a token, default its own user, and another needs the impersonate right")
 	instructions := fs.String("instructions", "", `standing instructions of a new session, e.g. "length: short; tone: formal"`)
 	maxTokens := fs.Int("max-tokens", 0, "tokens per reply at most (0: the session's length, else 16)")
 	temperature := fs.Float64("temperature", -1, "sampling temperature (negative: the session's creativity, else 1)")

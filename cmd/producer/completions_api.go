@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/nats-io/nats.go"
 
+	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -83,6 +84,10 @@ func (c *completionsAPI) Close() {
 //	POST /v1/completions     one completion (OpenAI body + session, template, topic); stream: true answers with SSE
 //	POST /v1/sessions        a new session ({"user","instructions"}); 201
 //	GET  /v1/sessions/{id}   a session: instructions, what they mean, the turns kept
+//
+// A token that may not impersonate creates completions and sessions only
+// as its own user ("user" filled in when absent, 403 for another) and
+// reads and continues only its own user's sessions (403).
 func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 	c := a.completions
 	if c == nil {
@@ -186,7 +191,12 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	if !decodeStrict(w, r, maxCompletionBody, &req) {
 		return
 	}
-	args, status, err := c.prepare(r.Context(), req)
+	user, ok := actAs(w, r, "user", req.User)
+	if !ok {
+		return
+	}
+	req.User = user
+	args, status, err := c.prepare(r.Context(), principalOf(r), req)
 	switch {
 	case err != nil && status >= http.StatusInternalServerError:
 		writeUnavailable(w, c.logger, err)
@@ -240,6 +250,8 @@ func errorCode(status int) string {
 	switch status {
 	case http.StatusBadRequest:
 		return "invalid_request"
+	case http.StatusForbidden:
+		return "forbidden"
 	case http.StatusNotFound:
 		return "not_found"
 	}
@@ -248,8 +260,9 @@ func errorCode(status int) string {
 
 // prepare turns a request into job args: the session's instructions fill
 // the sampling fields the body leaves out (the body wins), its history and
-// prefix go along, and everything is validated. The status goes with err.
-func (c *completionsAPI) prepare(ctx context.Context, req completionRequest) (jobs.InteractiveArgs, int, error) {
+// prefix go along, and everything is validated. A session must be one p
+// may use (auth.Principal.Owns). The status goes with err.
+func (c *completionsAPI) prepare(ctx context.Context, p auth.Principal, req completionRequest) (jobs.InteractiveArgs, int, error) {
 	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
 	args.Body.Prompt = string(req.Prompt)
 	if err := req.check(); err != nil {
@@ -265,6 +278,8 @@ func (c *completionsAPI) prepare(ctx context.Context, req completionRequest) (jo
 			return args, http.StatusNotFound, fmt.Errorf("session: %w", err)
 		case err != nil:
 			return args, http.StatusServiceUnavailable, err
+		case !p.Owns(sess.User):
+			return args, http.StatusForbidden, fmt.Errorf("session: %w", otherUsers(p, "session "+sess.ID, "sessions"))
 		}
 		ins, err := loop.ParseInstructions(sess.Instructions)
 		if err != nil {
@@ -582,7 +597,11 @@ func (c *completionsAPI) createSession(w http.ResponseWriter, r *http.Request) {
 	if !decodeStrict(w, r, maxCompletionBody, &req) {
 		return
 	}
-	sess := loop.Session{ID: req.ID, User: req.User, Instructions: req.Instructions}
+	user, ok := actAs(w, r, "user", req.User)
+	if !ok {
+		return
+	}
+	sess := loop.Session{ID: req.ID, User: user, Instructions: req.Instructions}
 	if sess.ID == "" {
 		sess.ID = loop.NewSessionID()
 	}
@@ -615,5 +634,9 @@ func (c *completionsAPI) getSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, err := c.sessions.Get(r.Context(), id)
+	if p := principalOf(r); err == nil && !p.Owns(s.User) {
+		writeError(w, http.StatusForbidden, "forbidden", otherUsers(p, "session "+id, "sessions").Error())
+		return
+	}
 	writeSession(w, http.StatusOK, s, err)
 }

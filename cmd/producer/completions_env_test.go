@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/dataroot/dataroottest"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -77,7 +78,7 @@ func newGenEnv(t testing.TB, redisURL string) *genEnv {
 	t.Cleanup(api.Close)
 	mux := http.NewServeMux()
 	(&apiServer{client: client, logger: logger, completions: api}).completionsRoutes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openGuard(t, mux))
 	t.Cleanup(srv.Close)
 	return &genEnv{cfg: cfg, rdb: rdb, ns: ns, api: api, srv: srv, logger: logger}
 }
@@ -194,4 +195,16 @@ func (e *genEnv) stream(t testing.TB, ctx context.Context, body string, after fu
 		return nil
 	})
 	return out
+}
+
+// openGuard puts h behind the API's token guard with no token file, as
+// `producer serve` runs on a laptop: every request is the anonymous
+// principal with every right (its warning about that is not logged).
+func openGuard(t testing.TB, h http.Handler) http.Handler {
+	t.Helper()
+	authn, err := auth.New(auth.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return authn.Protect(auth.ByMethod, h)
 }

@@ -300,9 +300,10 @@ func TestClientLeavingAroundTheStartNeverLeavesWorkRunning(t *testing.T) {
 	var reached atomic.Int64
 	mux := http.NewServeMux()
 	(&apiServer{client: e.api.client, logger: e.logger, completions: e.api}).completionsRoutes(mux)
+	guarded := openGuard(t, mux)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reached.Add(1)
-		mux.ServeHTTP(w, r)
+		guarded.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
 	store := loop.NewStore(e.rdb, loop.StoreOptions{})
@@ -536,11 +537,12 @@ func TestSessionCarriesBoundedHistory(t *testing.T) {
 const chatToken = "chat-secret-0123456789"
 
 // chatServer serves e as `producer serve` does (serveMux), with chatToken
-// allowed to submit and read; the returned recs API holds the bus the
-// feedback route publishes on.
+// allowed to submit and read, and to act for any user (the chats name
+// theirs with --user); the returned recs API holds the bus the feedback
+// route publishes on.
 func chatServer(t *testing.T, e *genEnv) (*httptest.Server, *recsAPI) {
 	t.Helper()
-	return serveTestServer(t, e, chatToken+" chatter submit,read\n")
+	return serveTestServer(t, e, chatToken+" chatter submit,read,impersonate\n")
 }
 
 // runChat runs `producer chat --url srv` with stdin piped in.
@@ -655,7 +657,7 @@ func TestCompletionWithoutRedisIsUnavailable(t *testing.T) {
 	api.sessions = loop.NewSessionStore(gone, loop.SessionOptions{})
 	mux := http.NewServeMux()
 	(&apiServer{client: e.api.client, logger: e.logger, completions: &api}).completionsRoutes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openGuard(t, mux))
 	defer srv.Close()
 	resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"builtin:tiny","prompt":"hi","session":"sess-1"}`))
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,7 +14,8 @@ import (
 )
 
 // intakeEnv is the loop environment (generation gen-1 of user u1, template
-// tpl-a) behind a token file with a submit token and an admin token.
+// tpl-a) behind a token file with a submit token, which acts as user u1,
+// and an admin token.
 type intakeEnv struct {
 	*loopEnv
 	submit, admin string
@@ -25,7 +25,7 @@ func newIntakeEnv(t *testing.T) *intakeEnv {
 	t.Helper()
 	submit, admin := strings.Repeat("s", 40), strings.Repeat("a", 40)
 	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte(submit+" client submit,read\n"+admin+" ops admin\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(submit+" u1 submit,read\n"+admin+" ops admin\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &intakeEnv{loopEnv: newLoopEnv(t, file), submit: submit, admin: admin}
@@ -33,22 +33,21 @@ func newIntakeEnv(t *testing.T) *intakeEnv {
 
 func (e *intakeEnv) postAs(t *testing.T, token, path, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b))
+	return callAs(t, e.srv.URL, token, "POST", path, body)
 }
 
 // lastEvent is the last event stored on subject tandem.feedback.<typ>.
 func (e *intakeEnv) lastEvent(t *testing.T, typ string) loop.FeedbackEvent {
 	t.Helper()
+	return lastFeedbackEvent(t, e.recs, typ)
+}
+
+// lastFeedbackEvent is the last event stored on subject
+// tandem.feedback.<typ> of recs's bus.
+func lastFeedbackEvent(t *testing.T, recs *recsAPI, typ string) loop.FeedbackEvent {
+	t.Helper()
 	ctx := context.Background()
-	st, err := e.recs.bus.JS.Stream(ctx, pipeline.StreamFeedback)
+	st, err := recs.bus.JS.Stream(ctx, pipeline.StreamFeedback)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,13 +81,13 @@ func TestFeedbackForgedOrOutOfRangeIsRefused(t *testing.T) {
 			404, `{"error":{"code":"not_found","message":"generation not found: gen-made-up"}}`},
 		{"another user's generation", "/v1/feedback",
 			`{"user":"u2","item":"tpl-a","kind":"template","event":"accepted","generation_id":"gen-1","action":"accept"}`,
-			403, `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
+			403, `{"error":{"code":"forbidden","message":"another user: field \"user\": token u1 acts only as user \"u1\", not \"u2\" (acting for other users needs the impersonate right)"}}`},
 		{"edit text on another user's generation", "/v1/feedback",
 			`{"user":"u2","item":"tpl-a","kind":"template","event":"edited","generation_id":"gen-1","action":"edit","edited_text":"pwned","prompt":"x","completion":"y"}`,
-			403, `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
+			403, `{"error":{"code":"forbidden","message":"another user: field \"user\": token u1 acts only as user \"u1\", not \"u2\" (acting for other users needs the impersonate right)"}}`},
 		{"edit text as another user on the generation route", "/v1/generations/gen-1/feedback",
 			`{"action":"edit","edited_text":"pwned","user":"u2"}`,
-			403, `{"error":{"code":"forbidden","message":"not the generation's user: field \"user\": generation gen-1 is \"u1\"'s; \"u2\" may not give feedback on it"}}`},
+			403, `{"error":{"code":"forbidden","message":"another user: field \"user\": token u1 acts only as user \"u1\", not \"u2\" (acting for other users needs the impersonate right)"}}`},
 		{"rating 99", "/v1/feedback", `{"user":"u1","item":"i1","event":"rating","value":99}`,
 			400, `{"error":{"code":"invalid_event","message":"bad feedback: field \"value\": 99 is out of range for event \"rating\": want [1, 5]"}}`},
 		{"rating 1e9", "/v1/feedback", `{"user":"u1","item":"i1","event":"rating","value":1e9}`,

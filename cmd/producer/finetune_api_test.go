@@ -46,7 +46,7 @@ func TestFinetuneRoutes(t *testing.T) {
 	root := dataroottest.Open(t, tmp)
 	mux := http.NewServeMux()
 	registerFinetuneRoutes(mux, client, tmp, root)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openGuard(t, mux))
 	defer srv.Close()
 
 	// A queued finetune job whose run directory already has a curve.

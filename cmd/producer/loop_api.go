@@ -40,13 +40,16 @@ const maxFeedbackBody = loop.MaxFeedbackTextBytes + 4096
 //
 //	POST /v1/generations/{id}/feedback   {"action","value","edited_text","user"}; 202 once published (a
 //	                                     re-rating: its revision; the same rating again: nothing);
-//	                                     "user", when given, must be the generation's (403), unless admin
-//	GET  /v1/generations/{id}            the generation record and its feedback
+//	                                     "user" is the token's own (filled in when absent) and must be the
+//	                                     generation's (403), unless the token may impersonate
+//	GET  /v1/generations/{id}            the generation record and its feedback; a token that may not
+//	                                     impersonate reads only its own user's (403)
 //	GET  /v1/loop/metrics[?hours=N]      acceptance, rating, edit distance: totals and hourly
 //
 // On root, GET /dashboard: the HTML page, behind the same guard as the
 // monitoring UI (the read right; browsers are asked for the token as a
-// Basic password). It registers the loop's Prometheus collector on
+// Basic password) and, since it lists every user's generations, the
+// impersonate right too. It registers the loop's Prometheus collector on
 // promReg. The bus is recs's (nil without NATS).
 func registerLoopRoutes(root, api *http.ServeMux, authn *auth.Authenticator, promReg prometheus.Registerer, rdb redis.UniversalClient, recs *recsAPI, logger *slog.Logger) {
 	l := &loopAPI{store: loop.NewStore(rdb, loop.StoreOptions{}), intake: loop.NewIntake(rdb), metrics: loop.NewMetrics(rdb, loop.MetricsOptions{}), logger: logger}
@@ -56,7 +59,7 @@ func registerLoopRoutes(root, api *http.ServeMux, authn *auth.Authenticator, pro
 	api.HandleFunc("POST /v1/generations/{id}/feedback", l.postFeedback)
 	api.HandleFunc("GET /v1/generations/{id}", l.getGeneration)
 	api.HandleFunc("GET /v1/loop/metrics", l.getMetrics)
-	dash := &loop.Dashboard{Store: l.store, Metrics: l.metrics, Logger: logger}
+	dash := everyUsers(&loop.Dashboard{Store: l.store, Metrics: l.metrics, Logger: logger})
 	root.Handle("GET /dashboard", authn.Monitoring(dash, dash))
 	if promReg != nil {
 		promReg.MustRegister(loop.NewCollector(l.metrics))
@@ -115,14 +118,6 @@ const (
 	codeInvalidEvent    = "invalid_event"
 )
 
-// actsForOthers reports whether the request's token may give feedback for
-// a user other than a generation's own: tokens name no user, so only the
-// admin right allows it (see docs/SECURITY.md, Feedback).
-func actsForOthers(r *http.Request) bool {
-	p, ok := auth.PrincipalFrom(r.Context())
-	return ok && p.Rights.Has(auth.RightAdmin)
-}
-
 // writeFeedbackError answers feedback the intake or the publisher refused:
 // 400 (code400) for a bad field, 404 for an unknown generation, 403 for
 // another user's, 409 for an event id used before for other content, 503
@@ -156,7 +151,11 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
-	fb.ForAnyUser = actsForOthers(r)
+	user, ok := actAs(w, r, "user", fb.User)
+	if !ok {
+		return
+	}
+	fb.User, fb.ForAnyUser = user, mayActFor(r)
 	sent, err := l.store.SendFeedback(r.Context(), r.PathValue("id"), fb, l.intake.Checked(publishFeedback(l.bus)))
 	if err != nil {
 		writeFeedbackError(w, l.logger, err, codeInvalidFeedback)
@@ -174,6 +173,10 @@ func (l *loopAPI) getGeneration(w http.ResponseWriter, r *http.Request) {
 	g, err := l.store.Get(r.Context(), id)
 	if errors.Is(err, loop.ErrNotFound) {
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
+		return
+	}
+	if p := principalOf(r); err == nil && !p.Owns(g.User) {
+		writeError(w, http.StatusForbidden, "forbidden", otherUsers(p, "generation "+id, "generations").Error())
 		return
 	}
 	var fbs []loop.GenerationFeedback

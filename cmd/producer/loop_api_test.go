@@ -69,7 +69,14 @@ func (e *loopEnv) post(t *testing.T, path, body string) (int, string) {
 
 func (e *loopEnv) streamMsgs(t *testing.T) uint64 {
 	t.Helper()
-	st, err := e.recs.bus.JS.Stream(context.Background(), pipeline.StreamFeedback)
+	return feedbackStreamMsgs(t, e.recs)
+}
+
+// feedbackStreamMsgs is the number of events on the FEEDBACK stream of
+// recs's bus.
+func feedbackStreamMsgs(t *testing.T, recs *recsAPI) uint64 {
+	t.Helper()
+	st, err := recs.bus.JS.Stream(context.Background(), pipeline.StreamFeedback)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,9 +255,9 @@ func TestGenerationFeedbackCLI(t *testing.T) {
 }
 
 func TestDashboardBehindAuth(t *testing.T) {
-	tok := strings.Repeat("r", 40)
+	tok, own := strings.Repeat("r", 40), strings.Repeat("o", 40)
 	file := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(file, []byte(tok+" viewer read\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(tok+" viewer read,impersonate\n"+own+" u1 read\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e := newLoopEnv(t, file)
@@ -271,6 +278,11 @@ func TestDashboardBehindAuth(t *testing.T) {
 	}
 	if r := get("/dashboard", tok); r.StatusCode != http.StatusOK || !strings.HasPrefix(r.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("read token: %d", r.StatusCode)
+	}
+	// The page lists every user's generations: a token bound to one user
+	// (no impersonate right) may not see it.
+	if r := get("/dashboard", own); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("read token of user u1: %d, want 403", r.StatusCode)
 	}
 	// A read token cannot give feedback: that needs submit.
 	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/generations/gen-1/feedback", strings.NewReader(`{"action":"accept"}`))

@@ -71,7 +71,8 @@ func connectBus(ctx context.Context, cfg pipeline.Config) (*pipeline.Bus, error)
 //
 //	POST /v1/feedback                         one feedback event (recsys.Event JSON, or feedback on a
 //	                                          generation with its fields); 202 once stored
-//	GET  /v1/users/{id}/recommendations[?n=]  the user's precomputed list
+//	GET  /v1/users/{id}/recommendations[?n=]  the user's precomputed list (a token that may not
+//	                                          impersonate reads only its own user's: 403)
 func (a *apiServer) recsRoutes(mux *http.ServeMux) {
 	if a.recs == nil {
 		return
@@ -82,8 +83,9 @@ func (a *apiServer) recsRoutes(mux *http.ServeMux) {
 
 // postFeedback takes one event through the intake (loop.Intake): 400
 // names a bad field, 404 an unknown generation, 403 another user's
-// generation (unless the token is admin's), 409 an id used before for
-// other content. Feedback on a generation goes the way of
+// generation, 409 an id used before for other content. The event's user
+// is the token's own (filled in when absent, 403 for another) unless the
+// token may impersonate (bindEventUser). Feedback on a generation goes the way of
 // POST /v1/generations/{id}/feedback: built from the record, a rating
 // numbered as a revision.
 func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
@@ -96,8 +98,12 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
+	body, ok := bindEventUser(w, req, body)
+	if !ok {
+		return
+	}
 	ctx := req.Context()
-	ce, err := r.intake.Check(ctx, "", body, actsForOthers(req))
+	ce, err := r.intake.Check(ctx, "", body, mayActFor(req))
 	if err != nil {
 		writeFeedbackError(w, r.logger, err, codeInvalidEvent)
 		return
@@ -174,6 +180,10 @@ func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
 	user := req.PathValue("id")
 	if user == "" || len(user) > maxRecsUserBytes {
 		writeError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("id: want 1..%d bytes", maxRecsUserBytes))
+		return
+	}
+	if p := principalOf(req); !p.Owns(user) {
+		writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("id: token %s reads only user %q's recommendations, not %.64q's (other users' need the impersonate right)", p.Name, p.Name, user))
 		return
 	}
 	n, ok := queryInt(w, req, "n", 0, jobs.MaxRecsTop)

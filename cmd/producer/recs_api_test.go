@@ -57,7 +57,7 @@ func TestRecsRoutes(t *testing.T) {
 	logger := recs.logger
 	mux := http.NewServeMux()
 	(&apiServer{logger: logger, recs: recs}).recsRoutes(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(openGuard(t, mux))
 	t.Cleanup(srv.Close)
 
 	post := func(body string) (int, string) {

@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/hibiken/asynqmon"
@@ -52,22 +51,13 @@ func serveTestServer(t *testing.T, e *genEnv, tokens string) (*httptest.Server, 
 func TestServeGuardsTheLoopAndCompletionRoutes(t *testing.T) {
 	e := newGenEnv(t, "")
 	const reader, writer = "reader-secret-0123456789", "writer-secret-0123456789"
-	srv, _ := serveTestServer(t, e, reader+" reader read\n"+writer+" writer submit,read\n")
+	// Both act as user guard, so the reader may read the session the
+	// writer makes.
+	srv, _ := serveTestServer(t, e, reader+" guard read\n"+writer+" guard submit,read\n")
 	do := func(method, path, body, token string) int {
 		t.Helper()
-		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := callAs(t, srv.URL, token, method, path, body)
+		return code
 	}
 	for _, r := range []struct{ method, path, body string }{
 		{http.MethodPost, "/v1/completions", `{}`},

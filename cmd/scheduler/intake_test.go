@@ -107,7 +107,7 @@ func TestFeedbackConsumersRefuseAlike(t *testing.T) {
 			"generation not found: gen-nope"},
 		{"edited", "other-user",
 			`{"id":"fb-edit-gen-1","user":"u2","item":"tpl-1","kind":"template","event":"edited","generation_id":"gen-1","action":"edit","edited_text":"pwned","prompt":"x","completion":"y"}`,
-			`generation gen-1 is "u1"'s; "u2" may not give feedback on it`},
+			`generation gen-1 is not "u2"'s; only its own user may give feedback on it`},
 		{"rating", "rating-99", `{"id":"rating-99","user":"u1","item":"i1","event":"rating","value":99}`, `field "value": 99 is out of range for event "rating": want [1, 5]`},
 		{"rating", "rating-1e9", `{"id":"rating-1e9","user":"u1","item":"i1","event":"rating","value":1e9}`, `field "value": 1e+09 is out of range`},
 		{"rating", "rating-neg", `{"id":"rating-neg","user":"u1","item":"i1","event":"rating","value":-1e6}`, `field "value": -1e+06 is out of range`},
