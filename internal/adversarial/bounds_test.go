@@ -44,10 +44,7 @@ func templateBomb(t *testing.T, s *stack) {
 	tmpl := `{{printf "` + strings.Repeat("%s", 1200) + `"` + strings.Repeat(" .f", 1200) + `}}`
 	q := url.Values{"model": {"builtin:tiny"}, "template": {tmpl}, "format": {"csv"}}
 	r := s.callType(t, "POST", "/v1/batches?"+q.Encode(), tokenBob, "text/csv", "custom_id,f\nr1,"+field+"\n")
-	if r.Status != 400 {
-		t.Fatalf("want 400, got %s", r)
-	}
-	t.Logf("%s", r)
+	refused(t, r, 400, "exceeds")
 	// The producer's whole peak, start-up and the other cases included,
 	// stays far below what rendering 600 MB would take.
 	if peak := peakRSS(t, s.procs["producer"].Cmd.Process.Pid); peak > 512<<20 {
@@ -147,7 +144,7 @@ func serverPaths(t *testing.T, s *stack) {
 		if r.Status < 400 || r.Status >= 500 {
 			t.Errorf("model %q: want a 4xx, got %s", model, r)
 		}
-		if strings.Contains(string(r.Body), s.dir) {
+		if !strings.Contains(model, s.dir) && strings.Contains(string(r.Body), s.dir) {
 			t.Errorf("model %q: the answer shows a server path: %s", model, r)
 		}
 		answers = append(answers, strings.ReplaceAll(r.String(), model, "M"))
