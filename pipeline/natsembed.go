@@ -38,6 +38,7 @@ type embeddedConfig struct {
 	user     string
 	password string
 	nkeys    []string
+	roles    NATSCredentials
 	tls      *tls.Config
 	maxStore int64
 	logging  bool
@@ -96,6 +97,15 @@ func StartEmbeddedNATS(storeDir string, opts ...EmbeddedOption) (*EmbeddedNATS, 
 		return nil, errors.New("pipeline: StartEmbeddedNATS: user and password must be set together")
 	case cfg.user != "" && len(cfg.nkeys) > 0:
 		return nil, errors.New("pipeline: StartEmbeddedNATS: choose user/password or nkey users, not both")
+	case cfg.roles != nil && (cfg.user != "" || len(cfg.nkeys) > 0):
+		return nil, errors.New("pipeline: StartEmbeddedNATS: choose roles, user/password or nkey users, not several")
+	}
+	var users []*server.User
+	if cfg.roles != nil {
+		var err error
+		if users, err = roleUsers(cfg.roles); err != nil {
+			return nil, fmt.Errorf("pipeline: StartEmbeddedNATS: %w", err)
+		}
 	}
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("pipeline: StartEmbeddedNATS: store dir: %w", err)
@@ -112,6 +122,7 @@ func StartEmbeddedNATS(storeDir string, opts ...EmbeddedOption) (*EmbeddedNATS, 
 		JetStreamMaxMemory: embeddedMaxMemory,
 		Username:           cfg.user,
 		Password:           cfg.password,
+		Users:              users,
 	}
 	for _, pub := range cfg.nkeys {
 		sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: pub})
