@@ -83,16 +83,16 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		args := jobs.InteractiveArgs{ID: id, Body: jobs.CompletionsBody{Model: "builtin:small", Prompt: "Once upon a time", MaxTokens: &maxTokens}}
+		args := jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: jobs.CompletionsBody{Model: "builtin:small", Prompt: "Once upon a time", MaxTokens: &maxTokens}}
 		if _, err := pipeline.Enqueue(context.Background(), client, args, asynq.TaskID(id)); err != nil {
 			t.Fatal(err)
 		}
-		var rd jobs.GenReader
+		rd := jobs.GenReader{Key: args.StreamKey}
 		var msgs []jobs.GenMessage
 		for {
 			select {
 			case raw := <-ch:
-				m, err := rd.Decode(raw.Data)
+				m, err := rd.Decode(raw)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -138,7 +138,7 @@ func TestWorkerWithoutNATSLeavesTheInteractiveQueue(t *testing.T) {
 	p := workerproc.Start(t, b.bin, b.dir, []string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.dir,
 		"TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms"}, "--concurrency", "2")
 	id := jobs.NewCompletionID()
-	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, Body: jobs.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
+	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: jobs.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
 	if err != nil {
 		t.Fatal(err)
 	}
