@@ -36,7 +36,8 @@ func TestEmbeddedNATSRequiresRoleCredentials(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--embedded-nats", natsAddr, "--admin-addr", adminAddr, "--data-dir", dataDir,
+		// As `make demo` runs it: TANDEM_NATS_URL names the embedded server.
+		done <- run(ctx, []string{"--embedded-nats", natsAddr, "--nats-url", "nats://" + natsAddr, "--admin-addr", adminAddr, "--data-dir", dataDir,
 			"--redis-url", fmt.Sprintf("redis://%s/%d", testRedisAddr(), testRedisDB), "--recs-rebuild", "off"}, io.Discard)
 	}()
 	defer func() {

@@ -138,8 +138,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			"url", ns.URL(), "roles", pipeline.NATSRoles(), "credentials", credsDir)
 		if cfg.NATSURL == "" {
 			cfg.NATSURL = ns.URL()
-			embeddedAuth = pipeline.NATSRoleOptions(pipeline.RoleScheduler, creds[pipeline.RoleScheduler])
 		}
+		embeddedAuth = pipeline.NATSRoleOptions(pipeline.RoleScheduler, creds[pipeline.RoleScheduler])
 	}
 	var bus *pipeline.Bus
 	if cfg.NATSURL != "" {
