@@ -45,8 +45,8 @@ type demo struct {
 	// natsRoles: the scheduler hosts NATS, which admits only Tandem's
 	// roles; envFor hands each binary its role and password file.
 	natsRoles bool
-	procs    []*exec.Cmd
-	api      string // base URL of `producer serve`, once the loop step started it
+	procs     []*exec.Cmd
+	api       string // base URL of `producer serve`, once the loop step started it
 }
 
 func run(ctx context.Context) error {
