@@ -182,6 +182,10 @@ func TestChecksCatchMistakes(t *testing.T) {
 			cm := configMap(b, "tandem-nats")
 			cm.Data["auth.conf"] = strings.Replace(cm.Data["auth.conf"], `"_INBOX_worker.>"`, `"_INBOX_worker.>", "tandem.gen.*.tokens"`, 1)
 		}, "NATS user worker: subscribe allow is"},
+		{"NATS with the periodic fsync", "overlays/prod", checkNATS, func(b *bundle) {
+			cm := configMap(b, "tandem-nats")
+			cm.Data["nats.conf"] = strings.Replace(cm.Data["nats.conf"], "sync_interval: always", "sync_interval: 2m", 1)
+		}, "not every write (sync_interval: always)"},
 		{"NATS user outside the roles", "overlays/prod", checkNATS, func(b *bundle) {
 			cm := configMap(b, "tandem-nats")
 			cm.Data["auth.conf"] = strings.Replace(cm.Data["auth.conf"], "  users: [\n", "  users: [\n    { user: tandem, password: $NATS_PASSWORD_WORKER }\n", 1)

@@ -201,8 +201,8 @@ func parseNATSConfig(files map[string]string, main string, env map[string]string
 // checkNATS: nats-server accepts the configuration; the cluster's routes
 // name exactly the StatefulSet's pods through its headless Service; a single
 // server has no cluster block; JetStream's store sits on the volume and fits
-// both the volume and Tandem's streams; the user Tandem's pods log in as
-// exists.
+// both the volume and Tandem's streams, and fsyncs every write; the users
+// are Tandem's roles with their permissions (checkNATSRoles).
 func checkNATS(b *bundle) []error {
 	s := statefulByComponent(b, "nats")
 	if s == nil {
@@ -293,6 +293,9 @@ func checkNATS(b *bundle) []error {
 
 	if !opts.JetStream {
 		return append(errs, fmt.Errorf("%s: JetStream is not enabled", where))
+	}
+	if !opts.SyncAlways {
+		errs = append(errs, fmt.Errorf("%s: JetStream syncs every %v, not every write (sync_interval: always): servers that crash together lose acknowledged events (docs/RELIABILITY.md)", where, opts.SyncInterval))
 	}
 	claim, ok := claimMount(s, c, opts.StoreDir)
 	if !ok {

@@ -42,6 +42,7 @@ type embeddedConfig struct {
 	tls      *tls.Config
 	maxStore int64
 	logging  bool
+	sync     bool
 }
 
 // EmbeddedOption configures StartEmbeddedNATS.
@@ -73,6 +74,12 @@ func WithEmbeddedTLS(cfg *tls.Config) EmbeddedOption { return func(c *embeddedCo
 func WithEmbeddedMaxStore(bytes int64) EmbeddedOption {
 	return func(c *embeddedConfig) { c.maxStore = bytes }
 }
+
+// WithEmbeddedSyncAlways makes JetStream fsync every write before it
+// acknowledges it (nats-server's `sync_interval: always`). Default: the
+// server's periodic fsync, every 2 minutes; docs/RELIABILITY.md weighs the
+// two.
+func WithEmbeddedSyncAlways() EmbeddedOption { return func(c *embeddedConfig) { c.sync = true } }
 
 // WithEmbeddedLogging sends the server's log to stderr (default: silent).
 func WithEmbeddedLogging() EmbeddedOption { return func(c *embeddedConfig) { c.logging = true } }
@@ -123,6 +130,7 @@ func StartEmbeddedNATS(storeDir string, opts ...EmbeddedOption) (*EmbeddedNATS, 
 		Username:           cfg.user,
 		Password:           cfg.password,
 		Users:              users,
+		SyncAlways:         cfg.sync,
 	}
 	for _, pub := range cfg.nkeys {
 		sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: pub})

@@ -129,7 +129,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
-		ns, err := pipeline.StartEmbeddedNATS(filepath.Join(cfg.DataDir, "nats"), pipeline.WithEmbeddedHost(host), pipeline.WithEmbeddedPort(port), pipeline.WithEmbeddedRoles(creds))
+		ns, err := pipeline.StartEmbeddedNATS(filepath.Join(cfg.DataDir, "nats"), pipeline.WithEmbeddedHost(host), pipeline.WithEmbeddedPort(port), pipeline.WithEmbeddedRoles(creds),
+			// Acknowledged means on disk, as in the Kubernetes config
+			// (docs/RELIABILITY.md, "The bus").
+			pipeline.WithEmbeddedSyncAlways())
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
