@@ -131,7 +131,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		ns, err := pipeline.StartEmbeddedNATS(filepath.Join(cfg.DataDir, "nats"), pipeline.WithEmbeddedHost(host), pipeline.WithEmbeddedPort(port), pipeline.WithEmbeddedRoles(creds),
 			// Acknowledged means on disk, as in the Kubernetes config
-			// (docs/RELIABILITY.md, "The bus").
+			// (docs/RELIABILITY.md, "NATS: durability of the bus").
 			pipeline.WithEmbeddedSyncAlways())
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
