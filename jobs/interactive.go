@@ -49,8 +49,8 @@ const SourceInteractive = "interactive"
 // InteractiveArgs asks a worker to generate one completion for a person who
 // waits for it, streaming each token over core NATS on
 // pipeline.GenTokensSubject(ID) (see GenMessage), stopping when a message
-// arrives on pipeline.GenCancelSubject(ID), and recording the result in the
-// loop store under ID.
+// sealed with StreamKey arrives on pipeline.GenCancelSubject(ID), and
+// recording the result in the loop store under ID.
 type InteractiveArgs struct {
 	// ID is the completion id the client sees; the subject token of the
 	// stream and the id of the loop record.
@@ -268,7 +268,14 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	// Subscribe before announcing the start: the producer sends a cancel
 	// only after it saw the start (or deleted the task while still queued),
 	// and NATS keeps one connection's SUB and PUB in order.
-	stop, err := bus.SubscribeCore(pipeline.GenCancelSubject(a.ID), func(string, []byte) {
+	//
+	// The cancel is sealed like the stream: anyone else on the bus (a
+	// JetStream consumer can deliver to any subject) cannot stop it.
+	stop, err := bus.SubscribeCoreSealed(pipeline.GenCancelSubject(a.ID), a.StreamKey, func(_ string, _ []byte, err error) {
+		if err != nil {
+			w.Deps.Logger.Warn("interactive: forged cancel ignored", "id", a.ID, "err", err)
+			return
+		}
 		cancelled.Store(true)
 		cancel()
 	})

@@ -98,6 +98,16 @@ func Seal(key string, msg *nats.Msg) error {
 	return nil
 }
 
+// SubscribeCoreSealed is SubscribeCore for a sealed stream: h gets each
+// message with nil, or with an error wrapping ErrForged when the message
+// was not sealed under key (the caller must not act on it).
+func (b *Bus) SubscribeCoreSealed(subject, key string, h func(subject string, data []byte, err error)) (stop func(), err error) {
+	if h == nil {
+		return nil, fmt.Errorf("pipeline: subscribe %s: handler is nil", subject)
+	}
+	return b.subscribeCoreMsg(subject, func(m *nats.Msg) { h(m.Subject, m.Data, CheckSeal(key, m)) })
+}
+
 // CheckSeal verifies that msg was sealed under key; it returns an error
 // wrapping ErrForged when it was not.
 func CheckSeal(key string, msg *nats.Msg) error {

@@ -30,7 +30,10 @@ const (
 	// RoleScheduler owns the streams and consumes feedback.
 	RoleScheduler = "scheduler"
 	// RoleObserver is for integrations outside Tandem: it may follow
-	// progress and read the EVENTS stream, and publish nothing of Tandem's.
+	// progress and read the EVENTS stream message by message, and publish
+	// nothing of Tandem's. It may not create consumers: a push consumer
+	// delivers to a subject of its creator's choice, past that subject's
+	// publish permissions.
 	RoleObserver = "observer"
 )
 
@@ -93,8 +96,8 @@ func tandemStreamsGuard() []string {
 //	tandem.feedback.>           pub        -        (consumer) -
 //	tandem.events.>             -          pub      -          (consumer)
 //	tandem.dlq.>                -          -        pub        -
-//	$JS.API.>                   yes*       yes*     yes        EVENTS only
-//	$JS.ACK.>                   -          -        yes        EVENTS only
+//	$JS.API.>                   yes*       yes*     yes        read EVENTS**
+//	$JS.ACK.>                   -          -        yes        -
 //	$O.>, $JS.FC.>              pub        pub      pub        -
 //	_INBOX_<role>.>             sub        sub      sub        sub
 //
@@ -102,6 +105,8 @@ func tandemStreamsGuard() []string {
 // their messages or their consumers. Producers and workers ensure the
 // streams they publish to (EnsureStreams) and the artifact store's bucket,
 // so they keep the rest of the JetStream API.
+// (**) account and stream info, and messages of EVENTS by sequence
+// (STREAM.MSG.GET, DIRECT.GET); no consumers.
 func NATSRolePermissions(role string) (NATSPermissions, bool) {
 	inbox := NATSInboxPrefix(role) + ".>"
 	switch role {
@@ -128,12 +133,8 @@ func NATSRolePermissions(role string) (NATSPermissions, bool) {
 			Publish: []string{
 				"$JS.API.INFO",
 				"$JS.API.STREAM.INFO." + ev,
-				"$JS.API.CONSUMER.CREATE." + ev, "$JS.API.CONSUMER.CREATE." + ev + ".>",
-				"$JS.API.CONSUMER.DURABLE.CREATE." + ev + ".>",
-				"$JS.API.CONSUMER.INFO." + ev + ".>",
-				"$JS.API.CONSUMER.DELETE." + ev + ".>",
-				"$JS.API.CONSUMER.MSG.NEXT." + ev + ".>",
-				"$JS.ACK." + ev + ".>",
+				"$JS.API.STREAM.MSG.GET." + ev,
+				"$JS.API.DIRECT.GET." + ev, "$JS.API.DIRECT.GET." + ev + ".>",
 			},
 			Subscribe: []string{SubjectBatchProgressAll, SubjectFinetuneProgressAll, inbox},
 		}, true

@@ -403,7 +403,8 @@ func (g *genRelay) abandon() {
 			return
 		}
 	}
-	if err := g.c.bus.NC.Publish(pipeline.GenCancelSubject(g.id), nil); err != nil {
+	// Sealed like the stream, so the worker acts only on the producer's.
+	if err := g.c.bus.PublishCoreSealed(pipeline.GenCancelSubject(g.id), g.rd.Key, struct{}{}); err != nil {
 		g.c.logger.Warn("interactive: cancel not sent", "id", g.id, "err", err)
 	}
 	_ = g.c.bus.NC.Flush()
