@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
@@ -48,8 +50,8 @@ const SourceInteractive = "interactive"
 // InteractiveArgs asks a worker to generate one completion for a person who
 // waits for it, streaming each token over core NATS on
 // pipeline.GenTokensSubject(ID) (see GenMessage), stopping when a message
-// arrives on pipeline.GenCancelSubject(ID), and recording the result in the
-// loop store under ID.
+// sealed with StreamKey arrives on pipeline.GenCancelSubject(ID), and
+// recording the result in the loop store under ID.
 type InteractiveArgs struct {
 	// ID is the completion id the client sees; the subject token of the
 	// stream and the id of the loop record.
@@ -73,6 +75,14 @@ type InteractiveArgs struct {
 	// for feedback on the result.
 	Template string `json:"template,omitempty"`
 	Topic    string `json:"topic,omitempty"`
+	// StreamKey seals the token stream (pipeline.PublishCoreSealed): the
+	// producer draws it for this completion and hands it over in the task,
+	// which travels through Redis, not the bus; the worker seals every
+	// message with it and the producer refuses any message that does not
+	// verify, so nobody else on the bus can write into the reply. Hex,
+	// pipeline.SealKeyBytes bytes; never shown to API clients
+	// (PublicPayload).
+	StreamKey string `json:"stream_key"`
 }
 
 // Kind implements pipeline.JobArgs.
@@ -127,6 +137,9 @@ func (a InteractiveArgs) Validate() error {
 	}
 	if err := loop.ValidateHistory(a.History); err != nil {
 		return err
+	}
+	if err := pipeline.ValidateSealKey(a.StreamKey); err != nil {
+		return fmt.Errorf("stream_key: %w", err)
 	}
 	rec := loop.Generation{ID: a.ID, User: b.User, Session: a.Session, Model: b.Model, Template: a.Template, Topic: a.Topic}
 	if err := rec.Validate(); err != nil {
@@ -195,14 +208,26 @@ const (
 	GenCodeFailed  = "generation_failed"
 )
 
-// GenReader checks a token stream as it is read: sequence numbers in order
-// with no gap, known types, bounded messages, and the fields a done (usage)
-// or error (the error) message must carry.
-type GenReader struct{ next int }
+// GenReader checks a token stream as it is read: every message sealed with
+// the generation's stream key, sequence numbers in order with no gap, known
+// types, bounded messages, and the fields a done (usage) or error (the
+// error) message must carry.
+type GenReader struct {
+	// Key is the generation's InteractiveArgs.StreamKey.
+	Key  string
+	next int
+}
 
-// Decode parses one message and checks that it is the next one.
-func (r *GenReader) Decode(data []byte) (GenMessage, error) {
+// Decode checks the seal of one message, parses it and checks that it is
+// the next one. A message that fails the seal is an error wrapping
+// pipeline.ErrForged: someone else on the bus wrote it, and the stream
+// cannot be trusted after it.
+func (r *GenReader) Decode(msg *nats.Msg) (GenMessage, error) {
 	var m GenMessage
+	if err := pipeline.CheckSeal(r.Key, msg); err != nil {
+		return m, fmt.Errorf("token stream: message %d: %w", r.next, err)
+	}
+	data := msg.Data
 	if len(data) > pipeline.MaxEventBytes {
 		return m, fmt.Errorf("token stream: message of %d bytes, limit %d", len(data), pipeline.MaxEventBytes)
 	}
@@ -237,14 +262,21 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	}
 	a := job.Args
 	start := time.Now()
-	st := &tokenStream{bus: bus, subject: pipeline.GenTokensSubject(a.ID)}
+	st := &tokenStream{bus: bus, subject: pipeline.GenTokensSubject(a.ID), key: a.StreamKey}
 	genCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var cancelled atomic.Bool
 	// Subscribe before announcing the start: the producer sends a cancel
 	// only after it saw the start (or deleted the task while still queued),
 	// and NATS keeps one connection's SUB and PUB in order.
-	stop, err := bus.SubscribeCore(pipeline.GenCancelSubject(a.ID), func(string, []byte) {
+	//
+	// The cancel is sealed like the stream: anyone else on the bus (a
+	// JetStream consumer can deliver to any subject) cannot stop it.
+	stop, err := bus.SubscribeCoreSealed(pipeline.GenCancelSubject(a.ID), a.StreamKey, func(_ string, _ []byte, err error) {
+		if err != nil {
+			w.Deps.Logger.Warn("interactive: forged cancel ignored", "id", a.ID, "err", err)
+			return
+		}
 		cancelled.Store(true)
 		cancel()
 	})
@@ -452,6 +484,7 @@ func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, maxT
 type tokenStream struct {
 	bus     *pipeline.Bus
 	subject string
+	key     string // InteractiveArgs.StreamKey
 	seq     int
 	lost    int
 }
@@ -459,7 +492,7 @@ type tokenStream struct {
 func (s *tokenStream) send(m GenMessage) error {
 	m.Seq = s.seq
 	s.seq++
-	return s.bus.PublishCore(s.subject, m)
+	return s.bus.PublishCoreSealed(s.subject, s.key, m)
 }
 
 // end sends a message after which the stream may end (start, when the
@@ -485,7 +518,7 @@ func (s *tokenStream) token(t int32, text string) {
 // generated in-process with the tokens written to stdout as they come.
 func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker exec "+KindInteractive, flag.ContinueOnError)
-	a := InteractiveArgs{ID: NewCompletionID()}
+	a := InteractiveArgs{ID: NewCompletionID(), StreamKey: pipeline.NewSealKey()}
 	maxTokens := fs.Int("max-tokens", DefaultMaxTokens, "tokens to generate at most")
 	temperature := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
 	fs.StringVar(&a.Body.Model, "model", "builtin:tiny", "model: registered name, directory or builtin:tiny|builtin:small")
@@ -512,4 +545,23 @@ func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writ
 	}
 	_, err = fmt.Fprintf(stdout, "\n[finish_reason=%s tokens=%d]\n", res.FinishReason, res.CompletionTokens)
 	return err
+}
+
+// PublicPayload returns a task's payload as an API client may see it: an
+// interactive generation's stream key is left out (whoever holds it could
+// write into the reply). Other kinds come back unchanged.
+func PublicPayload(kind string, payload []byte) []byte {
+	if kind != KindInteractive {
+		return payload
+	}
+	var m map[string]json.RawMessage
+	if json.Unmarshal(payload, &m) != nil {
+		return nil
+	}
+	delete(m, "stream_key")
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil
+	}
+	return b
 }

@@ -2,16 +2,19 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
 func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
-	ok := InteractiveArgs{ID: NewCompletionID(), Body: CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}}
+	ok := InteractiveArgs{ID: NewCompletionID(), StreamKey: pipeline.NewSealKey(), Body: CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -31,6 +34,8 @@ func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
 		"topic":       func(a *InteractiveArgs) { a.Topic = strings.Repeat("t", loop.MaxRecordIDBytes+1) },
 		"replaces":    func(a *InteractiveArgs) { a.Replaces = "cmpl-1" }, // without a session
 		"replaces: ":  func(a *InteractiveArgs) { a.Session, a.Replaces = "s1", "a.b" },
+		"stream_key":  func(a *InteractiveArgs) { a.StreamKey = "" },
+		"stream_key:": func(a *InteractiveArgs) { a.StreamKey = "abc" },
 	} {
 		a := ok
 		mutate(&a)
@@ -81,12 +86,23 @@ func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
 	}
 }
 
-func TestGenReaderRefusesGapsAndUnknownTypes(t *testing.T) {
-	var rd GenReader
-	if _, err := rd.Decode([]byte(`{"seq":0,"type":"start"}`)); err != nil {
+// sealedMsg is a token-stream message of generation id sealed with key.
+func sealedMsg(t *testing.T, key, id, raw string) *nats.Msg {
+	t.Helper()
+	m := &nats.Msg{Subject: pipeline.GenTokensSubject(id), Data: []byte(raw)}
+	if err := pipeline.Seal(key, m); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rd.Decode([]byte(`{"seq":2,"type":"token","text":"x"}`)); err == nil || !strings.Contains(err.Error(), "lost") {
+	return m
+}
+
+func TestGenReaderRefusesGapsAndUnknownTypes(t *testing.T) {
+	key, id := pipeline.NewSealKey(), NewCompletionID()
+	rd := GenReader{Key: key}
+	if _, err := rd.Decode(sealedMsg(t, key, id, `{"seq":0,"type":"start"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.Decode(sealedMsg(t, key, id, `{"seq":2,"type":"token","text":"x"}`)); err == nil || !strings.Contains(err.Error(), "lost") {
 		t.Fatalf("gap: %v", err)
 	}
 	for _, raw := range []string{
@@ -94,10 +110,33 @@ func TestGenReaderRefusesGapsAndUnknownTypes(t *testing.T) {
 		`{"seq":0,"type":"done","finish_reason":"stop"}`, // no usage
 		`{"seq":0,"type":"error"}`,                       // no error
 	} {
-		var rd2 GenReader
-		if _, err := rd2.Decode([]byte(raw)); err == nil {
+		rd2 := GenReader{Key: key}
+		if _, err := rd2.Decode(sealedMsg(t, key, id, raw)); err == nil {
 			t.Errorf("%s accepted", raw)
 		}
+	}
+}
+
+// A message not sealed with the generation's key (none, another key, or
+// this key on another generation's subject) is refused as forged.
+func TestGenReaderRefusesForgedMessages(t *testing.T) {
+	key, id := pipeline.NewSealKey(), NewCompletionID()
+	const start = `{"seq":0,"type":"start"}`
+	unsealed := &nats.Msg{Subject: pipeline.GenTokensSubject(id), Data: []byte(start)}
+	otherKey := sealedMsg(t, pipeline.NewSealKey(), id, start)
+	otherGen := sealedMsg(t, key, NewCompletionID(), start)
+	otherGen.Subject = pipeline.GenTokensSubject(id) // replayed onto this stream
+	tampered := sealedMsg(t, key, id, start)
+	tampered.Data = []byte(`{"seq":0,"type":"done"}`)
+	for name, m := range map[string]*nats.Msg{"unsealed": unsealed, "another key": otherKey, "another generation": otherGen, "tampered body": tampered} {
+		rd := GenReader{Key: key}
+		if _, err := rd.Decode(m); !errors.Is(err, pipeline.ErrForged) {
+			t.Errorf("%s: %v; want pipeline.ErrForged", name, err)
+		}
+	}
+	rd := GenReader{Key: key}
+	if _, err := rd.Decode(sealedMsg(t, key, id, start)); err != nil {
+		t.Fatalf("the genuine start after refusals: %v", err)
 	}
 }
 
@@ -117,16 +156,17 @@ func TestTokenStreamTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
 	}
 	defer bus.Close()
 	subject := pipeline.GenTokensSubject(NewCompletionID())
-	got := make(chan []byte, 4)
-	stop, err := bus.SubscribeCore(subject, func(_ string, data []byte) { got <- data })
+	got := make(chan *nats.Msg, 4)
+	sub, err := bus.NC.ChanSubscribe(subject, got)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer func() { _ = sub.Unsubscribe() }()
 	if err := bus.NC.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	st := &tokenStream{bus: bus, subject: subject}
+	key := pipeline.NewSealKey()
+	st := &tokenStream{bus: bus, subject: subject, key: key}
 	if err := st.end(GenMessage{Type: GenStart}); err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +174,7 @@ func TestTokenStreamTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
 	if err := st.end(big); err == nil {
 		t.Fatal("a done message over MaxEventBytes was sent")
 	}
-	var rd GenReader
+	rd := GenReader{Key: key}
 	for _, want := range []string{GenStart, GenError} {
 		m, err := rd.Decode(<-got)
 		if err != nil || m.Type != want {
@@ -143,5 +183,19 @@ func TestTokenStreamTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
 		if want == GenError && (m.Error.Code != GenCodeFailed || !strings.Contains(m.Error.Message, "done")) {
 			t.Fatalf("error %+v, want %s naming the done message", m.Error, GenCodeFailed)
 		}
+	}
+}
+
+// A client reading an interactive job (GET /v1/jobs/{id}) never sees its
+// stream key; other kinds are shown as they are.
+func TestPublicPayloadHidesTheStreamKey(t *testing.T) {
+	key := pipeline.NewSealKey()
+	payload := []byte(`{"id":"cmpl-1","body":{"model":"builtin:tiny","prompt":"hi"},"stream_key":"` + key + `"}`)
+	got := string(PublicPayload(KindInteractive, payload))
+	if strings.Contains(got, key) || !strings.Contains(got, `"prompt":"hi"`) {
+		t.Fatalf("interactive payload shown as %s; want it without the stream key", got)
+	}
+	if other := PublicPayload("eval", payload); string(other) != string(payload) {
+		t.Fatalf("another kind's payload changed: %s", other)
 	}
 }

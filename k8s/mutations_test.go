@@ -62,7 +62,7 @@ func TestChecksCatchMistakes(t *testing.T) {
 		}, "credentials belong in Secrets"},
 		{"password in a config file", "overlays/prod", checkSecretsByReference, func(b *bundle) {
 			cm := configMap(b, "tandem-nats")
-			cm.Data["nats.conf"] = strings.Replace(cm.Data["nats.conf"], "$NATS_PASSWORD", "hunter2", 1)
+			cm.Data["auth.conf"] = strings.Replace(cm.Data["auth.conf"], "$NATS_PASSWORD_WORKER", "hunter2", 1)
 		}, "is set to a value"},
 		{"real value in a shipped Secret", "overlays/dev", checkSecretData, func(b *bundle) {
 			s, _ := named[*corev1.Secret](b, "tandem-redis")
@@ -171,8 +171,25 @@ func TestChecksCatchMistakes(t *testing.T) {
 			statefulByComponent(b, "nats").Spec.Template.Spec.TerminationGracePeriodSeconds = &g
 		}, "does not outlast lame-duck mode"},
 		{"NATS user the server lacks", "overlays/prod", checkNATS, func(b *bundle) {
-			configMap(b, "tandem-config").Data["TANDEM_NATS_USER"] = "pipeline"
+			c := &deployment(b, "tandem-producer").Spec.Template.Spec.Containers[0]
+			setEnv(c, "TANDEM_NATS_USER", corev1.EnvVar{Name: "TANDEM_NATS_USER", Value: "pipeline"})
 		}, `as "pipeline", a user the NATS config does not define`},
+		{"worker logged in as the producer", "overlays/prod", checkNATS, func(b *bundle) {
+			c := &deployment(b, "tandem-worker-gpu").Spec.Template.Spec.Containers[0]
+			setEnv(c, "TANDEM_NATS_USER", corev1.EnvVar{Name: "TANDEM_NATS_USER", Value: "producer"})
+		}, `the worker logs in to NATS as "producer"`},
+		{"NATS role with a wider permission", "overlays/dev", checkNATS, func(b *bundle) {
+			cm := configMap(b, "tandem-nats")
+			cm.Data["auth.conf"] = strings.Replace(cm.Data["auth.conf"], `"_INBOX_worker.>"`, `"_INBOX_worker.>", "tandem.gen.*.tokens"`, 1)
+		}, "NATS user worker: subscribe allow is"},
+		{"NATS with the periodic fsync", "overlays/prod", checkNATS, func(b *bundle) {
+			cm := configMap(b, "tandem-nats")
+			cm.Data["nats.conf"] = strings.Replace(cm.Data["nats.conf"], "sync_interval: always", "sync_interval: 2m", 1)
+		}, "not every write (sync_interval: always)"},
+		{"NATS user outside the roles", "overlays/prod", checkNATS, func(b *bundle) {
+			cm := configMap(b, "tandem-nats")
+			cm.Data["auth.conf"] = strings.Replace(cm.Data["auth.conf"], "  users: [\n", "  users: [\n    { user: tandem, password: $NATS_PASSWORD_WORKER }\n", 1)
+		}, `NATS user "tandem" is not one of Tandem's roles`},
 		{"Redis address with no Service", "overlays/dev", checkTandemConfig, func(b *bundle) {
 			configMap(b, "tandem-config").Data["REDIS_ADDR"] = "redis.tandem.svc:6379"
 		}, "no Service redis in the bundle"},

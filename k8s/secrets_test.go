@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // examplePlaceholder is the only secret value the repository may hold:
@@ -18,7 +20,7 @@ const examplePlaceholder = "REPLACE-ME-example-placeholder"
 // shipped: name -> the keys the manifests may read from it.
 var externalSecrets = map[string][]string{
 	"tandem-redis":        {"password"},
-	"tandem-nats":         {"password"},
+	"tandem-nats":         pipeline.NATSRoles(), // one password per role
 	"tandem-tls":          {"tls.crt", "tls.key"},
 	"tandem-ingress-auth": {"auth"},
 }

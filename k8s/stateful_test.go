@@ -3,7 +3,10 @@ package k8s
 import (
 	"fmt"
 	"os"
+	"path"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,6 +33,16 @@ func statefulByComponent(b *bundle, component string) *appsv1.StatefulSet {
 // mountedFile returns the content of file as c sees it, when it lies on a
 // ConfigMap volume.
 func mountedFile(b *bundle, spec *corev1.PodSpec, c *corev1.Container, file string) (string, error) {
+	files, err := mountedConfigMap(b, spec, c, file)
+	if err != nil {
+		return "", err
+	}
+	return files[path.Base(file)], nil
+}
+
+// mountedConfigMap returns every key of the ConfigMap that file is mounted
+// from (the files beside it in the pod), checking that file is one of them.
+func mountedConfigMap(b *bundle, spec *corev1.PodSpec, c *corev1.Container, file string) (map[string]string, error) {
 	for _, m := range c.VolumeMounts {
 		dir := strings.TrimSuffix(m.MountPath, "/") + "/"
 		key, ok := strings.CutPrefix(file, dir)
@@ -42,16 +55,15 @@ func mountedFile(b *bundle, spec *corev1.PodSpec, c *corev1.Container, file stri
 			}
 			cm, ok := named[*corev1.ConfigMap](b, v.ConfigMap.Name)
 			if !ok {
-				return "", fmt.Errorf("ConfigMap %s is not in the bundle", v.ConfigMap.Name)
+				return nil, fmt.Errorf("ConfigMap %s is not in the bundle", v.ConfigMap.Name)
 			}
-			data, ok := cm.Data[key]
-			if !ok {
-				return "", fmt.Errorf("ConfigMap %s has no key %s", cm.Name, key)
+			if _, ok := cm.Data[key]; !ok || strings.Contains(key, "/") {
+				return nil, fmt.Errorf("ConfigMap %s has no key %s", cm.Name, key)
 			}
-			return data, nil
+			return cm.Data, nil
 		}
 	}
-	return "", fmt.Errorf("%s is on no ConfigMap mount", file)
+	return nil, fmt.Errorf("%s is on no ConfigMap mount", file)
 }
 
 // claimMount returns the volumeClaimTemplate mounted at dir or above it.
@@ -166,31 +178,31 @@ func checkRedis(b *bundle) []error {
 var natsRouteHost = regexp.MustCompile(`^([a-z0-9-]+)-([0-9]+)\.([a-z0-9-]+)$`)
 
 // parseNATSConfig runs a NATS configuration through nats-server's own
-// parser, with the pod's environment variables stood in.
-func parseNATSConfig(conf string, env map[string]string) (*natsserver.Options, error) {
-	for k, v := range env {
-		conf = strings.ReplaceAll(conf, "$"+k, v)
-	}
-	f, err := os.CreateTemp("", "tandem-nats-*.conf")
+// parser, with the pod's environment variables stood in. files are the
+// mounted ConfigMap's keys, so that includes resolve as in the pod; main is
+// the one the server is started with.
+func parseNATSConfig(files map[string]string, main string, env map[string]string) (*natsserver.Options, error) {
+	dir, err := os.MkdirTemp("", "tandem-nats-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.WriteString(conf); err != nil {
-		f.Close()
-		return nil, err
+	defer os.RemoveAll(dir)
+	for name, conf := range files {
+		for k, v := range env {
+			conf = strings.ReplaceAll(conf, "$"+k, v)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
 	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	return natsserver.ProcessConfigFile(f.Name())
+	return natsserver.ProcessConfigFile(filepath.Join(dir, main))
 }
 
 // checkNATS: nats-server accepts the configuration; the cluster's routes
 // name exactly the StatefulSet's pods through its headless Service; a single
 // server has no cluster block; JetStream's store sits on the volume and fits
-// both the volume and Tandem's streams; the user Tandem's pods log in as
-// exists.
+// both the volume and Tandem's streams, and fsyncs every write; the users
+// are Tandem's roles with their permissions (checkNATSRoles).
 func checkNATS(b *bundle) []error {
 	s := statefulByComponent(b, "nats")
 	if s == nil {
@@ -209,7 +221,7 @@ func checkNATS(b *bundle) []error {
 			confFile = c.Args[i+1]
 		}
 	}
-	conf, err := mountedFile(b, &s.Spec.Template.Spec, c, confFile)
+	files, err := mountedConfigMap(b, &s.Spec.Template.Spec, c, confFile)
 	if err != nil {
 		return append(errs, fmt.Errorf("%s: config %q: %w", where, confFile, err))
 	}
@@ -220,9 +232,14 @@ func checkNATS(b *bundle) []error {
 	standIns := make(map[string]string)
 	for k, v := range env {
 		standIns[k] = v.value
+		if v.secret != nil {
+			// Which Secret key a password comes from, so the users can be
+			// matched with the pods that log in as them.
+			standIns[k] = secretKeyStandIn(v.secret.Name, v.secret.Key)
+		}
 	}
 	standIns["POD_NAME"] = s.Name + "-0" // the downward API's value in the first pod
-	opts, err := parseNATSConfig(conf, standIns)
+	opts, err := parseNATSConfig(files, path.Base(confFile), standIns)
 	if err != nil {
 		return append(errs, fmt.Errorf("%s: nats-server refuses %s: %w", where, confFile, err))
 	}
@@ -277,6 +294,9 @@ func checkNATS(b *bundle) []error {
 	if !opts.JetStream {
 		return append(errs, fmt.Errorf("%s: JetStream is not enabled", where))
 	}
+	if !opts.SyncAlways {
+		errs = append(errs, fmt.Errorf("%s: JetStream syncs every %v, not every write (sync_interval: always): servers that crash together lose acknowledged events (docs/RELIABILITY.md)", where, opts.SyncInterval))
+	}
 	claim, ok := claimMount(s, c, opts.StoreDir)
 	if !ok {
 		return append(errs, fmt.Errorf("%s: JetStream store_dir %q is not on a persistent volume claim", where, opts.StoreDir))
@@ -293,14 +313,75 @@ func checkNATS(b *bundle) []error {
 		errs = append(errs, fmt.Errorf("%s: Tandem's streams reserve %d bytes, above max_file_store (%d): JetStream would refuse to create them", where, reserved, opts.JetStreamMaxStore))
 	}
 
-	users := make(map[string]bool)
+	return append(errs, checkNATSRoles(b, where, opts)...)
+}
+
+// secretKeyStandIn stands in for a value from a Secret's key in a parsed
+// NATS config.
+func secretKeyStandIn(secret, key string) string { return "secret-" + secret + "-" + key }
+
+// checkNATSRoles: the NATS users are exactly Tandem's roles, each with the
+// permissions of pipeline.NATSRolePermissions (what the embedded server
+// enforces) and its password from the tandem-nats key named after it; every
+// Tandem pod logs in as the role of its binary with that key.
+func checkNATSRoles(b *bundle, where string, opts *natsserver.Options) []error {
+	var errs []error
+	users := make(map[string]*natsserver.User)
 	for _, u := range opts.Users {
-		users[u.Username] = true
+		users[u.Username] = u
+		if _, ok := pipeline.NATSRolePermissions(u.Username); !ok {
+			errs = append(errs, fmt.Errorf("%s: NATS user %q is not one of Tandem's roles %v; a user outside them escapes the subject permissions", where, u.Username, pipeline.NATSRoles()))
+		}
+	}
+	if len(opts.Nkeys) > 0 || opts.Username != "" || opts.Authorization != "" {
+		errs = append(errs, fmt.Errorf("%s: NATS logins besides the role users (nkeys, a single user or a token) escape the subject permissions", where))
+	}
+	for _, role := range pipeline.NATSRoles() {
+		u := users[role]
+		if u == nil {
+			errs = append(errs, fmt.Errorf("%s: the NATS config defines no user %q (a role of pipeline.NATSRoles)", where, role))
+			continue
+		}
+		if want := secretKeyStandIn("tandem-nats", role); u.Password != want {
+			errs = append(errs, fmt.Errorf("%s: NATS user %s: password is not the tandem-nats Secret's key %q", where, role, role))
+		}
+		want, _ := pipeline.NATSRolePermissions(role)
+		var got pipeline.NATSPermissions
+		if p := u.Permissions; p != nil {
+			if p.Publish != nil {
+				got.Publish, got.PublishDeny = p.Publish.Allow, p.Publish.Deny
+			}
+			if p.Subscribe != nil {
+				got.Subscribe = p.Subscribe.Allow
+				if len(p.Subscribe.Deny) > 0 {
+					errs = append(errs, fmt.Errorf("%s: NATS user %s: subscribe deny %v is not in pipeline.NATSRolePermissions", where, role, p.Subscribe.Deny))
+				}
+			}
+		}
+		for _, list := range []struct {
+			name      string
+			got, want []string
+		}{{"publish allow", got.Publish, want.Publish}, {"publish deny", got.PublishDeny, want.PublishDeny}, {"subscribe allow", got.Subscribe, want.Subscribe}} {
+			g, w := slices.Sorted(slices.Values(list.got)), slices.Sorted(slices.Values(list.want))
+			if !slices.Equal(g, w) {
+				errs = append(errs, fmt.Errorf("%s: NATS user %s: %s is %v; pipeline.NATSRolePermissions says %v", where, role, list.name, g, w))
+			}
+		}
 	}
 	tcs, _ := b.tandemContainers()
 	for _, tc := range tcs {
-		if u := tc.cfg.NATSUser; u != "" && !users[u] {
+		if tc.cfg.NATSURL == "" {
+			continue
+		}
+		u := tc.cfg.NATSUser
+		switch {
+		case users[u] == nil:
 			errs = append(errs, fmt.Errorf("%s: logs in to NATS as %q, a user the NATS config does not define", tc.where, u))
+		case u != tc.binary:
+			errs = append(errs, fmt.Errorf("%s: the %s logs in to NATS as %q; it must log in as its own role %q", tc.where, tc.binary, u, tc.binary))
+		}
+		if pw := tc.env["TANDEM_NATS_PASSWORD"]; pw.secret == nil || pw.secret.Name != "tandem-nats" || pw.secret.Key != u {
+			errs = append(errs, fmt.Errorf("%s: TANDEM_NATS_PASSWORD must come from the tandem-nats Secret's key %q (its role)", tc.where, u))
 		}
 	}
 	return errs

@@ -16,7 +16,7 @@ import (
 // start-up with the field's name rather than at the first reconnect.
 //
 // Authentication: at most one of NATSCreds (a .creds file: user JWT + seed),
-// NATSUser with NATSPassword, or NATSNKeyFile (a user nkey seed). TLS:
+// NATSUser with NATSPassword or NATSPasswordFile, or NATSNKeyFile (a user nkey seed). TLS:
 // NATSTLSCA adds a root CA for the server's certificate; NATSTLSCert with
 // NATSTLSKey present a client certificate (mutual TLS).
 func (c Config) NATSOptions() ([]nats.Option, error) {
@@ -30,13 +30,29 @@ func (c Config) NATSOptions() ([]nats.Option, error) {
 		}
 		opts = append(opts, nats.UserCredentials(c.NATSCreds))
 	}
+	password := c.NATSPassword
+	if c.NATSPasswordFile != "" {
+		if password != "" {
+			return nil, errors.New("pipeline: NATSPasswordFile and NATSPassword are both set; give one")
+		}
+		p, err := ReadNATSPasswordFile(c.NATSPasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("pipeline: NATSPasswordFile: %w", err)
+		}
+		password = p
+	}
 	switch {
-	case c.NATSUser != "" && c.NATSPassword != "":
+	case c.NATSUser != "" && password != "":
 		methods = append(methods, "NATSUser/NATSPassword")
-		opts = append(opts, nats.UserInfo(c.NATSUser, c.NATSPassword))
+		if _, isRole := NATSRolePermissions(c.NATSUser); isRole {
+			// A role may subscribe only to its own inbox prefix.
+			opts = append(opts, NATSRoleOptions(c.NATSUser, password)...)
+		} else {
+			opts = append(opts, nats.UserInfo(c.NATSUser, password))
+		}
 	case c.NATSUser != "":
-		return nil, errors.New("pipeline: NATSUser is set but NATSPassword is empty")
-	case c.NATSPassword != "":
+		return nil, errors.New("pipeline: NATSUser is set but NATSPassword (or NATSPasswordFile) is empty")
+	case password != "":
 		return nil, errors.New("pipeline: NATSPassword is set but NATSUser is empty")
 	}
 	if c.NATSNKeyFile != "" {

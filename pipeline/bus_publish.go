@@ -77,16 +77,21 @@ func (b *Bus) PublishCore(subject string, v any) error {
 // h, one at a time in arrival order. stop unsubscribes; messages already
 // queued are dropped.
 func (b *Bus) SubscribeCore(subject string, h func(subject string, data []byte)) (stop func(), err error) {
-	if err := validateSubject(subject, true); err != nil {
-		return nil, err
-	}
 	if h == nil {
 		return nil, fmt.Errorf("pipeline: subscribe %s: handler is nil", subject)
+	}
+	return b.subscribeCoreMsg(subject, func(m *nats.Msg) { h(m.Subject, m.Data) })
+}
+
+// subscribeCoreMsg checks subject and delivers whole messages to h.
+func (b *Bus) subscribeCoreMsg(subject string, h func(*nats.Msg)) (stop func(), err error) {
+	if err := validateSubject(subject, true); err != nil {
+		return nil, err
 	}
 	if b.isClosed() {
 		return nil, ErrBusClosed
 	}
-	sub, err := b.NC.Subscribe(subject, func(m *nats.Msg) { h(m.Subject, m.Data) })
+	sub, err := b.NC.Subscribe(subject, h)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: subscribe %s: %w", subject, err)
 	}

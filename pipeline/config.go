@@ -42,8 +42,14 @@ type Config struct {
 	// NATSCreds is a credentials file (JWT + NKey seed). At most one of
 	// NATSCreds, NATSUser and NATSNKeyFile.
 	NATSCreds string
-	// NATSUser and NATSPassword authenticate by user name.
+	// NATSUser and NATSPassword authenticate by user name. Against the
+	// scheduler's embedded server the user is the process's role
+	// (producer, worker, scheduler, observer; see NATSRolePermissions).
 	NATSUser, NATSPassword string
+	// NATSPasswordFile holds NATSUser's password instead of NATSPassword:
+	// the file's content, one trailing newline dropped. The embedded
+	// server writes one per role (NATSCredentialsDir).
+	NATSPasswordFile string
 	// NATSNKeyFile is an NKey seed file.
 	NATSNKeyFile string
 	// NATSTLSCA, NATSTLSCert and NATSTLSKey are PEM files for TLS to NATS.
@@ -156,6 +162,8 @@ var settings = []setting{
 		func(c *Config) flag.Value { return &stringValue{p: &c.NATSUser} }},
 	{"NATSPassword", "TANDEM_NATS_PASSWORD", "nats-password", "NATS password (prefer the environment variable to the flag)",
 		func(c *Config) flag.Value { return &stringValue{p: &c.NATSPassword, redact: redactSecret} }},
+	{"NATSPasswordFile", "TANDEM_NATS_PASSWORD_FILE", "nats-password-file", "file holding the NATS password (the embedded server writes one per role under <data dir>/nats-credentials)",
+		func(c *Config) flag.Value { return &stringValue{p: &c.NATSPasswordFile} }},
 	{"NATSNKeyFile", "TANDEM_NATS_NKEY_FILE", "nats-nkey-file", "NATS NKey seed file",
 		func(c *Config) flag.Value { return &stringValue{p: &c.NATSNKeyFile} }},
 	{"NATSTLSCA", "TANDEM_NATS_TLS_CA", "nats-tls-ca", "PEM file of CAs for NATS TLS",
@@ -280,11 +288,17 @@ func (c *Config) Validate() error {
 	if c.NATSPassword != "" && c.NATSUser == "" {
 		add("NATSPassword", errors.New("set without NATSUser"))
 	}
+	if c.NATSPasswordFile != "" && c.NATSUser == "" {
+		add("NATSPasswordFile", errors.New("set without NATSUser"))
+	}
+	if c.NATSPasswordFile != "" && c.NATSPassword != "" {
+		add("NATSPasswordFile", errors.New("set together with NATSPassword; give one"))
+	}
 	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
 		add("NATSTLSCert", errors.New("client certificate and key must be given together"))
 	}
 	for _, f := range []struct{ field, path string }{
-		{"NATSCreds", c.NATSCreds}, {"NATSNKeyFile", c.NATSNKeyFile},
+		{"NATSCreds", c.NATSCreds}, {"NATSNKeyFile", c.NATSNKeyFile}, {"NATSPasswordFile", c.NATSPasswordFile},
 		{"NATSTLSCA", c.NATSTLSCA}, {"NATSTLSCert", c.NATSTLSCert}, {"NATSTLSKey", c.NATSTLSKey},
 	} {
 		if f.path == "" {
@@ -323,6 +337,12 @@ func (c *Config) Validate() error {
 		add("DataRoot", err)
 	}
 	return errors.Join(errs...)
+}
+
+// NATSAuthSet reports whether any NATS login is configured (creds file,
+// user, nkey).
+func (c Config) NATSAuthSet() bool {
+	return c.NATSCreds != "" || c.NATSUser != "" || c.NATSNKeyFile != ""
 }
 
 // CheckDataRoot is Validate's check of DataRoot alone, for code that opens

@@ -38,9 +38,11 @@ type embeddedConfig struct {
 	user     string
 	password string
 	nkeys    []string
+	roles    NATSCredentials
 	tls      *tls.Config
 	maxStore int64
 	logging  bool
+	sync     bool
 }
 
 // EmbeddedOption configures StartEmbeddedNATS.
@@ -73,6 +75,12 @@ func WithEmbeddedMaxStore(bytes int64) EmbeddedOption {
 	return func(c *embeddedConfig) { c.maxStore = bytes }
 }
 
+// WithEmbeddedSyncAlways makes JetStream fsync every write before it
+// acknowledges it (nats-server's `sync_interval: always`). Default: the
+// server's periodic fsync, every 2 minutes; docs/RELIABILITY.md weighs the
+// two.
+func WithEmbeddedSyncAlways() EmbeddedOption { return func(c *embeddedConfig) { c.sync = true } }
+
 // WithEmbeddedLogging sends the server's log to stderr (default: silent).
 func WithEmbeddedLogging() EmbeddedOption { return func(c *embeddedConfig) { c.logging = true } }
 
@@ -96,6 +104,15 @@ func StartEmbeddedNATS(storeDir string, opts ...EmbeddedOption) (*EmbeddedNATS, 
 		return nil, errors.New("pipeline: StartEmbeddedNATS: user and password must be set together")
 	case cfg.user != "" && len(cfg.nkeys) > 0:
 		return nil, errors.New("pipeline: StartEmbeddedNATS: choose user/password or nkey users, not both")
+	case cfg.roles != nil && (cfg.user != "" || len(cfg.nkeys) > 0):
+		return nil, errors.New("pipeline: StartEmbeddedNATS: choose roles, user/password or nkey users, not several")
+	}
+	var users []*server.User
+	if cfg.roles != nil {
+		var err error
+		if users, err = roleUsers(cfg.roles); err != nil {
+			return nil, fmt.Errorf("pipeline: StartEmbeddedNATS: %w", err)
+		}
 	}
 	if err := os.MkdirAll(storeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("pipeline: StartEmbeddedNATS: store dir: %w", err)
@@ -112,6 +129,8 @@ func StartEmbeddedNATS(storeDir string, opts ...EmbeddedOption) (*EmbeddedNATS, 
 		JetStreamMaxMemory: embeddedMaxMemory,
 		Username:           cfg.user,
 		Password:           cfg.password,
+		Users:              users,
+		SyncAlways:         cfg.sync,
 	}
 	for _, pub := range cfg.nkeys {
 		sopts.Nkeys = append(sopts.Nkeys, &server.NkeyUser{Nkey: pub})

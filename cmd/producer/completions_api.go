@@ -41,6 +41,10 @@ const maxCompletionBody = 8*jobs.MaxInteractivePromptBytes + 4096
 // work: a job still queued is deleted, a running one gets a message on its
 // cancel subject once its start message has been seen (the worker listens
 // before it sends that), so the cancel cannot be lost in between.
+// The job carries a fresh stream key; a message not sealed with it (someone
+// else on the bus) ends the request with an error and is never relayed:
+// 502 bad_stream before the answer has begun or without stream: true, an
+// SSE error event (code stream_failed) in a stream.
 type completionsAPI struct {
 	bus          *pipeline.Bus // nil without NATS: completions answer 503
 	client       *pipeline.Client
@@ -223,6 +227,11 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	case r.Context().Err() != nil:
 		g.abandon()
 		return
+	case err != nil && !errors.Is(err, errStreamTimeout):
+		// A message that fails its seal or its order: never relayed.
+		g.abandon()
+		writeError(w, http.StatusBadGateway, "bad_stream", err.Error())
+		return
 	case err != nil:
 		g.abandon()
 		c.logger.Warn("interactive: no worker started the generation", "id", args.ID, "err", err)
@@ -263,7 +272,7 @@ func errorCode(status int) string {
 // prefix go along, and everything is validated. A session must be one p
 // may use (auth.Principal.Owns). The status goes with err.
 func (c *completionsAPI) prepare(ctx context.Context, p auth.Principal, req completionRequest) (jobs.InteractiveArgs, int, error) {
-	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
+	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), StreamKey: pipeline.NewSealKey(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
 	args.Body.Prompt = string(req.Prompt)
 	if err := req.check(); err != nil {
 		return args, http.StatusBadRequest, err
@@ -337,7 +346,7 @@ const startGrace = 2 * time.Second
 func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (*genRelay, error) {
 	// Room for every message a generation can send, so a slow client
 	// never makes the subscription drop one.
-	g := &genRelay{c: c, id: args.ID, msgs: make(chan *nats.Msg, jobs.MaxInteractiveTokens+4)}
+	g := &genRelay{c: c, id: args.ID, msgs: make(chan *nats.Msg, jobs.MaxInteractiveTokens+4), rd: jobs.GenReader{Key: args.StreamKey}}
 	sub, err := c.bus.NC.ChanSubscribe(pipeline.GenTokensSubject(args.ID), g.msgs)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to the token stream: %w", err)
@@ -375,7 +384,10 @@ func (g *genRelay) next(ctx context.Context, timeout time.Duration) (jobs.GenMes
 	case <-t.C:
 		return jobs.GenMessage{}, errStreamTimeout
 	case raw := <-g.msgs:
-		m, err := g.rd.Decode(raw.Data)
+		m, err := g.rd.Decode(raw)
+		if errors.Is(err, pipeline.ErrForged) {
+			g.c.logger.Warn("interactive: forged message on the token stream refused; the request ends with an error", "id", g.id, "err", err)
+		}
 		if err != nil {
 			return m, err
 		}
@@ -415,7 +427,8 @@ func (g *genRelay) abandon() {
 			return
 		}
 	}
-	if err := g.c.bus.NC.Publish(pipeline.GenCancelSubject(g.id), nil); err != nil {
+	// Sealed like the stream, so the worker acts only on the producer's.
+	if err := g.c.bus.PublishCoreSealed(pipeline.GenCancelSubject(g.id), g.rd.Key, struct{}{}); err != nil {
 		g.c.logger.Warn("interactive: cancel not sent", "id", g.id, "err", err)
 	}
 	_ = g.c.bus.NC.Flush()

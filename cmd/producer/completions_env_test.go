@@ -33,6 +33,7 @@ type genEnv struct {
 	cfg    pipeline.Config
 	rdb    *redis.Client
 	ns     *pipeline.EmbeddedNATS
+	creds  pipeline.NATSCredentials // the server admits only the roles
 	api    *completionsAPI
 	srv    *httptest.Server
 	logger *slog.Logger
@@ -57,13 +58,18 @@ func newGenEnv(t testing.TB, redisURL string) *genEnv {
 		_ = rdb.FlushDB(context.Background()).Err()
 		rdb.Close()
 	})
-	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
+	creds, err := pipeline.LoadOrCreateNATSCredentials(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := pipeline.StartEmbeddedNATS(t.TempDir(), pipeline.WithEmbeddedRoles(creds))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
 	cfg := pipeline.DefaultConfig()
 	cfg.RedisURL, cfg.NATSURL, cfg.DataDir = redisURL, ns.URL(), t.TempDir()
+	cfg.NATSUser, cfg.NATSPassword = pipeline.RoleProducer, creds[pipeline.RoleProducer]
 	cfg.Queues, cfg.PollInterval, cfg.Concurrency = map[string]int{pipeline.QueueInteractive: 1}, 2*time.Millisecond, 2
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	client, err := newClient(cfg)
@@ -80,7 +86,7 @@ func newGenEnv(t testing.TB, redisURL string) *genEnv {
 	(&apiServer{client: client, logger: logger, completions: api}).completionsRoutes(mux)
 	srv := httptest.NewServer(openGuard(t, mux))
 	t.Cleanup(srv.Close)
-	return &genEnv{cfg: cfg, rdb: rdb, ns: ns, api: api, srv: srv, logger: logger}
+	return &genEnv{cfg: cfg, rdb: rdb, ns: ns, creds: creds, api: api, srv: srv, logger: logger}
 }
 
 // startWorker runs the real interactive handler in an asynq server of its
@@ -88,18 +94,26 @@ func newGenEnv(t testing.TB, redisURL string) *genEnv {
 func (e *genEnv) startWorker(t testing.TB) *jobs.Deps {
 	t.Helper()
 	deps := jobs.NewDeps(e.logger)
-	bus, err := pipeline.ConnectBus(context.Background(), e.ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
+	bus := e.connect(t, pipeline.RoleWorker)
 	deps.Bus, deps.Redis = bus, e.rdb
 	// Tests keep their model directories in t.TempDir()s.
 	dataroottest.Install(t, deps, os.TempDir())
-	t.Cleanup(bus.Close) // after the server stops: cleanups run last first
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
 	e.serve(t, reg)
 	return deps
+}
+
+// connect opens a bus to the environment's server as role, closed when the
+// test ends (after the server stops: cleanups run last first).
+func (e *genEnv) connect(t testing.TB, role string) *pipeline.Bus {
+	t.Helper()
+	bus, err := pipeline.ConnectBus(context.Background(), e.ns.URL(), pipeline.NATSRoleOptions(role, e.creds[role])...)
+	if err != nil {
+		t.Fatalf("connect as %s: %v", role, err)
+	}
+	t.Cleanup(bus.Close)
+	return bus
 }
 
 // serve runs reg's handlers in an asynq server on the environment's queues

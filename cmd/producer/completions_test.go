@@ -29,11 +29,7 @@ import (
 // per subject, as the worker published them.
 func tapTokens(t *testing.T, e *genEnv) func(id string) []jobs.GenMessage {
 	t.Helper()
-	nc, err := nats.Connect(e.ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := e.connect(t, pipeline.RoleProducer).NC
 	var mu sync.Mutex
 	got := map[string][][]byte{}
 	if _, err := nc.Subscribe(pipeline.SubjectGenTokensAll, func(m *nats.Msg) {
@@ -52,12 +48,13 @@ func tapTokens(t *testing.T, e *genEnv) func(id string) []jobs.GenMessage {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			mu.Lock()
-			var rd jobs.GenReader
 			var out []jobs.GenMessage
-			for _, raw := range got[pipeline.GenTokensSubject(id)] {
-				m, err := rd.Decode(raw) // fails on a message out of order
-				if err != nil {
-					t.Fatalf("token stream of %s: %v", id, err)
+			// The tap has no stream key (the producer drew it): it checks
+			// the order only; the producer checked the seals.
+			for i, raw := range got[pipeline.GenTokensSubject(id)] {
+				var m jobs.GenMessage
+				if err := json.Unmarshal(raw, &m); err != nil || m.Seq != i {
+					t.Fatalf("token stream of %s: message %d is %s (%v)", id, i, raw, err)
 				}
 				out = append(out, m)
 			}
@@ -621,16 +618,18 @@ func TestCompletionAcceptsOpenAIFieldsAtValuesItHonours(t *testing.T) {
 // or an error event), never a panic.
 func TestCompletionTurnsAMalformedWorkerMessageIntoAnError(t *testing.T) {
 	e := newGenEnv(t, "")
-	bus, err := pipeline.ConnectBus(context.Background(), e.ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(bus.Close)
+	bus := e.connect(t, pipeline.RoleWorker)
 	reg := pipeline.NewRegistry()
 	pipeline.Register[jobs.InteractiveArgs](reg, pipeline.WorkFunc[jobs.InteractiveArgs](func(_ context.Context, job *pipeline.Job[jobs.InteractiveArgs]) error {
 		subject := pipeline.GenTokensSubject(job.Args.ID)
 		for _, raw := range []string{`{"seq":0,"type":"start"}`, `{"seq":1,"type":"token","text":"x","token":87}`, `{"seq":2,"type":"done","finish_reason":"stop"}`} {
-			if err := bus.NC.Publish(subject, []byte(raw)); err != nil {
+			// Sealed with the job's key: the message is authentic, only
+			// malformed.
+			msg := &nats.Msg{Subject: subject, Data: []byte(raw)}
+			if err := pipeline.Seal(job.Args.StreamKey, msg); err != nil {
+				return err
+			}
+			if err := bus.NC.PublishMsg(msg); err != nil {
 				return err
 			}
 		}

@@ -255,7 +255,7 @@ type TaskView struct {
 func taskView(t *asynq.TaskInfo) TaskView {
 	v := TaskView{ID: t.ID, Kind: t.Type, Queue: t.Queue, State: t.State.String(), Retried: t.Retried, MaxRetry: t.MaxRetry, LastError: t.LastErr}
 	if json.Valid(t.Payload) {
-		v.Args = t.Payload
+		v.Args = jobs.PublicPayload(t.Type, t.Payload)
 	}
 	if len(t.Result) > 0 && json.Valid(t.Result) {
 		v.Result = t.Result

@@ -4,7 +4,12 @@
 // replica's enqueue lands and the others get a harmless conflict.
 //
 // With --embedded-nats it also hosts an in-process nats-server (JetStream on
-// disk under the data dir) for laptops and `make demo`.
+// disk under the data dir) for laptops and `make demo`. That server admits
+// only Tandem's roles (producer, worker, scheduler, observer), each with the
+// subject permissions of pipeline.NATSRolePermissions and a password the
+// scheduler generates at its first start and keeps in
+// <data dir>/nats-credentials/<role> (mode 0600): other processes log in
+// with TANDEM_NATS_USER=<role> and TANDEM_NATS_PASSWORD_FILE pointing there.
 //
 // It also keeps the recommender live: the nightly sharded rebuild is a
 // built-in periodic entry (--recs-rebuild, 02:00 UTC by default), and with
@@ -38,6 +43,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -105,6 +111,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
+	var embeddedAuth []nats.Option // the scheduler's own login to its embedded server
 	if *embedded != "" {
 		host, portStr, err := net.SplitHostPort(*embedded)
 		if err != nil {
@@ -114,21 +121,37 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--embedded-nats: port: %w", err)
 		}
-		ns, err := pipeline.StartEmbeddedNATS(filepath.Join(cfg.DataDir, "nats"), pipeline.WithEmbeddedHost(host), pipeline.WithEmbeddedPort(port))
+		// Every client logs in as a role (pipeline.NATSRolePermissions);
+		// the passwords are generated at the first start and kept in the
+		// data dir, one 0600 file per role, for the other processes.
+		credsDir := pipeline.NATSCredentialsDir(cfg.DataDir)
+		creds, err := pipeline.LoadOrCreateNATSCredentials(credsDir)
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		ns, err := pipeline.StartEmbeddedNATS(filepath.Join(cfg.DataDir, "nats"), pipeline.WithEmbeddedHost(host), pipeline.WithEmbeddedPort(port), pipeline.WithEmbeddedRoles(creds),
+			// Acknowledged means on disk, as in the Kubernetes config
+			// (docs/RELIABILITY.md, "NATS: durability of the bus").
+			pipeline.WithEmbeddedSyncAlways())
 		if err != nil {
 			return fmt.Errorf("embedded nats: %w", err)
 		}
 		defer ns.Shutdown()
-		logger.Info("embedded nats-server started", "url", ns.URL())
+		logger.Info("embedded nats-server started; other processes log in with TANDEM_NATS_USER=<role> and TANDEM_NATS_PASSWORD_FILE="+filepath.Join(credsDir, "<role>"),
+			"url", ns.URL(), "roles", pipeline.NATSRoles(), "credentials", credsDir)
 		if cfg.NATSURL == "" {
 			cfg.NATSURL = ns.URL()
 		}
+		embeddedAuth = pipeline.NATSRoleOptions(pipeline.RoleScheduler, creds[pipeline.RoleScheduler])
 	}
 	var bus *pipeline.Bus
 	if cfg.NATSURL != "" {
 		natsOpts, err := cfg.NATSOptions()
 		if err != nil {
 			return err
+		}
+		if embeddedAuth != nil && !cfg.NATSAuthSet() {
+			natsOpts = append(natsOpts, embeddedAuth...)
 		}
 		bus, err = pipeline.ConnectBus(ctx, cfg.NATSURL, natsOpts...)
 		if err != nil {

@@ -70,8 +70,9 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	defer client.Close()
 
 	// run enqueues a generation and reads its stream; cancelAfter > 0 sends
-	// a cancel once that many tokens arrived.
-	run := func(maxTokens, cancelAfter int) []jobs.GenMessage {
+	// a cancel once that many tokens arrived, sealed with the generation's
+	// key as the producer sends it, or unsealed (forged) when forge is set.
+	run := func(maxTokens, cancelAfter int, forge bool) []jobs.GenMessage {
 		t.Helper()
 		id := jobs.NewCompletionID()
 		ch := make(chan *nats.Msg, jobs.MaxInteractiveTokens+4)
@@ -83,16 +84,16 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		args := jobs.InteractiveArgs{ID: id, Body: jobs.CompletionsBody{Model: "builtin:small", Prompt: "Once upon a time", MaxTokens: &maxTokens}}
+		args := jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: jobs.CompletionsBody{Model: "builtin:small", Prompt: "Once upon a time", MaxTokens: &maxTokens}}
 		if _, err := pipeline.Enqueue(context.Background(), client, args, asynq.TaskID(id)); err != nil {
 			t.Fatal(err)
 		}
-		var rd jobs.GenReader
+		rd := jobs.GenReader{Key: args.StreamKey}
 		var msgs []jobs.GenMessage
 		for {
 			select {
 			case raw := <-ch:
-				m, err := rd.Decode(raw.Data)
+				m, err := rd.Decode(raw)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -101,7 +102,13 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 					return msgs
 				}
 				if m.Type == jobs.GenToken && len(msgs)-1 == cancelAfter {
-					if err := nc.Publish(pipeline.GenCancelSubject(id), nil); err != nil {
+					msg := &nats.Msg{Subject: pipeline.GenCancelSubject(id), Data: []byte("{}")}
+					if !forge {
+						if err := pipeline.Seal(args.StreamKey, msg); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if err := nc.PublishMsg(msg); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -110,13 +117,19 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 			}
 		}
 	}
-	msgs := run(8, 0)
+	// A cancel nobody sealed (anyone else on the bus) is ignored: the
+	// generation runs on (a sealed one stops it about 2 tokens later).
+	msgs := run(64, 1, true)
+	if done := msgs[len(msgs)-1]; done.Type != jobs.GenDone || done.FinishReason == jobs.FinishCancelled {
+		t.Fatalf("generation sent a forged cancel: ended %+v; want it to run on, not cancelled", done)
+	}
+	msgs = run(8, 0, false)
 	done := msgs[len(msgs)-1]
 	if done.Type != jobs.GenDone || done.Usage.CompletionTokens != len(msgs)-2 || msgs[0].Type != jobs.GenStart {
 		t.Fatalf("short generation: %d messages ending %+v", len(msgs), done)
 	}
 	first := done
-	msgs = run(jobs.MaxInteractiveTokens, 3)
+	msgs = run(jobs.MaxInteractiveTokens, 3, false)
 	done = msgs[len(msgs)-1]
 	if done.FinishReason != jobs.FinishCancelled || done.Usage.CompletionTokens >= 500 {
 		t.Fatalf("cancelled generation ended %q after %d tokens (builtin:small holds about 500)", done.FinishReason, done.Usage.CompletionTokens)
@@ -124,7 +137,7 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: testRedisAddr(), DB: testRedisDB})
 	defer rdb.Close()
 	recent, err := loop.NewStore(rdb, loop.StoreOptions{}).Recent(context.Background(), 10)
-	if err != nil || len(recent) != 2 || recent[0].FinishReason != jobs.FinishCancelled || recent[1].Text != first.Text || recent[1].Source != jobs.SourceInteractive {
+	if err != nil || len(recent) != 3 || recent[0].FinishReason != jobs.FinishCancelled || recent[1].Text != first.Text || recent[1].Source != jobs.SourceInteractive {
 		t.Fatalf("loop records %+v, %v", recent, err)
 	}
 }
@@ -138,7 +151,7 @@ func TestWorkerWithoutNATSLeavesTheInteractiveQueue(t *testing.T) {
 	p := workerproc.Start(t, b.bin, b.dir, []string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.state,
 		"TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms"}, "--concurrency", "2")
 	id := jobs.NewCompletionID()
-	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, Body: jobs.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
+	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: jobs.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func demoFinetune(ctx context.Context, d *demo) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "producer"), "finetune",
 		"--init-config", cfgPath, "--data", corpus, "--epochs", "3", "--batch", "8", "--seq", "32", "--lr", "3e-3",
 		"--seed", "1", "--checkpoint-every", "20", "--gen-eval", "20", "--register", demoModelName, "--promote", "--wait")
-	cmd.Env = d.env
+	cmd.Env = d.envFor("producer")
 	cmd.Stderr = os.Stdout // the progress bar
 	out, err := cmd.Output()
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -41,8 +42,11 @@ type demo struct {
 	dir, bin string
 	files    string // the data root: every file a job names is in here
 	env      []string
-	procs    []*exec.Cmd
-	api      string // base URL of `producer serve`, once the loop step started it
+	// natsRoles: the scheduler hosts NATS, which admits only Tandem's
+	// roles; envFor hands each binary its role and password file.
+	natsRoles bool
+	procs     []*exec.Cmd
+	api       string // base URL of `producer serve`, once the loop step started it
 }
 
 func run(ctx context.Context) error {
@@ -99,7 +103,9 @@ func run(ctx context.Context) error {
 		natsAddr := freeAddr()
 		natsURL = "nats://" + natsAddr
 		schedArgs = append(schedArgs, "--embedded-nats", natsAddr)
+		d.natsRoles = true
 		fmt.Println("   nats:  in-process nats-server inside the scheduler at", natsURL)
+		fmt.Println("          (a login per role; passwords in", pipeline.NATSCredentialsDir(d.dir)+")")
 	} else {
 		fmt.Println("   nats: ", natsURL)
 	}
@@ -258,6 +264,18 @@ func showResults(path string) error {
 	return sc.Err()
 }
 
+// envFor is the environment of binary name: the shared one, plus, when the
+// scheduler hosts NATS, the login of the binary's role (the producer and the
+// worker; the scheduler logs in to its own server by itself). The password
+// files are the ones the scheduler wrote at its start.
+func (d *demo) envFor(name string) []string {
+	if !d.natsRoles || (name != pipeline.RoleProducer && name != pipeline.RoleWorker) {
+		return d.env
+	}
+	return append(slices.Clip(d.env), "TANDEM_NATS_USER="+name,
+		"TANDEM_NATS_PASSWORD_FILE="+filepath.Join(pipeline.NATSCredentialsDir(d.dir), name))
+}
+
 func (d *demo) logPath(name string) string { return filepath.Join(d.dir, "logs", name+".log") }
 
 func (d *demo) start(ctx context.Context, name string, args ...string) error {
@@ -266,7 +284,7 @@ func (d *demo) start(ctx context.Context, name string, args ...string) error {
 		return err
 	}
 	cmd := exec.Command(filepath.Join(d.bin, name), args...)
-	cmd.Env, cmd.Stdout, cmd.Stderr = d.env, logf, logf
+	cmd.Env, cmd.Stdout, cmd.Stderr = d.envFor(name), logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("%s: %w", name, err)
@@ -302,7 +320,7 @@ func (d *demo) stopAll() error {
 
 func (d *demo) output(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, name), args...)
-	cmd.Env = d.env
+	cmd.Env = d.envFor(name)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -437,7 +455,7 @@ func demoBatch(ctx context.Context, d *demo) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(d.bin, "producer"), "batch", "create", rows,
 		"--model", "builtin:tiny", "--template", tmpl, "--chunk-size", "8", "--trim", "--max-chars", "120",
 		"--metadata", "source=demo", "--wait")
-	cmd.Env = d.env
+	cmd.Env = d.envFor("producer")
 	shown := &indentWriter{w: os.Stdout}
 	cmd.Stdout = io.MultiWriter(shown, &out)
 	cmd.Stderr = shown // the progress bar
