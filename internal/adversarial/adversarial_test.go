@@ -22,6 +22,7 @@ var findings = []finding{
 	{2, "job paths cannot reach the data dir", jobPathsIntoDataDir, false},
 	{3, "feedback only for generations that exist, by their user", forgedFeedback, false},
 	{4, "internal kinds are refused by the public API", internalKinds, false},
+	{5, "the bus needs a login and keeps each role to its subjects", busRoles, false},
 	{6, "a template cannot blow up the producer's memory", templateBomb, false},
 	{7, "feedback values are checked where they enter", feedbackValues, false},
 	{8, "POST /v1/jobs validates every field", jobFields, false},

@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tandem-ai/tandem/internal/redistest"
 	"github.com/tandem-ai/tandem/internal/workerproc"
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // The API tokens of the stack: two ordinary clients and an operator.
@@ -70,12 +72,20 @@ func startStack(t *testing.T) *stack {
 		"TANDEM_NATS_URL=" + s.natsURL, "TANDEM_POLL_INTERVAL=100ms",
 	}
 	s.procs["scheduler"] = workerproc.Start(t, s.bins["scheduler"], s.logs, s.env, "--embedded-nats", natsAddr)
-	s.procs["worker"] = workerproc.Start(t, s.bins["worker"], s.logs, s.env, "--concurrency", "4")
+	// The embedded server admits its roles only, with the passwords the
+	// scheduler wrote at start; each process logs in as its own.
+	s.procs["worker"] = workerproc.Start(t, s.bins["worker"], s.logs, s.roleEnv("worker"), "--concurrency", "4")
 	apiAddr := workerproc.FreeAddr(t)
 	s.api = "http://" + apiAddr
-	s.procs["producer"] = workerproc.StartServing(t, s.bins["producer"], s.logs, s.env, apiAddr,
+	s.procs["producer"] = workerproc.StartServing(t, s.bins["producer"], s.logs, s.roleEnv("producer"), apiAddr,
 		"serve", "--addr", apiAddr, "--api-tokens", tokens)
 	return s
+}
+
+// roleEnv is the stack's environment with the NATS login of role.
+func (s *stack) roleEnv(role string) []string {
+	return append(slices.Clone(s.env), "TANDEM_NATS_USER="+role,
+		"TANDEM_NATS_PASSWORD_FILE="+filepath.Join(pipeline.NATSCredentialsDir(s.dataDir), role))
 }
 
 // reply is an HTTP answer.
