@@ -13,8 +13,9 @@ import (
 // as their roles, to a server with the credentials the scheduler writes
 // under the demo's data dir; the scheduler gets no login of its own.
 func TestDemoEnvLogsEachBinaryInAsItsRole(t *testing.T) {
-	d := &demo{dir: t.TempDir(), natsRoles: true, env: []string{"TANDEM_DATA_DIR=x"}}
-	creds, err := pipeline.LoadOrCreateNATSCredentials(pipeline.NATSCredentialsDir(d.dir)) // as the scheduler does
+	dir := t.TempDir()
+	d := &demo{dir: dir, state: filepath.Join(dir, "state"), natsRoles: true, env: []string{"TANDEM_DATA_DIR=" + filepath.Join(dir, "state")}}
+	creds, err := pipeline.LoadOrCreateNATSCredentials(pipeline.NATSCredentialsDir(d.state)) // as the scheduler does
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,7 @@ func main() {
 type demo struct {
 	dir, bin string
 	files    string // the data root: every file a job names is in here
+	state    string // the data dir: the services' own state, NATS passwords included
 	env      []string
 	// natsRoles: the scheduler hosts NATS, which admits only Tandem's
 	// roles; envFor hands each binary its role and password file.
@@ -57,7 +58,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	d := &demo{dir: filepath.Join(root, ".tandem", "demo"), bin: filepath.Join(root, "bin")}
-	d.files = filepath.Join(d.dir, "files")
+	d.files, d.state = filepath.Join(d.dir, "files"), filepath.Join(d.dir, "state")
 	if err := os.RemoveAll(d.dir); err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func run(ctx context.Context) error {
 	// d.files, the data root every job path is confined to; the services'
 	// own state (registry, artifacts) stays in the data dir beside it. A
 	// data root inside the data dir is refused, so the two are siblings.
-	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+filepath.Join(d.dir, "state"), "TANDEM_DATA_ROOT="+d.files)
+	d.env = append(os.Environ(), "TANDEM_REDIS_URL="+redisURL, "TANDEM_DATA_DIR="+d.state, "TANDEM_DATA_ROOT="+d.files)
 	schedArgs := []string{"--admin-addr", schedAdmin, "--interactions", demoInteractions(d.files)}
 	if natsURL == "" {
 		natsAddr := freeAddr()
@@ -105,7 +106,7 @@ func run(ctx context.Context) error {
 		schedArgs = append(schedArgs, "--embedded-nats", natsAddr)
 		d.natsRoles = true
 		fmt.Println("   nats:  in-process nats-server inside the scheduler at", natsURL)
-		fmt.Println("          (a login per role; passwords in", pipeline.NATSCredentialsDir(d.dir)+")")
+		fmt.Println("          (a login per role; passwords in", pipeline.NATSCredentialsDir(d.state)+")")
 	} else {
 		fmt.Println("   nats: ", natsURL)
 	}
@@ -273,7 +274,7 @@ func (d *demo) envFor(name string) []string {
 		return d.env
 	}
 	return append(slices.Clip(d.env), "TANDEM_NATS_USER="+name,
-		"TANDEM_NATS_PASSWORD_FILE="+filepath.Join(pipeline.NATSCredentialsDir(d.dir), name))
+		"TANDEM_NATS_PASSWORD_FILE="+filepath.Join(pipeline.NATSCredentialsDir(d.state), name))
 }
 
 func (d *demo) logPath(name string) string { return filepath.Join(d.dir, "logs", name+".log") }
