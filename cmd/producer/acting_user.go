@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/tandem-ai/tandem/auth"
 )
@@ -57,6 +58,15 @@ func bindEventUser(w http.ResponseWriter, r *http.Request, body []byte) ([]byte,
 	if err := json.Unmarshal(body, &fields); err != nil || fields == nil {
 		writeError(w, http.StatusBadRequest, codeInvalidEvent, "body: want one JSON object")
 		return nil, false
+	}
+	// encoding/json matches struct fields without regard to case, so the
+	// event's decoders would take "USER" (or "User") for the user this
+	// check never saw: only the exact spelling is accepted.
+	for k := range fields {
+		if k != "user" && strings.EqualFold(k, "user") {
+			writeError(w, http.StatusBadRequest, codeInvalidEvent, fmt.Sprintf(`field %q: the field is spelt "user"`, k))
+			return nil, false
+		}
 	}
 	var named string
 	if raw, ok := fields["user"]; ok {

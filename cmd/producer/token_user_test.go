@@ -108,6 +108,10 @@ func TestTokenActsOnlyAsItsUser(t *testing.T) {
 		{"event naming alice", "POST", "/v1/feedback", `{"user":"alice","event":"edited","generation_id":"gen-alice","action":"edit","edited_text":"pwned"}`, actsOnly},
 		{"event naming nobody", "POST", "/v1/feedback", `{"event":"edited","generation_id":"gen-alice","action":"edit","edited_text":"pwned"}`, notBobs},
 		{"a click as alice", "POST", "/v1/feedback", `{"user":"alice","item":"i1","event":"click"}`, actsOnly},
+		{"an edit naming bob, and alice in another case", "POST", "/v1/feedback", `{"user":"bob","USER":"alice","event":"edited","generation_id":"gen-alice","action":"edit","edited_text":"pwned"}`,
+			`{"error":{"code":"invalid_event","message":"field \"USER\": the field is spelt \"user\""}}`},
+		{"a click naming alice as User", "POST", "/v1/feedback", `{"User":"alice","item":"i1","event":"click"}`,
+			`{"error":{"code":"invalid_event","message":"field \"User\": the field is spelt \"user\""}}`},
 		{"a completion as alice", "POST", "/v1/completions", `{"model":"builtin:tiny","prompt":"hi","max_tokens":2,"user":"alice"}`, actsOnly},
 		{"a session as alice", "POST", "/v1/sessions", `{"user":"alice"}`, actsOnly},
 		{"a completion in alice's session", "POST", "/v1/completions", `{"model":"builtin:tiny","prompt":"hi","max_tokens":2,"session":"` + sess.ID + `"}`,
@@ -119,8 +123,12 @@ func TestTokenActsOnlyAsItsUser(t *testing.T) {
 		{"alice's recommendations", "GET", "/v1/users/alice/recommendations", ``,
 			`{"error":{"code":"forbidden","message":"id: token bob reads only user \"bob\"'s recommendations, not \"alice\"'s (other users' need the impersonate right)"}}`},
 	} {
-		if code, body := callAs(t, e.srv, bobToken, tc.method, tc.path, tc.body); code != http.StatusForbidden || body != tc.want {
-			t.Errorf("bob, %s: %s %s = %d %s\nwant 403 %s", tc.name, tc.method, tc.path, code, body, tc.want)
+		want := http.StatusForbidden
+		if strings.Contains(tc.want, `"invalid_event"`) {
+			want = http.StatusBadRequest
+		}
+		if code, body := callAs(t, e.srv, bobToken, tc.method, tc.path, tc.body); code != want || body != tc.want {
+			t.Errorf("bob, %s: %s %s = %d %s\nwant %d %s", tc.name, tc.method, tc.path, code, body, want, tc.want)
 		}
 	}
 	if n := feedbackStreamMsgs(t, e.recs); n != 0 {

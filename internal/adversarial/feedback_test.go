@@ -40,6 +40,8 @@ func forgedFeedback(t *testing.T, s *stack) {
 			map[string]any{"user": "bob", "event": "edited", "generation_id": gen, "action": "edit", "edited_text": "pwned"}, 403, []string{"user"}},
 		{"an edit of alice's reply, naming alice", "/v1/feedback",
 			map[string]any{"user": "alice", "event": "edited", "generation_id": gen, "action": "edit", "edited_text": "pwned"}, 403, []string{"user"}},
+		{"an edit of alice's reply, naming bob and alice in another case", "/v1/feedback",
+			map[string]any{"user": "bob", "USER": "alice", "event": "edited", "generation_id": gen, "action": "edit", "edited_text": "pwned"}, 400, []string{"USER"}},
 		{"an accept of alice's reply on its route", "/v1/generations/" + gen + "/feedback",
 			map[string]any{"action": "accept", "user": "alice"}, 403, []string{"user"}},
 		{"a made-up generation", "/v1/feedback",
