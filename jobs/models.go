@@ -242,7 +242,8 @@ func (s *ModelStore) Stats() ModelStoreStats {
 }
 
 // key is a model's cache key: builtin:NAME, a registered version's
-// directory, or the absolute path of a directory inside the data root. A
+// directory, or rootModelPrefix and the absolute path of a directory
+// inside the data root. A
 // directory named any other way (outside the root, "..", a link pointing
 // out) is refused here, before anything is read.
 func (s *ModelStore) key(name string) (string, error) {
@@ -258,19 +259,29 @@ func (s *ModelStore) key(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return root.Path(rel), nil
+	return rootModelPrefix + root.Path(rel), nil
 }
+
+// rootModelPrefix marks the key of a model directory a job named in the
+// data root, which loads through the root, from a registered version's
+// directory, which the registry wrote and which may lie anywhere, in the
+// service's own state (the data dir inside the root, by default) too.
+const rootModelPrefix = "root:"
 
 // loadModel loads by key: builtin weights, a directory inside the data
 // root through the root (so no link inside it can lead out), or a
 // registered version's directory, which the registry wrote and which may
-// lie outside the root.
+// lie outside the root or in its reserved directories.
 func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 	if strings.HasPrefix(key, BuiltinPrefix) {
 		return model.New(builtinConfigs[strings.TrimPrefix(key, BuiltinPrefix)], builtinSeed)
 	}
-	if root, err := s.root.get(); err == nil {
-		if rel, err := filepath.Rel(root.Dir(), key); err == nil && filepath.IsLocal(rel) {
+	if dir, ok := strings.CutPrefix(key, rootModelPrefix); ok {
+		root, err := s.root.get()
+		if err != nil {
+			return nil, err
+		}
+		if rel, err := filepath.Rel(root.Dir(), dir); err == nil && filepath.IsLocal(rel) {
 			d, err := root.OpenDir("model", rel)
 			if err != nil {
 				// Nothing there, a file (os.Root's "not a directory" is
@@ -283,6 +294,7 @@ func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 			}, ".")
 			return m, modelNotFound(err)
 		}
+		return nil, ErrModelNotFound
 	}
 	m, err := model.LoadDir(key)
 	return m, modelNotFound(err) // a registered version whose files are gone

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/model"
+	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 // smallModel is a model of about n float32 parameters' worth of vocabulary.
@@ -185,5 +188,48 @@ func TestModelNotFoundIsOneAnswer(t *testing.T) {
 		if !errors.Is(err, ErrModelNotFound) || err.Error() != want {
 			t.Errorf("Get(%q): %v; want %q", name, err, want)
 		}
+	}
+}
+
+// TestRegisteredModelInTheDataDirLoads: with the default layout (the data
+// dir inside the data root), a registered version's files lie in a
+// directory no job path may name; a job that names the model by its
+// registry name must still load it.
+func TestRegisteredModelInTheDataDirLoads(t *testing.T) {
+	ctx := context.Background()
+	rdb := finetuneTestRedis(t)
+	dir := t.TempDir()
+	cfg := pipeline.DefaultConfig()
+	cfg.DataRoot, cfg.DataDir = dir, filepath.Join(dir, ".tandem")
+	reg := registry.New(rdb, RegistryDir(cfg.DataDir))
+	registry.SetDefault(reg)
+	t.Cleanup(func() { registry.SetDefault(nil) })
+	name := fmt.Sprintf("in-data-dir-%d", time.Now().UnixNano())
+	cleanupModelKeys(t, rdb, name)
+	src := filepath.Join(t.TempDir(), "trained")
+	if err := smallModel(t, 64).SaveDir(src); err != nil {
+		t.Fatal(err)
+	}
+	v, err := reg.Register(ctx, name, src, registry.Version{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Promote(ctx, name, v.Version); err != nil {
+		t.Fatal(err)
+	}
+	root, err := OpenDataRoot(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	s := NewModelStore()
+	s.SetDataRoot(root)
+	if _, err := s.Get(name); err != nil {
+		t.Fatalf("the registered model %s: %v", name, err)
+	}
+	// The same files named as a path stay out of reach.
+	rel, _ := filepath.Rel(dir, RegistryDir(cfg.DataDir))
+	if _, err := s.Get(filepath.Join(rel, name, fmt.Sprintf("v%d", v.Version))); err == nil {
+		t.Fatal("the registry's directory was loaded by path")
 	}
 }
