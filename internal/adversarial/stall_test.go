@@ -31,6 +31,9 @@ func stallMidBatch(t *testing.T, s *stack) {
 	})
 	<-s.redis.Stall(t, 10*time.Second)
 	s.waitBatch(t, tokenAlice, b.ID, "completed", 4*time.Minute)
+	if v := s.batch(t, tokenAlice, b.ID); v.RequestCounts.Completed != rows || v.RequestCounts.Failed != 0 {
+		t.Errorf("request_counts %+v, want all %d completed (a failed row here is one whose output was lost)", v.RequestCounts, rows)
+	}
 	out := s.call(t, "GET", "/v1/batches/"+b.ID+"/output", tokenAlice, nil)
 	if out.Status != 200 {
 		t.Fatalf("output: %s", out)
