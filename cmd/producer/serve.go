@@ -73,7 +73,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer completions.Close()
-	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
+	mon, closeMon := authn.AsynqmonUI(monitoringOptions(redisOpt))
 	defer closeMon()
 
 	// Loss curves are read from run directories in the data root, which
@@ -295,6 +295,17 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, taskView(info))
+}
+
+// monitoringOptions configures the asynqmon UI at /monitoring/. Payloads
+// are shown as GET /v1/jobs shows them (jobs.PublicPayload): without an
+// interactive task's stream key, which only the producer and the worker
+// running it may hold.
+func monitoringOptions(redisOpt asynq.RedisConnOpt) asynqmon.Options {
+	return asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt,
+		PayloadFormatter: asynqmon.PayloadFormatterFunc(func(kind string, payload []byte) string {
+			return asynqmon.DefaultPayloadFormatter.FormatPayload(kind, jobs.PublicPayload(kind, payload))
+		})}
 }
 
 // allowServingChange answers 403 and returns false when change (what a

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/hibiken/asynqmon"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-ai/tandem/auth"
@@ -36,7 +35,7 @@ func serveTestServer(t *testing.T, e *genEnv, tokens string) (*httptest.Server, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	mon, closeMon := authn.AsynqmonUI(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: redisOpt})
+	mon, closeMon := authn.AsynqmonUI(monitoringOptions(redisOpt))
 	t.Cleanup(func() { _ = closeMon() })
 	api := &apiServer{client: e.api.client, logger: e.logger, recs: recs, completions: e.api}
 	srv := httptest.NewServer(serveMux(api, authn, mon, prometheus.NewRegistry(), e.cfg.DataDir, nil))
