@@ -16,10 +16,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 // KindInteractive is the stable kind string of InteractiveArgs.
@@ -289,14 +291,13 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	}
 	res, err := runInteractive(genCtx, w.Deps, a, st.token)
 	if err != nil && !cancelled.Load() {
-		fault := &GenFault{Code: GenCodeFailed, Message: err.Error()}
+		fault := faultOf(err, ctx.Err())
+		if fault.Message != err.Error() {
+			w.Deps.Logger.Error("interactive: generation failed", "id", a.ID, "err", err)
+		}
 		var ie *interactiveError
-		switch {
-		case errors.As(err, &ie):
-			fault.Code = ie.code
+		if errors.As(err, &ie) && fault.Code == ie.code {
 			err = pipeline.Permanent(err)
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
-			fault.Code = GenCodeTimeout
 		}
 		_ = st.send(GenMessage{Type: GenError, Error: fault})
 		return err
@@ -357,6 +358,29 @@ func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res 
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// msgWorkerFailed is what a client hears of a failure it did not cause;
+// the cause, which can name the worker's hosts and paths, is logged.
+const msgWorkerFailed = "the worker could not complete the generation; try again later"
+
+// faultOf is the error a client is sent for err, a failed generation
+// (ctxErr is the job context's error): the reason itself when the request
+// caused it (a model that is not there, a prompt too long, bad sampling
+// settings), and otherwise msgWorkerFailed.
+func faultOf(err, ctxErr error) *GenFault {
+	var ie *interactiveError
+	switch {
+	case errors.As(err, &ie) && ie.code != GenCodeModel:
+		return &GenFault{Code: ie.code, Message: err.Error()}
+	case errors.As(err, &ie) && (errors.Is(err, ErrModelNotFound) || errors.Is(err, errUnknownBuiltin) ||
+		errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrNoPromoted) || errors.Is(err, registry.ErrBadName) ||
+		errors.As(err, new(*dataroot.PathError))):
+		return &GenFault{Code: GenCodeModel, Message: err.Error()}
+	case errors.Is(ctxErr, context.DeadlineExceeded):
+		return &GenFault{Code: GenCodeTimeout, Message: msgWorkerFailed}
+	}
+	return &GenFault{Code: GenCodeFailed, Message: msgWorkerFailed}
+}
 
 // interactiveError is a failure the input caused; it is not retried.
 type interactiveError struct {
@@ -503,7 +527,7 @@ func (s *tokenStream) end(m GenMessage) error {
 	err := s.send(m)
 	if err != nil {
 		s.seq--
-		_ = s.send(GenMessage{Type: GenError, Error: &GenFault{Code: GenCodeFailed, Message: fmt.Sprintf("the worker could not send its %s message: %v", m.Type, err)}})
+		_ = s.send(GenMessage{Type: GenError, Error: &GenFault{Code: GenCodeFailed, Message: fmt.Sprintf("the worker could not send its %s message", m.Type)}})
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
@@ -197,5 +199,32 @@ func TestPublicPayloadHidesTheStreamKey(t *testing.T) {
 	}
 	if other := PublicPayload("eval", payload); string(other) != string(payload) {
 		t.Fatalf("another kind's payload changed: %s", other)
+	}
+}
+
+// TestFaultNamesOnlyWhatTheClientCaused: a generation's error reaches the
+// client with its reason when the request caused it, and as a fixed
+// message otherwise, since a worker's errors name its hosts and paths.
+func TestFaultNamesOnlyWhatTheClientCaused(t *testing.T) {
+	for _, c := range []struct {
+		err        error
+		ctxErr     error
+		code, text string
+	}{
+		{&interactiveError{GenCodeModel, fmt.Errorf("model %q: %w", "nope", ErrModelNotFound)}, nil, GenCodeModel, `model "nope": not found`},
+		{&interactiveError{GenCodeModel, fmt.Errorf("model %q: %w", "m", registry.ErrNoPromoted)}, nil, GenCodeModel, "no promoted version"},
+		{&interactiveError{GenCodeModel, fmt.Errorf("model: %w %q", errUnknownBuiltin, "builtin:huge")}, nil, GenCodeModel, "builtin:huge"},
+		{&interactiveError{GenCodeContext, errors.New("prompt: 900 tokens")}, nil, GenCodeContext, "prompt: 900 tokens"},
+		{&interactiveError{GenCodeModel, errors.New(`model "m": registry: dial tcp 10.0.0.5:6379: connection refused`)}, nil, GenCodeFailed, msgWorkerFailed},
+		{errors.New("open /srv/tandem/.tandem/registry/m/v1/model.safetensors: input/output error"), nil, GenCodeFailed, msgWorkerFailed},
+		{context.DeadlineExceeded, context.DeadlineExceeded, GenCodeTimeout, msgWorkerFailed},
+	} {
+		f := faultOf(c.err, c.ctxErr)
+		if f.Code != c.code || !strings.Contains(f.Message, c.text) {
+			t.Errorf("faultOf(%v) = %s %q; want %s with %q", c.err, f.Code, f.Message, c.code, c.text)
+		}
+		if strings.Contains(f.Message, "10.0.0.5") || strings.Contains(f.Message, "/srv/") {
+			t.Errorf("faultOf(%v) tells the client %q", c.err, f.Message)
+		}
 	}
 }

@@ -300,6 +300,9 @@ func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 	return m, modelNotFound(err) // a registered version whose files are gone
 }
 
+// errUnknownBuiltin is a builtin: name that names no builtin model.
+var errUnknownBuiltin = errors.New("unknown builtin")
+
 // ErrModelNotFound is the one answer for a model directory that cannot be
 // read as a model for want of its files: nothing at the path, a file, a
 // directory without config.json or model.safetensors, a FIFO, a link that
@@ -357,7 +360,7 @@ func resolveModelName(name string) (key string, isDir bool, err error) {
 	}
 	if strings.HasPrefix(name, BuiltinPrefix) {
 		if _, ok := builtinConfigs[strings.TrimPrefix(name, BuiltinPrefix)]; !ok {
-			return "", false, fmt.Errorf("model: unknown builtin %q (have %stiny, %ssmall)", name, BuiltinPrefix, BuiltinPrefix)
+			return "", false, fmt.Errorf("model: %w %q (have %stiny, %ssmall)", errUnknownBuiltin, name, BuiltinPrefix, BuiltinPrefix)
 		}
 		return name, false, nil
 	}
