@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"path/filepath"
@@ -57,6 +58,10 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 		writeBodyError(w, err)
 		return
 	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeBodyError(w, afterValueError(err))
+		return
+	}
 	if err := a.Validate(); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
 		return
@@ -65,6 +70,12 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	payload, _ := json.Marshal(a)
+	if f.root != nil {
+		if err := jobs.CheckPaths(f.root, jobs.KindFinetune, payload); err != nil {
+			writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
+			return
+		}
+	}
 	info, err := enqueueRaw(r.Context(), f.client, jobs.KindFinetune, payload, "", "", -1)
 	if err != nil {
 		writeUnavailable(w, nil, err)

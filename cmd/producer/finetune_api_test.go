@@ -82,19 +82,18 @@ func TestFinetuneRoutes(t *testing.T) {
 		t.Fatalf("loss.png: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	// curveOf enqueues a finetune whose run directory is out and fetches
-	// its loss.png.
+	// its loss.png. It enqueues as an operator would (POST /v1/finetunes
+	// refuses a run directory outside the root), so that the route's own
+	// confinement is what is tested.
 	curveOf := func(out string) (int, string) {
 		t.Helper()
 		body, _ := json.Marshal(jobs.FinetuneArgs{Model: "builtin:tiny", Data: "data.txt", Out: out})
-		resp, err := http.Post(srv.URL+"/v1/finetunes", "application/json", bytes.NewReader(body))
+		info, err := enqueueRaw(context.Background(), client, jobs.KindFinetune, body, "", "", -1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tv TaskView
-		json.NewDecoder(resp.Body).Decode(&tv)
-		resp.Body.Close()
-		t.Cleanup(func() { _ = client.Inspector().DeleteTask(tv.Queue, tv.ID) })
-		resp, err = http.Get(srv.URL + "/v1/finetunes/" + tv.ID + "/loss.png")
+		t.Cleanup(func() { _ = client.Inspector().DeleteTask(info.Queue, info.ID) })
+		resp, err := http.Get(srv.URL + "/v1/finetunes/" + info.ID + "/loss.png")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -54,6 +54,7 @@ func startJobsAPI(t *testing.T) *jobsAPI {
 	mux := http.NewServeMux()
 	api := &apiServer{client: client, logger: slog.New(slog.NewTextHandler(io.Discard, nil)), root: dataRoot, queues: jobQueues(pipeline.DefaultConfig().Queues)}
 	api.routes(mux)
+	registerFinetuneRoutes(mux, client, cfg.DataDir, dataRoot)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return &jobsAPI{testAPI: &testAPI{t: t, URL: srv.URL}, root: root, theirs: theirs, insp: client.Inspector()}
@@ -187,6 +188,17 @@ func TestCreateJobRefusesPathsIntoTheDataDir(t *testing.T) {
 		`finetune args: field "model": path ".tandem/registry/m/v1" lies in the model registry (TANDEM_DATA_DIR/registry), which no job may read or write`)
 	a.wantError(`{"kind":"ping","args":{"record":".tandem/redis/url"}}`, 400, "invalid_args",
 		`ping args: field "record": path ".tandem/redis/url" lies in the data dir (TANDEM_DATA_DIR), which no job may read or write`)
+	// POST /v1/finetunes makes the same checks as POST /v1/jobs.
+	for _, c := range []struct{ body, want string }{
+		{`{"model":"builtin:tiny","data":"` + rel + `","out":"run"}`, `field "data": path "` + rel + `"` + what},
+		{`{"model":"builtin:tiny","data":"d.txt","out":".tandem/artifacts/run"}`, `field "out": path ".tandem/artifacts/run"` + what},
+		{`{"model":"builtin:tiny","data":"d.txt","out":"run"} trailing`, "body: data after the JSON value; send exactly one JSON object"},
+	} {
+		resp, got := a.post("/v1/finetunes", "application/json", c.body)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(got), strings.ReplaceAll(c.want, `"`, `\"`)) {
+			t.Errorf("POST /v1/finetunes %s: %d %s, want 400 with %s", c.body, resp.StatusCode, got, c.want)
+		}
+	}
 	a.nothingEnqueued()
 	if data, _ := os.ReadFile(a.theirs); string(data) != "theirs\n" {
 		t.Fatalf("their output now holds %q", data)

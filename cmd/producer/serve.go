@@ -324,11 +324,10 @@ func allowServingChange(w http.ResponseWriter, r *http.Request, change string) b
 
 // afterValueError is the error for a body that goes on after its JSON
 // value: exactly one value is taken, so `{...} garbage` or two objects are
-// refused rather than half read. A body over its limit stays a
-// *http.MaxBytesError (413).
+// refused rather than half read. A body over its limit or too slow keeps
+// its error (413, 408).
 func afterValueError(err error) error {
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
+	if isBodyError(err) { // over the limit (413), or too slow (408)
 		return err
 	}
 	return errors.New("body: data after the JSON value; send exactly one JSON object")
