@@ -18,6 +18,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -36,6 +37,10 @@ type batchAPI struct {
 	svc      *batch.Service
 	logger   *slog.Logger
 	inputDir string // "" when input_path is not allowed
+	// reserved are the service's directories no input_path may reach:
+	// those of jobs.ReservedDirs that do not hold inputDir itself (its
+	// default, <data dir>/inputs, lies in the data dir).
+	reserved []dataroot.Reserved
 	closeFn  func()
 }
 
@@ -49,7 +54,13 @@ func newBatchAPI(ctx context.Context, cfg pipeline.Config, logger *slog.Logger) 
 	if dir == "" {
 		dir = filepath.Join(cfg.DataDir, "inputs")
 	}
-	return &batchAPI{svc: svc, logger: logger, inputDir: dir, closeFn: closeFn}, nil
+	var reserved []dataroot.Reserved
+	for _, r := range jobs.ReservedDirs(cfg) {
+		if !within(dir, r.Dir) {
+			reserved = append(reserved, r)
+		}
+	}
+	return &batchAPI{svc: svc, logger: logger, inputDir: dir, reserved: reserved, closeFn: closeFn}, nil
 }
 
 // Close releases the service's connections.
@@ -164,13 +175,25 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// within reports whether dir is parent or lies inside it, as the paths
+// read (an error reads as no).
+func within(dir, parent string) bool {
+	d, err1 := filepath.Abs(dir)
+	p, err2 := filepath.Abs(parent)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(p, d)
+	return err == nil && (rel == "." || filepath.IsLocal(rel))
+}
+
 // openInput opens a path under the input directory, confined to it as job
 // paths are to the data root (package dataroot).
 func (b *batchAPI) openInput(path string) (*os.File, error) {
 	if b.inputDir == "" {
 		return nil, errors.New("reading inputs by path is not enabled")
 	}
-	root, err := dataroot.Open(b.inputDir)
+	root, err := dataroot.Open(b.inputDir, b.reserved...)
 	if err != nil {
 		// The error names the directory: the log's, not the client's.
 		b.logger.Error("input_path: the input directory cannot be opened", "env", EnvBatchInputDir, "err", err)

@@ -552,3 +552,49 @@ func TestPersonalizeDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestInputPathKeepsOutOfTheServiceState: an operator may point
+// TANDEM_BATCH_INPUT_DIR at a directory that holds the data dir (the data
+// root, say); input_path still reaches none of the service's state.
+func TestInputPathKeepsOutOfTheServiceState(t *testing.T) {
+	e := newBatchEnv(t)
+	top := filepath.Dir(e.dir)
+	t.Setenv(EnvBatchInputDir, top)
+	b, err := newBatchAPI(context.Background(), e.cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	secret := filepath.Join(e.dir, "artifacts", "batches", "b1", "output.jsonl")
+	if err := os.MkdirAll(filepath.Dir(secret), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(secret, []byte(`{"custom_id":"x","body":{"prompt":"theirs"}}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rel, _ := filepath.Rel(top, secret)
+	if f, err := b.openInput(rel); err == nil {
+		f.Close()
+		t.Fatalf("input_path %q reached the artifact store", rel)
+	} else if !strings.Contains(err.Error(), "which no job may read or write") {
+		t.Fatalf("input_path %q: %v", rel, err)
+	}
+	// The default, <data dir>/inputs, still works.
+	t.Setenv(EnvBatchInputDir, "")
+	b2, err := newBatchAPI(context.Background(), e.cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	if err := os.MkdirAll(filepath.Join(e.dir, "inputs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "inputs", "in.jsonl"), []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := b2.openInput("in.jsonl")
+	if err != nil {
+		t.Fatalf("the default input directory: %v", err)
+	}
+	f.Close()
+}
