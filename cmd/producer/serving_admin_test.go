@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,18 +16,7 @@ func TestServingChangesTakeTheAdminRight(t *testing.T) {
 	srv, _ := serveTestServer(t, e, submitter+" client submit,read\n"+admin+" ops admin\n")
 	do := func(path, body, token string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return callAs(t, srv.URL, token, http.MethodPost, path, body)
 	}
 	for _, c := range []struct{ path, body, field string }{
 		{"/v1/jobs", `{"kind":"recs-rebuild","args":{"interactions":"i.jsonl","publish":true}}`, "publish"},
