@@ -168,8 +168,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, batch.ErrInvalid):
 		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
 	case err != nil:
-		b.logger.Error("batch create failed", "err", err)
-		writeUnavailable(w, b.logger, err)
+		writeUnavailable(w, b.logger.With("op", "batch create"), err)
 	default:
 		writeJSON(w, http.StatusOK, created)
 	}
@@ -250,8 +249,7 @@ func (b *batchAPI) writeBatchError(w http.ResponseWriter, err error) {
 	case errors.Is(err, batch.ErrConflict):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
 	default:
-		b.logger.Error("batch request failed", "err", err)
-		writeUnavailable(w, b.logger, err)
+		writeUnavailable(w, b.logger.With("op", "batch request"), err)
 	}
 }
 

@@ -215,8 +215,7 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 	g, err := c.begin(r.Context(), args)
 	if err != nil {
-		c.logger.Error("interactive: enqueue failed", "id", args.ID, "err", err)
-		writeUnavailable(w, c.logger, err)
+		writeUnavailable(w, c.logger.With("op", "interactive enqueue", "id", args.ID), err)
 		return
 	}
 	defer g.close()

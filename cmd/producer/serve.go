@@ -290,8 +290,7 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "conflict", "a job with task_id "+req.TaskID+" already exists")
 		return
 	case err != nil:
-		a.logger.Error("enqueue failed", "kind", req.Kind, "err", err)
-		writeUnavailable(w, a.logger, err)
+		writeUnavailable(w, a.logger.With("op", "enqueue", "kind", req.Kind), err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, taskView(info))
