@@ -28,12 +28,17 @@ say() { echo "govulncheck.sh: $*" >&2; }
 # one than the installed Go), and a govulncheck built by an older Go cannot
 # read a newer standard library, so the one used here is built by this Go
 # and kept per Go version.
+# The version is pinned: v1.10.0 (the module proxy's latest on 2026-12-07)
+# type-checks the standard library at go.mod's language version and fails
+# to load go1.27's ("generic method requires go1.27 or later"); v1.9.0
+# checks this module under go1.27.3 as it should.
+vulnversion=v1.9.0
 goversion="$(go env GOVERSION)"
-vulncheck="$cache/bin-$goversion/govulncheck"
+vulncheck="$cache/bin-$goversion-$vulnversion/govulncheck"
 if [ ! -x "$vulncheck" ]; then
-  say "installing govulncheck with $goversion (go install golang.org/x/vuln/cmd/govulncheck@latest)"
-  mkdir -p "$cache/bin-$goversion"
-  GOFLAGS= GOBIN="$cache/bin-$goversion" go install golang.org/x/vuln/cmd/govulncheck@latest
+  say "installing govulncheck $vulnversion with $goversion (go install golang.org/x/vuln/cmd/govulncheck@$vulnversion)"
+  mkdir -p "$cache/bin-$goversion-$vulnversion"
+  GOFLAGS= GOBIN="$cache/bin-$goversion-$vulnversion" go install "golang.org/x/vuln/cmd/govulncheck@$vulnversion"
 fi
 
 # (b) the database, built once per machine (or on --refresh).
