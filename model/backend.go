@@ -20,6 +20,12 @@ type Decoder interface {
 	ResetRow(b int)
 }
 
+// RowCopier is a Decoder that can copy one sequence's cache to another
+// slot, so the choices of one prompt share a single prefill.
+type RowCopier interface {
+	CopyRow(dst, src int)
+}
+
 // DecoderFactory makes a Decoder for `batch` sequences of up to maxLen
 // tokens each.
 type DecoderFactory func(batch, maxLen int) (Decoder, error)
@@ -32,6 +38,7 @@ type kvDecoder struct {
 
 func (d kvDecoder) Decode(tokens [][]int32) ([][]float32, error) { return d.m.Decode(d.c, tokens) }
 func (d kvDecoder) ResetRow(b int)                               { d.c.ResetRow(b) }
+func (d kvDecoder) CopyRow(dst, src int)                         { d.c.CopyRow(dst, src) }
 
 // TrainBackend runs a Trainer's steps on a device that keeps its own copy
 // of the parameters, gradients and AdamW moments (gpu.Trainer). With

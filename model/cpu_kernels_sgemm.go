@@ -189,3 +189,8 @@ func scaleMatrix(C []float32, M, N, ldc int, beta float32) {
 		}
 	}
 }
+
+// DecodeBatchInvariant reports whether this machine's CPU decode steps of
+// up to 16 rows give every row the same bits whatever rows share the step
+// (the small-M kernels need AVX2 and FMA).
+func DecodeBatchInvariant() bool { return useSmallM && vec.GemmAvailable() }

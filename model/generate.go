@@ -76,8 +76,10 @@ type GenerateOptions struct {
 	NewDecoder DecoderFactory
 }
 
-// genRow is the decoding state of one choice.
-type genRow struct {
+// Row is the decoding state of one choice: Generate's unit of work, and
+// the generation engine's (package generation), which keeps rows of many
+// calls in one KV cache. A row is used by one goroutine at a time.
+type Row struct {
 	req, choice int
 	prompt      []int32
 	maxNew      int
@@ -129,7 +131,7 @@ func Generate(ctx context.Context, m *Model, tok *Tokenizer, reqs []Request, opt
 	if maxRows < 0 {
 		return nil, fmt.Errorf("generate: MaxRows %d must be >= 0", opts.MaxRows)
 	}
-	rows, err := buildRows(m.Config, tok, reqs)
+	rows, err := BuildRows(m.Config, tok, reqs)
 	if err != nil {
 		return nil, err
 	}
@@ -150,9 +152,10 @@ func Generate(ctx context.Context, m *Model, tok *Tokenizer, reqs []Request, opt
 	return out, nil
 }
 
-// buildRows validates the requests and expands each into its choices.
-func buildRows(cfg Config, tok *Tokenizer, reqs []Request) ([]*genRow, error) {
-	var rows []*genRow
+// BuildRows validates the requests and expands each into its choices, in
+// request order and, within a request, choice order.
+func BuildRows(cfg Config, tok *Tokenizer, reqs []Request) ([]*Row, error) {
+	var rows []*Row
 	for i, rq := range reqs {
 		if err := rq.Params.Validate(); err != nil {
 			return nil, fmt.Errorf("request %d: %w", i, err)
@@ -178,7 +181,7 @@ func buildRows(cfg Config, tok *Tokenizer, reqs []Request) ([]*genRow, error) {
 			seed = uint64(*p.Seed)
 		}
 		for c := range p.N {
-			rows = append(rows, &genRow{
+			rows = append(rows, &Row{
 				req: i, choice: c, prompt: rq.Prompt,
 				maxNew:    min(p.MaxTokens, cfg.NPositions-len(rq.Prompt)),
 				params:    p,
@@ -197,7 +200,7 @@ func buildRows(cfg Config, tok *Tokenizer, reqs []Request) ([]*genRow, error) {
 // occupy the slots of one KV cache; when a row finishes, its slot is reset
 // and the next waiting row's prompt is prefilled in the same Decode call
 // that advances the other rows by one token.
-func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows []*genRow, maxRows int, opts GenerateOptions) error {
+func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows []*Row, maxRows int, opts GenerateOptions) error {
 	onToken := opts.OnToken
 	if len(rows) == 0 {
 		return nil
@@ -209,14 +212,14 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 		// place keeps the arithmetic simple and stays within n_positions.
 		maxLen = max(maxLen, len(r.prompt)+r.maxNew)
 	}
-	dec, err := newDecoder(m, opts.NewDecoder, slots, maxLen)
+	dec, err := NewDecoder(m, opts.NewDecoder, slots, maxLen)
 	if err != nil {
 		return fmt.Errorf("generate: %w", err)
 	}
 	if c, ok := dec.(io.Closer); ok {
 		defer c.Close()
 	}
-	active := make([]*genRow, slots) // nil: free slot
+	active := make([]*Row, slots) // nil: free slot
 	feed := make([][]int32, slots)
 	one := make([]int32, slots) // backing store for the one-token feeds
 	next := 0
@@ -226,14 +229,9 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 			if active[s] == nil && next < len(rows) {
 				r := rows[next]
 				next++
-				// One random stream per choice, so that n>1 gives n
-				// different draws and each choice is repeatable on its own.
-				sm, err := NewSampler(r.params, m.Config.VocabSize, r.seed, uint64(r.choice))
-				if err != nil {
-					return 0, fmt.Errorf("generate: request %d: %w", r.req, err)
+				if err := r.Start(m.Config.VocabSize); err != nil {
+					return 0, fmt.Errorf("generate: %w", err)
 				}
-				sm.ObservePrompt(r.prompt)
-				r.sampler = sm
 				dec.ResetRow(s)
 				active[s], feed[s] = r, r.prompt
 			}
@@ -254,17 +252,17 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 		if err != nil {
 			return fmt.Errorf("generate: decode: %w", err)
 		}
-		if err := sampleRows(active, logits); err != nil {
+		if err := SampleRows(active, logits); err != nil {
 			return err
 		}
 		for s, r := range active {
 			if r == nil {
 				continue
 			}
-			r.advance(tok, eot, onToken)
+			r.Advance(tok, eot, onToken)
 			if r.done {
 				active[s], feed[s] = nil, nil
-				r.sampler = nil
+				r.Release()
 				continue
 			}
 			one[s] = r.next.Token
@@ -273,9 +271,9 @@ func generateRows(ctx context.Context, m *Model, tok *Tokenizer, eot int32, rows
 	}
 }
 
-// newDecoder makes the Decoder of a Generate call: the factory's, or a
+// NewDecoder makes the Decoder that rows share: the factory's, or a
 // KVCache on the model's Kernels.
-func newDecoder(m *Model, factory DecoderFactory, slots, maxLen int) (Decoder, error) {
+func NewDecoder(m *Model, factory DecoderFactory, slots, maxLen int) (Decoder, error) {
 	if factory != nil {
 		return factory(slots, maxLen)
 	}
@@ -286,10 +284,50 @@ func newDecoder(m *Model, factory DecoderFactory, slots, maxLen int) (Decoder, e
 	return kvDecoder{m: m, c: cache}, nil
 }
 
-// sampleRows draws the next token of every active row. Rows are
+// Start readies r to decode: it makes r's sampler and shows it the prompt.
+// One random stream per choice, so that n>1 gives n different draws and
+// each choice is repeatable on its own.
+func (r *Row) Start(vocab int) error {
+	sm, err := NewSampler(r.params, vocab, r.seed, uint64(r.choice))
+	if err != nil {
+		return fmt.Errorf("request %d: %w", r.req, err)
+	}
+	sm.ObservePrompt(r.prompt)
+	r.sampler = sm
+	return nil
+}
+
+// Release drops r's sampler once r is done; a finished row keeps only its
+// completion.
+func (r *Row) Release() { r.sampler = nil }
+
+// Req is the index of r's request in the reqs it was built from.
+func (r *Row) Req() int { return r.req }
+
+// Choice is r's choice index within its request.
+func (r *Row) Choice() int { return r.choice }
+
+// Prompt is the request's prompt.
+func (r *Row) Prompt() []int32 { return r.prompt }
+
+// Tokens are the tokens r has generated so far, end-of-text excluded: the
+// last is the one to feed next while r is not done.
+func (r *Row) Tokens() []int32 { return r.out.Tokens }
+
+// MaxLen is the most positions r can take in a KV cache: its prompt plus
+// its completion.
+func (r *Row) MaxLen() int { return len(r.prompt) + r.maxNew }
+
+// Done reports whether r has finished.
+func (r *Row) Done() bool { return r.done }
+
+// Completion is r's result, complete once r is done.
+func (r *Row) Completion() Completion { return r.out }
+
+// SampleRows draws the next token of every active row. Rows are
 // independent, so they are sampled in parallel: over a 50k vocabulary,
 // sampling costs a noticeable share of a decode step.
-func sampleRows(active []*genRow, logits [][]float32) error {
+func SampleRows(active []*Row, logits [][]float32) error {
 	var live []int
 	for s, r := range active {
 		if r != nil {
@@ -324,9 +362,9 @@ func sampleRows(active []*genRow, logits [][]float32) error {
 	return nil
 }
 
-// advance takes the sampled token r.next: records it, updates the text,
+// Advance takes the token SampleRows drew for r: records it, updates the text,
 // checks the finishing conditions and reports the token.
-func (r *genRow) advance(tok *Tokenizer, eot int32, onToken func(int, int, int32, string)) {
+func (r *Row) Advance(tok *Tokenizer, eot int32, onToken func(int, int, int32, string)) {
 	t := r.next.Token
 	r.out.CompletionTokens++
 	var piece string
@@ -365,7 +403,7 @@ func (r *genRow) advance(tok *Tokenizer, eot int32, onToken func(int, int, int32
 	r.emitted = end
 }
 
-func (r *genRow) finish(reason string, textEnd int) {
+func (r *Row) finish(reason string, textEnd int) {
 	r.done = true
 	r.out.FinishReason = reason
 	r.out.Text = string(r.buf[:textEnd])

@@ -345,13 +345,13 @@ func TestAdvanceHoldsSplitCharacter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &genRow{maxNew: 100, sampler: s}
+	r := &Row{maxNew: 100, sampler: s}
 	for _, id := range ids {
 		r.next = SampleResult{Token: id}
-		r.advance(tok, EOTToken, func(_, _ int, _ int32, text string) { pieces = append(pieces, text) })
+		r.Advance(tok, EOTToken, func(_, _ int, _ int32, text string) { pieces = append(pieces, text) })
 	}
 	r.next = SampleResult{Token: EOTToken}
-	r.advance(tok, EOTToken, func(_, _ int, _ int32, text string) { pieces = append(pieces, text) })
+	r.Advance(tok, EOTToken, func(_, _ int, _ int32, text string) { pieces = append(pieces, text) })
 	for _, p := range pieces {
 		if !genValidUTF8(p) {
 			t.Errorf("piece %q is not valid UTF-8 (pieces %q)", p, pieces)

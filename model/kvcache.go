@@ -219,3 +219,19 @@ func (m *Model) decodePass(c *KVCache, p *paramViews, n int) {
 		k.ResidualForward(c.x, c.x, c.proj, n*C)
 	}
 }
+
+// CopyRow makes sequence dst a copy of sequence src: the choices of one
+// prompt share its prefill this way.
+func (c *KVCache) CopyRow(dst, src int) {
+	if dst < 0 || dst >= c.batch || src < 0 || src >= c.batch || dst == src {
+		return
+	}
+	n, C := c.lens[src], c.cfg.NEmbd
+	for l := range c.cfg.NLayer {
+		base := l * c.batch * c.maxLen * C
+		from, to := base+src*c.maxLen*C, base+dst*c.maxLen*C
+		copy(c.k[to:to+n*C], c.k[from:from+n*C])
+		copy(c.v[to:to+n*C], c.v[from:from+n*C])
+	}
+	c.lens[dst] = n
+}

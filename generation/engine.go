@@ -1,0 +1,881 @@
+package generation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tandem-ai/tandem/model"
+)
+
+// Class says who waits on a sequence, and so where the engine puts it.
+type Class int
+
+const (
+	// Interactive sequences have a person waiting: they are admitted before
+	// any batch row and, when every slot is taken, take one from a batch row.
+	Interactive Class = iota
+	// Batch rows fill the slots that interactive sequences leave; the
+	// groups waiting share them fairly.
+	Batch
+)
+
+func (c Class) String() string {
+	if c == Interactive {
+		return "interactive"
+	}
+	return "batch"
+}
+
+// Engine defaults. DefaultCPUSlots was chosen by measurement (docs/
+// PERFORMANCE.md, bench/engine): past it a CPU step costs more than the
+// tokens it adds, and 16 rows is where the CPU's decode products stop being
+// batch-invariant (model.KVCache.Decode).
+const (
+	DefaultCPUSlots      = 8
+	DefaultGPUSlots      = 64
+	DefaultPrefillChunk  = 64
+	DefaultPrefillTokens = 128
+	DefaultIdleRelease   = 30 * time.Second
+	// logEvery is how often a busy engine logs its figures.
+	logEvery = 10 * time.Second
+)
+
+// ErrClosed is returned to the sequences of an engine that was closed.
+var ErrClosed = errors.New("generation engine closed")
+
+// EngineConfig configures an Engine. The zero value works on the CPU.
+type EngineConfig struct {
+	// Name is the model's name in metrics and logs.
+	Name string
+	// Slots is how many sequences decode together (the KV cache's rows);
+	// 0 means DefaultCPUSlots, or DefaultGPUSlots when NewDecoder is set.
+	Slots int
+	// PrefillChunk is how many prompt tokens of one sequence one decode
+	// call takes. Chunk boundaries fall at fixed multiples of it, whatever
+	// else runs, so a sequence's cache never depends on its company.
+	PrefillChunk int
+	// PrefillTokens caps the prompt tokens fed in one step over all
+	// sequences (at least one chunk runs), so a long prompt joins over
+	// several steps while the others keep decoding.
+	PrefillTokens int
+	// NewDecoder makes the decoder (an accelerator's KV cache); nil decodes
+	// with the model's own KVCache.
+	NewDecoder model.DecoderFactory
+	// Metrics receives the engine's figures; nil records none.
+	Metrics *Metrics
+	// Logger gets a line of figures every ten seconds while the engine is
+	// busy; nil logs nothing.
+	Logger *slog.Logger
+	// IdleRelease is how long an idle engine keeps its KV cache before it
+	// frees it; 0 means DefaultIdleRelease.
+	IdleRelease time.Duration
+}
+
+// Options describes one Generate call's sequences.
+type Options struct {
+	Class Class
+	// Group names the batch the rows belong to (a batch id, a job id):
+	// waiting groups get slots in turn. Empty means a group of its own.
+	Group string
+	// OnToken, if set, gets every generated token as model.Generate's
+	// OnToken does, on the goroutine that called Generate.
+	OnToken func(req, choice int, tok int32, text string)
+}
+
+// Engine decodes the sequences of every job that uses one model together,
+// one step at a time: each step feeds every live sequence its next token in
+// one decode call, plus prompt chunks of the sequences joining. A sequence
+// joins at the next step after a slot frees and leaves when it ends;
+// interactive sequences go first and may pause a batch row, which later
+// replays its tokens and goes on exactly where it was.
+//
+// A sequence's tokens do not depend on the sequences beside it: its prompt
+// is fed in chunks at fixed boundaries, each chunk in a decode call of its
+// own, and decode steps carry one token per sequence through kernels whose
+// per-row arithmetic does not depend on the row count (on the CPU, up to
+// 16 rows: see model.KVCache.Decode).
+type Engine struct {
+	m   *model.Model
+	tok *model.Tokenizer
+	eot int32
+	cfg EngineConfig
+	met *engineMetrics
+
+	mu       sync.Mutex
+	incoming []*call
+	running  bool
+	closed   bool
+	factory  model.DecoderFactory
+	retire   func() // run once the engine is next idle, see Retire
+	wake     chan struct{}
+	loopDone chan struct{}
+
+	steps atomic.Int64
+
+	// Owned by the loop goroutine.
+	dec           model.Decoder
+	slots         []*seq // nil: free
+	calls         map[*call]struct{}
+	waitingInter  []*unit
+	paused        []*seq
+	groups        map[string][]*unit // batch units waiting, by group
+	groupOrder    []string           // groups in arrival order, for turns
+	turn          int
+	feed          [][]int32
+	sampleRows    []*model.Row
+	prefillLogits [][]float32
+	lastLog       time.Time
+	logTokens     int64
+	logPreempt    int64
+}
+
+// NewEngine makes an engine for m; tok may be nil (no end-of-text, no stop
+// sequences: benchmarks on random models). It starts no goroutine until
+// the first Generate.
+func NewEngine(m *model.Model, tok *model.Tokenizer, cfg EngineConfig) *Engine {
+	if cfg.Slots <= 0 {
+		cfg.Slots = DefaultCPUSlots
+		if cfg.NewDecoder != nil {
+			cfg.Slots = DefaultGPUSlots
+		}
+	}
+	if cfg.PrefillChunk <= 0 {
+		cfg.PrefillChunk = DefaultPrefillChunk
+	}
+	if cfg.PrefillTokens <= 0 {
+		cfg.PrefillTokens = DefaultPrefillTokens
+	}
+	if cfg.IdleRelease <= 0 {
+		cfg.IdleRelease = DefaultIdleRelease
+	}
+	eot := int32(-1)
+	if tok != nil {
+		eot = tok.EOT()
+	}
+	e := &Engine{m: m, tok: tok, eot: eot, cfg: cfg, factory: cfg.NewDecoder,
+		met: cfg.Metrics.forModel(cfg.Name), wake: make(chan struct{}, 1)}
+	e.met.capacity.Set(float64(cfg.Slots))
+	return e
+}
+
+// Slots is how many sequences the engine decodes together.
+func (e *Engine) Slots() int { return e.cfg.Slots }
+
+// Steps counts the decode steps run so far: tests measure waits in steps.
+func (e *Engine) Steps() int64 { return e.steps.Load() }
+
+// call is one Generate call: its rows, and the tokens the engine produced
+// for it that the caller has not yet seen.
+type call struct {
+	ctx   context.Context
+	opts  Options
+	group string // opts.Group, or a name of its own
+	rows  []*model.Row
+	units []*unit
+
+	mu       sync.Mutex
+	events   []tokenEvent
+	err      error
+	finished bool
+	wake     chan struct{}
+
+	// Loop-owned.
+	left       int
+	submitted  time.Time
+	firstToken bool
+}
+
+type tokenEvent struct {
+	req, choice int
+	tok         int32
+	text        string
+}
+
+// unit is what is admitted at once: the choices of one request, which
+// share its prefill when the decoder can copy rows.
+type unit struct {
+	c    *call
+	seqs []*seq
+}
+
+// phase is where a sequence holding a slot is.
+type phase int
+
+const (
+	phasePrefill phase = iota // its prompt is being fed
+	phaseCopy                 // waiting for its unit's leader to prefill, to copy it
+	phaseDecode               // one token per step
+)
+
+type seq struct {
+	u     *unit
+	row   *model.Row
+	slot  int // -1: holds none
+	phase phase
+	fed   int // prompt tokens in the cache
+	// pos counts the generated tokens fed back. After a pause it restarts
+	// at 0 and the tokens are replayed; the row samples again once
+	// pos == len(row.Tokens()).
+	pos     int
+	started bool
+	done    bool
+}
+
+// Generate completes reqs as model.Generate does, with the engine's other
+// sequences: it returns, for each request, its Params.N completions. It
+// blocks until they end; cancelling ctx frees their slots at the next step
+// and returns ctx's error.
+func (e *Engine) Generate(ctx context.Context, reqs []model.Request, opts Options) ([][]model.Completion, error) {
+	rows, err := model.BuildRows(e.m.Config, e.tok, reqs)
+	if err != nil {
+		return nil, fmt.Errorf("generate: %w", err)
+	}
+	c := &call{ctx: ctx, opts: opts, rows: rows, wake: make(chan struct{}, 1), left: len(rows)}
+	for i := 0; i < len(rows); {
+		j := i + 1
+		for j < len(rows) && rows[j].Req() == rows[i].Req() {
+			j++
+		}
+		if j-i > e.cfg.Slots {
+			return nil, fmt.Errorf("generate: request %d: n: %d choices; this model's engine decodes at most %d sequences together", rows[i].Req(), j-i, e.cfg.Slots)
+		}
+		u := &unit{c: c}
+		for _, r := range rows[i:j] {
+			u.seqs = append(u.seqs, &seq{u: u, row: r, slot: -1})
+		}
+		c.units = append(c.units, u)
+		i = j
+	}
+	out := make([][]model.Completion, len(reqs))
+	for i, r := range reqs {
+		out[i] = make([]model.Completion, r.Params.WithDefaults().N)
+	}
+	if len(rows) > 0 {
+		if err := e.submit(c); err != nil {
+			return nil, err
+		}
+		if err := c.wait(); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range rows {
+		out[r.Req()][r.Choice()] = r.Completion()
+	}
+	return out, nil
+}
+
+// wait delivers c's tokens to OnToken until c ends.
+func (c *call) wait() error {
+	for {
+		select {
+		case <-c.wake:
+		case <-c.ctx.Done():
+			c.deliver()
+			return fmt.Errorf("generate: %w", c.ctx.Err())
+		}
+		if fin, err := c.deliver(); fin {
+			return err
+		}
+	}
+}
+
+// deliver hands the pending events to OnToken and reports whether c ended.
+func (c *call) deliver() (bool, error) {
+	c.mu.Lock()
+	evs := c.events
+	c.events = nil
+	fin, err := c.finished, c.err
+	c.mu.Unlock()
+	if c.opts.OnToken != nil {
+		for _, ev := range evs {
+			c.opts.OnToken(ev.req, ev.choice, ev.tok, ev.text)
+		}
+	}
+	return fin, err
+}
+
+func (c *call) signal() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// end finishes c with err (nil: every row ended).
+func (c *call) end(err error) {
+	c.mu.Lock()
+	if !c.finished {
+		c.finished, c.err = true, err
+	}
+	c.mu.Unlock()
+	c.signal()
+}
+
+func (e *Engine) submit(c *call) error {
+	c.submitted = time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return fmt.Errorf("generate: %w", ErrClosed)
+	}
+	e.incoming = append(e.incoming, c)
+	if !e.running {
+		e.running = true
+		e.loopDone = make(chan struct{})
+		go e.loop(e.loopDone)
+	}
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Close fails every sequence not yet finished with ErrClosed, frees the KV
+// cache and waits for the step loop to stop. Later Generate calls fail.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	e.closed = true
+	done := e.loopDone
+	running := e.running
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+	e.mu.Unlock()
+	if running {
+		<-done
+	}
+	e.runRetire()
+}
+
+// Retire arranges for release to run once the engine is next idle (at
+// once if it is idle now): a model leaving the worker's cache frees its
+// accelerator copy this way without cutting the sequences still running
+// on it. Sequences submitted afterwards decode on the host.
+func (e *Engine) Retire(release func()) {
+	e.mu.Lock()
+	e.retire, e.factory = release, nil
+	idle := !e.running
+	e.mu.Unlock()
+	if idle {
+		e.runRetire()
+	}
+}
+
+func (e *Engine) runRetire() {
+	e.mu.Lock()
+	f := e.retire
+	e.retire = nil
+	e.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// loop runs steps while there is work, and stops after IdleRelease idle.
+func (e *Engine) loop(done chan struct{}) {
+	defer close(done)
+	e.calls = map[*call]struct{}{}
+	e.groups = map[string][]*unit{}
+	e.slots = make([]*seq, e.cfg.Slots)
+	e.feed = make([][]int32, e.cfg.Slots)
+	e.sampleRows = make([]*model.Row, e.cfg.Slots)
+	e.prefillLogits = make([][]float32, e.cfg.Slots)
+	idle := time.NewTimer(e.cfg.IdleRelease)
+	defer idle.Stop()
+	for {
+		closed := e.take()
+		if closed {
+			e.failAll(fmt.Errorf("generate: %w", ErrClosed))
+			e.freeDecoder()
+			e.mu.Lock()
+			e.running = false
+			e.mu.Unlock()
+			return
+		}
+		if len(e.calls) == 0 {
+			e.publish()
+			idle.Reset(e.cfg.IdleRelease)
+			select {
+			case <-e.wake:
+				continue
+			case <-idle.C:
+			}
+			e.mu.Lock()
+			if len(e.incoming) > 0 || e.closed {
+				e.mu.Unlock()
+				continue
+			}
+			e.running = false
+			e.mu.Unlock()
+			e.freeDecoder()
+			e.runRetire()
+			return
+		}
+		if err := e.step(); err != nil {
+			e.failAll(err)
+			e.freeDecoder()
+		}
+	}
+}
+
+// take moves new calls into the queues and reports whether the engine
+// was closed.
+func (e *Engine) take() bool {
+	e.mu.Lock()
+	in := e.incoming
+	e.incoming = nil
+	closed := e.closed
+	e.mu.Unlock()
+	for _, c := range in {
+		e.calls[c] = struct{}{}
+		for _, u := range c.units {
+			if c.opts.Class == Interactive {
+				e.waitingInter = append(e.waitingInter, u)
+				continue
+			}
+			if c.group = c.opts.Group; c.group == "" {
+				c.group = fmt.Sprintf("\x00call-%p", c)
+			}
+			g := c.group
+			if _, ok := e.groups[g]; !ok {
+				e.groupOrder = append(e.groupOrder, g)
+			}
+			e.groups[g] = append(e.groups[g], u)
+		}
+	}
+	return closed
+}
+
+// failAll ends every call with err and empties the engine.
+func (e *Engine) failAll(err error) {
+	for c := range e.calls {
+		c.end(err)
+	}
+	clear(e.calls)
+	clear(e.slots)
+	e.waitingInter, e.paused = nil, nil
+	clear(e.groups)
+	e.groupOrder = nil
+	e.publish()
+}
+
+func (e *Engine) freeDecoder() {
+	if e.dec == nil {
+		return
+	}
+	if cl, ok := e.dec.(io.Closer); ok {
+		cl.Close()
+	}
+	e.dec = nil
+}
+
+// step is one engine step: drop what was cancelled, admit, feed prompt
+// chunks, then advance every decoding sequence by one token.
+func (e *Engine) step() error {
+	e.dropCancelled()
+	if e.dec == nil {
+		e.mu.Lock()
+		f := e.factory
+		e.mu.Unlock()
+		dec, err := model.NewDecoder(e.m, f, e.cfg.Slots, e.m.Config.NPositions)
+		if err != nil {
+			return fmt.Errorf("generate: %w", err)
+		}
+		e.dec = dec
+	}
+	e.admit()
+	if err := e.prefill(); err != nil {
+		return err
+	}
+	if err := e.decode(); err != nil {
+		return err
+	}
+	e.steps.Add(1)
+	e.met.steps.Inc()
+	e.publish()
+	e.maybeLog()
+	return nil
+}
+
+// dropCancelled ends the calls whose context is done and frees their
+// slots and places in the queues.
+func (e *Engine) dropCancelled() {
+	var gone []*call
+	for c := range e.calls {
+		if err := c.ctx.Err(); err != nil {
+			gone = append(gone, c)
+			c.end(fmt.Errorf("generate: %w", err))
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	dead := func(c *call) bool { return slices.Contains(gone, c) }
+	for _, c := range gone {
+		delete(e.calls, c)
+	}
+	for s, q := range e.slots {
+		if q != nil && dead(q.u.c) {
+			e.slots[s] = nil
+		}
+	}
+	e.waitingInter = slices.DeleteFunc(e.waitingInter, func(u *unit) bool { return dead(u.c) })
+	e.paused = slices.DeleteFunc(e.paused, func(q *seq) bool { return dead(q.u.c) })
+	for g, us := range e.groups {
+		e.groups[g] = slices.DeleteFunc(us, func(u *unit) bool { return dead(u.c) })
+	}
+}
+
+func (e *Engine) freeSlots() int {
+	n := 0
+	for _, q := range e.slots {
+		if q == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// admit gives free slots to waiting sequences: interactive ones first
+// (pausing batch rows when it must), then paused batch rows, then batch
+// groups in turn, the group holding the fewest slots first.
+func (e *Engine) admit() {
+	free := e.freeSlots()
+	for len(e.waitingInter) > 0 {
+		u := e.waitingInter[0]
+		for free < len(u.seqs) && e.preemptOne() {
+			free++
+		}
+		if free < len(u.seqs) {
+			break
+		}
+		e.waitingInter = e.waitingInter[1:]
+		e.place(u.seqs)
+		free -= len(u.seqs)
+	}
+	if len(e.waitingInter) > 0 {
+		// Slots still go to interactive sequences as they free.
+		return
+	}
+	for free > 0 && len(e.paused) > 0 {
+		q := e.paused[0]
+		e.paused = e.paused[1:]
+		e.place([]*seq{q})
+		free--
+	}
+	for free > 0 {
+		g := e.nextGroup(free)
+		if g == "" {
+			break
+		}
+		u := e.groups[g][0]
+		e.groups[g] = e.groups[g][1:]
+		e.place(u.seqs)
+		free -= len(u.seqs)
+	}
+	e.groupOrder = slices.DeleteFunc(e.groupOrder, func(g string) bool {
+		if len(e.groups[g]) == 0 && e.held(g) == 0 {
+			delete(e.groups, g)
+			return true
+		}
+		return false
+	})
+}
+
+// nextGroup picks the waiting group whose next unit fits in free slots and
+// that holds the fewest slots, taking turns among equals.
+func (e *Engine) nextGroup(free int) string {
+	best, bestHeld := "", 0
+	n := len(e.groupOrder)
+	for i := range n {
+		g := e.groupOrder[(e.turn+i)%n]
+		us := e.groups[g]
+		if len(us) == 0 || len(us[0].seqs) > free {
+			continue
+		}
+		if h := e.held(g); best == "" || h < bestHeld {
+			best, bestHeld = g, h
+		}
+	}
+	if best != "" {
+		e.turn++
+	}
+	return best
+}
+
+// held counts the slots group g's rows hold.
+func (e *Engine) held(g string) int {
+	n := 0
+	for _, q := range e.slots {
+		if q != nil && q.u.c.opts.Class == Batch && q.u.c.group == g {
+			n++
+		}
+	}
+	return n
+}
+
+// place puts a unit's sequences (or one paused sequence) into free slots;
+// the first prefills, the others copy it when it is done.
+func (e *Engine) place(qs []*seq) {
+	for i, q := range qs {
+		for s := range e.slots {
+			if e.slots[s] == nil {
+				e.slots[s], q.slot = q, s
+				e.dec.ResetRow(s)
+				break
+			}
+		}
+		q.phase, q.fed, q.pos = phasePrefill, 0, 0
+		if i > 0 {
+			q.phase = phaseCopy
+		}
+		if !q.started {
+			q.started = true
+			c := q.u.c
+			e.met.queueWait.WithLabelValues(c.opts.Class.String()).Observe(time.Since(c.submitted).Seconds())
+		}
+	}
+}
+
+// preemptOne pauses the batch row whose loss is smallest (fewest tokens to
+// replay) in the group holding the most slots, and reports whether there
+// was one.
+func (e *Engine) preemptOne() bool {
+	var victim *seq
+	vHeld := 0
+	for _, q := range e.slots {
+		if q == nil || q.u.c.opts.Class != Batch || q.phase == phaseCopy {
+			continue
+		}
+		if q.phase == phasePrefill && waitedOn(q) {
+			continue
+		}
+		h := e.held(q.u.c.group)
+		if victim == nil || h > vHeld || (h == vHeld && len(q.row.Tokens()) < len(victim.row.Tokens())) {
+			victim, vHeld = q, h
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	e.slots[victim.slot] = nil
+	victim.slot = -1
+	e.paused = append(e.paused, victim)
+	e.met.preemptions.Inc()
+	e.logPreempt++
+	return true
+}
+
+// waitedOn reports whether siblings of q wait to copy its prefill.
+func waitedOn(q *seq) bool {
+	for _, sib := range q.u.seqs {
+		if sib != q && sib.slot >= 0 && sib.phase == phaseCopy {
+			return true
+		}
+	}
+	return false
+}
+
+// prefill feeds prompt chunks, interactive sequences first, until the
+// step's prompt-token budget is spent (at least one chunk runs). Each
+// chunk gets a decode call of its own.
+func (e *Engine) prefill() error {
+	var qs []*seq
+	for _, q := range e.slots {
+		if q != nil && q.phase == phasePrefill {
+			qs = append(qs, q)
+		}
+	}
+	slices.SortStableFunc(qs, func(a, b *seq) int { return int(a.u.c.opts.Class) - int(b.u.c.opts.Class) })
+	budget := e.cfg.PrefillTokens
+	for i, q := range qs {
+		prompt := q.row.Prompt()
+		n := min(e.cfg.PrefillChunk, len(prompt)-q.fed)
+		if i > 0 && n > budget {
+			break
+		}
+		budget -= n
+		clear(e.feed)
+		e.feed[q.slot] = prompt[q.fed : q.fed+n]
+		logits, err := e.dec.Decode(e.feed)
+		if err != nil {
+			return fmt.Errorf("generate: decode: %w", err)
+		}
+		q.fed += n
+		if q.fed < len(prompt) {
+			continue
+		}
+		if err := e.prefilled(q, logits[q.slot]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prefilled moves q, whose prompt is in the cache, and the siblings
+// waiting to copy it to decoding, sampling their first tokens from
+// logits. A replaying row skips the sample: its tokens are known.
+func (e *Engine) prefilled(q *seq, logits []float32) error {
+	qs := []*seq{q}
+	copier, copies := e.dec.(model.RowCopier)
+	for _, sib := range q.u.seqs {
+		if sib == q || sib.slot < 0 || sib.phase != phaseCopy {
+			continue
+		}
+		if !copies {
+			sib.phase = phasePrefill // it feeds the prompt itself
+			continue
+		}
+		copier.CopyRow(sib.slot, q.slot)
+		qs = append(qs, sib)
+	}
+	clear(e.sampleRows)
+	lg := e.prefillLogits
+	clear(lg)
+	sample := false
+	for _, x := range qs {
+		x.phase, x.pos = phaseDecode, 0
+		if len(x.row.Tokens()) == 0 {
+			if err := x.row.Start(e.m.Config.VocabSize); err != nil {
+				return fmt.Errorf("generate: %w", err)
+			}
+			e.sampleRows[x.slot], lg[x.slot] = x.row, logits
+			sample = true
+		}
+	}
+	if !sample {
+		return nil
+	}
+	return e.sampleAndAdvance(lg)
+}
+
+// decode feeds every decoding sequence its next token in one call and
+// samples those that are not replaying.
+func (e *Engine) decode() error {
+	clear(e.feed)
+	live := false
+	for s, q := range e.slots {
+		if q != nil && q.phase == phaseDecode {
+			e.feed[s] = q.row.Tokens()[q.pos : q.pos+1]
+			live = true
+		}
+	}
+	if !live {
+		return nil
+	}
+	logits, err := e.dec.Decode(e.feed)
+	if err != nil {
+		return fmt.Errorf("generate: decode: %w", err)
+	}
+	clear(e.sampleRows)
+	for s, q := range e.slots {
+		if q == nil || q.phase != phaseDecode {
+			continue
+		}
+		q.pos++
+		if q.pos == len(q.row.Tokens()) {
+			e.sampleRows[s] = q.row
+		}
+	}
+	return e.sampleAndAdvance(logits)
+}
+
+// sampleAndAdvance samples the rows in e.sampleRows from logits, passes
+// the tokens on to their calls and frees the slots of rows that ended.
+func (e *Engine) sampleAndAdvance(logits [][]float32) error {
+	if err := model.SampleRows(e.sampleRows, logits); err != nil {
+		return err
+	}
+	for s, r := range e.sampleRows {
+		if r == nil {
+			continue
+		}
+		q := e.slots[s]
+		c := q.u.c
+		class := c.opts.Class.String()
+		if !c.firstToken {
+			c.firstToken = true
+			e.met.firstToken.WithLabelValues(class).Observe(time.Since(c.submitted).Seconds())
+		}
+		r.Advance(e.tok, e.eot, func(req, choice int, tok int32, text string) {
+			c.mu.Lock()
+			c.events = append(c.events, tokenEvent{req, choice, tok, text})
+			c.mu.Unlock()
+		})
+		c.signal()
+		e.met.tokens.WithLabelValues(class).Inc()
+		e.logTokens++
+		if r.Done() {
+			r.Release()
+			q.done = true
+			e.slots[s] = nil
+			c.left--
+			if c.left == 0 {
+				delete(e.calls, c)
+				c.end(nil)
+			}
+		}
+	}
+	return nil
+}
+
+// publish sets the gauges.
+func (e *Engine) publish() {
+	used := 0
+	for _, q := range e.slots {
+		if q != nil {
+			used++
+		}
+	}
+	e.met.inUse.Set(float64(used))
+	inter := 0
+	for _, u := range e.waitingInter {
+		inter += len(u.seqs)
+	}
+	batch := len(e.paused)
+	for _, us := range e.groups {
+		for _, u := range us {
+			batch += len(u.seqs)
+		}
+	}
+	e.met.waiting.WithLabelValues(Interactive.String()).Set(float64(inter))
+	e.met.waiting.WithLabelValues(Batch.String()).Set(float64(batch))
+}
+
+// maybeLog writes the engine's figures every logEvery while it is busy.
+func (e *Engine) maybeLog() {
+	if e.cfg.Logger == nil {
+		return
+	}
+	now := time.Now()
+	if e.lastLog.IsZero() {
+		e.lastLog = now
+		return
+	}
+	el := now.Sub(e.lastLog)
+	if el < logEvery {
+		return
+	}
+	used := e.cfg.Slots - e.freeSlots()
+	e.cfg.Logger.Info("generation engine", "model", e.cfg.Name, "slots_in_use", used, "slots", e.cfg.Slots,
+		"waiting_interactive", len(e.waitingInter), "waiting_batch", len(e.paused)+e.waitingBatchUnits(),
+		"tokens_per_s", float64(e.logTokens)/el.Seconds(), "preemptions", e.logPreempt, "steps", e.steps.Load())
+	e.lastLog, e.logTokens, e.logPreempt = now, 0, 0
+}
+
+func (e *Engine) waitingBatchUnits() int {
+	n := 0
+	for _, us := range e.groups {
+		n += len(us)
+	}
+	return n
+}
