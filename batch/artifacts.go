@@ -10,7 +10,7 @@ import (
 	"io"
 
 	"github.com/tandem-ai/tandem/artifact"
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/generation"
 )
 
 // Artifact layout of a batch, under "batches/<id>/":
@@ -49,8 +49,8 @@ func errorKey(id string) string   { return batchPrefix(id) + "errors.jsonl" }
 // lineResult is one result with the input line it answers, so results from
 // different chunks and the invalid lines merge back into input order.
 type lineResult struct {
-	Line   int               `json:"line"`
-	Result jobs.ResponseLine `json:"result"`
+	Line   int                     `json:"line"`
+	Result generation.ResponseLine `json:"result"`
 }
 
 // putJSONL stores values as JSON lines under key, streaming through a pipe.
@@ -102,8 +102,8 @@ func responseID(line int, customID string) string {
 
 // errorResult is the result line of a request that did not run.
 func errorResult(line int, customID, code, msg string) lineResult {
-	return lineResult{Line: line, Result: jobs.ResponseLine{
+	return lineResult{Line: line, Result: generation.ResponseLine{
 		ID: responseID(line, customID), CustomID: customID,
-		Error: &jobs.LineError{Code: code, Message: msg, Line: line},
+		Error: &generation.LineError{Code: code, Message: msg, Line: line},
 	}}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -66,7 +67,7 @@ func Open(ctx context.Context, cfg pipeline.Config, o OpenOptions) (*Service, er
 // errors so a worker fails at start rather than at its first batch. Call
 // it after d.Bus is set; detach releases what it opened.
 func Attach(ctx context.Context, d *jobs.Deps, cfg pipeline.Config, promReg prometheus.Registerer) (detach func(), err error) {
-	if _, err := jobs.ModelCacheBytesFromEnv(); err != nil {
+	if _, err := generation.ModelCacheBytesFromEnv(); err != nil {
 		return nil, err
 	}
 	wh, err := jobs.WebhookConfigFromEnv()
@@ -79,7 +80,7 @@ func Attach(ctx context.Context, d *jobs.Deps, cfg pipeline.Config, promReg prom
 	}
 	svc.Metrics = NewMetrics(promReg)
 	if d.Models == nil {
-		d.Models = jobs.NewModelStore()
+		d.Models = generation.NewModelStore(jobs.OpenEnvDataRoot)
 	}
 	d.Batches = &Runner{Service: svc, Models: d.Models, Webhooks: wh}
 	d.Webhooks = wh

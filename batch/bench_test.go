@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 )
 
@@ -23,7 +24,7 @@ const (
 // through the whole pipeline (plan, record and chunk inputs, asynq via
 // Redis, an in-process worker, chunk outputs to the artifact store,
 // finalisation, until the record says completed) and directly through
-// jobs.GenerateLines in this process with the same decode batching. It
+// generation.GenerateLines in this process with the same decode batching. It
 // reports both rates (from the median run of each, which a busy shared
 // machine disturbs less than the mean) and their ratio; the pipeline's
 // overhead is 1-ratio. Run it with -benchtime 5x or more.
@@ -37,11 +38,11 @@ func BenchmarkBatchVsDirect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	lines := make([]jobs.InputLine, len(plan.Rows))
+	lines := make([]generation.InputLine, len(plan.Rows))
 	for i, r := range plan.Rows {
-		lines[i] = jobs.InputLine{LineNo: r.Line, Request: r.Request}
+		lines[i] = generation.InputLine{LineNo: r.Line, Request: r.Request}
 	}
-	direct := jobs.NewModelStore()
+	direct := generation.NewModelStore(jobs.OpenEnvDataRoot)
 	lm, err := direct.Get(opts.Model)
 	if err != nil {
 		b.Fatal(err)
@@ -72,7 +73,7 @@ func BenchmarkBatchVsDirect(b *testing.B) {
 	}
 	runDirect := func() time.Duration {
 		start := time.Now()
-		if _, err := jobs.GenerateLines(ctx, lm, tok, lines, benchChunk, nil); err != nil {
+		if _, err := generation.GenerateLines(ctx, lm, tok, lines, benchChunk, nil); err != nil {
 			b.Fatal(err)
 		}
 		return time.Since(start)

@@ -23,7 +23,7 @@
 //
 // A chunk's life: check the batch (skip when it is cancelling, finalised or
 // past its window; skip when this chunk already counted), load the rows,
-// generate them with jobs.GenerateLines while a watcher polls the batch
+// generate them with generation.GenerateLines while a watcher polls the batch
 // status and cancels the decode if the batch is cancelled or expires, write
 // the output to a fresh artifact key, then advance the counters in one Lua
 // script that also records which artifact key counted. The script refuses
@@ -35,6 +35,6 @@
 //
 // A batch's device (CreateOptions.Device) only picks its chunks' queue:
 // pipeline.QueueGPU for "cuda", where GPU workers take them and
-// jobs.GenerateLines decodes on their GPU, else QueueDefault. Finalisation
+// generation.GenerateLines decodes on their GPU, else QueueDefault. Finalisation
 // is on QueueDefault either way.
 package batch

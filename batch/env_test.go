@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -167,21 +168,21 @@ func (e *testEnv) waitTerminal(t testing.TB, id string, limit time.Duration) *Ba
 }
 
 // results reads a finished batch's two files.
-func (e *testEnv) results(t testing.TB, id string) (out, errs []jobs.ResponseLine) {
+func (e *testEnv) results(t testing.TB, id string) (out, errs []generation.ResponseLine) {
 	t.Helper()
 	return readResults(t, e.svc, id)
 }
 
 // readResults reads a finished batch's two files through svc.
-func readResults(t testing.TB, svc *Service, id string) (out, errs []jobs.ResponseLine) {
+func readResults(t testing.TB, svc *Service, id string) (out, errs []generation.ResponseLine) {
 	t.Helper()
-	read := func(which string) []jobs.ResponseLine {
+	read := func(which string) []generation.ResponseLine {
 		rc, _, err := svc.OpenResult(context.Background(), id, which)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer rc.Close()
-		var lines []jobs.ResponseLine
+		var lines []generation.ResponseLine
 		b, err := io.ReadAll(rc)
 		if err != nil {
 			t.Fatal(err)
@@ -190,7 +191,7 @@ func readResults(t testing.TB, svc *Service, id string) (out, errs []jobs.Respon
 			if l == "" {
 				continue
 			}
-			var rl jobs.ResponseLine
+			var rl generation.ResponseLine
 			if err := jsonUnmarshalStrict([]byte(l), &rl); err != nil {
 				t.Fatalf("%s line %q: %v", which, l, err)
 			}
@@ -203,10 +204,10 @@ func readResults(t testing.TB, svc *Service, id string) (out, errs []jobs.Respon
 
 // checkExactlyOnce asserts every custom_id of ids appears once across the
 // two files, and nothing else does.
-func checkExactlyOnce(t testing.TB, ids []string, out, errs []jobs.ResponseLine) {
+func checkExactlyOnce(t testing.TB, ids []string, out, errs []generation.ResponseLine) {
 	t.Helper()
 	seen := map[string]int{}
-	for _, l := range append(append([]jobs.ResponseLine(nil), out...), errs...) {
+	for _, l := range append(append([]generation.ResponseLine(nil), out...), errs...) {
 		seen[l.CustomID]++
 	}
 	var problems []string

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/limits"
 )
 
@@ -76,8 +76,8 @@ func (e *ValidationError) Error() string {
 
 // Row is one valid request with its input line.
 type Row struct {
-	Line    int              `json:"line"`
-	Request jobs.RequestLine `json:"request"`
+	Line    int                    `json:"line"`
+	Request generation.RequestLine `json:"request"`
 }
 
 // Input says how to read a batch input.
@@ -103,12 +103,12 @@ type Plan struct {
 
 // PlanInput reads and validates a whole input. Line-level problems
 // (malformed JSON, missing fields, bad parameters, duplicate custom_id,
-// lines over jobs.MaxLineBytes, template errors) are collected, every one
+// lines over generation.MaxLineBytes, template errors) are collected, every one
 // with its line, into the Plan; errors that stop reading (input too large,
 // too many lines, a template that does not parse, a CSV header without
 // custom_id) come back as the error.
 func PlanInput(r io.Reader, in Input) (*Plan, error) {
-	if err := jobs.ValidateModelName(in.Model); err != nil {
+	if err := generation.ValidateModelName(in.Model); err != nil {
 		return nil, err
 	}
 	lr := &limitReader{r: r, left: maxInputBytes}
@@ -144,7 +144,7 @@ func PlanInput(r io.Reader, in Input) (*Plan, error) {
 }
 
 func planOpenAI(r io.Reader, model string) (*Plan, error) {
-	lines, err := jobs.ReadRequestLines(r, MaxRows)
+	lines, err := generation.ReadRequestLines(r, MaxRows)
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
 	}
@@ -175,7 +175,7 @@ func planTemplate(r io.Reader, in Input) (*Plan, error) {
 			return fmt.Errorf("input: line %d: more than %d rows", line, MaxRows)
 		}
 		if prob == nil {
-			var req jobs.RequestLine
+			var req generation.RequestLine
 			req, prob = renderRow(tmpl, line, row)
 			if prob == nil {
 				if first, dup := seen[req.CustomID]; dup {
@@ -207,13 +207,13 @@ func planTemplate(r io.Reader, in Input) (*Plan, error) {
 
 // renderRow turns a template row into a request line, checked exactly as an
 // OpenAI Batch line is.
-func renderRow(tmpl *Template, line int, row map[string]any) (jobs.RequestLine, *Problem) {
-	bad := func(code, msg string) (jobs.RequestLine, *Problem) {
+func renderRow(tmpl *Template, line int, row map[string]any) (generation.RequestLine, *Problem) {
+	bad := func(code, msg string) (generation.RequestLine, *Problem) {
 		p := &Problem{Line: line, Code: code, Message: msg}
 		if id, ok := row["custom_id"].(string); ok {
 			p.CustomID = id
 		}
-		return jobs.RequestLine{}, p
+		return generation.RequestLine{}, p
 	}
 	id, ok := row["custom_id"].(string)
 	switch {
@@ -240,16 +240,16 @@ func renderRow(tmpl *Template, line int, row map[string]any) (jobs.RequestLine, 
 		return bad("template_error", err.Error())
 	}
 	body.Prompt = prompt
-	req := jobs.RequestLine{CustomID: id, Method: "POST", URL: jobs.CompletionsURL, Body: body}
+	req := generation.RequestLine{CustomID: id, Method: "POST", URL: generation.CompletionsURL, Body: body}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(req); err != nil {
 		return bad("invalid_request", err.Error())
 	}
-	checked, err := jobs.ParseRequestLine(bytes.TrimSpace(buf.Bytes()), line)
+	checked, err := generation.ParseRequestLine(bytes.TrimSpace(buf.Bytes()), line)
 	if err != nil {
-		var le *jobs.LineError
+		var le *generation.LineError
 		if errors.As(err, &le) {
 			msg := le.Message
 			if le.Code == "invalid_request" && strings.HasPrefix(msg, "body.prompt:") {

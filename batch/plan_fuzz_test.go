@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/generation"
 )
 
 // FuzzPlanInput: a user's batch file and template, both untrusted.
@@ -37,7 +37,7 @@ func FuzzPlanInput(f *testing.F) {
 			if row.Request.CustomID == "" || row.Request.Body.Prompt == "" {
 				t.Fatalf("accepted row on line %d lacks custom_id or prompt", row.Line)
 			}
-			if len(row.Request.Body.Prompt) > jobs.MaxPromptChars {
+			if len(row.Request.Body.Prompt) > generation.MaxPromptChars {
 				t.Fatalf("accepted prompt of %d bytes on line %d", len(row.Request.Body.Prompt), row.Line)
 			}
 			if _, err := row.Request.Body.Params(); err != nil {

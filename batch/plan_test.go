@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/generation"
 )
 
 func problemLines(ps []Problem) map[int]string {
@@ -18,7 +18,7 @@ func problemLines(ps []Problem) map[int]string {
 }
 
 func TestPlanOpenAIReportsEveryProblem(t *testing.T) {
-	long := `{"custom_id":"long","body":{"prompt":"` + strings.Repeat("x", jobs.MaxLineBytes) + `"}}`
+	long := `{"custom_id":"long","body":{"prompt":"` + strings.Repeat("x", generation.MaxLineBytes) + `"}}`
 	in := strings.Join([]string{
 		`{"custom_id":"a","method":"POST","url":"/v1/completions","body":{"prompt":"hi","max_tokens":4}}`, // 1 ok
 		`{"custom_id":"b","body":{"prompt":"hi"`,                                                          // 2 malformed
@@ -105,7 +105,7 @@ func TestPlanTemplateCSV(t *testing.T) {
 		"c3,x,y,many,,\n" + // 5 bad int
 		"c4,x\n" + // 6 field count
 		",x,y,,,\n" + // 7 empty custom_id
-		"c6," + strings.Repeat("z", jobs.MaxLineBytes+10) + ",y,,,\n" + // 8 too long
+		"c6," + strings.Repeat("z", generation.MaxLineBytes+10) + ",y,,,\n" + // 8 too long
 		"c7,x,y,4,0.2,END\n" // 9 ok
 	p, err := PlanInput(strings.NewReader(in), Input{Model: "builtin:tiny", Template: tmpl, Format: FormatCSV})
 	if err != nil {

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/generation"
 )
 
 // rowVisitor receives each template row (or its problem) in line order.
@@ -26,8 +26,8 @@ var (
 
 // rowParams builds the completions body (without the prompt) from a row's
 // parameter fields, with the types and ranges an OpenAI Batch body has.
-func rowParams(row map[string]any) (jobs.CompletionsBody, error) {
-	var body jobs.CompletionsBody
+func rowParams(row map[string]any) (generation.CompletionsBody, error) {
+	var body generation.CompletionsBody
 	params := map[string]any{}
 	for _, k := range append(append([]string{"stop"}, intParams...), floatParams...) {
 		if v, ok := row[k]; ok && v != nil {
@@ -66,18 +66,18 @@ func jsonKind(goKind string) string {
 	return goKind
 }
 
-// readJSONLRows reads one JSON object per line. Lines over jobs.MaxLineBytes
+// readJSONLRows reads one JSON object per line. Lines over generation.MaxLineBytes
 // are refused without being held in memory; blank lines are skipped.
 func readJSONLRows(r io.Reader, visit rowVisitor) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for line := 1; ; line++ {
-		raw, tooLong, err := jobs.ReadBoundedLine(br, jobs.MaxLineBytes)
+		raw, tooLong, err := generation.ReadBoundedLine(br, generation.MaxLineBytes)
 		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("input: line %d: %w", line, err)
 		}
 		switch {
 		case tooLong:
-			if verr := visit(line, nil, &Problem{Line: line, Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", jobs.MaxLineBytes)}); verr != nil {
+			if verr := visit(line, nil, &Problem{Line: line, Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", generation.MaxLineBytes)}); verr != nil {
 				return verr
 			}
 		case len(bytes.TrimSpace(raw)) > 0:
@@ -106,7 +106,7 @@ func decodeJSONRow(raw []byte, line int) (map[string]any, *Problem) {
 		return nil, &Problem{Line: line, Code: "invalid_json", Message: "want a JSON object"}
 	}
 	if id, ok := row["custom_id"].(string); ok {
-		if err := jobs.CheckIDText(raw, "custom_id", id); err != nil {
+		if err := generation.CheckIDText(raw, "custom_id", id); err != nil {
 			return nil, &Problem{Line: line, Code: "invalid_request", Message: err.Error()}
 		}
 	}
@@ -117,7 +117,7 @@ func decodeJSONRow(raw []byte, line int) (map[string]any, *Problem) {
 // one row per record. Empty cells are absent fields; parameter columns are
 // parsed as numbers, and stop as a string or a JSON list.
 func readCSVRows(r io.Reader, visit rowVisitor) error {
-	guard := &lineGuard{br: bufio.NewReaderSize(r, 64<<10), limit: jobs.MaxLineBytes}
+	guard := &lineGuard{br: bufio.NewReaderSize(r, 64<<10), limit: generation.MaxLineBytes}
 	cr := csv.NewReader(guard)
 	cr.ReuseRecord = false
 	header, err := cr.Read()
@@ -128,7 +128,7 @@ func readCSVRows(r io.Reader, visit rowVisitor) error {
 		return fmt.Errorf("input: CSV header: %w", err)
 	}
 	if len(guard.dropped) > 0 {
-		return fmt.Errorf("input: CSV header: line %d exceeds %d bytes", guard.dropped[0], jobs.MaxLineBytes)
+		return fmt.Errorf("input: CSV header: line %d exceeds %d bytes", guard.dropped[0], generation.MaxLineBytes)
 	}
 	cols := map[string]int{}
 	for i, h := range header {
@@ -149,7 +149,7 @@ func readCSVRows(r io.Reader, visit rowVisitor) error {
 	flushDropped := func(before int) error {
 		for ; reported < len(guard.dropped) && (before == 0 || guard.dropped[reported] < before); reported++ {
 			l := guard.dropped[reported]
-			if err := visit(l, nil, &Problem{Line: l, Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", jobs.MaxLineBytes)}); err != nil {
+			if err := visit(l, nil, &Problem{Line: l, Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", generation.MaxLineBytes)}); err != nil {
 				return err
 			}
 		}
@@ -257,7 +257,7 @@ func (g *lineGuard) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		g.line++
-		raw, tooLong, err := jobs.ReadBoundedLine(g.br, g.limit)
+		raw, tooLong, err := generation.ReadBoundedLine(g.br, g.limit)
 		if errors.Is(err, io.EOF) {
 			g.eof = true
 			continue

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -16,7 +17,7 @@ import (
 // jobs.BatchRunner.
 type Runner struct {
 	*Service
-	Models   *jobs.ModelStore
+	Models   *generation.ModelStore
 	Webhooks *jobs.WebhookConfig // nil: no webhooks
 	// PollInterval is how often a running chunk checks whether its batch
 	// was cancelled or expired.
@@ -148,9 +149,9 @@ func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[jobs.BatchChunk
 // and cancels the decode when the batch is cancelled or expires; that case
 // returns errBatchStopped.
 func (r *Runner) generate(ctx context.Context, b *Batch, rows []Row) ([]lineResult, error) {
-	lines := make([]jobs.InputLine, len(rows))
+	lines := make([]generation.InputLine, len(rows))
 	for i, row := range rows {
-		lines[i] = jobs.InputLine{LineNo: row.Line, Request: row.Request}
+		lines[i] = generation.InputLine{LineNo: row.Line, Request: row.Request}
 	}
 	out := make([]lineResult, len(rows))
 	lm, err := r.Models.Get(b.Model)
@@ -169,7 +170,7 @@ func (r *Runner) generate(ctx context.Context, b *Batch, rows []Row) ([]lineResu
 	genCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go r.watch(genCtx, cancel, b.ID)
-	resp, err := jobs.GenerateLines(genCtx, lm, tok, lines, b.BatchSize, nil)
+	resp, err := generation.GenerateLines(genCtx, lm, tok, lines, b.BatchSize, nil)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(context.Cause(genCtx), errBatchStopped) {
 			return nil, errBatchStopped

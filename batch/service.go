@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -94,7 +95,7 @@ type CreateOptions struct {
 
 // check fills defaults and validates o.
 func (o *CreateOptions) check() (window time.Duration, err error) {
-	if err := jobs.ValidateModelName(o.Model); err != nil {
+	if err := generation.ValidateModelName(o.Model); err != nil {
 		return 0, err
 	}
 	if o.CompletionWindow == "" {
@@ -165,7 +166,7 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 	}
 	now := s.now()
 	b := &Batch{
-		ID: newBatchID(), Object: "batch", Endpoint: jobs.CompletionsURL, Model: o.Model, InputKind: plan.Kind,
+		ID: newBatchID(), Object: "batch", Endpoint: generation.CompletionsURL, Model: o.Model, InputKind: plan.Kind,
 		CompletionWindow: window.String(), Status: StatusValidating, Metadata: o.Metadata,
 		RequestCounts: Counts{Total: plan.Report.Lines, Failed: len(plan.Invalid)},
 		CreatedAt:     now.Unix(), ExpiresAt: now.Add(window).Unix(),

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -163,7 +164,7 @@ func TestInvalidInputEnqueuesNothing(t *testing.T) {
 	input := `{"custom_id":"a","body":{"prompt":"x"}}` + "\n" +
 		`{"custom_id":"a","body":{"prompt":"x"}}` + "\n" +
 		`{"custom_id":"b","body":{"prompt":"x","top_p":7}}` + "\n" +
-		`{"custom_id":"c","body":{"prompt":"` + strings.Repeat("x", jobs.MaxLineBytes) + `"}}` + "\n"
+		`{"custom_id":"c","body":{"prompt":"` + strings.Repeat("x", generation.MaxLineBytes) + `"}}` + "\n"
 	_, rep, err := e.svc.Create(ctx, strings.NewReader(input), CreateOptions{Model: "builtin:tiny"})
 	var verr *ValidationError
 	if !errors.As(err, &verr) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -321,7 +322,7 @@ func encodeRecord(b *Batch) ([]any, error) {
 
 // decodeRecord is encodeRecord's inverse, plus the fields scripts set.
 func decodeRecord(m map[string]string) (*Batch, error) {
-	b := &Batch{Object: "batch", Endpoint: jobs.CompletionsURL}
+	b := &Batch{Object: "batch", Endpoint: generation.CompletionsURL}
 	b.ID, b.Model, b.InputKind, b.CompletionWindow = m["id"], m["model"], m["input_kind"], m["completion_window"]
 	b.Status = Status(m["status"])
 	b.OutputKey, b.ErrorKey, b.Device = m["output_key"], m["error_key"], m["device"]

@@ -76,6 +76,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/tandem-ai/tandem/atomicfile"
@@ -578,4 +579,32 @@ func causes(err error) []error {
 		}
 	}
 	return out
+}
+
+// Lazy is a data root given explicitly (Set) or opened on first use (Get).
+type Lazy struct {
+	mu   sync.Mutex
+	root *Root
+}
+
+// Set installs r.
+func (l *Lazy) Set(r *Root) {
+	l.mu.Lock()
+	l.root = r
+	l.mu.Unlock()
+}
+
+// Get returns the root Set installed or, without one, the root open
+// returns, which it keeps.
+func (l *Lazy) Get(open func() (*Root, error)) (*Root, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.root == nil {
+		r, err := open()
+		if err != nil {
+			return nil, err // not kept: the next job tries again
+		}
+		l.root = r
+	}
+	return l.root, nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -124,8 +125,8 @@ func (a FinetuneArgs) options(baseDir string) (finetune.Options, error) {
 			c.LayerNormEpsilon = model.DefaultLayerNormEpsilon
 		}
 		o.InitConfig = &c
-	case strings.HasPrefix(a.Model, BuiltinPrefix):
-		c, ok := builtinConfigs[strings.TrimPrefix(a.Model, BuiltinPrefix)]
+	case strings.HasPrefix(a.Model, generation.BuiltinPrefix):
+		c, ok := generation.BuiltinConfigs[strings.TrimPrefix(a.Model, generation.BuiltinPrefix)]
 		if !ok {
 			return o, fmt.Errorf("model: unknown builtin %q", a.Model)
 		}
@@ -289,7 +290,7 @@ func resolveBase(ctx context.Context, deps *Deps, root *dataroot.Root, ref strin
 	if ref == "" {
 		return baseModel{parent: "scratch"}, nil
 	}
-	if strings.HasPrefix(ref, BuiltinPrefix) {
+	if strings.HasPrefix(ref, generation.BuiltinPrefix) {
 		return baseModel{parent: ref}, nil
 	}
 	st, err := root.Stat("model", ref)
@@ -496,4 +497,20 @@ func (a FinetuneArgs) ServingChange() string {
 		return `field "promote": promoting a version changes the model every job of that name uses`
 	}
 	return ""
+}
+
+// trainBackend is the fine-tuning hook: on a GPU worker each run trains on
+// the device and scores its best weights there (see finetune.Hooks.Backend).
+func trainBackend() func(m *model.Model) (model.TrainBackend, error) {
+	d := generation.Accelerator()
+	if d == nil {
+		return nil
+	}
+	return func(m *model.Model) (model.TrainBackend, error) {
+		tr, err := d.NewTrainBackend(m)
+		if err != nil {
+			return nil, err
+		}
+		return tr, nil
+	}
 }

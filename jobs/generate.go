@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -93,13 +94,13 @@ func (w GenerateWorker) run(ctx context.Context, a GenerateArgs) (GenerateSummar
 	if err != nil {
 		return sum, pipeline.Permanent(err)
 	}
-	lines, err := ReadRequestLines(f, MaxRequestLines)
+	lines, err := generation.ReadRequestLines(f, MaxRequestLines)
 	f.Close()
 	if err != nil {
 		return sum, pipeline.Permanent(fmt.Errorf("input: %w", err))
 	}
 	sum.Lines = len(lines)
-	results, err := GenerateLines(ctx, lm, tok, lines, a.BatchSize, nil)
+	results, err := generation.GenerateLines(ctx, lm, tok, lines, a.BatchSize, nil)
 	if err != nil {
 		return sum, err
 	}
@@ -110,7 +111,7 @@ func (w GenerateWorker) run(ctx context.Context, a GenerateArgs) (GenerateSummar
 			sum.Completed++
 		}
 	}
-	if err := WriteJSONLAtomic(root, "output", a.Output, results); err != nil {
+	if err := generation.WriteJSONLAtomic(root, "output", a.Output, results); err != nil {
 		return sum, err
 	}
 	return sum, nil

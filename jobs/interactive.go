@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
@@ -60,7 +61,7 @@ type InteractiveArgs struct {
 	ID string `json:"id"`
 	// Body holds the model, the person's new prompt and the sampling fields
 	// (OpenAI /v1/completions names), session instructions already applied.
-	Body CompletionsBody `json:"body"`
+	Body generation.CompletionsBody `json:"body"`
 	// Session, when set, makes the prompt a transcript: Prefix, then
 	// History (oldest turns dropped first until the prompt fits the model's
 	// context with room for max_tokens), then the new prompt; the finished
@@ -177,13 +178,13 @@ type GenMessage struct {
 	// part of a UTF-8 character, waits). The token texts concatenate to the
 	// whole completion, which readers assemble from them. Done repeats it
 	// only when the message stays within pipeline.MaxEventBytes.
-	Text         string     `json:"text,omitempty"`
-	Token        *int32     `json:"token,omitempty"`
-	FinishReason string     `json:"finish_reason,omitempty"` // done: stop, length or cancelled
-	Model        string     `json:"model,omitempty"`         // done
-	Usage        *Usage     `json:"usage,omitempty"`         // done
-	Timing       *GenTiming `json:"timing,omitempty"`        // done
-	Error        *GenFault  `json:"error,omitempty"`         // error
+	Text         string            `json:"text,omitempty"`
+	Token        *int32            `json:"token,omitempty"`
+	FinishReason string            `json:"finish_reason,omitempty"` // done: stop, length or cancelled
+	Model        string            `json:"model,omitempty"`         // done
+	Usage        *generation.Usage `json:"usage,omitempty"`         // done
+	Timing       *GenTiming        `json:"timing,omitempty"`        // done
+	Error        *GenFault         `json:"error,omitempty"`         // error
 }
 
 // GenTiming reports where a generation's time went on the worker.
@@ -311,7 +312,7 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	defer wcancel()
 	w.remember(wctx, a, res)
 	done := GenMessage{Type: GenDone, Text: res.Text, FinishReason: res.FinishReason, Model: a.Body.Model,
-		Usage:  &Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens},
+		Usage:  &generation.Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens},
 		Timing: &GenTiming{ModelFirstTokenMS: ms(res.FirstToken), TotalMS: ms(time.Since(start))}}
 	// Readers join the token texts; done repeats the text only when the
 	// message stays within MaxEventBytes (a long reply of long tokens does
@@ -372,7 +373,7 @@ func faultOf(err, ctxErr error) *GenFault {
 	switch {
 	case errors.As(err, &ie) && ie.code != GenCodeModel:
 		return &GenFault{Code: ie.code, Message: err.Error()}
-	case errors.As(err, &ie) && (errors.Is(err, ErrModelNotFound) || errors.Is(err, errUnknownBuiltin) ||
+	case errors.As(err, &ie) && (errors.Is(err, generation.ErrModelNotFound) || errors.Is(err, generation.ErrUnknownBuiltin) ||
 		errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrNoPromoted) || errors.Is(err, registry.ErrBadName) ||
 		errors.As(err, new(*dataroot.PathError))):
 		return &GenFault{Code: GenCodeModel, Message: err.Error()}
@@ -543,7 +544,7 @@ func (s *tokenStream) token(t int32, text string) {
 func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker exec "+KindInteractive, flag.ContinueOnError)
 	a := InteractiveArgs{ID: NewCompletionID(), StreamKey: pipeline.NewSealKey()}
-	maxTokens := fs.Int("max-tokens", DefaultMaxTokens, "tokens to generate at most")
+	maxTokens := fs.Int("max-tokens", generation.DefaultMaxTokens, "tokens to generate at most")
 	temperature := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
 	fs.StringVar(&a.Body.Model, "model", "builtin:tiny", "model: registered name, directory or builtin:tiny|builtin:small")
 	fs.StringVar(&a.Body.Prompt, "prompt", "", "the prompt (required)")

@@ -10,13 +10,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
 
 func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
-	ok := InteractiveArgs{ID: NewCompletionID(), StreamKey: pipeline.NewSealKey(), Body: CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}}
+	ok := InteractiveArgs{ID: NewCompletionID(), StreamKey: pipeline.NewSealKey(), Body: generation.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}}
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestValidUTF8MatchesJSON(t *testing.T) {
 }
 
 func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
-	tok, err := NewModelStore().Tokenizer()
+	tok, err := generation.NewModelStore(OpenEnvDataRoot).Tokenizer()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
 	for i := range 10 {
 		history = append(history, loop.Turn{Prompt: strings.Repeat("word ", 10) + string(rune('a'+i)), Reply: " fine"})
 	}
-	a := InteractiveArgs{Session: "s1", Prefix: "Tone: formal.\n", History: history, Body: CompletionsBody{Prompt: "now"}}
+	a := InteractiveArgs{Session: "s1", Prefix: "Tone: formal.\n", History: history, Body: generation.CompletionsBody{Prompt: "now"}}
 	var res interactiveResult
 	ids, err := composePrompt(tok, 128, a, 32, &res)
 	if err != nil {
@@ -172,7 +173,7 @@ func TestTokenStreamTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
 	if err := st.end(GenMessage{Type: GenStart}); err != nil {
 		t.Fatal(err)
 	}
-	big := GenMessage{Type: GenDone, Text: strings.Repeat("x", pipeline.MaxEventBytes), Usage: &Usage{}}
+	big := GenMessage{Type: GenDone, Text: strings.Repeat("x", pipeline.MaxEventBytes), Usage: &generation.Usage{}}
 	if err := st.end(big); err == nil {
 		t.Fatal("a done message over MaxEventBytes was sent")
 	}
@@ -211,9 +212,9 @@ func TestFaultNamesOnlyWhatTheClientCaused(t *testing.T) {
 		ctxErr     error
 		code, text string
 	}{
-		{&interactiveError{GenCodeModel, fmt.Errorf("model %q: %w", "nope", ErrModelNotFound)}, nil, GenCodeModel, `model "nope": not found`},
+		{&interactiveError{GenCodeModel, fmt.Errorf("model %q: %w", "nope", generation.ErrModelNotFound)}, nil, GenCodeModel, `model "nope": not found`},
 		{&interactiveError{GenCodeModel, fmt.Errorf("model %q: %w", "m", registry.ErrNoPromoted)}, nil, GenCodeModel, "no promoted version"},
-		{&interactiveError{GenCodeModel, fmt.Errorf("model: %w %q", errUnknownBuiltin, "builtin:huge")}, nil, GenCodeModel, "builtin:huge"},
+		{&interactiveError{GenCodeModel, fmt.Errorf("model: %w %q", generation.ErrUnknownBuiltin, "builtin:huge")}, nil, GenCodeModel, "builtin:huge"},
 		{&interactiveError{GenCodeContext, errors.New("prompt: 900 tokens")}, nil, GenCodeContext, "prompt: 900 tokens"},
 		{&interactiveError{GenCodeModel, errors.New(`model "m": registry: dial tcp 10.0.0.5:6379: connection refused`)}, nil, GenCodeFailed, msgWorkerFailed},
 		{errors.New("open /srv/tandem/.tandem/registry/m/v1/model.safetensors: input/output error"), nil, GenCodeFailed, msgWorkerFailed},

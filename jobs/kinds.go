@@ -16,6 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -23,7 +25,7 @@ import (
 // Deps are the long-lived parts a worker hands to its job handlers.
 type Deps struct {
 	Logger *slog.Logger
-	Models *ModelStore
+	Models *generation.ModelStore
 	Bus    *pipeline.Bus // nil when the worker runs without NATS (worker exec)
 	// Batches runs the batch kinds (generate:chunk, generate:finalize); nil
 	// until batch.Attach installs it, and those kinds then fail transiently.
@@ -46,7 +48,7 @@ type Deps struct {
 
 	// root confines the files jobs name (paths.go): DataRoot reads it,
 	// SetDataRoot installs it.
-	root lazyRoot
+	root dataroot.Lazy
 }
 
 // redisOf is d's Redis client or, under `worker exec` (no client), one
@@ -108,17 +110,18 @@ func (d *Deps) logger() *slog.Logger {
 
 // NewDeps returns Deps with a fresh model store bounded by
 // TANDEM_MODEL_CACHE_BYTES (a bad value is logged and the default used;
-// ModelCacheBytesFromEnv reports it as an error for callers that can fail).
+// generation.ModelCacheBytesFromEnv reports it as an error for callers
+// that can fail).
 func NewDeps(logger *slog.Logger) *Deps {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	limit, err := ModelCacheBytesFromEnv()
+	limit, err := generation.ModelCacheBytesFromEnv()
 	if err != nil {
-		logger.Error("model cache bound ignored", "err", err, "using", DefaultModelCacheBytes)
-		limit = DefaultModelCacheBytes
+		logger.Error("model cache bound ignored", "err", err, "using", generation.DefaultModelCacheBytes)
+		limit = generation.DefaultModelCacheBytes
 	}
-	return &Deps{Logger: logger, Models: NewModelStoreLimit(limit)}
+	return &Deps{Logger: logger, Models: generation.NewModelStoreLimit(limit, OpenEnvDataRoot)}
 }
 
 // execFunc runs one job kind in-process from command-line flags.

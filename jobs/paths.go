@@ -8,11 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 // Every file a job reads or writes because its args name it goes through
@@ -26,7 +27,7 @@ import (
 //	f, err := root.Open("input", a.Input)                // read a file
 //	data, err := root.ReadFile("input", a.Input, limit)  // read a small file whole
 //	err = root.WriteFile("output", a.Output, fill)       // replace a file atomically
-//	err = WriteJSONLAtomic(root, "output", a.Output, lines)
+//	err = generation.WriteJSONLAtomic(root, "output", a.Output, lines)
 //	f, err := root.OpenFile("record", a.Record, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 //	dir, err := root.OpenDir("out", a.Out)               // an *os.Root for a directory
 //	name, err := root.MkdirAll("out", a.Out)             // create it; name inside the root
@@ -40,8 +41,8 @@ import (
 // accept, so a producer refuses it before enqueueing.
 //
 // Model names (generate, eval, finetune, batches) are resolved by the
-// ModelStore and resolveBase: a registered name or builtin:NAME as before,
-// and a directory through the same root.
+// generation.ModelStore and resolveBase: a registered name or builtin:NAME
+// as before, and a directory through the same root.
 
 // EnvDataRoot is the environment variable naming the data root of
 // `worker exec` and of Deps that were given none (pipeline.Config.DataRoot;
@@ -158,7 +159,7 @@ func CheckPaths(root *dataroot.Root, kind string, payload []byte) error {
 func namedPaths(paths []JobPath) []JobPath {
 	var out []JobPath
 	for _, p := range paths {
-		if p.Path == "" || p.Field == "model" && strings.HasPrefix(p.Path, BuiltinPrefix) {
+		if p.Path == "" || p.Field == "model" && strings.HasPrefix(p.Path, generation.BuiltinPrefix) {
 			continue
 		}
 		out = append(out, p)
@@ -205,32 +206,6 @@ func (c pathChecked[T]) Work(ctx context.Context, job *pipeline.Job[T]) error {
 	return c.w.Work(ctx, job)
 }
 
-// lazyRoot is a data root given explicitly or opened from the environment
-// on first use.
-type lazyRoot struct {
-	mu   sync.Mutex
-	root *dataroot.Root
-}
-
-func (l *lazyRoot) set(r *dataroot.Root) {
-	l.mu.Lock()
-	l.root = r
-	l.mu.Unlock()
-}
-
-func (l *lazyRoot) get() (*dataroot.Root, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.root == nil {
-		r, err := OpenEnvDataRoot()
-		if err != nil {
-			return nil, err // not kept: the next job tries again
-		}
-		l.root = r
-	}
-	return l.root, nil
-}
-
 // DataRoot is the root every job path is confined to: the one SetDataRoot
 // installed (the worker's --data-root), else the one $TANDEM_DATA_ROOT
 // names, opened on first use.
@@ -238,14 +213,28 @@ func (d *Deps) DataRoot() (*dataroot.Root, error) {
 	if d == nil {
 		return OpenEnvDataRoot()
 	}
-	return d.root.get()
+	return d.root.Get(OpenEnvDataRoot)
 }
 
 // SetDataRoot installs the data root of d's jobs and of its model store.
 // Call it before jobs run.
 func (d *Deps) SetDataRoot(r *dataroot.Root) {
-	d.root.set(r)
+	d.root.Set(r)
 	if d.Models != nil {
 		d.Models.SetDataRoot(r)
 	}
+}
+
+// checkModelPath is Validate's check of a model name that needs neither
+// Redis nor the data root: builtin:NAME and registry names pass (they are
+// resolved when the job runs); a directory path must pass
+// dataroot.CheckPath.
+func checkModelPath(field, name string) error {
+	if strings.HasPrefix(name, generation.BuiltinPrefix) {
+		return nil
+	}
+	if _, _, err := registry.ParseRef(name); err == nil {
+		return nil
+	}
+	return dataroot.CheckPath(field, name)
 }

@@ -23,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -134,7 +135,7 @@ func (a PersonalizeArgs) Validate() error {
 			return err
 		}
 	}
-	if err := ValidateModelName(a.Model); err != nil {
+	if err := generation.ValidateModelName(a.Model); err != nil {
 		return err
 	}
 	if _, err := a.body("x", 0).Params(); err != nil {
@@ -144,12 +145,12 @@ func (a PersonalizeArgs) Validate() error {
 }
 
 // body is the completions body of one generation.
-func (a PersonalizeArgs) body(prompt string, seed int64) CompletionsBody {
+func (a PersonalizeArgs) body(prompt string, seed int64) generation.CompletionsBody {
 	mt := a.MaxTokens
 	if mt == 0 {
 		mt = DefaultPersonalizeMaxTokens
 	}
-	return CompletionsBody{Prompt: prompt, MaxTokens: &mt, Temperature: a.Temperature, Seed: &seed}
+	return generation.CompletionsBody{Prompt: prompt, MaxTokens: &mt, Temperature: a.Temperature, Seed: &seed}
 }
 
 // CatalogEntry is one line of a personalize catalog.
@@ -211,7 +212,7 @@ func readCatalog(r io.Reader) (*catalog, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	c := &catalog{byID: map[string]*catalogItem{}}
 	for lineNo := 1; ; lineNo++ {
-		raw, tooLong, err := ReadBoundedLine(br, MaxCatalogLineBytes)
+		raw, tooLong, err := generation.ReadBoundedLine(br, MaxCatalogLineBytes)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -221,7 +222,7 @@ func readCatalog(r io.Reader) (*catalog, error) {
 		if tooLong {
 			return nil, fmt.Errorf("catalog line %d: longer than %d bytes", lineNo, MaxCatalogLineBytes)
 		}
-		if len(trimSpace(raw)) == 0 {
+		if len(generation.TrimLineSpace(raw)) == 0 {
 			continue
 		}
 		it, err := parseCatalogLine(raw)
@@ -320,7 +321,7 @@ func readUserLines(r io.Reader) ([]userLine, []PersonalizeLineError, error) {
 	var bad []PersonalizeLineError
 	seen := map[string]int{}
 	for lineNo := 1; ; lineNo++ {
-		raw, tooLong, err := ReadBoundedLine(br, MaxUserIDBytes+64)
+		raw, tooLong, err := generation.ReadBoundedLine(br, MaxUserIDBytes+64)
 		if errors.Is(err, io.EOF) {
 			return users, bad, nil
 		}
@@ -721,7 +722,7 @@ func userFile(user string) string {
 // generate runs one group of users: picks their items, generates all
 // prompts in shared decoding batches, writes each user's file and records
 // each generation.
-func (p *personalizer) generate(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, group []userLine) ([]PersonalizeUser, error) {
+func (p *personalizer) generate(ctx context.Context, lm *generation.LoadedModel, tok *model.Tokenizer, group []userLine) ([]PersonalizeUser, error) {
 	names := make([]string, len(group))
 	for i, u := range group {
 		names[i] = u.User
@@ -736,7 +737,7 @@ func (p *personalizer) generate(ctx context.Context, lm *LoadedModel, tok *model
 		id     string
 	}
 	var slots []slot
-	var lines []InputLine
+	var lines []generation.InputLine
 	out := make([]PersonalizeUser, len(group))
 	for i, u := range group {
 		source, choices := p.choose(u.User, lists[i])
@@ -744,19 +745,19 @@ func (p *personalizer) generate(ctx context.Context, lm *LoadedModel, tok *model
 		for _, c := range choices {
 			id := generationID(p.a.Run, u.User, c.item.ID)
 			out[i].Items = append(out[i].Items, c.item.ID)
-			il := InputLine{LineNo: len(lines) + 1, Request: RequestLine{CustomID: c.item.ID, Method: "POST", URL: CompletionsURL, Body: p.a.body(c.prompt, generationSeed(p.a.Seed, id))}}
+			il := generation.InputLine{LineNo: len(lines) + 1, Request: generation.RequestLine{CustomID: c.item.ID, Method: "POST", URL: generation.CompletionsURL, Body: p.a.body(c.prompt, generationSeed(p.a.Seed, id))}}
 			if c.err != nil {
-				il.Err = &LineError{Code: "template_error", Message: c.err.Error(), Line: u.Line}
+				il.Err = &generation.LineError{Code: "template_error", Message: c.err.Error(), Line: u.Line}
 			}
 			slots = append(slots, slot{user: i, choice: c, id: id})
 			lines = append(lines, il)
 		}
 	}
-	resp, err := GenerateLines(ctx, lm, tok, lines, p.a.BatchSize, nil)
+	resp, err := generation.GenerateLines(ctx, lm, tok, lines, p.a.BatchSize, nil)
 	if err != nil {
 		return nil, err
 	}
-	perUser := make([][]ResponseLine, len(group))
+	perUser := make([][]generation.ResponseLine, len(group))
 	now := time.Now().UTC()
 	for k, s := range slots {
 		r := resp[k]
@@ -784,7 +785,7 @@ func (p *personalizer) generate(ctx context.Context, lm *LoadedModel, tok *model
 		perUser[s.user] = append(perUser[s.user], r)
 	}
 	for i := range group {
-		if err := WriteJSONLAtomic(p.root, "out", path.Join(p.a.Out, out[i].File), perUser[i]); err != nil {
+		if err := generation.WriteJSONLAtomic(p.root, "out", path.Join(p.a.Out, out[i].File), perUser[i]); err != nil {
 			return nil, err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	_ "github.com/tandem-ai/tandem/batch" // the prompt template language
 	"github.com/tandem-ai/tandem/dataroot/dataroottest"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/recsys"
@@ -126,15 +127,15 @@ func (e *personalizeEnv) summary(t *testing.T) map[string]jobs.PersonalizeUser {
 }
 
 // outputLines reads a user's output file.
-func (e *personalizeEnv) outputLines(t *testing.T, u jobs.PersonalizeUser) []jobs.ResponseLine {
+func (e *personalizeEnv) outputLines(t *testing.T, u jobs.PersonalizeUser) []generation.ResponseLine {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(e.dir, "out", u.File))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lines []jobs.ResponseLine
+	var lines []generation.ResponseLine
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var r jobs.ResponseLine
+		var r generation.ResponseLine
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
 			t.Fatal(err)
 		}

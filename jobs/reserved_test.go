@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -11,9 +12,13 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/generation"
+	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 // stateBundle is the default layout: the data dir (.tandem) inside the data
@@ -205,5 +210,52 @@ func TestOpenDataRootRefusesARootInsideTheDataDir(t *testing.T) {
 		if !errors.Is(err, dataroot.ErrRootInReserved) || !strings.Contains(err.Error(), "the data dir (TANDEM_DATA_DIR)") || !strings.Contains(err.Error(), "TANDEM_DATA_ROOT") {
 			t.Fatalf("OpenDataRoot(root %s, data dir %s) = %v; want ErrRootInReserved naming both settings", root, state, err)
 		}
+	}
+}
+
+// TestRegisteredModelInTheDataDirLoads: with the default layout (the data
+// dir inside the data root), a registered version's files lie in a
+// directory no job path may name; a job that names the model by its
+// registry name must still load it.
+func TestRegisteredModelInTheDataDirLoads(t *testing.T) {
+	ctx := context.Background()
+	rdb := finetuneTestRedis(t)
+	dir := t.TempDir()
+	cfg := pipeline.DefaultConfig()
+	cfg.DataRoot, cfg.DataDir = dir, filepath.Join(dir, ".tandem")
+	reg := registry.New(rdb, RegistryDir(cfg.DataDir))
+	registry.SetDefault(reg)
+	t.Cleanup(func() { registry.SetDefault(nil) })
+	name := fmt.Sprintf("in-data-dir-%d", time.Now().UnixNano())
+	cleanupModelKeys(t, rdb, name)
+	src := filepath.Join(t.TempDir(), "trained")
+	m, err := model.New(model.Config{NLayer: 1, NHead: 1, NEmbd: 8, NPositions: 8, VocabSize: 64, LayerNormEpsilon: 1e-5}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SaveDir(src); err != nil {
+		t.Fatal(err)
+	}
+	v, err := reg.Register(ctx, name, src, registry.Version{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Promote(ctx, name, v.Version); err != nil {
+		t.Fatal(err)
+	}
+	root, err := OpenDataRoot(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	s := generation.NewModelStore(OpenEnvDataRoot)
+	s.SetDataRoot(root)
+	if _, err := s.Get(name); err != nil {
+		t.Fatalf("the registered model %s: %v", name, err)
+	}
+	// The same files named as a path stay out of reach.
+	rel, _ := filepath.Rel(dir, RegistryDir(cfg.DataDir))
+	if _, err := s.Get(filepath.Join(rel, name, fmt.Sprintf("v%d", v.Version))); err == nil {
+		t.Fatal("the registry's directory was loaded by path")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
@@ -74,7 +75,7 @@ func validateConfig(mutate func(c *pipeline.Config)) func(*testing.T) error {
 
 func requestLine(body string) func(*testing.T) error {
 	return func(*testing.T) error {
-		_, err := jobs.ParseRequestLine([]byte(`{"custom_id":"a","body":`+body+`}`), 7)
+		_, err := generation.ParseRequestLine([]byte(`{"custom_id":"a","body":`+body+`}`), 7)
 		return err
 	}
 }
@@ -215,7 +216,7 @@ var enforcements = map[string]enforcement{
 
 	// Requests, batches, the API.
 	"RequestLineBytes": over(func(*testing.T) error {
-		lines, err := jobs.ReadRequestLines(strings.NewReader(strings.Repeat("x", limits.RequestLineBytes+1)+"\n"), 0)
+		lines, err := generation.ReadRequestLines(strings.NewReader(strings.Repeat("x", limits.RequestLineBytes+1)+"\n"), 0)
 		if err != nil {
 			return err
 		}
@@ -223,11 +224,11 @@ var enforcements = map[string]enforcement{
 	}, "line 1", "line_too_long"),
 	"PromptBytes": over(requestLine(fmt.Sprintf(`{"prompt":%q}`, strings.Repeat("p", limits.PromptBytes+1))), "line 7", "body.prompt"),
 	"CustomIDLen": over(func(*testing.T) error {
-		_, err := jobs.ParseRequestLine([]byte(fmt.Sprintf(`{"custom_id":%q,"body":{"prompt":"x"}}`, strings.Repeat("c", limits.CustomIDLen+1))), 7)
+		_, err := generation.ParseRequestLine([]byte(fmt.Sprintf(`{"custom_id":%q,"body":{"prompt":"x"}}`, strings.Repeat("c", limits.CustomIDLen+1))), 7)
 		return err
 	}, "line 7", "custom_id"),
 	"RequestLines": over(func(*testing.T) error {
-		_, err := jobs.ReadRequestLines(numberedRequests(limits.RequestLines+1), limits.RequestLines)
+		_, err := generation.ReadRequestLines(numberedRequests(limits.RequestLines+1), limits.RequestLines)
 		return err
 	}, fmt.Sprintf("line %d", limits.RequestLines+1), "request lines"),
 	"DecodeRows":  over(payload(jobs.KindGenerate, jobs.GenerateArgs{Model: "builtin:tiny", Input: "i", Output: "o", BatchSize: limits.DecodeRows + 1}), "batch_size"),
@@ -315,7 +316,7 @@ var enforcements = map[string]enforcement{
 		return registry.ValidateName(strings.Repeat("m", limits.ModelNameLen+1))
 	}, "model name"),
 	"RunMarkerBytes":         coveredBy("jobs.TestRunMarkerLimit"),
-	"DefaultModelCacheBytes": cappedBy("jobs.TestModelCacheBytesFromEnv", "least recently used models are dropped past it (TANDEM_MODEL_CACHE_BYTES; jobs.TestModelStoreLRU)"),
+	"DefaultModelCacheBytes": cappedBy("generation.TestModelCacheBytesFromEnv", "least recently used models are dropped past it (TANDEM_MODEL_CACHE_BYTES; generation.TestModelStoreLRU)"),
 
 	// Sampling and models.
 	"MaxTokens":              over(requestLine(fmt.Sprintf(`{"prompt":"x","max_tokens":%d}`, limits.MaxTokens+1)), "line 7", "max_tokens"),

@@ -28,7 +28,7 @@ func Default() *Registry {
 	return defaultReg
 }
 
-// ResolveModel is the hook for model-name resolution (jobs.ModelStore):
+// ResolveModel is the hook for model-name resolution (generation.ModelStore):
 // "name" gives the promoted version's directory, "name@N" version N's.
 // ok is false, with no error, when no registry is installed or name is not
 // a registered model, so the caller falls back to treating it as a path.

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/batch"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -176,7 +177,7 @@ func TestBatchCLIRejectsMalformedFile(t *testing.T) {
 		`{"custom_id":"a","body":{"prompt":"dup"}}`,
 		`{"custom_id":"b","body":{"prompt":"x","temperature":-1}}`,
 		`not json`,
-		`{"custom_id":"c","body":{"prompt":"` + strings.Repeat("x", jobs.MaxLineBytes) + `"}}`,
+		`{"custom_id":"c","body":{"prompt":"` + strings.Repeat("x", generation.MaxLineBytes) + `"}}`,
 		`{"body":{"prompt":"no id"}}`,
 	}
 	file := e.write(t, "bad.jsonl", strings.Join(lines, "\n")+"\n")

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 )
 
@@ -113,7 +114,7 @@ func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status,
 func readSSE(r io.Reader, fn func(data []byte) error) error {
 	br := bufio.NewReader(r)
 	for {
-		line, tooLong, err := jobs.ReadBoundedLine(br, maxSSELine)
+		line, tooLong, err := generation.ReadBoundedLine(br, maxSSELine)
 		if errors.Is(err, io.EOF) {
 			return io.ErrUnexpectedEOF // the stream ended before [DONE]
 		}
@@ -192,7 +193,7 @@ func cmdChat(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if c.tty {
 			fmt.Fprint(stderr, "> ")
 		}
-		line, tooLong, err := jobs.ReadBoundedLine(in, jobs.MaxInteractivePromptBytes)
+		line, tooLong, err := generation.ReadBoundedLine(in, jobs.MaxInteractivePromptBytes)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}

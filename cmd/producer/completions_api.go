@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tandem-ai/tandem/auth"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -112,7 +113,7 @@ func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 // logit_bias, a prompt list of one; stream_options is ignored, since the
 // last chunk of a stream carries the usage anyway.
 type completionRequest struct {
-	jobs.CompletionsBody
+	generation.CompletionsBody
 	// Prompt takes the place of the body's own: a string or a list of one.
 	Prompt        onePrompt          `json:"prompt"`
 	Stream        bool               `json:"stream,omitempty"`
@@ -476,9 +477,9 @@ func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genR
 		case jobs.GenToken:
 			text.WriteString(m.Text)
 		case jobs.GenDone:
-			writeJSON(w, http.StatusOK, jobs.CompletionResponse{
+			writeJSON(w, http.StatusOK, generation.CompletionResponse{
 				ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
-				Choices: []jobs.Choice{{Index: 0, Text: text.String(), FinishReason: m.FinishReason}},
+				Choices: []generation.Choice{{Index: 0, Text: text.String(), FinishReason: m.FinishReason}},
 				Usage:   *m.Usage, // GenReader refuses a done message without usage
 			})
 			return
@@ -507,14 +508,14 @@ func genErrorStatus(code string) int {
 // OpenAI's completion-chunk shape; the last one carries the finish reason,
 // the usage and Tandem's timing.
 type completionChunk struct {
-	ID      string          `json:"id"`
-	Object  string          `json:"object"`
-	Created int64           `json:"created"`
-	Model   string          `json:"model"`
-	Choices []chunkChoice   `json:"choices"`
-	Usage   *jobs.Usage     `json:"usage,omitempty"`
-	Timing  *jobs.GenTiming `json:"timing,omitempty"`
-	Error   *jobs.GenFault  `json:"error,omitempty"`
+	ID      string            `json:"id"`
+	Object  string            `json:"object"`
+	Created int64             `json:"created"`
+	Model   string            `json:"model"`
+	Choices []chunkChoice     `json:"choices"`
+	Usage   *generation.Usage `json:"usage,omitempty"`
+	Timing  *jobs.GenTiming   `json:"timing,omitempty"`
+	Error   *jobs.GenFault    `json:"error,omitempty"`
 }
 
 type chunkChoice struct {

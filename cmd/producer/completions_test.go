@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/internal/workerproc"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -113,7 +114,7 @@ func TestCompletionStreamsTokensInOrderAndRecordsThem(t *testing.T) {
 
 	// The same request without streaming gives the same text (same seed),
 	// and so does the model called in-process.
-	var resp jobs.CompletionResponse
+	var resp generation.CompletionResponse
 	if code, msg := e.postJSON(t, "/v1/completions", strings.Replace(body, `"stream":true`, `"stream":false`, 1), &resp); code != http.StatusOK {
 		t.Fatalf("non-streaming: %d %s", code, msg)
 	}
@@ -138,7 +139,7 @@ func TestCompletionStreamsTokensInOrderAndRecordsThem(t *testing.T) {
 // directCompletion runs the builtin tiny model in-process.
 func directCompletion(t *testing.T, prompt string, maxTokens int, temperature float32, seed int64) string {
 	t.Helper()
-	store := jobs.NewModelStore()
+	store := generation.NewModelStore(jobs.OpenEnvDataRoot)
 	lm, err := store.Get("builtin:tiny")
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +230,7 @@ func TestCompletionLargerThanOneMessageArrivesWhole(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	resp := e.post(t, ctx, "/v1/completions", body)
-	var got jobs.CompletionResponse
+	var got generation.CompletionResponse
 	err = json.NewDecoder(resp.Body).Decode(&got)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK {
@@ -485,7 +486,7 @@ func TestSessionCarriesBoundedHistory(t *testing.T) {
 	const turns = loop.DefaultSessionTurns + 2
 	var ids []string
 	for i := 1; i <= turns; i++ {
-		var resp jobs.CompletionResponse
+		var resp generation.CompletionResponse
 		body := fmt.Sprintf(`{"model":"builtin:tiny","prompt":"turn %02d: say something about the weather in the hills today","session":%q}`, i, sess.ID)
 		if code, msg := e.postJSON(t, "/v1/completions", body, &resp); code != http.StatusOK {
 			t.Fatalf("turn %d: %d %s", i, code, msg)
@@ -594,12 +595,12 @@ func TestCompletionAcceptsOpenAIFieldsAtValuesItHonours(t *testing.T) {
 	e := newGenEnv(t, "")
 	e.startWorker(t)
 	const plain = `{"model":"builtin:tiny","prompt":"The loop","max_tokens":8,"seed":3}`
-	var want jobs.CompletionResponse
+	var want generation.CompletionResponse
 	if code, msg := e.postJSON(t, "/v1/completions", plain, &want); code != http.StatusOK {
 		t.Fatalf("plain: %d %s", code, msg)
 	}
 	const openai = `{"model":"builtin:tiny","prompt":["The loop"],"max_tokens":8,"seed":3,"echo":false,"best_of":1,"logit_bias":{}}`
-	var got jobs.CompletionResponse
+	var got generation.CompletionResponse
 	if code, msg := e.postJSON(t, "/v1/completions", openai, &got); code != http.StatusOK {
 		t.Fatalf("OpenAI defaults: %d %s", code, msg)
 	}

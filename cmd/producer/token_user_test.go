@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/loop"
 )
 
@@ -67,7 +67,7 @@ func callAs(t *testing.T, base, token, method, path, body string) (int, string) 
 func completionUser(t *testing.T, e *genEnv, base, token, body string) string {
 	t.Helper()
 	code, msg := callAs(t, base, token, "POST", "/v1/completions", body)
-	var out jobs.CompletionResponse
+	var out generation.CompletionResponse
 	if code != http.StatusOK || json.Unmarshal([]byte(msg), &out) != nil {
 		t.Fatalf("POST /v1/completions %s: %d %s", body, code, msg)
 	}

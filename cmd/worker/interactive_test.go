@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/internal/workerproc"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -84,7 +85,7 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		args := jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: jobs.CompletionsBody{Model: "builtin:small", Prompt: "Once upon a time", MaxTokens: &maxTokens}}
+		args := jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: generation.CompletionsBody{Model: "builtin:small", Prompt: "Once upon a time", MaxTokens: &maxTokens}}
 		if _, err := pipeline.Enqueue(context.Background(), client, args, asynq.TaskID(id)); err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +152,7 @@ func TestWorkerWithoutNATSLeavesTheInteractiveQueue(t *testing.T) {
 	p := workerproc.Start(t, b.bin, b.dir, []string{"TANDEM_REDIS_URL=" + b.redisURL, "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=" + b.state,
 		"TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms"}, "--concurrency", "2")
 	id := jobs.NewCompletionID()
-	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: jobs.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
+	payload, err := json.Marshal(jobs.InteractiveArgs{ID: id, StreamKey: pipeline.NewSealKey(), Body: generation.CompletionsBody{Model: "builtin:tiny", Prompt: "hi"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/gpu"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -111,7 +112,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if setup.dev != nil {
 		// Closed last, after the server has stopped and its jobs ended.
 		defer setup.dev.Close()
-		jobs.SetAccelerator(setup.dev)
+		generation.SetAccelerator(setup.dev)
 	}
 
 	// Every file a job names lies in the data root; a root that cannot be
@@ -349,7 +350,7 @@ func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if setup.dev != nil {
 		defer setup.dev.Close()
-		jobs.SetAccelerator(setup.dev)
+		generation.SetAccelerator(setup.dev)
 	}
 	root, err := jobs.OpenEnvDataRoot()
 	if err != nil {

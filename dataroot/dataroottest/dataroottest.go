@@ -18,7 +18,7 @@ import (
 	"github.com/tandem-ai/tandem/dataroot"
 )
 
-// Installer is anything that takes a data root: jobs.Deps, jobs.ModelStore.
+// Installer is anything that takes a data root: jobs.Deps, generation.ModelStore.
 type Installer interface {
 	SetDataRoot(*dataroot.Root)
 }

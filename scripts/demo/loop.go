@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/recsys"
@@ -376,9 +377,9 @@ type demoChunk struct {
 	Choices []struct {
 		Text string `json:"text"`
 	} `json:"choices"`
-	Usage  *jobs.Usage     `json:"usage"`
-	Timing *jobs.GenTiming `json:"timing"`
-	Error  *jobs.GenFault  `json:"error"`
+	Usage  *generation.Usage `json:"usage"`
+	Timing *jobs.GenTiming   `json:"timing"`
+	Error  *jobs.GenFault    `json:"error"`
 }
 
 // streamReply asks for catalog item on user's behalf through POST

@@ -1,4 +1,4 @@
-package jobs
+package generation
 
 import (
 	"bufio"
@@ -37,7 +37,7 @@ func ReadRequestLines(r io.Reader, maxLines int) ([]InputLine, error) {
 		}
 		if tooLong {
 			out = append(out, InputLine{LineNo: lineNo, Err: &LineError{Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", MaxLineBytes), Line: lineNo}})
-		} else if len(trimSpace(raw)) > 0 {
+		} else if len(TrimLineSpace(raw)) > 0 {
 			if maxLines > 0 && len(out) >= maxLines {
 				return out, fmt.Errorf("line %d: more than %d request lines", lineNo, maxLines)
 			}
@@ -83,7 +83,9 @@ func ReadBoundedLine(br *bufio.Reader, limit int) (line []byte, tooLong bool, er
 	}
 }
 
-func trimSpace(b []byte) []byte {
+// TrimLineSpace trims the spaces, tabs and carriage returns around a line
+// of a JSONL file.
+func TrimLineSpace(b []byte) []byte {
 	i, j := 0, len(b)
 	for i < j && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r') {
 		i++

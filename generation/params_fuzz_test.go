@@ -1,4 +1,4 @@
-package jobs
+package generation
 
 import (
 	"encoding/json"

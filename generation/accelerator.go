@@ -1,4 +1,4 @@
-package jobs
+package generation
 
 import (
 	"sync"
@@ -60,19 +60,3 @@ func (l *LoadedModel) detachDevice() {
 // Decoders is what generation with l decodes with: the GPU copy's
 // decoders, or nil for the CPU KV cache. Call it holding l's lock.
 func (l *LoadedModel) Decoders() model.DecoderFactory { return l.decoders }
-
-// trainBackend is the fine-tuning hook: on a GPU worker each run trains on
-// the device and scores its best weights there (see finetune.Hooks.Backend).
-func trainBackend() func(m *model.Model) (model.TrainBackend, error) {
-	d := Accelerator()
-	if d == nil {
-		return nil
-	}
-	return func(m *model.Model) (model.TrainBackend, error) {
-		tr, err := d.NewTrainBackend(m)
-		if err != nil {
-			return nil, err
-		}
-		return tr, nil
-	}
-}

@@ -1,7 +1,6 @@
-package jobs
+package generation
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -13,9 +12,8 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/dataroot/dataroottest"
 	"github.com/tandem-ai/tandem/model"
-	"github.com/tandem-ai/tandem/pipeline"
-	"github.com/tandem-ai/tandem/registry"
 )
 
 // smallModel is a model of about n float32 parameters' worth of vocabulary.
@@ -30,7 +28,8 @@ func smallModel(t *testing.T, vocab int) *model.Model {
 
 func TestModelStoreLRU(t *testing.T) {
 	one := int64(len(smallModel(t, 64).Params)) * 4
-	s := NewModelStoreLimit(2*one + one/2) // room for two
+	s := NewModelStoreLimit(2*one+one/2, nil) // room for two
+	dataroottest.Install(t, s, t.TempDir())
 	var loads atomic.Int32
 	s.load = func(string) (*model.Model, error) {
 		loads.Add(1)
@@ -71,7 +70,8 @@ func TestModelStoreLRU(t *testing.T) {
 }
 
 func TestModelStoreKeepsOneOverLimit(t *testing.T) {
-	s := NewModelStoreLimit(1)
+	s := NewModelStoreLimit(1, nil)
+	dataroottest.Install(t, s, t.TempDir())
 	s.load = func(string) (*model.Model, error) { return smallModel(t, 64), nil }
 	if _, err := s.Get("models/big"); err != nil {
 		t.Fatal(err)
@@ -82,7 +82,8 @@ func TestModelStoreKeepsOneOverLimit(t *testing.T) {
 }
 
 func TestModelStoreSharesOneLoad(t *testing.T) {
-	s := NewModelStore()
+	s := NewModelStore(nil)
+	dataroottest.Install(t, s, t.TempDir())
 	var loads atomic.Int32
 	release := make(chan struct{})
 	s.load = func(string) (*model.Model, error) {
@@ -112,7 +113,8 @@ func TestModelStoreSharesOneLoad(t *testing.T) {
 }
 
 func TestModelStoreFailedLoadIsRetried(t *testing.T) {
-	s := NewModelStore()
+	s := NewModelStore(nil)
+	dataroottest.Install(t, s, t.TempDir())
 	fail := true
 	s.load = func(string) (*model.Model, error) {
 		if fail {
@@ -173,7 +175,7 @@ func TestModelNotFoundIsOneAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	s := NewModelStore()
+	s := NewModelStore(nil)
 	s.SetDataRoot(root)
 	for _, name := range []string{"nothing-here", "empty-dir", "a-file", "fifo-model", "link-out", "a-file/below"} {
 		done := make(chan error, 1)
@@ -188,48 +190,5 @@ func TestModelNotFoundIsOneAnswer(t *testing.T) {
 		if !errors.Is(err, ErrModelNotFound) || err.Error() != want {
 			t.Errorf("Get(%q): %v; want %q", name, err, want)
 		}
-	}
-}
-
-// TestRegisteredModelInTheDataDirLoads: with the default layout (the data
-// dir inside the data root), a registered version's files lie in a
-// directory no job path may name; a job that names the model by its
-// registry name must still load it.
-func TestRegisteredModelInTheDataDirLoads(t *testing.T) {
-	ctx := context.Background()
-	rdb := finetuneTestRedis(t)
-	dir := t.TempDir()
-	cfg := pipeline.DefaultConfig()
-	cfg.DataRoot, cfg.DataDir = dir, filepath.Join(dir, ".tandem")
-	reg := registry.New(rdb, RegistryDir(cfg.DataDir))
-	registry.SetDefault(reg)
-	t.Cleanup(func() { registry.SetDefault(nil) })
-	name := fmt.Sprintf("in-data-dir-%d", time.Now().UnixNano())
-	cleanupModelKeys(t, rdb, name)
-	src := filepath.Join(t.TempDir(), "trained")
-	if err := smallModel(t, 64).SaveDir(src); err != nil {
-		t.Fatal(err)
-	}
-	v, err := reg.Register(ctx, name, src, registry.Version{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reg.Promote(ctx, name, v.Version); err != nil {
-		t.Fatal(err)
-	}
-	root, err := OpenDataRoot(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	s := NewModelStore()
-	s.SetDataRoot(root)
-	if _, err := s.Get(name); err != nil {
-		t.Fatalf("the registered model %s: %v", name, err)
-	}
-	// The same files named as a path stay out of reach.
-	rel, _ := filepath.Rel(dir, RegistryDir(cfg.DataDir))
-	if _, err := s.Get(filepath.Join(rel, name, fmt.Sprintf("v%d", v.Version))); err == nil {
-		t.Fatal("the registry's directory was loaded by path")
 	}
 }

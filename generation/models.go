@@ -1,4 +1,4 @@
-package jobs
+package generation
 
 import (
 	"container/list"
@@ -24,9 +24,9 @@ import (
 // the whole pipeline before anyone has trained or downloaded a checkpoint.
 const BuiltinPrefix = "builtin:"
 
-// builtinConfigs are the shapes behind the builtin names. All use the full
+// BuiltinConfigs are the shapes behind the builtin names. All use the full
 // GPT-2 vocabulary so that the real r50k_base tokenizer applies.
-var builtinConfigs = map[string]model.Config{
+var BuiltinConfigs = map[string]model.Config{
 	"tiny":  {NLayer: 2, NHead: 2, NEmbd: 64, NPositions: 256, VocabSize: 50257, LayerNormEpsilon: 1e-5},
 	"small": {NLayer: 4, NHead: 4, NEmbd: 128, NPositions: 512, VocabSize: 50257, LayerNormEpsilon: 1e-5},
 }
@@ -118,8 +118,10 @@ type ModelStore struct {
 	tokErr error
 	tokOne sync.Once
 
-	// root confines model directories named by jobs (SetDataRoot).
-	root lazyRoot
+	// root confines model directories named by jobs (SetDataRoot);
+	// openRoot opens one when none was set.
+	root     dataroot.Lazy
+	openRoot func() (*dataroot.Root, error)
 	// load is model loading, replaceable in tests.
 	load func(key string) (*model.Model, error)
 }
@@ -144,24 +146,28 @@ type ModelStoreStats struct {
 	Evictions int64 `json:"evictions"`
 }
 
-// NewModelStore returns an empty store with no byte limit.
-func NewModelStore() *ModelStore { return NewModelStoreLimit(0) }
+// NewModelStore returns an empty store with no byte limit; openRoot opens
+// the data root on first use when SetDataRoot installed none
+// (jobs.OpenEnvDataRoot).
+func NewModelStore(openRoot func() (*dataroot.Root, error)) *ModelStore {
+	return NewModelStoreLimit(0, openRoot)
+}
 
 // NewModelStoreLimit returns an empty store that keeps at most limit bytes
-// of parameters loaded (0: no limit).
-func NewModelStoreLimit(limit int64) *ModelStore {
+// of parameters loaded (0: no limit); openRoot is as for NewModelStore.
+func NewModelStoreLimit(limit int64, openRoot func() (*dataroot.Root, error)) *ModelStore {
 	if limit < 0 {
 		limit = 0
 	}
-	s := &ModelStore{limit: limit, entries: map[string]*modelEntry{}, lru: list.New()}
+	s := &ModelStore{limit: limit, entries: map[string]*modelEntry{}, lru: list.New(), openRoot: openRoot}
 	s.load = s.loadModel
 	return s
 }
 
 // SetDataRoot installs the data root model directories are read from
-// (Deps.SetDataRoot calls it); without one the store opens the root
-// $TANDEM_DATA_ROOT names on first use.
-func (s *ModelStore) SetDataRoot(r *dataroot.Root) { s.root.set(r) }
+// (jobs.Deps.SetDataRoot calls it); without one the store opens the root
+// its openRoot gives on first use.
+func (s *ModelStore) SetDataRoot(r *dataroot.Root) { s.root.Set(r) }
 
 // Tokenizer returns the shared GPT-2 tokenizer (loaded offline, once).
 func (s *ModelStore) Tokenizer() (*model.Tokenizer, error) {
@@ -251,7 +257,7 @@ func (s *ModelStore) key(name string) (string, error) {
 	if err != nil || !isDir {
 		return key, err
 	}
-	root, err := s.root.get()
+	root, err := s.root.Get(s.openRoot)
 	if err != nil {
 		return "", err
 	}
@@ -274,10 +280,10 @@ const rootModelPrefix = "root:"
 // lie outside the root or in its reserved directories.
 func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 	if strings.HasPrefix(key, BuiltinPrefix) {
-		return model.New(builtinConfigs[strings.TrimPrefix(key, BuiltinPrefix)], builtinSeed)
+		return model.New(BuiltinConfigs[strings.TrimPrefix(key, BuiltinPrefix)], builtinSeed)
 	}
 	if dir, ok := strings.CutPrefix(key, rootModelPrefix); ok {
-		root, err := s.root.get()
+		root, err := s.root.Get(s.openRoot)
 		if err != nil {
 			return nil, err
 		}
@@ -300,8 +306,8 @@ func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 	return m, modelNotFound(err) // a registered version whose files are gone
 }
 
-// errUnknownBuiltin is a builtin: name that names no builtin model.
-var errUnknownBuiltin = errors.New("unknown builtin")
+// ErrUnknownBuiltin is a builtin: name that names no builtin model.
+var ErrUnknownBuiltin = errors.New("unknown builtin")
 
 // ErrModelNotFound is the one answer for a model directory that cannot be
 // read as a model for want of its files: nothing at the path, a file, a
@@ -331,20 +337,6 @@ func ValidateModelName(name string) error {
 	return err
 }
 
-// checkModelPath is Validate's check of a model name that needs neither
-// Redis nor the data root: builtin:NAME and registry names pass (they are
-// resolved when the job runs); a directory path must pass
-// dataroot.CheckPath.
-func checkModelPath(field, name string) error {
-	if strings.HasPrefix(name, BuiltinPrefix) {
-		return nil
-	}
-	if _, _, err := registry.ParseRef(name); err == nil {
-		return nil
-	}
-	return dataroot.CheckPath(field, name)
-}
-
 // resolveModelName sorts a model name: a registered name (or name@version)
 // resolves to its version's directory on every call, so a promotion
 // reaches the next job; builtin:NAME is checked; anything else is a
@@ -359,8 +351,8 @@ func resolveModelName(name string) (key string, isDir bool, err error) {
 		return dir, false, nil
 	}
 	if strings.HasPrefix(name, BuiltinPrefix) {
-		if _, ok := builtinConfigs[strings.TrimPrefix(name, BuiltinPrefix)]; !ok {
-			return "", false, fmt.Errorf("model: %w %q (have %stiny, %ssmall)", errUnknownBuiltin, name, BuiltinPrefix, BuiltinPrefix)
+		if _, ok := BuiltinConfigs[strings.TrimPrefix(name, BuiltinPrefix)]; !ok {
+			return "", false, fmt.Errorf("model: %w %q (have %stiny, %ssmall)", ErrUnknownBuiltin, name, BuiltinPrefix, BuiltinPrefix)
 		}
 		return name, false, nil
 	}
