@@ -148,7 +148,8 @@ type ModelStoreStats struct {
 
 // NewModelStore returns an empty store with no byte limit; openRoot opens
 // the data root on first use when SetDataRoot installed none
-// (jobs.OpenEnvDataRoot).
+// (jobs.OpenEnvDataRoot). With a nil openRoot, call SetDataRoot before
+// a model directory is named.
 func NewModelStore(openRoot func() (*dataroot.Root, error)) *ModelStore {
 	return NewModelStoreLimit(0, openRoot)
 }
