@@ -6,9 +6,10 @@
 //
 //  1. one stream alone: first-token p50/p99, tokens/s;
 //  2. -streams concurrent streams: tokens/s in all, ratio to 1, first token;
-//  3. one stream at a time (every -interval, -during-streams of them) while
-//     a batch runs: first token against 1 (target: p99 at most 3x), tokens/s
-//     after the first token against 1 (target: at least 0.5x);
+//  3. one stream at a time (-during-streams of them, each -interval after
+//     the previous one ended) while a batch runs: first token against 1
+//     (target: p99 at most 3x), tokens/s after the first token against 1
+//     (target: at least 0.5x);
 //  4. a batch alone: -batch-rows rows in chunk jobs of -chunk-rows, run by
 //     -handlers goroutines as a worker with that concurrency would;
 //  5. the batch of 4 while -beside-streams streams run continuously beside
@@ -82,7 +83,7 @@ func main() {
 	flag.IntVar(&w.runs, "runs", 5, "repetitions of scenarios 1 and 2")
 	flag.IntVar(&w.streams, "streams", 8, "concurrent streams in scenario 2")
 	flag.IntVar(&w.duringStreams, "during-streams", 10, "streams, one at a time, in scenario 3")
-	flag.DurationVar(&w.interval, "interval", 300*time.Millisecond, "scenario 3: a stream starts at most this often")
+	flag.DurationVar(&w.interval, "interval", 300*time.Millisecond, "scenario 3: the pause before each stream")
 	flag.IntVar(&w.besideStreams, "beside-streams", 4, "streams running continuously beside the batch in scenario 5")
 	flag.IntVar(&w.batchRows, "batch-rows", 64, "rows of the batch in scenarios 3, 4 and 5")
 	flag.IntVar(&w.chunkRows, "chunk-rows", limits.DefaultDecodeRows, "rows of one chunk job")
