@@ -13,7 +13,7 @@ export GOTOOLCHAIN := go1.27.3
 TEST_REDIS_ADDR ?= 127.0.0.1:6379
 export TANDEM_TEST_REDIS_ADDR := $(TEST_REDIS_ADDR)
 
-.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos bench-recsys cuda-deps ptx cuda-build cuda-emu cuda-emu-driver gpu-check
+.PHONY: help build demo test vet bench deps services clean fuzz vulncheck chaos bench-recsys bench-engine cuda-deps ptx cuda-build cuda-emu cuda-emu-driver gpu-check
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,11 +37,14 @@ vet: ## go vet and gofmt
 test: services vet ## vet, gofmt, and every test with -race against real Redis and an embedded nats-server
 	$(GO) test -race -timeout 12m ./...
 
-bench: services ## benchmarks with their peers: pipeline vs raw asynq, batch vs in-process, first-token latency by poll interval, model vs PyTorch/numpy
+bench: services ## benchmarks with their peers: pipeline vs raw asynq, batch vs in-process, first-token latency by poll interval, model vs PyTorch/numpy, generation engine vs one job per model
 	$(GO) test -run '^$$' -bench Noop -benchtime 5x ./pipeline/
 	$(GO) test -run '^$$' -bench BatchVsDirect -benchtime 5x ./batch/
 	$(GO) test -run '^$$' -bench InteractiveFirstToken -benchtime 300x ./cmd/producer/
 	bench/run.sh
+
+bench-engine: ## generation engine vs one job per model (issue 15): streams, a batch and both at GPT-2 124M shapes, with targets (several minutes)
+	bench/run.sh engine
 
 bench-recsys: ## similarity rebuild vs SciPy at 100k users x 20k items x 2M events (about 10 minutes)
 	$(GO) run ./bench/recsys

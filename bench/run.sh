@@ -7,17 +7,31 @@
 #   - model FLOPs utilisation (MFU) against that rate: 6*N*tokens/s for
 #     training, 2*N*tokens/s for generation (N = parameter count; attention
 #     score FLOPs are left out, as usual).
+# The engine part (bench/engine) has its peer in the same process: issue
+# 15's continuous-batching engine against one job at a time per model, on
+# streams, a batch and both together, with issue 15's targets; it prints
+# its own table and writes bench/out/engine.json.
 # Raw JSON goes to bench/out/. Run it on a quiet machine: other processes
 # on the same cores skew both sides, not necessarily equally.
 #
-# Usage: bench/run.sh [parts]   (parts: comma-separated gen,train,sgemm; default all)
+# Usage: bench/run.sh [parts]   (parts: comma-separated gen,train,sgemm,engine; default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-parts="${1:-gen,train,sgemm}"
+parts="${1:-gen,train,sgemm,engine}"
 py=/usr/bin/python3 # Debian's interpreter has python3-torch and python3-numpy
 out=bench/out
 mkdir -p "$out"
 export GOFLAGS="${GOFLAGS:--mod=mod}"
+
+if [[ ",$parts," == *",engine,"* ]]; then
+	# GOMAXPROCS=2 as for gobench below; the program reports the load and
+	# OPENBLAS_CORETYPE itself.
+	echo "engine vs one job per model: bench/engine" >&2
+	go build -o "$out/engine" ./bench/engine
+	GOMAXPROCS=2 "$out/engine" -out "$out/engine.json"
+fi
+parts=$(echo "$parts" | tr ',' '\n' | grep -vx engine | paste -sd, - || true)
+[[ -n "$parts" ]] || exit 0
 
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 echo "load before: $load_before" >&2
