@@ -73,7 +73,7 @@ func BenchmarkBatchVsDirect(b *testing.B) {
 	}
 	runDirect := func() time.Duration {
 		start := time.Now()
-		if _, err := generation.GenerateLines(ctx, lm, tok, lines, benchChunk, nil); err != nil {
+		if _, err := generation.GenerateLines(ctx, lm, tok, lines, benchChunk, "bench", nil); err != nil {
 			b.Fatal(err)
 		}
 		return time.Since(start)

@@ -170,7 +170,7 @@ func (r *Runner) generate(ctx context.Context, b *Batch, rows []Row) ([]lineResu
 	genCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go r.watch(genCtx, cancel, b.ID)
-	resp, err := generation.GenerateLines(genCtx, lm, tok, lines, b.BatchSize, nil)
+	resp, err := generation.GenerateLines(genCtx, lm, tok, lines, b.BatchSize, b.ID, nil)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(context.Cause(genCtx), errBatchStopped) {
 			return nil, errBatchStopped

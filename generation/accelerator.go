@@ -30,33 +30,25 @@ func Accelerator() *gpu.Device {
 	return accelDev
 }
 
-// attachDevice puts a copy of l's parameters on d; l's generation then
-// decodes there.
-func (l *LoadedModel) attachDevice(d *gpu.Device) error {
+// attachDevice puts a copy of l's parameters on d and returns the
+// decoders l's engine decodes there with.
+func (l *LoadedModel) attachDevice(d *gpu.Device) (model.DecoderFactory, error) {
 	gm, err := d.NewModel(l.Model)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	l.gpu, l.decoders = gm, gm.DecoderFactory()
-	return nil
+	l.gpu = gm
+	return gm.DecoderFactory(), nil
 }
 
-// detachDevice frees l's GPU copy once no job holds l (it takes l's
-// lock); a job that gets l afterwards decodes on the CPU.
-func (l *LoadedModel) detachDevice() {
-	if l.gpu == nil {
-		return
-	}
-	go func() {
-		l.Lock()
-		defer l.Unlock()
-		if l.gpu != nil {
-			l.gpu.Close()
-			l.gpu, l.decoders = nil, nil
+// retire is l leaving the store: its engine frees the GPU copy once the
+// sequences running on it end; sequences submitted afterwards decode on
+// the CPU.
+func (l *LoadedModel) retire() {
+	gm := l.gpu
+	l.Engine.Retire(func() {
+		if gm != nil {
+			gm.Close()
 		}
-	}()
+	})
 }
-
-// Decoders is what generation with l decodes with: the GPU copy's
-// decoders, or nil for the CPU KV cache. Call it holding l's lock.
-func (l *LoadedModel) Decoders() model.DecoderFactory { return l.decoders }

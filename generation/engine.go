@@ -84,9 +84,16 @@ type Options struct {
 	// Group names the batch the rows belong to (a batch id, a job id):
 	// waiting groups get slots in turn. Empty means a group of its own.
 	Group string
+	// MaxSlots, if positive, caps the slots this call's rows hold at once
+	// (a batch's batch_size); a request with more choices still gets them
+	// all together.
+	MaxSlots int
 	// OnToken, if set, gets every generated token as model.Generate's
 	// OnToken does, on the goroutine that called Generate.
 	OnToken func(req, choice int, tok int32, text string)
+	// OnDone, if set, is called once per request when its last choice
+	// ends, after its tokens, on the goroutine that called Generate.
+	OnDone func(req int)
 }
 
 // Engine decodes the sequences of every job that uses one model together,
@@ -188,18 +195,23 @@ type call struct {
 
 	// Loop-owned.
 	left       int
+	reqLeft    []int // choices not yet ended, per request
+	held       int   // slots its rows hold
 	submitted  time.Time
 	firstToken bool
 }
 
+// tokenEvent is a token for OnToken, or with done set, a request's end
+// for OnDone.
 type tokenEvent struct {
 	req, choice int
 	tok         int32
 	text        string
+	done        bool
 }
 
-// unit is what is admitted at once: the choices of one request, which
-// share its prefill when the decoder can copy rows.
+// unit is what is admitted at once: the choices of one request (up to the
+// slot count), which share its prefill when the decoder can copy rows.
 type unit struct {
 	c    *call
 	seqs []*seq
@@ -237,14 +249,16 @@ func (e *Engine) Generate(ctx context.Context, reqs []model.Request, opts Option
 	if err != nil {
 		return nil, fmt.Errorf("generate: %w", err)
 	}
-	c := &call{ctx: ctx, opts: opts, rows: rows, wake: make(chan struct{}, 1), left: len(rows)}
+	c := &call{ctx: ctx, opts: opts, rows: rows, wake: make(chan struct{}, 1), left: len(rows), reqLeft: make([]int, len(reqs))}
+	for _, r := range rows {
+		c.reqLeft[r.Req()]++
+	}
 	for i := 0; i < len(rows); {
 		j := i + 1
-		for j < len(rows) && rows[j].Req() == rows[i].Req() {
+		// Choices beyond the slot count form units of their own, each
+		// prefilling once.
+		for j < len(rows) && j-i < e.cfg.Slots && rows[j].Req() == rows[i].Req() {
 			j++
-		}
-		if j-i > e.cfg.Slots {
-			return nil, fmt.Errorf("generate: request %d: n: %d choices; this model's engine decodes at most %d sequences together", rows[i].Req(), j-i, e.cfg.Slots)
 		}
 		u := &unit{c: c}
 		for _, r := range rows[i:j] {
@@ -293,8 +307,11 @@ func (c *call) deliver() (bool, error) {
 	c.events = nil
 	fin, err := c.finished, c.err
 	c.mu.Unlock()
-	if c.opts.OnToken != nil {
-		for _, ev := range evs {
+	for _, ev := range evs {
+		switch {
+		case ev.done && c.opts.OnDone != nil:
+			c.opts.OnDone(ev.req)
+		case !ev.done && c.opts.OnToken != nil:
 			c.opts.OnToken(ev.req, ev.choice, ev.tok, ev.text)
 		}
 	}
@@ -602,6 +619,9 @@ func (e *Engine) nextGroup(free int) string {
 		if len(us) == 0 || len(us[0].seqs) > free {
 			continue
 		}
+		if c := us[0].c; c.opts.MaxSlots > 0 && c.held > 0 && c.held+len(us[0].seqs) > c.opts.MaxSlots {
+			continue
+		}
 		if h := e.held(g); best == "" || h < bestHeld {
 			best, bestHeld = g, h
 		}
@@ -630,6 +650,7 @@ func (e *Engine) place(qs []*seq) {
 		for s := range e.slots {
 			if e.slots[s] == nil {
 				e.slots[s], q.slot = q, s
+				q.u.c.held++
 				e.dec.ResetRow(s)
 				break
 			}
@@ -669,6 +690,7 @@ func (e *Engine) preemptOne() bool {
 	}
 	e.slots[victim.slot] = nil
 	victim.slot = -1
+	victim.u.c.held--
 	e.paused = append(e.paused, victim)
 	e.met.preemptions.Inc()
 	e.logPreempt++
@@ -808,7 +830,7 @@ func (e *Engine) sampleAndAdvance(logits [][]float32) error {
 		}
 		r.Advance(e.tok, e.eot, func(req, choice int, tok int32, text string) {
 			c.mu.Lock()
-			c.events = append(c.events, tokenEvent{req, choice, tok, text})
+			c.events = append(c.events, tokenEvent{req: req, choice: choice, tok: tok, text: text})
 			c.mu.Unlock()
 		})
 		c.signal()
@@ -818,7 +840,13 @@ func (e *Engine) sampleAndAdvance(logits [][]float32) error {
 			r.Release()
 			q.done = true
 			e.slots[s] = nil
+			c.held--
 			c.left--
+			if c.reqLeft[r.Req()]--; c.reqLeft[r.Req()] == 0 {
+				c.mu.Lock()
+				c.events = append(c.events, tokenEvent{req: r.Req(), done: true})
+				c.mu.Unlock()
+			}
 			if c.left == 0 {
 				delete(e.calls, c)
 				c.end(nil)

@@ -362,9 +362,9 @@ func TestEngineBadInput(t *testing.T) {
 	m, tok := engineTestModel(t)
 	e := newTestEngine(t, m, tok, EngineConfig{Slots: 2})
 	for name, r := range map[string]model.Request{
-		"prompt":    {Params: model.SamplingParams{MaxTokens: 2}},
-		"prompt[1]": {Prompt: []int32{1, 60000}, Params: model.SamplingParams{MaxTokens: 2}},
-		"n":         {Prompt: []int32{1}, Params: model.SamplingParams{MaxTokens: 2, N: 3}},
+		"prompt":     {Params: model.SamplingParams{MaxTokens: 2}},
+		"prompt[1]":  {Prompt: []int32{1, 60000}, Params: model.SamplingParams{MaxTokens: 2}},
+		"max_tokens": {Prompt: []int32{1}, Params: model.SamplingParams{MaxTokens: -1}},
 	} {
 		if _, err := e.Generate(context.Background(), []model.Request{r}, Options{}); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("%s: error %v; want one naming %s", name, err, name)
@@ -421,4 +421,23 @@ func TestEngineIdleRelease(t *testing.T) {
 	if !released {
 		t.Error("Retire on an idle engine did not release at once")
 	}
+}
+
+// TestEngineMoreChoicesThanSlots checks that a request with more choices
+// than slots runs in parts and gives the choices it gives when they all
+// fit together.
+func TestEngineMoreChoicesThanSlots(t *testing.T) {
+	requireInvariant(t)
+	m, tok := engineTestModel(t)
+	seed := int64(5)
+	req := []model.Request{{Prompt: tok.Encode("Five choices, two slots"), Params: model.SamplingParams{MaxTokens: 6, Temperature: 1, Seed: &seed, N: 5, IgnoreEOS: true}}}
+	want, err := newTestEngine(t, m, tok, EngineConfig{Slots: 8}).Generate(context.Background(), req, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := newTestEngine(t, m, tok, EngineConfig{Slots: 2}).Generate(context.Background(), req, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameCompletions(t, "5 choices in 2 slots", want, got)
 }

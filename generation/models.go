@@ -35,23 +35,27 @@ var BuiltinConfigs = map[string]model.Config{
 // not depend on which replica ran a chunk.
 const builtinSeed = 1
 
-// LoadedModel is a model plus the lock that serialises its use: the engine
-// keeps scratch buffers inside the model, so one job at a time decodes on it.
+// LoadedModel is a model on this worker and the engine that decodes every
+// job's sequences on it together.
 type LoadedModel struct {
 	Name  string
 	Model *model.Model
-	mu    sync.Mutex
-	// gpu is the copy on the worker's GPU (nil on the CPU) and decoders
-	// its Decoder factory; both change only under mu.
-	gpu      *gpu.Model
-	decoders model.DecoderFactory
+	// Engine runs the generation of every job that uses the model.
+	Engine *Engine
+	// fwd serialises Perplexity: the model's forward pass keeps its
+	// activations inside the model. Decoding does not take it.
+	fwd sync.Mutex
+	// gpu is the copy on the worker's GPU (nil on the CPU), which the
+	// engine decodes on.
+	gpu *gpu.Model
 }
 
-// Lock takes the model for one job.
-func (l *LoadedModel) Lock() { l.mu.Lock() }
-
-// Unlock releases it.
-func (l *LoadedModel) Unlock() { l.mu.Unlock() }
+// Perplexity scores tokens with model.Perplexity, one call at a time.
+func (l *LoadedModel) Perplexity(tokens []int32, stride int) (model.PerplexityResult, error) {
+	l.fwd.Lock()
+	defer l.fwd.Unlock()
+	return model.Perplexity(l.Model, tokens, stride)
+}
 
 // Bytes is the memory its parameters take.
 func (l *LoadedModel) Bytes() int64 { return int64(len(l.Model.Params)) * 4 }
@@ -118,6 +122,10 @@ type ModelStore struct {
 	tokErr error
 	tokOne sync.Once
 
+	// engine configures the engines of models loaded from now on
+	// (SetEngineConfig).
+	engine EngineConfig
+
 	// root confines model directories named by jobs (SetDataRoot);
 	// openRoot opens one when none was set.
 	root     dataroot.Lazy
@@ -170,6 +178,15 @@ func NewModelStoreLimit(limit int64, openRoot func() (*dataroot.Root, error)) *M
 // its openRoot gives on first use.
 func (s *ModelStore) SetDataRoot(r *dataroot.Root) { s.root.Set(r) }
 
+// SetEngineConfig sets how the engines of models loaded from now on run
+// (Slots 0: the default for the device the model is on); Name and
+// NewDecoder are the store's to set.
+func (s *ModelStore) SetEngineConfig(cfg EngineConfig) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.engine = cfg
+}
+
 // Tokenizer returns the shared GPT-2 tokenizer (loaded offline, once).
 func (s *ModelStore) Tokenizer() (*model.Tokenizer, error) {
 	s.tokOne.Do(func() { s.tok, s.tokErr = model.NewTokenizer() })
@@ -200,6 +217,10 @@ func (s *ModelStore) Get(name string) (*LoadedModel, error) {
 	s.mu.Unlock()
 
 	m, err := s.load(key)
+	tok, tokErr := s.Tokenizer()
+	if err == nil {
+		err = tokErr
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer close(e.ready)
@@ -209,13 +230,17 @@ func (s *ModelStore) Get(name string) (*LoadedModel, error) {
 		return nil, e.err
 	}
 	e.lm = &LoadedModel{Name: name, Model: m}
+	var decoders model.DecoderFactory
 	if d := Accelerator(); d != nil {
-		if err := e.lm.attachDevice(d); err != nil {
+		if decoders, err = e.lm.attachDevice(d); err != nil {
 			e.err = fmt.Errorf("model %q: loading onto %s: %w", name, d, err)
 			delete(s.entries, key)
 			return nil, e.err
 		}
 	}
+	cfg := s.engine
+	cfg.Name, cfg.NewDecoder = name, decoders
+	e.lm.Engine = NewEngine(m, tok, cfg)
 	e.bytes = e.lm.Bytes()
 	e.elem = s.lru.PushFront(e)
 	s.used += e.bytes
@@ -237,7 +262,7 @@ func (s *ModelStore) evictLocked() {
 		delete(s.entries, e.key)
 		s.used -= e.bytes
 		s.evictions++
-		e.lm.detachDevice()
+		e.lm.retire()
 	}
 }
 

@@ -96,51 +96,17 @@ func TrimLineSpace(b []byte) []byte {
 	return b[i:j]
 }
 
-// GenerateLines runs the good lines through the model in batches of
-// batchSize rows and returns one ResponseLine per input line, in input
-// order. progress, if set, is called with the number of lines finished.
-func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, lines []InputLine, batchSize int, progress func(done int)) ([]ResponseLine, error) {
-	if batchSize <= 0 {
-		batchSize = 8
-	}
+// GenerateLines runs the good lines through the model's engine as batch
+// rows of group (a batch id: groups take turns for the engine's slots),
+// holding at most batchSize slots at once, and returns one ResponseLine per
+// input line, in input order. progress, if set, is called with the number
+// of lines finished.
+func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, lines []InputLine, batchSize int, group string, progress func(done int)) ([]ResponseLine, error) {
 	out := make([]ResponseLine, len(lines))
-	type pending struct {
-		idx int
-		req model.Request
-	}
-	var batch []pending
+	var idx []int
+	var reqs []model.Request
 	done := 0
 	maxPrompt := lm.Model.Config.NPositions - 1
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		reqs := make([]model.Request, len(batch))
-		for i, p := range batch {
-			reqs[i] = p.req
-		}
-		lm.Lock()
-		comps, err := model.Generate(ctx, lm.Model, tok, reqs, model.GenerateOptions{NewDecoder: lm.Decoders()})
-		lm.Unlock()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			for _, p := range batch {
-				out[p.idx] = errorLine(lines[p.idx], &LineError{Code: "generation_failed", Message: err.Error(), Line: lines[p.idx].LineNo})
-			}
-		} else {
-			for i, p := range batch {
-				out[p.idx] = okLine(lines[p.idx], lm.Name, tok, comps[i])
-			}
-		}
-		done += len(batch)
-		batch = batch[:0]
-		if progress != nil {
-			progress(done)
-		}
-		return nil
-	}
 	for i, il := range lines {
 		if il.Err != nil {
 			out[i] = errorLine(il, il.Err)
@@ -154,15 +120,31 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 			done++
 			continue
 		}
-		batch = append(batch, pending{idx: i, req: model.Request{Prompt: prompt, Params: params}})
-		if len(batch) >= batchSize {
-			if err := flush(); err != nil {
-				return nil, err
-			}
-		}
+		idx = append(idx, i)
+		reqs = append(reqs, model.Request{Prompt: prompt, Params: params})
 	}
-	if err := flush(); err != nil {
-		return nil, err
+	if progress != nil && done > 0 {
+		progress(done)
+	}
+	if len(reqs) == 0 {
+		return out, nil
+	}
+	comps, err := lm.Engine.Generate(ctx, reqs, Options{Class: Batch, Group: group, MaxSlots: batchSize, OnDone: func(int) {
+		if done++; progress != nil {
+			progress(done)
+		}
+	}})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		for _, i := range idx {
+			out[i] = errorLine(lines[i], &LineError{Code: "generation_failed", Message: err.Error(), Line: lines[i].LineNo})
+		}
+		return out, nil
+	}
+	for k, i := range idx {
+		out[i] = okLine(lines[i], lm.Name, tok, comps[k])
 	}
 	return out, nil
 }

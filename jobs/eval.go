@@ -10,7 +10,6 @@ import (
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/limits"
-	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -91,9 +90,7 @@ func (w EvalWorker) run(ctx context.Context, a EvalArgs) (EvalResult, error) {
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	lm.Lock()
-	pr, err := model.Perplexity(lm.Model, ids, a.Stride)
-	lm.Unlock()
+	pr, err := lm.Perplexity(ids, a.Stride)
 	if err != nil {
 		return res, err
 	}

@@ -100,7 +100,7 @@ func (w GenerateWorker) run(ctx context.Context, a GenerateArgs) (GenerateSummar
 		return sum, pipeline.Permanent(fmt.Errorf("input: %w", err))
 	}
 	sum.Lines = len(lines)
-	results, err := generation.GenerateLines(ctx, lm, tok, lines, a.BatchSize, nil)
+	results, err := generation.GenerateLines(ctx, lm, tok, lines, a.BatchSize, "generate:"+a.Output, nil)
 	if err != nil {
 		return sum, err
 	}

@@ -432,8 +432,6 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken fun
 	res.composeTime = time.Since(t0)
 	res.PromptTokens = len(ids)
 	var text strings.Builder
-	lm.Lock()
-	defer lm.Unlock()
 	t1 := time.Now()
 	cb := func(_, _ int, t int32, piece string) {
 		if res.CompletionTokens == 0 {
@@ -444,7 +442,7 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken fun
 		text.WriteString(piece)
 		onToken(t, piece)
 	}
-	comps, err := model.Generate(ctx, lm.Model, tok, []model.Request{{Prompt: ids, Params: params}}, model.GenerateOptions{MaxRows: 1, OnToken: cb})
+	comps, err := lm.Engine.Generate(ctx, []model.Request{{Prompt: ids, Params: params}}, generation.Options{Class: generation.Interactive, OnToken: cb})
 	// The text is the streamed pieces joined, so what was sent, recorded
 	// and kept in the session are the same.
 	res.Text = text.String()

@@ -753,7 +753,7 @@ func (p *personalizer) generate(ctx context.Context, lm *generation.LoadedModel,
 			lines = append(lines, il)
 		}
 	}
-	resp, err := generation.GenerateLines(ctx, lm, tok, lines, p.a.BatchSize, nil)
+	resp, err := generation.GenerateLines(ctx, lm, tok, lines, p.a.BatchSize, p.a.Run, nil)
 	if err != nil {
 		return nil, err
 	}

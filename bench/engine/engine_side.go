@@ -1,8 +1,3 @@
-//go:build engine
-
-// The engine side builds only with -tags engine until package generation
-// lands; then drop this tag and delete engine_none.go.
-
 package main
 
 import (

@@ -1,6 +1,6 @@
 // Command engine measures issue 15's continuous-batching engine (package
 // generation) against today's path, one job at a time per loaded model (a
-// mutex around model.Generate, as jobs.LoadedModel does), in one run, on
+// mutex around model.Generate, as generation.LoadedModel did before issue 15), in one run, on
 // the same scenarios, and prints both sides with the ratio engine/baseline
 // and issue 15's targets:
 //
@@ -41,7 +41,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 )
@@ -115,11 +115,7 @@ func run(w workload, ef engineFlags, list, sidesFlag string, quick bool, seed ui
 	cfg, shape := model.GPT2Small(), "GPT-2 124M"
 	if quick {
 		// The shape workers serve as builtin:tiny.
-		lm, err := jobs.NewModelStore().Get(jobs.BuiltinPrefix + "tiny")
-		if err != nil {
-			return err
-		}
-		cfg, shape = lm.Model.Config, "builtin:tiny"
+		cfg, shape = generation.BuiltinConfigs["tiny"], "builtin:tiny"
 	}
 	env := environment(shape, cfg)
 	env.print(os.Stdout)

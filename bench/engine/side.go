@@ -30,7 +30,7 @@ func request(prompt []int32, maxTokens int) model.Request {
 	return model.Request{Prompt: prompt, Params: model.SamplingParams{MaxTokens: maxTokens, IgnoreEOS: true}}
 }
 
-// baseline is today's path (jobs.LoadedModel): one mutex per loaded model,
+// baseline is the path before issue 15 (jobs.LoadedModel's lock): one mutex per loaded model,
 // held around model.Generate, so one job at a time decodes on the model.
 // Interactive streams decode one row (MaxRows 1) with OnToken; batch chunks
 // decode with the default MaxRows.

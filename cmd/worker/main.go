@@ -79,7 +79,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	lanePoll := fs.Duration("interactive-poll-interval", lanePollDefault, "poll the interactive queue this often from a lane of its own (0: the queue shares --poll-interval with the others); see docs/PERFORMANCE.md [TANDEM_INTERACTIVE_POLL_INTERVAL]")
-	laneConc := fs.Int("interactive-concurrency", laneConcDefault, "interactive jobs the lane runs at once [TANDEM_INTERACTIVE_CONCURRENCY]")
+	laneConc := fs.Int("interactive-concurrency", laneConcDefault, "interactive jobs the lane runs at once; each waits on its model's engine, so this bounds people served together, not memory [TANDEM_INTERACTIVE_CONCURRENCY]")
+	slotsDefault, err := envInt("TANDEM_ENGINE_SLOTS", 0)
+	if err != nil {
+		return err
+	}
+	engineSlots := fs.Int("engine-slots", slotsDefault, fmt.Sprintf("sequences each loaded model's generation engine decodes together (its KV-cache rows); 0: %d on the CPU, %d on a GPU [TANDEM_ENGINE_SLOTS]", generation.DefaultCPUSlots, generation.DefaultGPUSlots))
+	prefillDefault, err := envInt("TANDEM_ENGINE_PREFILL_TOKENS", generation.DefaultPrefillTokens)
+	if err != nil {
+		return err
+	}
+	prefillTokens := fs.Int("engine-prefill-tokens", prefillDefault, "prompt tokens an engine step feeds at most, over all sequences joining, so long prompts do not stall the streams decoding [TANDEM_ENGINE_PREFILL_TOKENS]")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: worker [flags]           run the asynq server\n       worker exec KIND [flags] run one job in-process, no Redis\n\nFile paths in jobs are relative to the data root (--data-root) and confined to it.\n\nkinds:\n")
 		for _, k := range jobs.Names() {
@@ -146,6 +156,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	promReg.MustRegister(finetune.Collectors()...)
+	if *engineSlots < 0 || *prefillTokens < 1 {
+		return fmt.Errorf("--engine-slots %d must be >= 0 and --engine-prefill-tokens %d >= 1", *engineSlots, *prefillTokens)
+	}
+	deps.Models.SetEngineConfig(generation.EngineConfig{Slots: *engineSlots, PrefillTokens: *prefillTokens,
+		Metrics: generation.NewMetrics(promReg), Logger: logger})
 
 	// The model registry lets jobs name models (name or name@N) and lets
 	// fine-tunes register what they train.
