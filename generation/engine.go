@@ -135,6 +135,7 @@ type Engine struct {
 	groups        map[string][]*unit // batch units waiting, by group
 	groupOrder    []string           // groups in arrival order, for turns
 	turn          int
+	rotate        int // which batch rows decode first while people stream
 	feed          [][]int32
 	sampleRows    []*model.Row
 	prefillLogits [][]float32
@@ -697,6 +698,17 @@ func (e *Engine) preemptOne() bool {
 	return true
 }
 
+// interactiveDecoding reports whether an interactive sequence is past its
+// prompt.
+func (e *Engine) interactiveDecoding() bool {
+	for _, q := range e.slots {
+		if q != nil && q.phase == phaseDecode && q.u.c.opts.Class == Interactive {
+			return true
+		}
+	}
+	return false
+}
+
 // waitedOn reports whether siblings of q wait to copy its prefill.
 func waitedOn(q *seq) bool {
 	for _, sib := range q.u.seqs {
@@ -719,11 +731,23 @@ func (e *Engine) prefill() error {
 	}
 	slices.SortStableFunc(qs, func(a, b *seq) int { return int(a.u.c.opts.Class) - int(b.u.c.opts.Class) })
 	budget := e.cfg.PrefillTokens
+	// While a person's stream decodes, batch prompts join one chunk per
+	// step, so the stream's steps stay short.
+	batchChunks := len(qs)
+	if e.interactiveDecoding() {
+		batchChunks = 1
+	}
 	for i, q := range qs {
 		prompt := q.row.Prompt()
 		n := min(e.cfg.PrefillChunk, len(prompt)-q.fed)
 		if i > 0 && n > budget {
 			break
+		}
+		if q.u.c.opts.Class == Batch {
+			if batchChunks == 0 && i > 0 {
+				break
+			}
+			batchChunks--
 		}
 		budget -= n
 		clear(e.feed)
@@ -785,11 +809,30 @@ func (e *Engine) prefilled(q *seq, logits []float32) error {
 func (e *Engine) decode() error {
 	clear(e.feed)
 	live := false
-	for s, q := range e.slots {
-		if q != nil && q.phase == phaseDecode {
-			e.feed[s] = q.row.Tokens()[q.pos : q.pos+1]
-			live = true
+	// While a person's stream decodes, at most half the slots' batch rows
+	// take part in a step, in turns: the others keep their cache and wait,
+	// and the stream's steps stay short.
+	batchRows, people := e.cfg.Slots, e.interactiveDecoding()
+	if people {
+		batchRows = max(1, e.cfg.Slots/2)
+	}
+	for i := range e.slots {
+		s := (e.rotate + i) % len(e.slots)
+		q := e.slots[s]
+		if q == nil || q.phase != phaseDecode {
+			continue
 		}
+		if q.u.c.opts.Class == Batch {
+			if batchRows == 0 {
+				continue
+			}
+			batchRows--
+		}
+		e.feed[s] = q.row.Tokens()[q.pos : q.pos+1]
+		live = true
+	}
+	if people {
+		e.rotate++
 	}
 	if !live {
 		return nil
@@ -800,7 +843,7 @@ func (e *Engine) decode() error {
 	}
 	clear(e.sampleRows)
 	for s, q := range e.slots {
-		if q == nil || q.phase != phaseDecode {
+		if q == nil || q.phase != phaseDecode || e.feed[s] == nil {
 			continue
 		}
 		q.pos++

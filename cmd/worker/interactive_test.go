@@ -3,9 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -57,7 +61,8 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	b.startWorker(t, "TANDEM_NATS_URL="+ns.URL(), "TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms")
+	admin := freeAddr(t)
+	b.startWorker(t, "TANDEM_NATS_URL="+ns.URL(), "TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms", "TANDEM_ADMIN_ADDR="+admin)
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +146,32 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	if err != nil || len(recent) != 3 || recent[0].FinishReason != jobs.FinishCancelled || recent[1].Text != first.Text || recent[1].Source != jobs.SourceInteractive {
 		t.Fatalf("loop records %+v, %v", recent, err)
 	}
+	// The model's engine ran them, and says so on /metrics.
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`tandem_engine_slots{model="builtin:small"} 8`, `tandem_engine_first_token_seconds_count{class="interactive",model="builtin:small"} 3`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !regexp.MustCompile(`tandem_engine_tokens_total\{class="interactive",model="builtin:small"\} [1-9]`).Match(body) {
+		t.Error("/metrics counts no interactive tokens")
+	}
+}
+
+// freeAddr is a loopback address with a port nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // TestWorkerWithoutNATSLeavesTheInteractiveQueue runs the worker binary
