@@ -413,8 +413,8 @@ func (e *Engine) loop(done chan struct{}) {
 		closed := e.take()
 		if closed {
 			e.failAll(fmt.Errorf("generate: %w", ErrClosed))
-			e.freeDecoder()
 			e.mu.Lock()
+			e.freeDecoder()
 			e.running = false
 			e.mu.Unlock()
 			return
@@ -432,9 +432,11 @@ func (e *Engine) loop(done chan struct{}) {
 				e.mu.Unlock()
 				continue
 			}
+			// Free while holding the lock: a submit that starts the next
+			// loop must find this one done with the loop-owned state.
+			e.freeDecoder()
 			e.running = false
 			e.mu.Unlock()
-			e.freeDecoder()
 			e.runRetire()
 			return
 		}
