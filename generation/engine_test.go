@@ -389,7 +389,8 @@ func TestEngineBadInput(t *testing.T) {
 // TestEngineCloseLeavesNoGoroutines checks that Close ends the calls in
 // flight with ErrClosed, refuses later ones and stops every goroutine.
 func TestEngineCloseLeavesNoGoroutines(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	// The model's kernel pool is the process's, started on first use.
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent(), goleak.IgnoreTopFunction("github.com/tandem-ai/tandem/model.(*workPool).worker"))
 	m, tok := engineTestModel(t)
 	e := NewEngine(m, tok, EngineConfig{Slots: 2})
 	errc := make(chan error, 1)
@@ -454,4 +455,33 @@ func TestEngineMoreChoicesThanSlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameCompletions(t, "5 choices in 2 slots", want, got)
+}
+
+// TestEngineMaxSlots checks that a call's MaxSlots (a batch's batch_size)
+// caps the slots its rows hold while other slots stay free, and that
+// OnDone reports each request once.
+func TestEngineMaxSlots(t *testing.T) {
+	m, tok := engineTestModel(t)
+	reg := prometheus.NewRegistry()
+	e := newTestEngine(t, m, tok, EngineConfig{Slots: 8, Metrics: NewMetrics(reg), Name: "cap"})
+	reqs := testRequests(10, 4)
+	for i := range reqs {
+		reqs[i].Params.N = 1
+	}
+	most := 0.0
+	done := map[int]int{}
+	_, err := e.Generate(context.Background(), reqs, Options{Class: Batch, MaxSlots: 2,
+		OnToken: func(_, _ int, _ int32, _ string) { most = max(most, testutil.ToFloat64(e.met.inUse)) },
+		OnDone:  func(req int) { done[req]++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if most > 2 || most == 0 {
+		t.Errorf("slots in use reached %v; want at most MaxSlots 2", most)
+	}
+	for i := range reqs {
+		if done[i] != 1 {
+			t.Errorf("OnDone(%d) called %d times", i, done[i])
+		}
+	}
 }
