@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -18,12 +19,13 @@ import (
 type Class int
 
 const (
+	// Batch rows fill the slots that interactive sequences leave; the
+	// groups waiting share them fairly. It is the zero value: a caller
+	// must ask to go first.
+	Batch Class = iota
 	// Interactive sequences have a person waiting: they are admitted before
 	// any batch row and, when every slot is taken, take one from a batch row.
-	Interactive Class = iota
-	// Batch rows fill the slots that interactive sequences leave; the
-	// groups waiting share them fairly.
-	Batch
+	Interactive
 )
 
 func (c Class) String() string {
@@ -120,9 +122,13 @@ type Engine struct {
 	running  bool
 	closed   bool
 	factory  model.DecoderFactory
-	retire   func() // run once the engine is next idle, see Retire
-	wake     chan struct{}
-	loopDone chan struct{}
+	// slotCount is the slots of the next loop: cfg.Slots, or no more
+	// than the CPU's default once a GPU engine retires to the CPU.
+	slotCount int
+	retire    func() // run once the engine is next idle, see Retire
+	retired   bool   // a newer engine may serve the model: publish no gauges
+	wake      chan struct{}
+	loopDone  chan struct{}
 
 	steps atomic.Int64
 
@@ -169,12 +175,17 @@ func NewEngine(m *model.Model, tok *model.Tokenizer, cfg EngineConfig) *Engine {
 	}
 	e := &Engine{m: m, tok: tok, eot: eot, cfg: cfg, factory: cfg.NewDecoder,
 		met: cfg.Metrics.forModel(cfg.Name), wake: make(chan struct{}, 1)}
+	e.slotCount = cfg.Slots
 	e.met.capacity.Set(float64(cfg.Slots))
 	return e
 }
 
 // Slots is how many sequences the engine decodes together.
-func (e *Engine) Slots() int { return e.cfg.Slots }
+func (e *Engine) Slots() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.slotCount
+}
 
 // Steps counts the decode steps run so far: tests measure waits in steps.
 func (e *Engine) Steps() int64 { return e.steps.Load() }
@@ -254,11 +265,12 @@ func (e *Engine) Generate(ctx context.Context, reqs []model.Request, opts Option
 	for _, r := range rows {
 		c.reqLeft[r.Req()]++
 	}
+	slots := e.Slots()
 	for i := 0; i < len(rows); {
 		j := i + 1
 		// Choices beyond the slot count form units of their own, each
 		// prefilling once.
-		for j < len(rows) && j-i < e.cfg.Slots && rows[j].Req() == rows[i].Req() {
+		for j < len(rows) && j-i < slots && rows[j].Req() == rows[i].Req() {
 			j++
 		}
 		u := &unit{c: c}
@@ -292,7 +304,9 @@ func (c *call) wait() error {
 		select {
 		case <-c.wake:
 		case <-c.ctx.Done():
-			c.deliver()
+			if fin, err := c.deliver(); fin && err == nil {
+				return nil // every row ended before the cancel
+			}
 			return fmt.Errorf("generate: %w", c.ctx.Err())
 		}
 		if fin, err := c.deliver(); fin {
@@ -380,7 +394,10 @@ func (e *Engine) Close() {
 // on it. Sequences submitted afterwards decode on the host.
 func (e *Engine) Retire(release func()) {
 	e.mu.Lock()
-	e.retire, e.factory = release, nil
+	if e.factory != nil {
+		e.slotCount = min(e.slotCount, DefaultCPUSlots)
+	}
+	e.retire, e.factory, e.retired = release, nil, true
 	idle := !e.running
 	e.mu.Unlock()
 	if idle {
@@ -401,12 +418,14 @@ func (e *Engine) runRetire() {
 // loop runs steps while there is work, and stops after IdleRelease idle.
 func (e *Engine) loop(done chan struct{}) {
 	defer close(done)
+	n := e.Slots()
+	e.met.capacity.Set(float64(n))
 	e.calls = map[*call]struct{}{}
 	e.groups = map[string][]*unit{}
-	e.slots = make([]*seq, e.cfg.Slots)
-	e.feed = make([][]int32, e.cfg.Slots)
-	e.sampleRows = make([]*model.Row, e.cfg.Slots)
-	e.prefillLogits = make([][]float32, e.cfg.Slots)
+	e.slots = make([]*seq, n)
+	e.feed = make([][]int32, n)
+	e.sampleRows = make([]*model.Row, n)
+	e.prefillLogits = make([][]float32, n)
 	idle := time.NewTimer(e.cfg.IdleRelease)
 	defer idle.Stop()
 	for {
@@ -440,7 +459,7 @@ func (e *Engine) loop(done chan struct{}) {
 			e.runRetire()
 			return
 		}
-		if err := e.step(); err != nil {
+		if err := e.safeStep(); err != nil {
 			e.failAll(err)
 			e.freeDecoder()
 		}
@@ -498,6 +517,20 @@ func (e *Engine) freeDecoder() {
 	e.dec = nil
 }
 
+// safeStep runs a step, turning a panic into an error: a bug or a bad
+// decoder fails the calls in flight, not the worker's other jobs.
+func (e *Engine) safeStep() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("generate: engine step panicked: %v", p)
+			if e.cfg.Logger != nil {
+				e.cfg.Logger.Error("generation engine step panicked", "model", e.cfg.Name, "panic", p, "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	return e.step()
+}
+
 // step is one engine step: drop what was cancelled, admit, feed prompt
 // chunks, then advance every decoding sequence by one token.
 func (e *Engine) step() error {
@@ -506,7 +539,7 @@ func (e *Engine) step() error {
 		e.mu.Lock()
 		f := e.factory
 		e.mu.Unlock()
-		dec, err := model.NewDecoder(e.m, f, e.cfg.Slots, e.m.Config.NPositions)
+		dec, err := model.NewDecoder(e.m, f, len(e.slots), e.m.Config.NPositions)
 		if err != nil {
 			return fmt.Errorf("generate: %w", err)
 		}
@@ -536,6 +569,18 @@ func (e *Engine) dropCancelled() {
 			c.end(fmt.Errorf("generate: %w", err))
 		}
 	}
+	e.remove(gone)
+}
+
+// failCall ends c alone with err: an error of one of its rows (its
+// sampling parameters, say) is not the other calls' business.
+func (e *Engine) failCall(c *call, err error) {
+	c.end(err)
+	e.remove([]*call{c})
+}
+
+// remove takes ended calls out of the slots and the queues.
+func (e *Engine) remove(gone []*call) {
 	if len(gone) == 0 {
 		return
 	}
@@ -593,8 +638,10 @@ func (e *Engine) admit() {
 		free--
 	}
 	for free > 0 {
-		g := e.nextGroup(free)
-		if g == "" {
+		g := e.nextGroup()
+		if g == "" || len(e.groups[g][0].seqs) > free {
+			// A request needing more slots than are free keeps them as
+			// they free, rather than wait behind every smaller row.
 			break
 		}
 		u := e.groups[g][0]
@@ -611,15 +658,15 @@ func (e *Engine) admit() {
 	})
 }
 
-// nextGroup picks the waiting group whose next unit fits in free slots and
-// that holds the fewest slots, taking turns among equals.
-func (e *Engine) nextGroup(free int) string {
+// nextGroup picks the waiting group that holds the fewest slots, taking
+// turns among equals; a call at its MaxSlots waits.
+func (e *Engine) nextGroup() string {
 	best, bestHeld := "", 0
 	n := len(e.groupOrder)
 	for i := range n {
 		g := e.groupOrder[(e.turn+i)%n]
 		us := e.groups[g]
-		if len(us) == 0 || len(us[0].seqs) > free {
+		if len(us) == 0 {
 			continue
 		}
 		if c := us[0].c; c.opts.MaxSlots > 0 && c.held > 0 && c.held+len(us[0].seqs) > c.opts.MaxSlots {
@@ -731,7 +778,7 @@ func (e *Engine) prefill() error {
 			qs = append(qs, q)
 		}
 	}
-	slices.SortStableFunc(qs, func(a, b *seq) int { return int(a.u.c.opts.Class) - int(b.u.c.opts.Class) })
+	slices.SortStableFunc(qs, func(a, b *seq) int { return int(b.u.c.opts.Class) - int(a.u.c.opts.Class) })
 	budget := e.cfg.PrefillTokens
 	// While a person's stream decodes, batch prompts join one chunk per
 	// step, so the stream's steps stay short.
@@ -794,7 +841,9 @@ func (e *Engine) prefilled(q *seq, logits []float32) error {
 		x.phase, x.pos = phaseDecode, 0
 		if len(x.row.Tokens()) == 0 {
 			if err := x.row.Start(e.m.Config.VocabSize); err != nil {
-				return fmt.Errorf("generate: %w", err)
+				// qs are one request's choices: its call ends.
+				e.failCall(x.u.c, fmt.Errorf("generate: %w", err))
+				return nil
 			}
 			e.sampleRows[x.slot], lg[x.slot] = x.row, logits
 			sample = true
@@ -814,9 +863,9 @@ func (e *Engine) decode() error {
 	// While a person's stream decodes, at most half the slots' batch rows
 	// take part in a step, in turns: the others keep their cache and wait,
 	// and the stream's steps stay short.
-	batchRows, people := e.cfg.Slots, e.interactiveDecoding()
+	batchRows, people := len(e.slots), e.interactiveDecoding()
 	if people {
-		batchRows = max(1, e.cfg.Slots/2)
+		batchRows = max(1, len(e.slots)/2)
 	}
 	for i := range e.slots {
 		s := (e.rotate + i) % len(e.slots)
@@ -860,7 +909,19 @@ func (e *Engine) decode() error {
 // the tokens on to their calls and frees the slots of rows that ended.
 func (e *Engine) sampleAndAdvance(logits [][]float32) error {
 	if err := model.SampleRows(e.sampleRows, logits); err != nil {
-		return err
+		// A row that could not draw ends its own call only.
+		for s, r := range e.sampleRows {
+			if r != nil && r.SampleErr() != nil {
+				if q := e.slots[s]; q != nil {
+					e.failCall(q.u.c, fmt.Errorf("generate: request %d choice %d: %w", r.Req(), r.Choice(), r.SampleErr()))
+				}
+			}
+		}
+		for s := range e.sampleRows {
+			if e.slots[s] == nil {
+				e.sampleRows[s] = nil
+			}
+		}
 	}
 	for s, r := range e.sampleRows {
 		if r == nil {
@@ -901,27 +962,33 @@ func (e *Engine) sampleAndAdvance(logits [][]float32) error {
 	return nil
 }
 
-// publish sets the gauges.
+// publish sets the gauges, unless the engine retired: the model's next
+// engine owns its series then.
 func (e *Engine) publish() {
-	used := 0
-	for _, q := range e.slots {
-		if q != nil {
-			used++
-		}
+	e.mu.Lock()
+	retired := e.retired
+	e.mu.Unlock()
+	if retired {
+		return
 	}
-	e.met.inUse.Set(float64(used))
-	inter := 0
+	inter, batch := e.waiting()
+	e.met.inUse.Set(float64(len(e.slots) - e.freeSlots()))
+	e.met.waiting.WithLabelValues(Interactive.String()).Set(float64(inter))
+	e.met.waiting.WithLabelValues(Batch.String()).Set(float64(batch))
+}
+
+// waiting counts the sequences waiting for a slot, by class.
+func (e *Engine) waiting() (inter, batch int) {
 	for _, u := range e.waitingInter {
 		inter += len(u.seqs)
 	}
-	batch := len(e.paused)
+	batch = len(e.paused)
 	for _, us := range e.groups {
 		for _, u := range us {
 			batch += len(u.seqs)
 		}
 	}
-	e.met.waiting.WithLabelValues(Interactive.String()).Set(float64(inter))
-	e.met.waiting.WithLabelValues(Batch.String()).Set(float64(batch))
+	return inter, batch
 }
 
 // maybeLog writes the engine's figures every logEvery while it is busy.
@@ -938,17 +1005,10 @@ func (e *Engine) maybeLog() {
 	if el < logEvery {
 		return
 	}
-	used := e.cfg.Slots - e.freeSlots()
-	e.cfg.Logger.Info("generation engine", "model", e.cfg.Name, "slots_in_use", used, "slots", e.cfg.Slots,
-		"waiting_interactive", len(e.waitingInter), "waiting_batch", len(e.paused)+e.waitingBatchUnits(),
+	used := len(e.slots) - e.freeSlots()
+	inter, batch := e.waiting()
+	e.cfg.Logger.Info("generation engine", "model", e.cfg.Name, "slots_in_use", used, "slots", len(e.slots),
+		"waiting_interactive", inter, "waiting_batch", batch,
 		"tokens_per_s", float64(e.logTokens)/el.Seconds(), "preemptions", e.logPreempt, "steps", e.steps.Load())
 	e.lastLog, e.logTokens, e.logPreempt = now, 0, 0
-}
-
-func (e *Engine) waitingBatchUnits() int {
-	n := 0
-	for _, us := range e.groups {
-		n += len(us)
-	}
-	return n
 }

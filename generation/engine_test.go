@@ -485,3 +485,90 @@ func TestEngineMaxSlots(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineBigRequestNotStarved checks that a request whose choices need
+// every slot is not passed over by a stream of smaller rows of another
+// batch: slots are kept for it as they free.
+func TestEngineBigRequestNotStarved(t *testing.T) {
+	m, tok := engineTestModel(t)
+	e := newTestEngine(t, m, tok, EngineConfig{Slots: 2})
+	small := testRequests(20, 6)
+	for i := range small {
+		small[i].Params.N, small[i].Params.MaxTokens = 1, 6
+	}
+	started := make(chan struct{})
+	var once sync.Once
+	var bEnd int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		_, err := e.Generate(context.Background(), small, Options{Group: "b", OnToken: func(_, _ int, _ int32, _ string) { once.Do(func() { close(started) }) }})
+		if err != nil {
+			t.Error(err)
+		}
+		bEnd = e.Steps()
+	})
+	<-started
+	big := []model.Request{{Prompt: []int32{7, 8}, Params: model.SamplingParams{MaxTokens: 4, N: 2, IgnoreEOS: true}}}
+	if _, err := e.Generate(context.Background(), big, Options{Group: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	aEnd := e.Steps()
+	wg.Wait()
+	if aEnd >= bEnd {
+		t.Errorf("the n=2 request ended at step %d, after all 20 rows of the other batch (step %d)", aEnd, bEnd)
+	}
+}
+
+// panickyDecoder panics on its first Decode.
+type panickyDecoder struct {
+	model.Decoder
+	panicked *bool
+}
+
+func (d panickyDecoder) Decode(tokens [][]int32) ([][]float32, error) {
+	if !*d.panicked {
+		*d.panicked = true
+		panic("decoder bug")
+	}
+	return d.Decoder.Decode(tokens)
+}
+
+// TestEnginePanicFailsItsCalls checks that a panic in a step fails the
+// calls in flight with an error, not the process, and that the engine
+// serves the next call.
+func TestEnginePanicFailsItsCalls(t *testing.T) {
+	m, tok := engineTestModel(t)
+	panicked := false
+	factory := func(batch, maxLen int) (model.Decoder, error) {
+		d, err := model.NewDecoder(m, nil, batch, maxLen)
+		return panickyDecoder{d, &panicked}, err
+	}
+	e := newTestEngine(t, m, tok, EngineConfig{Slots: 2, NewDecoder: factory})
+	req := []model.Request{{Prompt: []int32{1, 2}, Params: model.SamplingParams{MaxTokens: 3, IgnoreEOS: true}}}
+	if _, err := e.Generate(context.Background(), req, Options{}); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("call through a panicking step: %v; want an error saying it panicked", err)
+	}
+	if c, err := e.Generate(context.Background(), req, Options{}); err != nil || len(c[0][0].Tokens) != 3 {
+		t.Fatalf("call after the panic: %v, %v", c, err)
+	}
+}
+
+// TestEngineRetiredToTheCPU checks that an accelerator's engine, retired,
+// runs its next calls on the CPU with the CPU's slot count.
+func TestEngineRetiredToTheCPU(t *testing.T) {
+	m, tok := engineTestModel(t)
+	factory := func(batch, maxLen int) (model.Decoder, error) { return model.NewDecoder(m, nil, batch, maxLen) }
+	e := newTestEngine(t, m, tok, EngineConfig{NewDecoder: factory})
+	if e.Slots() != DefaultGPUSlots {
+		t.Fatalf("slots with an accelerator: %d; want %d", e.Slots(), DefaultGPUSlots)
+	}
+	released := false
+	e.Retire(func() { released = true })
+	if !released || e.Slots() != DefaultCPUSlots {
+		t.Fatalf("after Retire: released %v, slots %d; want true, %d", released, e.Slots(), DefaultCPUSlots)
+	}
+	req := []model.Request{{Prompt: []int32{1, 2}, Params: model.SamplingParams{MaxTokens: 3, IgnoreEOS: true}}}
+	if _, err := e.Generate(context.Background(), req, Options{}); err != nil {
+		t.Fatal(err)
+	}
+}

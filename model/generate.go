@@ -318,6 +318,9 @@ func (r *Row) Tokens() []int32 { return r.out.Tokens }
 // its completion.
 func (r *Row) MaxLen() int { return len(r.prompt) + r.maxNew }
 
+// SampleErr is the error SampleRows met drawing r's token, or nil.
+func (r *Row) SampleErr() error { return r.err }
+
 // Done reports whether r has finished.
 func (r *Row) Done() bool { return r.done }
 
