@@ -391,7 +391,7 @@ func (d *demo) streamReply(ctx context.Context, user, item string) (string, erro
 		return "", fmt.Errorf("item %q is not in the demo catalog", item)
 	}
 	e := demoCatalogEntry(n)
-	body := map[string]any{"model": demoChatModel, "user": user, "max_tokens": 16, "temperature": 0.8, "stream": true}
+	body := map[string]any{"model": demoChatModel, "user": user, "max_tokens": 16, "temperature": 0.8}
 	if e.Kind == jobs.ItemKindTopic {
 		body["prompt"] = strings.TrimSpace(strings.ReplaceAll(jobs.DefaultTopicTemplate, "{{.topic}}", e.Topic))
 		body["topic"] = item
@@ -400,16 +400,63 @@ func (d *demo) streamReply(ctx context.Context, user, item string) (string, erro
 		body["template"] = item
 	}
 	fmt.Printf("   %s asks %s for %s %s: %q\n", user, demoChatModel, e.Kind, item, body["prompt"])
-	start := time.Now()
-	resp, err := call(ctx, http.MethodPost, d.api+"/v1/completions", body)
+	fmt.Print("   streamed: ")
+	s, err := d.stream(ctx, body, os.Stdout)
+	fmt.Println()
 	if err != nil {
 		return "", err
 	}
+	if s.tokens == 0 {
+		fmt.Println("   (the model stopped before its first token)")
+	} else {
+		fmt.Printf("   first token after %.1f ms: HTTP -> Redis -> worker -> NATS -> HTTP, the model's own first token %.1f ms of it; %d tokens in %.0f ms\n",
+			millis(s.first), s.timing.ModelFirstTokenMS, s.usage.CompletionTokens, millis(s.total))
+	}
+	return s.id, nil
+}
+
+// demoStream is one streamed completion as its client saw it.
+type demoStream struct {
+	id           string
+	first, total time.Duration // from the request to the first token, to the end
+	tokens       int           // the chunks that carried text
+	usage        generation.Usage
+	timing       jobs.GenTiming
+}
+
+// tokensPerSecond is the stream's rate after its first token, 0 when it
+// had fewer than two.
+func (s demoStream) tokensPerSecond() float64 {
+	if s.tokens < 2 || s.total <= s.first {
+		return 0
+	}
+	return float64(s.tokens-1) / (s.total - s.first).Seconds()
+}
+
+// String is the stream's figures as the demo prints them.
+func (s demoStream) String() string {
+	switch s.tokens {
+	case 0:
+		return "the model stopped before its first token"
+	case 1:
+		return fmt.Sprintf("first token after %.1f ms, the only one", millis(s.first))
+	}
+	return fmt.Sprintf("first token after %.1f ms, %d tokens at %.0f tokens/s", millis(s.first), s.tokens, s.tokensPerSecond())
+}
+
+// stream sends body to POST /v1/completions with stream:true, writes each
+// token's text to echo as it arrives, and times the stream. An error
+// event, or a stream that ends without its last chunk, is an error.
+func (d *demo) stream(ctx context.Context, body map[string]any, echo io.Writer) (demoStream, error) {
+	var s demoStream
+	body["stream"] = true
+	start := time.Now()
+	resp, err := call(ctx, http.MethodPost, d.api+"/v1/completions", body)
+	if err != nil {
+		return s, err
+	}
 	defer resp.Body.Close()
-	fmt.Print("   streamed: ")
-	var first time.Duration
 	var last demoChunk
-	tokens := 0
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -422,34 +469,32 @@ func (d *demo) streamReply(ctx context.Context, user, item string) (string, erro
 		}
 		var c demoChunk
 		if err := json.Unmarshal([]byte(data), &c); err != nil {
-			return "", fmt.Errorf("event stream: %w", err)
+			return s, fmt.Errorf("event stream: %w", err)
 		}
 		if c.Error != nil {
-			return "", fmt.Errorf("generation %s: %s: %s", c.ID, c.Error.Code, c.Error.Message)
+			return s, fmt.Errorf("generation %s: %s: %s", c.ID, c.Error.Code, c.Error.Message)
 		}
 		last = c
 		for _, ch := range c.Choices {
 			if ch.Text == "" {
 				continue
 			}
-			if tokens++; tokens == 1 {
-				first = time.Since(start)
+			if s.tokens++; s.tokens == 1 {
+				s.first = time.Since(start)
 			}
-			fmt.Print(strings.ReplaceAll(ch.Text, "\n", " "))
+			fmt.Fprint(echo, strings.ReplaceAll(ch.Text, "\n", " "))
 		}
 	}
-	fmt.Println()
+	s.total = time.Since(start)
 	if err := sc.Err(); err != nil {
-		return "", err
+		return s, err
 	}
 	if last.ID == "" || last.Timing == nil || last.Usage == nil {
-		return "", errors.New("the event stream ended without its last chunk")
+		return s, errors.New("the event stream ended without its last chunk")
 	}
-	if tokens == 0 {
-		fmt.Println("   (the model stopped before its first token)")
-	} else {
-		fmt.Printf("   first token after %.1f ms: HTTP -> Redis -> worker -> NATS -> HTTP, the model's own first token %.1f ms of it; %d tokens in %.0f ms\n",
-			float64(first.Microseconds())/1000, last.Timing.ModelFirstTokenMS, last.Usage.CompletionTokens, float64(time.Since(start).Microseconds())/1000)
-	}
-	return last.ID, nil
+	s.id, s.usage, s.timing = last.ID, *last.Usage, *last.Timing
+	return s, nil
 }
+
+// millis is d in milliseconds, for printing.
+func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

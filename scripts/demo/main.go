@@ -195,6 +195,9 @@ func run(ctx context.Context) error {
 	if err := demoInteractive(ctx, d); err != nil {
 		return err
 	}
+	if err := demoPeopleFirst(ctx, d); err != nil {
+		return err
+	}
 
 	step("7. shutdown")
 	return d.stopAll()
