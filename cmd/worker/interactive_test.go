@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,8 +60,7 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	admin := freeAddr(t)
-	b.startWorker(t, "TANDEM_NATS_URL="+ns.URL(), "TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms", "TANDEM_ADMIN_ADDR="+admin)
+	admin := b.startWorkerProc(t, "TANDEM_NATS_URL="+ns.URL(), "TANDEM_QUEUES=interactive=1,default=1", "TANDEM_INTERACTIVE_POLL_INTERVAL=5ms").Admin
 	nc, err := nats.Connect(ns.URL())
 	if err != nil {
 		t.Fatal(err)
@@ -161,17 +159,6 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	if !regexp.MustCompile(`tandem_engine_tokens_total\{class="interactive",model="builtin:small"\} [1-9]`).Match(body) {
 		t.Error("/metrics counts no interactive tokens")
 	}
-}
-
-// freeAddr is a loopback address with a port nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // TestWorkerWithoutNATSLeavesTheInteractiveQueue runs the worker binary

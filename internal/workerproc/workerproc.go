@@ -32,8 +32,9 @@ func BuildCmd(t testing.TB, name string) string {
 
 // Proc is a worker running as a child process.
 type Proc struct {
-	Cmd *exec.Cmd
-	Log string // the file its stdout and stderr go to
+	Cmd   *exec.Cmd
+	Log   string // the file its stdout and stderr go to
+	Admin string // the address its health route (and a worker's /metrics) answers on
 }
 
 // Start runs bin with env added to the environment and args after a free
@@ -78,7 +79,7 @@ func StartServing(t testing.TB, bin, logDir string, env []string, healthAddr str
 		if resp, err := http.Get("http://" + admin + "/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return &Proc{Cmd: cmd, Log: logPath}
+				return &Proc{Cmd: cmd, Log: logPath, Admin: admin}
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
