@@ -276,11 +276,76 @@ type Choice struct {
 	Logprobs     *ChoiceLogprobs `json:"logprobs"`
 }
 
-// ChoiceLogprobs mirrors the legacy completions logprobs object.
+// ChoiceLogprobs mirrors the legacy completions logprobs object: each list
+// holds one entry per generated token (end-of-text included).
 type ChoiceLogprobs struct {
 	Tokens        []string             `json:"tokens"`
 	TokenLogprobs []float32            `json:"token_logprobs"`
 	TopLogprobs   []map[string]float32 `json:"top_logprobs,omitempty"`
+	// TextOffset is where each token's text starts in the choice's text:
+	// the bytes of the token texts before it.
+	TextOffset []int `json:"text_offset"`
+}
+
+// LogprobEntry is one generated token's log probabilities with texts for
+// its ids: what ChoiceLogprobs takes per token, and what an interactive
+// token stream carries for each token (jobs.GenMessage).
+type LogprobEntry struct {
+	// Text is the token's text; "<|endoftext|>" for the end of text.
+	Text    string  `json:"text"`
+	Logprob float32 `json:"logprob"`
+	// Top are the most likely tokens of the raw distribution, most likely
+	// first (Params.Logprobs of them).
+	Top []LogprobAlt `json:"top"`
+}
+
+// LogprobAlt is one alternative of a LogprobEntry.
+type LogprobAlt struct {
+	Token   int32   `json:"token"`
+	Text    string  `json:"text"`
+	Logprob float32 `json:"logprob"`
+}
+
+// NewLogprobEntry renders t with tok's texts.
+func NewLogprobEntry(tok *model.Tokenizer, t model.TokenLogprobs) LogprobEntry {
+	e := LogprobEntry{Text: t.Text, Logprob: t.Logprob, Top: make([]LogprobAlt, len(t.Top))}
+	if t.Token == tok.EOT() {
+		e.Text = tok.Decode([]int32{t.Token})
+	}
+	for i, alt := range t.Top {
+		e.Top[i] = LogprobAlt{Token: alt.Token, Text: tok.Decode([]int32{alt.Token}), Logprob: alt.Logprob}
+	}
+	return e
+}
+
+// Append adds e as the choice's next token; its text starts where the
+// previous token's ends. Alternatives whose texts are equal keep the most
+// likely one's log probability.
+func (lp *ChoiceLogprobs) Append(e LogprobEntry) {
+	at := 0
+	if n := len(lp.Tokens); n > 0 {
+		at = lp.TextOffset[n-1] + len(lp.Tokens[n-1])
+	}
+	top := make(map[string]float32, len(e.Top))
+	for _, alt := range e.Top {
+		if _, seen := top[alt.Text]; !seen {
+			top[alt.Text] = alt.Logprob
+		}
+	}
+	lp.Tokens = append(lp.Tokens, e.Text)
+	lp.TokenLogprobs = append(lp.TokenLogprobs, e.Logprob)
+	lp.TopLogprobs = append(lp.TopLogprobs, top)
+	lp.TextOffset = append(lp.TextOffset, at)
+}
+
+// Last is lp's last token alone, at its offset: what one chunk of a
+// streamed completion carries. It is nil when lp holds no token.
+func (lp *ChoiceLogprobs) Last() *ChoiceLogprobs {
+	n := len(lp.Tokens)
+	if n == 0 {
+		return nil
+	}
+	return &ChoiceLogprobs{Tokens: lp.Tokens[n-1:], TokenLogprobs: lp.TokenLogprobs[n-1:], TopLogprobs: lp.TopLogprobs[n-1:], TextOffset: lp.TextOffset[n-1:]}
 }
 
 // Usage counts tokens the way OpenAI bills them.

@@ -93,6 +93,11 @@ type Options struct {
 	// OnToken, if set, gets every generated token as model.Generate's
 	// OnToken does, on the goroutine that called Generate.
 	OnToken func(req, choice int, tok int32, text string)
+	// OnLogprobs, if set, gets the log probabilities of every generated
+	// token of a request that asks for them (Params.Logprobs > 0), just
+	// before OnToken gets the token, on the goroutine that called
+	// Generate: a stream can send both together.
+	OnLogprobs func(req, choice int, lp model.TokenLogprobs)
 	// OnDone, if set, is called once per request when its last choice
 	// ends, after its tokens, on the goroutine that called Generate.
 	OnDone func(req int)
@@ -213,12 +218,13 @@ type call struct {
 	firstToken bool
 }
 
-// tokenEvent is a token for OnToken, or with done set, a request's end
-// for OnDone.
+// tokenEvent is a token for OnToken (and its log probabilities for
+// OnLogprobs, when asked), or with done set, a request's end for OnDone.
 type tokenEvent struct {
 	req, choice int
 	tok         int32
 	text        string
+	lp          *model.TokenLogprobs
 	done        bool
 }
 
@@ -326,8 +332,13 @@ func (c *call) deliver() (bool, error) {
 		switch {
 		case ev.done && c.opts.OnDone != nil:
 			c.opts.OnDone(ev.req)
-		case !ev.done && c.opts.OnToken != nil:
-			c.opts.OnToken(ev.req, ev.choice, ev.tok, ev.text)
+		case !ev.done:
+			if ev.lp != nil && c.opts.OnLogprobs != nil {
+				c.opts.OnLogprobs(ev.req, ev.choice, *ev.lp)
+			}
+			if c.opts.OnToken != nil {
+				c.opts.OnToken(ev.req, ev.choice, ev.tok, ev.text)
+			}
 		}
 	}
 	return fin, err
@@ -935,8 +946,16 @@ func (e *Engine) sampleAndAdvance(logits [][]float32) error {
 			e.met.firstToken.WithLabelValues(class).Observe(time.Since(c.submitted).Seconds())
 		}
 		r.Advance(e.tok, e.eot, func(req, choice int, tok int32, text string) {
+			ev := tokenEvent{req: req, choice: choice, tok: tok, text: text}
+			// Advance has recorded this token's log probabilities last.
+			if c.opts.OnLogprobs != nil {
+				if lps := r.Completion().Logprobs; len(lps) > 0 {
+					lp := lps[len(lps)-1]
+					ev.lp = &lp
+				}
+			}
 			c.mu.Lock()
-			c.events = append(c.events, tokenEvent{req: req, choice: choice, tok: tok, text: text})
+			c.events = append(c.events, ev)
 			c.mu.Unlock()
 		})
 		c.signal()

@@ -203,13 +203,7 @@ func choiceLogprobs(tok *model.Tokenizer, c model.Completion) *ChoiceLogprobs {
 	}
 	lp := &ChoiceLogprobs{}
 	for _, t := range c.Logprobs {
-		lp.Tokens = append(lp.Tokens, t.Text)
-		lp.TokenLogprobs = append(lp.TokenLogprobs, t.Logprob)
-		top := make(map[string]float32, len(t.Top))
-		for _, alt := range t.Top {
-			top[tok.Decode([]int32{alt.Token})] = alt.Logprob
-		}
-		lp.TopLogprobs = append(lp.TopLogprobs, top)
+		lp.Append(NewLogprobEntry(tok, t))
 	}
 	return lp
 }

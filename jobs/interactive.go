@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,9 @@ const (
 	// MaxInteractiveTokens bounds max_tokens: a person reads the reply as
 	// it streams; longer texts are batch work.
 	MaxInteractiveTokens = limits.InteractiveTokens
+	// MaxInteractiveChoices bounds n: the choices stream side by side to a
+	// person, each one more sequence in the model's engine.
+	MaxInteractiveChoices = limits.InteractiveChoices
 	// MaxInteractivePrefixBytes bounds the instruction prefix a session adds.
 	MaxInteractivePrefixBytes = loop.MaxInstructionsBytes
 	// InteractiveTimeout bounds one run on a worker.
@@ -50,11 +54,11 @@ const (
 // SourceInteractive marks loop records written by this kind.
 const SourceInteractive = "interactive"
 
-// InteractiveArgs asks a worker to generate one completion for a person who
-// waits for it, streaming each token over core NATS on
-// pipeline.GenTokensSubject(ID) (see GenMessage), stopping when a message
-// sealed with StreamKey arrives on pipeline.GenCancelSubject(ID), and
-// recording the result in the loop store under ID.
+// InteractiveArgs asks a worker to generate one completion (of Body.N
+// choices) for a person who waits for it, streaming each token over core
+// NATS on pipeline.GenTokensSubject(ID) (see GenMessage), stopping when a
+// message sealed with StreamKey arrives on pipeline.GenCancelSubject(ID),
+// and recording each choice in the loop store under ChoiceID(ID, choice).
 type InteractiveArgs struct {
 	// ID is the completion id the client sees; the subject token of the
 	// stream and the id of the loop record.
@@ -111,10 +115,10 @@ func (a InteractiveArgs) Validate() error {
 		return fmt.Errorf("prompt: %d bytes, at most %d", len(b.Prompt), MaxInteractivePromptBytes)
 	case !utf8.ValidString(b.Prompt):
 		return errors.New("prompt: not valid UTF-8")
-	case b.N != nil && *b.N != 1:
-		return fmt.Errorf("n: %d; interactive generation makes one completion (n=1)", *b.N)
-	case b.Logprobs != nil && *b.Logprobs != 0:
-		return errors.New("logprobs: not supported by interactive generation (use a batch)")
+	case b.N != nil && (*b.N < 1 || *b.N > MaxInteractiveChoices):
+		return fmt.Errorf("n: %d out of range [1, %d] for interactive generation (more choices are batch work)", *b.N, MaxInteractiveChoices)
+	case b.N != nil && *b.N > 1 && a.Session != "":
+		return fmt.Errorf("n: %d with a session; a session turn keeps one reply, so a session takes n=1", *b.N)
 	case b.MaxTokens != nil && (*b.MaxTokens < 1 || *b.MaxTokens > MaxInteractiveTokens):
 		return fmt.Errorf("max_tokens: %d out of range [1, %d]", *b.MaxTokens, MaxInteractiveTokens)
 	case len(a.Prefix) > MaxInteractivePrefixBytes:
@@ -148,7 +152,31 @@ func (a InteractiveArgs) Validate() error {
 	if err := rec.Validate(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "generation: "))
 	}
+	if n := a.choices(); n > 1 {
+		if err := pipeline.ValidateID(ChoiceID(a.ID, n-1)); err != nil {
+			return fmt.Errorf("id: the record id of choice %d: %w", n-1, err)
+		}
+	}
 	return nil
+}
+
+// choices is the number of choices a asks for (Body.N, 1 when unset or,
+// before Validate refuses it, below 1).
+func (a InteractiveArgs) choices() int {
+	if a.Body.N == nil || *a.Body.N < 1 {
+		return 1
+	}
+	return *a.Body.N
+}
+
+// ChoiceID is the loop record id of choice k of interactive generation id,
+// the id feedback names: id itself for choice 0 (the only one when n = 1),
+// and id, "-" and k for the others.
+func ChoiceID(id string, k int) string {
+	if k == 0 {
+		return id
+	}
+	return id + "-" + strconv.Itoa(k)
 }
 
 // NewCompletionID returns a fresh completion id ("cmpl-" and 24 hex
@@ -173,18 +201,35 @@ const (
 type GenMessage struct {
 	Seq  int    `json:"seq"`
 	Type string `json:"type"`
-	// Text is, for a token, the part of the completion this token made
+	// Choice is, for a token, the choice it belongs to (0 to n-1); the
+	// tokens of one choice come in order, those of different choices
+	// interleave.
+	Choice int `json:"choice,omitempty"`
+	// Text is, for a token, the part of its choice's text this token made
 	// final (maybe empty: text that could still become a stop sequence, or
-	// part of a UTF-8 character, waits). The token texts concatenate to the
-	// whole completion, which readers assemble from them. Done repeats it
-	// only when the message stays within pipeline.MaxEventBytes.
-	Text         string            `json:"text,omitempty"`
-	Token        *int32            `json:"token,omitempty"`
-	FinishReason string            `json:"finish_reason,omitempty"` // done: stop, length or cancelled
-	Model        string            `json:"model,omitempty"`         // done
-	Usage        *generation.Usage `json:"usage,omitempty"`         // done
-	Timing       *GenTiming        `json:"timing,omitempty"`        // done
-	Error        *GenFault         `json:"error,omitempty"`         // error
+	// part of a UTF-8 character, waits). A choice's token texts
+	// concatenate to its whole text, which readers assemble from them.
+	// When n = 1, done repeats it if the message stays within
+	// pipeline.MaxEventBytes.
+	Text  string `json:"text,omitempty"`
+	Token *int32 `json:"token,omitempty"`
+	// Logprobs is, for a token of a generation that asked for logprobs,
+	// the token's log probability and its alternatives.
+	Logprobs     *generation.LogprobEntry `json:"logprobs,omitempty"`
+	FinishReason string                   `json:"finish_reason,omitempty"` // done: choice 0's stop, length or cancelled
+	// Choices is, for done, how each choice ended, in choice order.
+	Choices []GenChoice       `json:"choices,omitempty"`
+	Model   string            `json:"model,omitempty"`  // done
+	Usage   *generation.Usage `json:"usage,omitempty"`  // done: completion tokens of every choice
+	Timing  *GenTiming        `json:"timing,omitempty"` // done
+	Error   *GenFault         `json:"error,omitempty"`  // error
+}
+
+// GenChoice is how one choice of a generation ended.
+type GenChoice struct {
+	Index            int    `json:"index"`
+	FinishReason     string `json:"finish_reason"` // stop, length or cancelled
+	CompletionTokens int    `json:"completion_tokens"`
 }
 
 // GenTiming reports where a generation's time went on the worker.
@@ -213,11 +258,13 @@ const (
 
 // GenReader checks a token stream as it is read: every message sealed with
 // the generation's stream key, sequence numbers in order with no gap, known
-// types, bounded messages, and the fields a done (usage) or error (the
-// error) message must carry.
+// types, bounded messages, choices in range, and the fields a done (usage)
+// or error (the error) message must carry.
 type GenReader struct {
 	// Key is the generation's InteractiveArgs.StreamKey.
-	Key  string
+	Key string
+	// N is the generation's number of choices; 0 means 1.
+	N    int
 	next int
 }
 
@@ -244,6 +291,13 @@ func (r *GenReader) Decode(msg *nats.Msg) (GenMessage, error) {
 		return m, fmt.Errorf("token stream: done message %d without usage", m.Seq)
 	case m.Type == GenError && m.Error == nil:
 		return m, fmt.Errorf("token stream: error message %d without its error", m.Seq)
+	case m.Choice < 0 || m.Choice >= max(r.N, 1):
+		return m, fmt.Errorf("token stream: message %d names choice %d of %d", m.Seq, m.Choice, max(r.N, 1))
+	}
+	for i, c := range m.Choices {
+		if c.Index != i || i >= max(r.N, 1) {
+			return m, fmt.Errorf("token stream: done message %d: entry %d of choices is choice %d of %d", m.Seq, i, c.Index, max(r.N, 1))
+		}
 	}
 	if m.Seq != r.next {
 		return m, fmt.Errorf("token stream: message %d arrived where %d was due (lost or duplicated messages)", m.Seq, r.next)
@@ -304,21 +358,31 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 		return err
 	}
 	if err != nil {
-		res.FinishReason = FinishCancelled
+		for i := range res.Choices {
+			res.Choices[i].FinishReason = FinishCancelled
+		}
 	}
-	// The record and the session turn are written before the done message,
-	// so a client that reads done can give feedback on the id at once.
+	// The records and the session turn are written before the done
+	// message, so a client that reads done can give feedback at once.
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer wcancel()
 	w.remember(wctx, a, res)
-	done := GenMessage{Type: GenDone, Text: res.Text, FinishReason: res.FinishReason, Model: a.Body.Model,
+	first := res.Choices[0]
+	done := GenMessage{Type: GenDone, FinishReason: first.FinishReason, Model: a.Body.Model,
 		Usage:  &generation.Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens},
 		Timing: &GenTiming{ModelFirstTokenMS: ms(res.FirstToken), TotalMS: ms(time.Since(start))}}
-	// Readers join the token texts; done repeats the text only when the
-	// message stays within MaxEventBytes (a long reply of long tokens does
-	// not), for readers that still take it from there.
-	if b, err := json.Marshal(done); err != nil || len(b) > pipeline.MaxEventBytes {
-		done.Text = ""
+	for i, c := range res.Choices {
+		done.Choices = append(done.Choices, GenChoice{Index: i, FinishReason: c.FinishReason, CompletionTokens: c.CompletionTokens})
+	}
+	// Readers join the token texts; done repeats the text of a single
+	// choice only when the message stays within MaxEventBytes (a long
+	// reply of long tokens does not), for readers that still take it from
+	// there.
+	if len(res.Choices) == 1 {
+		done.Text = first.Text
+		if b, err := json.Marshal(done); err != nil || len(b) > pipeline.MaxEventBytes {
+			done.Text = ""
+		}
 	}
 	if err := st.end(done); err != nil {
 		return err
@@ -326,26 +390,31 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	if st.lost > 0 {
 		w.Deps.Logger.Warn("interactive: token messages not published", "id", a.ID, "lost", st.lost)
 	}
-	return keepResult(job.ResultWriter, map[string]any{"id": a.ID, "finish_reason": res.FinishReason, "completion_tokens": res.CompletionTokens})
+	return keepResult(job.ResultWriter, map[string]any{"id": a.ID, "finish_reason": first.FinishReason, "choices": len(res.Choices), "completion_tokens": res.CompletionTokens})
 }
 
-// remember saves the loop record and, for a session turn that finished,
-// appends it to the session (or puts it in the place of the turn it
-// regenerates). Failures are logged: the person has the text,
-// and the stream must still end.
+// remember saves a loop record per choice (ChoiceID) and, for a session
+// turn that finished, appends it to the session (or puts it in the place
+// of the turn it regenerates). Failures are logged: the person has the
+// text, and the stream must still end.
 func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res interactiveResult) {
 	if w.Deps.Redis == nil {
 		return
 	}
-	rec := loop.Generation{ID: a.ID, User: a.Body.User, Session: a.Session, Model: a.Body.Model, Template: a.Template, Topic: a.Topic,
-		Prompt: res.Prompt, Text: res.Text, Tokens: res.CompletionTokens, FinishReason: res.FinishReason, Source: SourceInteractive}
-	if err := loop.NewStore(w.Deps.Redis, loop.StoreOptions{}).Save(ctx, rec); err != nil {
-		w.Deps.Logger.Error("interactive: loop record not saved", "id", a.ID, "err", err)
+	store := loop.NewStore(w.Deps.Redis, loop.StoreOptions{})
+	for i, c := range res.Choices {
+		rec := loop.Generation{ID: ChoiceID(a.ID, i), User: a.Body.User, Session: a.Session, Model: a.Body.Model, Template: a.Template, Topic: a.Topic,
+			Prompt: res.Prompt, Text: c.Text, Tokens: c.CompletionTokens, FinishReason: c.FinishReason, Source: SourceInteractive}
+		if err := store.Save(ctx, rec); err != nil {
+			w.Deps.Logger.Error("interactive: loop record not saved", "id", rec.ID, "err", err)
+		}
 	}
-	if a.Session == "" || res.FinishReason == FinishCancelled {
+	// A session takes n = 1 (Validate): its turn is the only choice.
+	first := res.Choices[0]
+	if a.Session == "" || first.FinishReason == FinishCancelled {
 		return
 	}
-	turn := loop.Turn{Prompt: a.Body.Prompt, Reply: res.Text, GenerationID: a.ID}
+	turn := loop.Turn{Prompt: a.Body.Prompt, Reply: first.Text, GenerationID: a.ID}
 	sessions := loop.NewSessionStore(w.Deps.Redis, loop.SessionOptions{})
 	var err error
 	if a.Replaces != "" {
@@ -392,23 +461,33 @@ type interactiveError struct {
 func (e *interactiveError) Error() string { return e.err.Error() }
 func (e *interactiveError) Unwrap() error { return e.err }
 
-// interactiveResult is what one generation produced. On cancellation Text
-// and CompletionTokens hold what was generated until then.
+// interactiveResult is what one generation produced. On cancellation each
+// choice's Text and CompletionTokens hold what was generated until then.
 type interactiveResult struct {
 	Prompt           string // what the model was given
-	Text             string
-	FinishReason     string
+	Choices          []choiceResult
 	PromptTokens     int
-	CompletionTokens int
+	CompletionTokens int           // of every choice
 	FirstToken       time.Duration // see GenTiming.ModelFirstTokenMS
 	DroppedTurns     int           // history turns left out to fit the context
 	composeTime      time.Duration
 }
 
+// choiceResult is one choice of an interactiveResult.
+type choiceResult struct {
+	Text             string
+	FinishReason     string
+	CompletionTokens int
+}
+
+// tokenFunc gets each generated token of a choice with the text it made
+// final and, when the generation asked for them, its log probabilities.
+type tokenFunc func(choice int, tok int32, text string, lp *generation.LogprobEntry)
+
 // runInteractive generates a's completion, calling onToken for every token
-// with the text it made final.
-func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken func(tok int32, text string)) (interactiveResult, error) {
-	var res interactiveResult
+// of every choice.
+func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tokenFunc) (interactiveResult, error) {
+	res := interactiveResult{Choices: make([]choiceResult, a.choices())}
 	lm, err := d.Models.Get(a.Body.Model)
 	if err != nil {
 		return res, &interactiveError{GenCodeModel, err}
@@ -431,26 +510,42 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken fun
 	}
 	res.composeTime = time.Since(t0)
 	res.PromptTokens = len(ids)
-	var text strings.Builder
+	texts := make([]strings.Builder, len(res.Choices))
 	t1 := time.Now()
-	cb := func(_, _ int, t int32, piece string) {
+	// The engine calls OnLogprobs just before OnToken for the same token.
+	var lp *generation.LogprobEntry
+	opts := generation.Options{Class: generation.Interactive}
+	if params.Logprobs > 0 {
+		opts.OnLogprobs = func(_, _ int, t model.TokenLogprobs) {
+			e := generation.NewLogprobEntry(tok, t)
+			lp = &e
+		}
+	}
+	opts.OnToken = func(_, choice int, t int32, piece string) {
 		if res.CompletionTokens == 0 {
 			res.FirstToken = res.composeTime + time.Since(t1)
 		}
 		res.CompletionTokens++
+		res.Choices[choice].CompletionTokens++
 		piece = validUTF8(piece)
-		text.WriteString(piece)
-		onToken(t, piece)
+		texts[choice].WriteString(piece)
+		onToken(choice, t, piece, lp)
+		lp = nil
 	}
-	comps, err := lm.Engine.Generate(ctx, []model.Request{{Prompt: ids, Params: params}}, generation.Options{Class: generation.Interactive, OnToken: cb})
-	// The text is the streamed pieces joined, so what was sent, recorded
+	comps, err := lm.Engine.Generate(ctx, []model.Request{{Prompt: ids, Params: params}}, opts)
+	// The texts are the streamed pieces joined, so what was sent, recorded
 	// and kept in the session are the same.
-	res.Text = text.String()
+	for i := range res.Choices {
+		res.Choices[i].Text = texts[i].String()
+	}
 	if err != nil {
 		return res, err
 	}
-	c := comps[0][0]
-	res.FinishReason, res.CompletionTokens = c.FinishReason, c.CompletionTokens
+	res.CompletionTokens = 0
+	for i, c := range comps[0] {
+		res.Choices[i].FinishReason, res.Choices[i].CompletionTokens = c.FinishReason, c.CompletionTokens
+		res.CompletionTokens += c.CompletionTokens
+	}
 	return res, nil
 }
 
@@ -531,8 +626,8 @@ func (s *tokenStream) end(m GenMessage) error {
 	return err
 }
 
-func (s *tokenStream) token(t int32, text string) {
-	if s.send(GenMessage{Type: GenToken, Token: &t, Text: text}) != nil {
+func (s *tokenStream) token(choice int, t int32, text string, lp *generation.LogprobEntry) {
+	if s.send(GenMessage{Type: GenToken, Choice: choice, Token: &t, Text: text, Logprobs: lp}) != nil {
 		s.lost++
 	}
 }
@@ -555,7 +650,7 @@ func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writ
 		return err
 	}
 	var werr error
-	res, err := runInteractive(ctx, d, a, func(_ int32, text string) {
+	res, err := runInteractive(ctx, d, a, func(_ int, _ int32, text string, _ *generation.LogprobEntry) {
 		if _, err := io.WriteString(stdout, text); err != nil && werr == nil {
 			werr = err
 		}
@@ -566,7 +661,7 @@ func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writ
 	if werr != nil {
 		return werr
 	}
-	_, err = fmt.Fprintf(stdout, "\n[finish_reason=%s tokens=%d]\n", res.FinishReason, res.CompletionTokens)
+	_, err = fmt.Fprintf(stdout, "\n[finish_reason=%s tokens=%d]\n", res.Choices[0].FinishReason, res.CompletionTokens)
 	return err
 }
 

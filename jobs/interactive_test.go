@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -21,24 +22,34 @@ func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
 	if err := ok.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	two, big, lp := 2, MaxInteractiveTokens+1, 1
+	// n and logprobs within their bounds are accepted.
+	three, two := 3, 2
+	ok3 := ok
+	ok3.Body.N, ok3.Body.Logprobs = &three, &two
+	if err := ok3.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	many, big, lp := MaxInteractiveChoices+1, MaxInteractiveTokens+1, model.MaxLogprobs+1
+	longID := "cmpl-" + strings.Repeat("a", pipeline.MaxTokenLen-5)
 	hot := float32(3)
 	for field, mutate := range map[string]func(a *InteractiveArgs){
-		"id":          func(a *InteractiveArgs) { a.ID = "a.b" },
-		"model":       func(a *InteractiveArgs) { a.Body.Model = "" },
-		"prompt":      func(a *InteractiveArgs) { a.Body.Prompt = strings.Repeat("p", MaxInteractivePromptBytes+1) },
-		"n:":          func(a *InteractiveArgs) { a.Body.N = &two },
-		"max_tokens":  func(a *InteractiveArgs) { a.Body.MaxTokens = &big },
-		"logprobs":    func(a *InteractiveArgs) { a.Body.Logprobs = &lp },
-		"temperature": func(a *InteractiveArgs) { a.Body.Temperature = &hot },
-		"session":     func(a *InteractiveArgs) { a.Prefix = "Tone: formal.\n" },
-		"history":     func(a *InteractiveArgs) { a.Session, a.History = "s1", make([]loop.Turn, loop.MaxSessionTurns+1) },
-		"user":        func(a *InteractiveArgs) { a.Body.User = "a\nb" },
-		"topic":       func(a *InteractiveArgs) { a.Topic = strings.Repeat("t", loop.MaxRecordIDBytes+1) },
-		"replaces":    func(a *InteractiveArgs) { a.Replaces = "cmpl-1" }, // without a session
-		"replaces: ":  func(a *InteractiveArgs) { a.Session, a.Replaces = "s1", "a.b" },
-		"stream_key":  func(a *InteractiveArgs) { a.StreamKey = "" },
-		"stream_key:": func(a *InteractiveArgs) { a.StreamKey = "abc" },
+		"id":                            func(a *InteractiveArgs) { a.ID = "a.b" },
+		"model":                         func(a *InteractiveArgs) { a.Body.Model = "" },
+		"prompt":                        func(a *InteractiveArgs) { a.Body.Prompt = strings.Repeat("p", MaxInteractivePromptBytes+1) },
+		"n:":                            func(a *InteractiveArgs) { a.Body.N = &many },
+		"n: 2 with":                     func(a *InteractiveArgs) { a.Session, a.Body.N = "s1", &two },
+		"id: the record id of choice 2": func(a *InteractiveArgs) { a.ID, a.Body.N = longID, &three },
+		"max_tokens":                    func(a *InteractiveArgs) { a.Body.MaxTokens = &big },
+		"logprobs":                      func(a *InteractiveArgs) { a.Body.Logprobs = &lp },
+		"temperature":                   func(a *InteractiveArgs) { a.Body.Temperature = &hot },
+		"session":                       func(a *InteractiveArgs) { a.Prefix = "Tone: formal.\n" },
+		"history":                       func(a *InteractiveArgs) { a.Session, a.History = "s1", make([]loop.Turn, loop.MaxSessionTurns+1) },
+		"user":                          func(a *InteractiveArgs) { a.Body.User = "a\nb" },
+		"topic":                         func(a *InteractiveArgs) { a.Topic = strings.Repeat("t", loop.MaxRecordIDBytes+1) },
+		"replaces":                      func(a *InteractiveArgs) { a.Replaces = "cmpl-1" }, // without a session
+		"replaces: ":                    func(a *InteractiveArgs) { a.Session, a.Replaces = "s1", "a.b" },
+		"stream_key":                    func(a *InteractiveArgs) { a.StreamKey = "" },
+		"stream_key:":                   func(a *InteractiveArgs) { a.StreamKey = "abc" },
 	} {
 		a := ok
 		mutate(&a)
@@ -116,6 +127,34 @@ func TestGenReaderRefusesGapsAndUnknownTypes(t *testing.T) {
 		rd2 := GenReader{Key: key}
 		if _, err := rd2.Decode(sealedMsg(t, key, id, raw)); err == nil {
 			t.Errorf("%s accepted", raw)
+		}
+	}
+}
+
+// A token of a choice the generation does not have, or a done message
+// whose choices are not 0..n-1 in order, is refused: the producer indexes
+// its replies by them.
+func TestGenReaderRefusesChoicesOutOfRange(t *testing.T) {
+	key, id := pipeline.NewSealKey(), NewCompletionID()
+	for raw, n := range map[string]int{
+		`{"seq":0,"type":"token","choice":3,"text":"x","token":87}`:              3,
+		`{"seq":0,"type":"token","choice":1,"text":"x","token":87}`:              0,
+		`{"seq":0,"type":"token","choice":-1,"text":"x","token":87}`:             2,
+		`{"seq":0,"type":"done","usage":{},"choices":[{"index":0},{"index":2}]}`: 3,
+		`{"seq":0,"type":"done","usage":{},"choices":[{"index":0},{"index":1}]}`: 1,
+	} {
+		rd := GenReader{Key: key, N: n}
+		if _, err := rd.Decode(sealedMsg(t, key, id, raw)); err == nil || !strings.Contains(err.Error(), "choice") {
+			t.Errorf("n=%d: %s: %v, want an error naming the choice", n, raw, err)
+		}
+	}
+	rd := GenReader{Key: key, N: 2}
+	for _, raw := range []string{
+		`{"seq":0,"type":"token","choice":1,"text":"x","token":87}`,
+		`{"seq":1,"type":"done","usage":{},"choices":[{"index":0},{"index":1}]}`,
+	} {
+		if _, err := rd.Decode(sealedMsg(t, key, id, raw)); err != nil {
+			t.Fatalf("n=2: %s: %v", raw, err)
 		}
 	}
 }

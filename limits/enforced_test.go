@@ -302,6 +302,7 @@ var enforcements = map[string]enforcement{
 	"APIRecsUserLen":         coveredBy("cmd/producer.TestRecsRoutes"),
 	"InteractivePromptBytes": over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": strings.Repeat("p", limits.InteractivePromptBytes+1)}}), "prompt", "at most"),
 	"InteractiveTokens":      over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": "p", "max_tokens": limits.InteractiveTokens + 1}}), "max_tokens", "out of range"),
+	"InteractiveChoices":     over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": "p", "n": limits.InteractiveChoices + 1}}), "n:", "out of range"),
 	"APIHeaderTime":          coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
 	"APIBodyGrace":           coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
 	"MinAPIBodyRate":         coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),

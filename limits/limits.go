@@ -207,6 +207,11 @@ const (
 	// InteractiveTokens bounds an interactive generation's max_tokens: a
 	// person reads the reply as it streams.
 	InteractiveTokens = 1024
+	// InteractiveChoices bounds an interactive generation's n: each choice
+	// is one more sequence in the model's engine, streamed to a person who
+	// waits; 8 is the CPU engine's default slot count, so every choice of a
+	// request shares one prefill and decodes at once. More are batch work.
+	InteractiveChoices = 8
 	// APIHeaderTime bounds the time a client may take to send a request's
 	// headers (http.Server.ReadHeaderTimeout).
 	APIHeaderTime = 10 * time.Second

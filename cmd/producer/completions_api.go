@@ -86,7 +86,7 @@ func (c *completionsAPI) Close() {
 
 // completionsRoutes adds:
 //
-//	POST /v1/completions     one completion (OpenAI body + session, template, topic); stream: true answers with SSE
+//	POST /v1/completions     one completion of n choices (OpenAI body + session, template, topic); stream: true answers with SSE
 //	POST /v1/sessions        a new session ({"user","instructions"}); 201
 //	GET  /v1/sessions/{id}   a session: instructions, what they mean, the turns kept
 //
@@ -109,9 +109,10 @@ func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 // then stops before that turn, and the new reply takes its place).
 //
 // OpenAI's fields that Tandem cannot act on are accepted at the values
-// that ask for nothing (check): echo false, best_of 1, an empty
-// logit_bias, a prompt list of one; stream_options is ignored, since the
-// last chunk of a stream carries the usage anyway.
+// that ask for nothing (check): echo false, best_of 1 or n (every choice
+// generated is returned), an empty logit_bias, a prompt list of one;
+// stream_options is ignored, since the last chunk of a stream carries the
+// usage anyway.
 type completionRequest struct {
 	generation.CompletionsBody
 	// Prompt takes the place of the body's own: a string or a list of one.
@@ -135,8 +136,8 @@ func (r completionRequest) check() error {
 		return errors.New(`stream_options: want an object such as {"include_usage": true}`)
 	case r.Echo != nil && *r.Echo:
 		return errors.New("echo: true is not supported; the completion holds only the new text")
-	case r.BestOf != nil && *r.BestOf != 1:
-		return fmt.Errorf("best_of: %d; interactive generation makes one completion (best_of=1)", *r.BestOf)
+	case r.BestOf != nil && *r.BestOf != 1 && (r.N == nil || *r.BestOf != *r.N):
+		return fmt.Errorf("best_of: %d; interactive generation returns every choice it makes (best_of 1, or equal to n)", *r.BestOf)
 	case len(r.LogitBias) > 0:
 		return fmt.Errorf("logit_bias: %d entries; logit bias is not supported (send {} or leave it out)", len(r.LogitBias))
 	}
@@ -245,7 +246,8 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
 		return
 	}
-	out := completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix()}
+	out := completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix(), choices: g.rd.N,
+		logprobs: args.Body.Logprobs != nil && *args.Body.Logprobs > 0}
 	if req.Stream {
 		c.stream(w, r, g, out)
 	} else {
@@ -344,9 +346,13 @@ const startGrace = 2 * time.Second
 // begin subscribes to the generation's token subject, makes sure the server
 // has the subscription, then enqueues the job.
 func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (*genRelay, error) {
+	n := 1
+	if args.Body.N != nil {
+		n = *args.Body.N // validated: 1 to MaxInteractiveChoices
+	}
 	// Room for every message a generation can send, so a slow client
 	// never makes the subscription drop one.
-	g := &genRelay{c: c, id: args.ID, msgs: make(chan *nats.Msg, jobs.MaxInteractiveTokens+4), rd: jobs.GenReader{Key: args.StreamKey}}
+	g := &genRelay{c: c, id: args.ID, msgs: make(chan *nats.Msg, n*jobs.MaxInteractiveTokens+4), rd: jobs.GenReader{Key: args.StreamKey, N: n}}
 	sub, err := c.bus.NC.ChanSubscribe(pipeline.GenTokensSubject(args.ID), g.msgs)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to the token stream: %w", err)
@@ -453,13 +459,64 @@ func (g *genRelay) follow(ctx context.Context) (m jobs.GenMessage, gone bool, er
 type completionOut struct {
 	id, model string
 	created   int64
+	choices   int  // n
+	logprobs  bool // the request asked for logprobs
+}
+
+// replyChoices assembles the choices of one generation from its token
+// messages: each choice's text is its token texts joined (done repeats
+// the text only for n = 1, and only when it fits in one message), at most
+// MaxInteractiveTokens tokens each.
+type replyChoices struct {
+	texts    []strings.Builder
+	logprobs []generation.ChoiceLogprobs // nil unless asked for
+}
+
+func newReplyChoices(out completionOut) *replyChoices {
+	r := &replyChoices{texts: make([]strings.Builder, out.choices)}
+	if out.logprobs {
+		r.logprobs = make([]generation.ChoiceLogprobs, out.choices)
+	}
+	return r
+}
+
+// add takes a token message (GenReader checked its choice) and returns
+// what a stream's chunk says of it.
+func (r *replyChoices) add(m jobs.GenMessage) chunkChoice {
+	r.texts[m.Choice].WriteString(m.Text)
+	ch := chunkChoice{Index: m.Choice, Text: m.Text}
+	if r.logprobs != nil && m.Logprobs != nil {
+		lp := &r.logprobs[m.Choice]
+		lp.Append(*m.Logprobs)
+		ch.Logprobs = lp.Last()
+	}
+	return ch
+}
+
+// finishReason is how choice i ended, from a done message (a message
+// without choices is a single choice's).
+func finishReason(done jobs.GenMessage, i int) string {
+	if i < len(done.Choices) {
+		return done.Choices[i].FinishReason
+	}
+	return done.FinishReason
+}
+
+// choices are the finished choices, done being the last message.
+func (r *replyChoices) choices(done jobs.GenMessage) []generation.Choice {
+	out := make([]generation.Choice, len(r.texts))
+	for i := range r.texts {
+		out[i] = generation.Choice{Index: i, Text: r.texts[i].String(), FinishReason: finishReason(done, i)}
+		if r.logprobs != nil {
+			out[i].Logprobs = &r.logprobs[i]
+		}
+	}
+	return out
 }
 
 // collect answers a non-streaming request with one completion object.
 func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
-	// The text is the token texts joined (done repeats it only when it
-	// fits in one message); at most MaxInteractiveTokens tokens bound it.
-	var text strings.Builder
+	reply := newReplyChoices(out)
 	for {
 		m, gone, err := g.follow(r.Context())
 		if gone {
@@ -475,11 +532,11 @@ func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genR
 		}
 		switch m.Type {
 		case jobs.GenToken:
-			text.WriteString(m.Text)
+			reply.add(m)
 		case jobs.GenDone:
 			writeJSON(w, http.StatusOK, generation.CompletionResponse{
 				ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
-				Choices: []generation.Choice{{Index: 0, Text: text.String(), FinishReason: m.FinishReason}},
+				Choices: reply.choices(m),
 				Usage:   *m.Usage, // GenReader refuses a done message without usage
 			})
 			return
@@ -505,8 +562,9 @@ func genErrorStatus(code string) int {
 }
 
 // completionChunk is one server-sent event of a streamed completion, in
-// OpenAI's completion-chunk shape; the last one carries the finish reason,
-// the usage and Tandem's timing.
+// OpenAI's completion-chunk shape: one token of one choice (its index), or
+// the end of one choice with its finish reason; the last chunk also
+// carries the usage (of every choice) and Tandem's timing.
 type completionChunk struct {
 	ID      string            `json:"id"`
 	Object  string            `json:"object"`
@@ -519,13 +577,14 @@ type completionChunk struct {
 }
 
 type chunkChoice struct {
-	Index        int     `json:"index"`
-	Text         string  `json:"text"`
-	Logprobs     any     `json:"logprobs"`
-	FinishReason *string `json:"finish_reason"`
+	Index        int                        `json:"index"`
+	Text         string                     `json:"text"`
+	Logprobs     *generation.ChoiceLogprobs `json:"logprobs"` // the chunk's token, when asked for
+	FinishReason *string                    `json:"finish_reason"`
 }
 
 // stream relays the generation as server-sent events, one per token, then
+// one per choice with its finish reason (the last with the usage), then
 // "data: [DONE]".
 func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
 	flusher, ok := startSSE(w)
@@ -533,10 +592,11 @@ func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRe
 		g.abandon()
 		return
 	}
-	chunk := func(text string, finish *string) completionChunk {
+	chunk := func(ch chunkChoice) completionChunk {
 		return completionChunk{ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
-			Choices: []chunkChoice{{Text: text, FinishReason: finish}}}
+			Choices: []chunkChoice{ch}}
 	}
+	reply := newReplyChoices(out)
 	send := func(v any) {
 		b, _ := json.Marshal(v)
 		// A write error means the client left; the next read of the
@@ -557,11 +617,16 @@ func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRe
 		}
 		switch m.Type {
 		case jobs.GenToken:
-			send(chunk(m.Text, nil))
+			send(chunk(reply.add(m)))
 		case jobs.GenDone:
-			last := chunk("", &m.FinishReason)
-			last.Usage, last.Timing = m.Usage, m.Timing
-			send(last)
+			for i := range out.choices {
+				finish := finishReason(m, i)
+				end := chunk(chunkChoice{Index: i, FinishReason: &finish})
+				if i == out.choices-1 {
+					end.Usage, end.Timing = m.Usage, m.Timing
+				}
+				send(end)
+			}
 			done()
 			return
 		case jobs.GenError:

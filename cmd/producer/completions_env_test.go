@@ -168,13 +168,28 @@ func (e *genEnv) postJSON(t testing.TB, path, body string, out any) (int, string
 // streamed is what one streamed completion sent.
 type streamed struct {
 	id     string
-	texts  []string // one per token chunk, in arrival order
-	last   completionChunk
-	status int
-	err    error
+	texts  []string      // one per token chunk, in arrival order
+	tokens []chunkChoice // the token chunks' choices, in arrival order
+	// finishes holds each choice's finish reason, by index, from the
+	// chunks that end the choices; last is the last of those chunks.
+	finishes map[int]string
+	last     completionChunk
+	status   int
+	err      error
 }
 
 func (s streamed) text() string { return strings.Join(s.texts, "") }
+
+// choiceText is the text streamed for choice i.
+func (s streamed) choiceText(i int) string {
+	var b strings.Builder
+	for _, c := range s.tokens {
+		if c.Index == i {
+			b.WriteString(c.Text)
+		}
+	}
+	return b.String()
+}
 
 // stream posts a streamed completion and reads it to [DONE]; after
 // (optional) runs on the first token chunk and may stop the read by
@@ -198,11 +213,16 @@ func (e *genEnv) stream(t testing.TB, ctx context.Context, body string, after fu
 			return fmt.Errorf("%s: %s", c.Error.Code, c.Error.Message)
 		}
 		out.id = c.ID
-		if c.Choices[0].FinishReason != nil {
+		if ch := c.Choices[0]; ch.FinishReason != nil {
+			if out.finishes == nil {
+				out.finishes = map[int]string{}
+			}
+			out.finishes[ch.Index] = *ch.FinishReason
 			out.last = c
 			return nil
 		}
 		out.texts = append(out.texts, c.Choices[0].Text)
+		out.tokens = append(out.tokens, c.Choices[0])
 		if len(out.texts) == 1 && after != nil {
 			return after()
 		}
