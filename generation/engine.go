@@ -40,7 +40,7 @@ func (c Class) String() string {
 // tokens it adds, and 16 rows is where the CPU's decode products stop being
 // batch-invariant (model.KVCache.Decode).
 const (
-	DefaultCPUSlots      = 8
+	DefaultCPUSlots      = 16
 	DefaultGPUSlots      = 64
 	DefaultPrefillChunk  = 64
 	DefaultPrefillTokens = 128
@@ -138,21 +138,25 @@ type Engine struct {
 	steps atomic.Int64
 
 	// Owned by the loop goroutine.
-	dec           model.Decoder
-	slots         []*seq // nil: free
-	calls         map[*call]struct{}
-	waitingInter  []*unit
-	paused        []*seq
-	groups        map[string][]*unit // batch units waiting, by group
-	groupOrder    []string           // groups in arrival order, for turns
-	turn          int
-	rotate        int // which batch rows decode first while people stream
-	feed          [][]int32
-	sampleRows    []*model.Row
-	prefillLogits [][]float32
-	lastLog       time.Time
-	logTokens     int64
-	logPreempt    int64
+	dec          model.Decoder
+	slots        []*seq // nil: free
+	calls        map[*call]struct{}
+	waitingInter []*unit
+	paused       []*seq
+	groups       map[string][]*unit // batch units waiting, by group
+	groupOrder   []string           // groups in arrival order, for turns
+	turn         int
+	rotate       int // which batch rows decode first while people stream
+	// groupShort and groupLong say which prompt chunks may share a
+	// decode call (prefillCalls).
+	groupShort, groupLong bool
+	hostDecoder           bool // the model's own KVCache, not an accelerator's
+	feed                  [][]int32
+	sampleRows            []*model.Row
+	prefillLogits         [][]float32
+	lastLog               time.Time
+	logTokens             int64
+	logPreempt            int64
 }
 
 // NewEngine makes an engine for m; tok may be nil (no end-of-text, no stop
@@ -550,6 +554,11 @@ func (e *Engine) step() error {
 		e.mu.Lock()
 		f := e.factory
 		e.mu.Unlock()
+		// On the host, which prompt chunks may share a call (see
+		// prefillCalls); an accelerator's decoder gets a call per chunk.
+		e.hostDecoder = f == nil
+		e.groupShort = f == nil && model.DecodeBatchInvariant()
+		e.groupLong = f == nil && e.m.PrefillGroupInvariant()
 		dec, err := model.NewDecoder(e.m, f, len(e.slots), e.m.Config.NPositions)
 		if err != nil {
 			return fmt.Errorf("generate: %w", err)
@@ -791,41 +800,97 @@ func (e *Engine) prefill() error {
 	}
 	slices.SortStableFunc(qs, func(a, b *seq) int { return int(b.u.c.opts.Class) - int(a.u.c.opts.Class) })
 	budget := e.cfg.PrefillTokens
+	var picked []chunk
 	// While a person's stream decodes, batch prompts join one chunk per
 	// step, so the stream's steps stay short.
 	batchChunks := len(qs)
 	if e.interactiveDecoding() {
 		batchChunks = 1
 	}
-	for i, q := range qs {
+	for _, q := range qs {
 		prompt := q.row.Prompt()
 		n := min(e.cfg.PrefillChunk, len(prompt)-q.fed)
-		if i > 0 && n > budget {
+		if len(picked) > 0 && n > budget {
 			break
 		}
 		if q.u.c.opts.Class == Batch {
-			if batchChunks == 0 && i > 0 {
+			if batchChunks == 0 && len(picked) > 0 {
 				break
 			}
 			batchChunks--
 		}
 		budget -= n
+		picked = append(picked, chunk{q, n})
+	}
+	for _, group := range e.prefillCalls(picked) {
 		clear(e.feed)
-		e.feed[q.slot] = prompt[q.fed : q.fed+n]
+		for _, ch := range group {
+			e.feed[ch.q.slot] = ch.q.row.Prompt()[ch.q.fed : ch.q.fed+ch.n]
+		}
 		logits, err := e.dec.Decode(e.feed)
 		if err != nil {
 			return fmt.Errorf("generate: decode: %w", err)
 		}
-		q.fed += n
-		if q.fed < len(prompt) {
-			continue
-		}
-		if err := e.prefilled(q, logits[q.slot]); err != nil {
-			return err
+		for _, ch := range group {
+			q := ch.q
+			q.fed += ch.n
+			if q.fed < len(q.row.Prompt()) || q.slot < 0 || e.slots[q.slot] != q {
+				continue // more to feed, or its call failed meanwhile
+			}
+			if err := e.prefilled(q, logits[q.slot]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
+
+// chunk is n prompt tokens of q to feed.
+type chunk struct {
+	q *seq
+	n int
+}
+
+// prefillCalls groups a step's chunks into decode calls so that no chunk's
+// bits depend on the others: chunks of at most 16 tokens share calls of at
+// most 16 tokens (the CPU's row-invariant kernels), and longer chunks share
+// one call where the machine's BLAS is row-invariant for them
+// (model.PrefillGroupInvariant); anything else gets a call of its own.
+func (e *Engine) prefillCalls(picked []chunk) [][]chunk {
+	var calls [][]chunk
+	var short, long []chunk
+	shortLen := 0
+	for _, ch := range picked {
+		switch {
+		case e.groupShort && ch.n <= vecRows:
+			if shortLen+ch.n > vecRows {
+				calls, short, shortLen = append(calls, short), nil, 0
+			}
+			short, shortLen = append(short, ch), shortLen+ch.n
+		case e.groupLong && ch.n > vecRows:
+			long = append(long, ch)
+		default:
+			calls = append(calls, []chunk{ch})
+		}
+	}
+	if len(short) > 0 {
+		calls = append(calls, short)
+	}
+	if len(long) > 0 {
+		calls = append(calls, long)
+	}
+	return calls
+}
+
+// peopleBatchRows is how many batch rows share a CPU step with people's
+// streams. A CPU step's cost grows with its rows (GPT-2 124M here: 24 ms
+// for one, 36 ms for four, 54 ms for eight), so beside four batch rows a
+// stream keeps about half its speed alone.
+const peopleBatchRows = 4
+
+// vecRows is the most rows the CPU's row-invariant kernels take in one
+// product (model.DecodeBatchInvariant).
+const vecRows = 16
 
 // prefilled moves q, whose prompt is in the cache, and the siblings
 // waiting to copy it to decoding, sampling their first tokens from
@@ -872,11 +937,15 @@ func (e *Engine) decode() error {
 	clear(e.feed)
 	live := false
 	// While a person's stream decodes, at most half the slots' batch rows
-	// take part in a step, in turns: the others keep their cache and wait,
-	// and the stream's steps stay short.
+	// take part in a step, and no more than peopleBatchRows on the CPU, in
+	// turns: the others keep their cache and wait, and the stream's steps
+	// stay short.
 	batchRows, people := len(e.slots), e.interactiveDecoding()
 	if people {
 		batchRows = max(1, len(e.slots)/2)
+		if e.hostDecoder {
+			batchRows = min(batchRows, peopleBatchRows)
+		}
 	}
 	for i := range e.slots {
 		s := (e.rotate + i) % len(e.slots)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -151,7 +152,7 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{`tandem_engine_slots{model="builtin:small"} 8`, `tandem_engine_first_token_seconds_count{class="interactive",model="builtin:small"} 3`} {
+	for _, want := range []string{fmt.Sprintf(`tandem_engine_slots{model="builtin:small"} %d`, generation.DefaultCPUSlots), `tandem_engine_first_token_seconds_count{class="interactive",model="builtin:small"} 3`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
