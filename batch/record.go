@@ -105,7 +105,7 @@ type Batch struct {
 	Chunks     int `json:"chunks"`
 	ChunksDone int `json:"chunks_done"`
 	ChunkSize  int `json:"chunk_size"`
-	// BatchSize is how many rows one decode step batches.
+	// BatchSize caps the engine slots one chunk's rows hold at once.
 	BatchSize int `json:"batch_size"`
 	// Skipped is how many invalid lines --skip-invalid left out; they are
 	// in errors.jsonl.

@@ -78,7 +78,7 @@ type CreateOptions struct {
 	CompletionWindow string `json:"completion_window,omitempty"`
 	// ChunkSize is rows per chunk task (default DefaultChunkSize).
 	ChunkSize int `json:"chunk_size,omitempty"`
-	// BatchSize is rows decoded together (default: ChunkSize, at most
+	// BatchSize caps the engine slots a chunk holds (default: ChunkSize, at most
 	// jobs.MaxBatchSize).
 	BatchSize int `json:"batch_size,omitempty"`
 	// SkipInvalid runs the valid lines of an input that has invalid ones;

@@ -19,13 +19,13 @@ type GenerateArgs struct {
 	Model     string `json:"model"`                // model directory or builtin:NAME
 	Input     string `json:"input"`                // request JSONL, in the data root
 	Output    string `json:"output"`               // response JSONL, in the data root (written atomically)
-	BatchSize int    `json:"batch_size,omitempty"` // rows decoded together; default 8
+	BatchSize int    `json:"batch_size,omitempty"` // slots of the model's engine its rows hold at most; 0: no cap beyond the engine's
 }
 
 // KindGenerate is the stable kind string of GenerateArgs.
 const KindGenerate = "generate"
 
-// MaxBatchSize bounds rows decoded together, and so the KV cache's size.
+// MaxBatchSize bounds batch_size (the engine's slots are fewer anyway).
 const MaxBatchSize = limits.DecodeRows
 
 // MaxRequestLines bounds the lines of one generate job's input file.
