@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
@@ -391,17 +390,7 @@ func waitQueueIdle(t *testing.T, e *genEnv) {
 func TestClientLeavingBeforeAnyWorkerDeletesTheJob(t *testing.T) {
 	t.Setenv(EnvInteractiveStartTimeout, "500ms")
 	e := newGenEnv(t, "") // no worker: the job stays queued
-	// A worker is listed but takes nothing (stuck, or stopping before its
-	// heartbeat expires); with none listed the request would get 503 at
-	// once (TestOpenAINoWorkerIs503AtOnce).
-	api := *e.api
-	api.workers = &workerWatch{servers: func() ([]*asynq.ServerInfo, error) {
-		return []*asynq.ServerInfo{{Queues: map[string]int{pipeline.QueueInteractive: 1}, Status: "active"}}, nil
-	}}
-	mux := http.NewServeMux()
-	(&apiServer{client: e.api.client, logger: e.logger, completions: &api}).completionsRoutes(mux)
-	e.srv = httptest.NewServer(openGuard(t, mux))
-	t.Cleanup(e.srv.Close)
+	e.listIdleWorker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/completions", strings.NewReader(`{"model":"builtin:tiny","prompt":"hi","stream":true}`))

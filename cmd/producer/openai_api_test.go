@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +81,23 @@ func waitWorkerListed(t testing.TB, e *genEnv) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// listIdleWorker serves e's completion routes anew (e.srv) with a worker
+// listed on the interactive queue whatever asynq's server list says: one
+// that takes nothing (stuck, or stopped before its heartbeat expired), for
+// tests of what happens while nobody picks a job up. With none listed a
+// request gets 503 at once (TestOpenAINoWorkerIs503AtOnce).
+func (e *genEnv) listIdleWorker(t testing.TB) {
+	t.Helper()
+	api := *e.api
+	api.workers = &workerWatch{servers: func() ([]*asynq.ServerInfo, error) {
+		return []*asynq.ServerInfo{{Queues: map[string]int{pipeline.QueueInteractive: 1}, Status: "active"}}, nil
+	}}
+	mux := http.NewServeMux()
+	(&apiServer{client: e.api.client, logger: e.logger, completions: &api}).completionsRoutes(mux)
+	e.srv = httptest.NewServer(openGuard(t, mux))
+	t.Cleanup(e.srv.Close)
 }
 
 // saveTinyModel writes a small model directory at dir.
