@@ -100,6 +100,14 @@ func (e *genEnv) listIdleWorker(t testing.TB) {
 	t.Cleanup(e.srv.Close)
 }
 
+// sameError reports whether the error bodies got and want have the same
+// code and message, whatever else they say (type, param).
+func sameError(got, want string) bool {
+	var g, w apiError
+	return json.Unmarshal([]byte(got), &g) == nil && json.Unmarshal([]byte(want), &w) == nil &&
+		g.Error.Code == w.Error.Code && g.Error.Message == w.Error.Message
+}
+
 // saveTinyModel writes a small model directory at dir.
 func saveTinyModel(t *testing.T, dir string) {
 	t.Helper()
