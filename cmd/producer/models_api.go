@@ -35,9 +35,11 @@ const (
 )
 
 // Bounds of the data-root scan of GET /v1/models: directory entries read
-// per directory, and model directories listed.
+// per directory, directories looked into in all, and model directories
+// listed.
 const (
 	modelScanEntries = 512
+	modelScanDirs    = 2048
 	modelScanModels  = 256
 )
 
@@ -133,21 +135,23 @@ func (c *modelCatalog) registered(ctx context.Context) ([]modelObject, error) {
 // dirs lists the model directories in the data root, one or two levels
 // down (dir or dir/sub), by their path there; hidden directories and the
 // service's own (reserved) ones are skipped, and the scan is bounded
-// (modelScanEntries, modelScanModels).
+// (modelScanEntries, modelScanDirs, modelScanModels).
 func (c *modelCatalog) dirs() []modelObject {
 	if c.root == nil {
 		return nil
 	}
 	var out []modelObject
+	looked := 0
 	var visit func(dir string, depth int)
 	visit = func(dir string, depth int) {
 		for _, e := range readDirBounded(c.root.OS().FS(), dir) {
-			if len(out) >= modelScanModels {
+			if len(out) >= modelScanModels || looked >= modelScanDirs {
 				return
 			}
 			if strings.HasPrefix(e.Name(), ".") || !(e.IsDir() || e.Type()&fs.ModeSymlink != 0) {
 				continue
 			}
+			looked++
 			rel := path.Join(dir, e.Name())
 			if m, ok := c.dirModel(rel); ok {
 				out = append(out, m)
