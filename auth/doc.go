@@ -23,7 +23,8 @@
 //
 // Missing or unknown tokens get 401 with a WWW-Authenticate challenge; a
 // known token without the route's right gets 403. Both carry the API's error
-// body {"error":{"code","message"}}.
+// body in OpenAI's shape (package apierror): authentication_error and
+// permission_error.
 //
 // With no token file the Authenticator is open: every request is allowed
 // with every right, and a warning is logged at start. That is the laptop

@@ -2,11 +2,12 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/tandem-ai/tandem/internal/apierror"
 )
 
 // Options configure an Authenticator.
@@ -207,21 +208,10 @@ func (a *Authenticator) Monitoring(readOnly, full http.Handler) http.Handler {
 	})
 }
 
-// apiError is the API's error body; it matches cmd/producer's.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
+// apiError is the API's error body (package apierror), in OpenAI's shape.
+type apiError = apierror.Body
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(e)
+	apierror.Write(w, status, code, "", msg)
 }

@@ -368,10 +368,16 @@ func ValidateModelName(name string) error {
 // reaches the next job; builtin:NAME is checked; anything else is a
 // directory path (isDir), checked as far as it can be without the root.
 func resolveModelName(name string) (key string, isDir bool, err error) {
+	return resolveModelNameWith(name, registry.ResolveModel)
+}
+
+// resolveModelNameWith is resolveModelName with registered names resolved
+// by resolve (registry.ResolveModel's contract).
+func resolveModelNameWith(name string, resolve func(name string) (dir string, ok bool, err error)) (key string, isDir bool, err error) {
 	if name == "" {
 		return "", false, fmt.Errorf("model: required (a directory, a registered name or %stiny)", BuiltinPrefix)
 	}
-	if dir, ok, err := registry.ResolveModel(name); err != nil {
+	if dir, ok, err := resolve(name); err != nil {
 		return "", false, fmt.Errorf("model %q: %w", name, err)
 	} else if ok {
 		return dir, false, nil

@@ -17,13 +17,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
-	"github.com/tandem-ai/tandem/registry"
 )
 
 // KindInteractive is the stable kind string of InteractiveArgs.
@@ -442,9 +440,7 @@ func faultOf(err, ctxErr error) *GenFault {
 	switch {
 	case errors.As(err, &ie) && ie.code != GenCodeModel:
 		return &GenFault{Code: ie.code, Message: err.Error()}
-	case errors.As(err, &ie) && (errors.Is(err, generation.ErrModelNotFound) || errors.Is(err, generation.ErrUnknownBuiltin) ||
-		errors.Is(err, registry.ErrNotFound) || errors.Is(err, registry.ErrNoPromoted) || errors.Is(err, registry.ErrBadName) ||
-		errors.As(err, new(*dataroot.PathError))):
+	case errors.As(err, &ie) && generation.IsModelNotFound(err):
 		return &GenFault{Code: GenCodeModel, Message: err.Error()}
 	case errors.Is(ctxErr, context.DeadlineExceeded):
 		return &GenFault{Code: GenCodeTimeout, Message: msgWorkerFailed}

@@ -52,12 +52,18 @@ type completionsAPI struct {
 	sessions     *loop.SessionStore
 	logger       *slog.Logger
 	startTimeout time.Duration
+	// models checks a request's model before a worker is asked (nil: the
+	// worker does); workers answers whether one serves the interactive
+	// queue (requireInteractiveWorker; nil: requests wait for one).
+	models  *modelCatalog
+	workers *workerWatch
 }
 
 // newCompletionsAPI connects to NATS when cfg names a server; sessions live
 // in the client's Redis.
 func newCompletionsAPI(ctx context.Context, cfg pipeline.Config, client *pipeline.Client, logger *slog.Logger) (*completionsAPI, error) {
-	c := &completionsAPI{client: client, sessions: loop.NewSessionStore(client.Redis(), loop.SessionOptions{}), logger: logger, startTimeout: defaultStartTimeout}
+	c := &completionsAPI{client: client, sessions: loop.NewSessionStore(client.Redis(), loop.SessionOptions{}), logger: logger, startTimeout: defaultStartTimeout,
+		workers: newWorkerWatch(client.Inspector())}
 	if v := envOr(EnvInteractiveStartTimeout, ""); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -186,7 +192,7 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, limit int64, v any) bo
 		return false
 	}
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_json", "body: "+err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_json", jsonErrorParam(err), "body: "+err.Error())
 		return false
 	}
 	return true
@@ -208,11 +214,17 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		writeUnavailable(w, c.logger, err)
 		return
 	case err != nil:
-		writeError(w, status, errorCode(status), err.Error())
+		writeParamError(w, status, errorCode(status), paramOf(err, req), err.Error())
+		return
+	}
+	if !c.models.requireModel(w, r, args.Body.Model) {
 		return
 	}
 	if c.bus == nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "interactive generation needs NATS: start the producer with TANDEM_NATS_URL (or --nats-url)")
+		return
+	}
+	if !c.requireInteractiveWorker(w) {
 		return
 	}
 	g, err := c.begin(r.Context(), args)
@@ -684,7 +696,7 @@ func (c *completionsAPI) createSession(w http.ResponseWriter, r *http.Request) {
 		sess.ID = loop.NewSessionID()
 	}
 	if err := loop.ValidateSession(sess); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_request", paramOf(err, req), err.Error())
 		return
 	}
 	s, err := c.sessions.Create(r.Context(), sess)

@@ -133,6 +133,7 @@ func (e *genEnv) serve(t testing.TB, reg *pipeline.Registry) {
 			t.Error(err)
 		}
 	})
+	waitWorkerListed(t, e)
 }
 
 // post sends body to path and returns the response; the caller closes it.

@@ -28,6 +28,7 @@ var forgedReply = []string{
 // after the real worker's start; the real generation is then cancelled.
 func TestCompletionRefusesForgedTokenStream(t *testing.T) {
 	e := newGenEnv(t, "")
+	e.listIdleWorker(t) // the job waits in the queue until a worker runs
 	attacker := e.connect(t, pipeline.RoleWorker)
 	forge := func(id string, msgs []string) {
 		t.Helper()

@@ -390,6 +390,7 @@ func waitQueueIdle(t *testing.T, e *genEnv) {
 func TestClientLeavingBeforeAnyWorkerDeletesTheJob(t *testing.T) {
 	t.Setenv(EnvInteractiveStartTimeout, "500ms")
 	e := newGenEnv(t, "") // no worker: the job stays queued
+	e.listIdleWorker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/completions", strings.NewReader(`{"model":"builtin:tiny","prompt":"hi","stream":true}`))

@@ -32,20 +32,17 @@ type finetuneAPI struct {
 //	POST /v1/finetunes                   enqueue a finetune job (body: jobs.FinetuneArgs)
 //	GET  /v1/finetunes/{id}              the job and its progress or result
 //	GET  /v1/finetunes/{id}/loss.png     the run's loss curve
-//	GET  /v1/models                      registered model names
-//	GET  /v1/models/{name}               a name's versions
 //	POST /v1/models/{name}/promote       {"version": N}
 //
-// The registry shares the client's Redis; artifacts live under dataDir.
-// Loss curves are read from the run directories in root, the data root the
-// workers write them into (nil: none are served).
+// (GET /v1/models and /v1/models/{id} are modelCatalog's.) The registry
+// shares the client's Redis; artifacts live under dataDir. Loss curves are
+// read from the run directories in root, the data root the workers write
+// them into (nil: none are served).
 func registerFinetuneRoutes(mux *http.ServeMux, client *pipeline.Client, dataDir string, root *dataroot.Root) {
 	f := &finetuneAPI{client: client, root: root, reg: registry.New(client.Redis(), jobs.RegistryDir(dataDir))}
 	mux.HandleFunc("POST /v1/finetunes", f.create)
 	mux.HandleFunc("GET /v1/finetunes/{id}", f.get)
 	mux.HandleFunc("GET /v1/finetunes/{id}/loss.png", f.lossCurve)
-	mux.HandleFunc("GET /v1/models", f.listModels)
-	mux.HandleFunc("GET /v1/models/{name}", f.showModel)
 	mux.HandleFunc("POST /v1/models/{name}/promote", f.promote)
 }
 
@@ -63,7 +60,7 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.Validate(); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_args", paramOf(err, a), err.Error())
 		return
 	}
 	if !allowServingChange(w, r, a.ServingChange()) {
@@ -145,20 +142,6 @@ func (f *finetuneAPI) lossCurve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(b)
 }
 
-func (f *finetuneAPI) listModels(w http.ResponseWriter, r *http.Request) {
-	names, err := f.reg.Names(r.Context())
-	if err != nil {
-		writeUnavailable(w, nil, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"models": names})
-}
-
-func (f *finetuneAPI) showModel(w http.ResponseWriter, r *http.Request) {
-	vs, err := f.reg.Versions(r.Context(), r.PathValue("name"))
-	f.answer(w, map[string]any{"versions": vs}, err)
-}
-
 func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Version int `json:"version"`
@@ -176,7 +159,7 @@ func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v, err := f.reg.Promote(r.Context(), r.PathValue("name"), req.Version)
-	f.answer(w, v, err)
+	f.answer(w, versionView{Version: v}, err)
 }
 
 func (f *finetuneAPI) answer(w http.ResponseWriter, v any, err error) {

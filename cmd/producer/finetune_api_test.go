@@ -46,6 +46,7 @@ func TestFinetuneRoutes(t *testing.T) {
 	root := dataroottest.Open(t, tmp)
 	mux := http.NewServeMux()
 	registerFinetuneRoutes(mux, client, tmp, root)
+	(&modelCatalog{reg: registry.New(client.Redis(), jobs.RegistryDir(tmp)), root: root}).routes(mux)
 	srv := httptest.NewServer(openGuard(t, mux))
 	defer srv.Close()
 
@@ -163,12 +164,12 @@ func TestFinetuneRoutes(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("promote: %d", resp.StatusCode)
 	}
-	resp, _ = http.Get(srv.URL + "/v1/models/" + name)
+	resp, _ = http.Get(srv.URL + "/v1/models/" + name + "?detail=1")
 	var vs struct{ Versions []registry.Version }
 	json.NewDecoder(resp.Body).Decode(&vs)
 	resp.Body.Close()
-	if len(vs.Versions) != 1 || !vs.Versions[0].Promoted {
-		t.Fatalf("show: %+v", vs)
+	if len(vs.Versions) != 1 || !vs.Versions[0].Promoted || vs.Versions[0].Artifact != "" {
+		t.Fatalf("show: %+v; want one promoted version, without its server path", vs)
 	}
 	if resp, _ := http.Get(srv.URL + "/v1/models/no-such-model"); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("missing model: %d", resp.StatusCode)

@@ -23,9 +23,11 @@ import (
 
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/internal/apierror"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/registry"
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -111,7 +113,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // serveMux builds every route of `producer serve`. Each /v1 route sits
-// behind the token check (GET needs read, other methods submit); the
+// behind the token check (GET needs read, other methods submit), answers
+// with an x-request-id, and a path or method no route has gets the API's
+// JSON 404 or 405 (v1Routes); completions check their model against the
+// same catalog GET /v1/models lists; the
 // monitoring UI mon, which authn guards already, is read-only unless the
 // token has admin; /metrics and /healthz are open. cmdServe serves it, and
 // the tests check the guard of each route through it.
@@ -119,8 +124,13 @@ func serveMux(api *apiServer, authn *auth.Authenticator, mon http.Handler, promR
 	apiMux := http.NewServeMux()
 	api.routes(apiMux)
 	registerFinetuneRoutes(apiMux, api.client, dataDir, root)
+	models := &modelCatalog{reg: registry.New(api.client.Redis(), jobs.RegistryDir(dataDir)), root: root}
+	models.routes(apiMux)
+	if api.completions != nil {
+		api.completions.models = models
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", authn.Protect(auth.ByMethod, apiMux))
+	mux.Handle("/v1/", withRequestID(authn.Protect(auth.ByMethod, v1Routes(apiMux))))
 	mux.Handle("/monitoring/", mon)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -259,11 +269,11 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := jobs.CheckPublic(req.Kind); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_request", paramOf(err, req), err.Error())
 		return
 	}
 	if err := checkJobArgs(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_args", paramOf(err, req), err.Error())
 		return
 	}
 	if !allowServingChange(w, r, jobs.ServingChange(req.Kind, req.Args)) {
@@ -271,7 +281,7 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 	}
 	queue, err := a.checkJobOptions(&req)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_request", paramOf(err, req), err.Error())
 		return
 	}
 	if a.root != nil {
@@ -375,13 +385,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// apiError is the error body of every non-2xx answer.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
+// apiError is the error body of every non-2xx answer, in OpenAI's shape
+// (package apierror).
+type apiError = apierror.Body
 
 // writeBodyError answers a request whose body did not decode, the same way
 // on every route: 413 naming the limit when it was over its
@@ -396,7 +402,7 @@ func writeBodyError(w http.ResponseWriter, err error) {
 	case errors.As(err, &slow):
 		writeError(w, http.StatusRequestTimeout, "too_slow", slow.Error())
 	default:
-		writeError(w, http.StatusBadRequest, "invalid_json", err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_json", jsonErrorParam(err), err.Error())
 	}
 }
 
@@ -415,10 +421,11 @@ func writeUnavailable(w http.ResponseWriter, logger *slog.Logger, err error) {
 	writeError(w, http.StatusServiceUnavailable, "unavailable", msgUnavailable)
 }
 
+// writeError answers status with the API's error body: OpenAI's shape,
+// its type following the status (apierror.Type), code Tandem's, param null
+// (writeParamError names one).
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	writeJSON(w, status, e)
+	writeParamError(w, status, code, "", msg)
 }
 
 func envOr(key, def string) string {
