@@ -21,7 +21,8 @@ const MaxLineBytes = limits.RequestLineBytes
 // MaxPromptChars bounds the prompt text of one request before tokenisation.
 const MaxPromptChars = limits.PromptBytes
 
-// CompletionsURL is the only endpoint a request line may name today.
+// CompletionsURL is the endpoint of a request line that names none; a
+// line may also name ChatCompletionsURL.
 const CompletionsURL = "/v1/completions"
 
 // RequestLine is one line of an OpenAI Batch input file.
@@ -30,6 +31,10 @@ type RequestLine struct {
 	Method   string          `json:"method"`
 	URL      string          `json:"url"`
 	Body     CompletionsBody `json:"body"`
+	// Chat is the body of a line whose url is ChatCompletionsURL; Body
+	// then holds its sampling fields (ChatBody.Completions) and no prompt,
+	// which the model's chat format writes from the messages.
+	Chat *ChatBody `json:"chat,omitempty"`
 }
 
 // CompletionsBody is the subset of the OpenAI /v1/completions body that the
@@ -143,16 +148,31 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 	if len(raw) > MaxLineBytes {
 		return r, &LineError{Code: "line_too_long", Message: fmt.Sprintf("line is %d bytes; the limit is %d", len(raw), MaxLineBytes), Line: lineNo}
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	var line struct {
+		CustomID string          `json:"custom_id"`
+		Method   string          `json:"method"`
+		URL      string          `json:"url"`
+		Body     json.RawMessage `json:"body"`
+	}
+	if err := decodeLineStrict(raw, &line); err != nil {
 		return r, &LineError{Code: "invalid_json", Message: err.Error(), Line: lineNo}
 	}
-	if dec.More() {
-		return r, &LineError{Code: "invalid_json", Message: "trailing data after the JSON object", Line: lineNo}
-	}
+	r.CustomID, r.Method, r.URL = line.CustomID, line.Method, line.URL
 	bad := func(field, msg string) (RequestLine, error) {
 		return r, &LineError{Code: "invalid_request", Message: field + ": " + msg, Line: lineNo}
+	}
+	if r.URL == ChatCompletionsURL {
+		if err := parseChatBody(line.Body, &r); err != nil {
+			var fe *ChatFieldError
+			if errors.As(err, &fe) {
+				return bad("body."+fe.Param, fe.Msg)
+			}
+			return r, &LineError{Code: "invalid_json", Message: err.Error(), Line: lineNo}
+		}
+	} else if len(line.Body) > 0 {
+		if err := decodeLineStrict(line.Body, &r.Body); err != nil {
+			return r, &LineError{Code: "invalid_json", Message: err.Error(), Line: lineNo}
+		}
 	}
 	if err := CheckIDText(raw, "custom_id", r.CustomID); err != nil {
 		return r, &LineError{Code: "invalid_request", Message: err.Error(), Line: lineNo}
@@ -164,8 +184,9 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 		return bad("custom_id", fmt.Sprintf("longer than %d bytes", limits.CustomIDLen))
 	case r.Method != "" && r.Method != "POST":
 		return bad("method", fmt.Sprintf("%q is not supported; use POST", r.Method))
-	case r.URL != "" && r.URL != CompletionsURL:
-		return bad("url", fmt.Sprintf("%q is not supported; use %s", r.URL, CompletionsURL))
+	case r.URL != "" && r.URL != CompletionsURL && r.URL != ChatCompletionsURL:
+		return bad("url", fmt.Sprintf("%q is not supported; use %s or %s", r.URL, CompletionsURL, ChatCompletionsURL))
+	case r.Chat != nil:
 	case r.Body.Prompt == "":
 		return bad("body.prompt", "required (a non-empty string)")
 	case len(r.Body.Prompt) > MaxPromptChars:
@@ -175,6 +196,20 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 		return bad("body", strings.TrimPrefix(err.Error(), "body: "))
 	}
 	return r, nil
+}
+
+// decodeLineStrict decodes one JSON value from raw into v, refusing
+// unknown fields and trailing data.
+func decodeLineStrict(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
 }
 
 // CheckIDText refuses an id whose text on the JSON line raw is not valid
@@ -252,10 +287,12 @@ type ResponseLine struct {
 	Error    *LineError `json:"error"`
 }
 
-// Response wraps the completions body with its HTTP-like status.
+// Response wraps the completions body with its HTTP-like status; a chat
+// line's body is Chat (a chat.completion) instead.
 type Response struct {
 	StatusCode int                `json:"status_code"`
 	Body       CompletionResponse `json:"body"`
+	Chat       *ChatCompletion    `json:"-"`
 }
 
 // CompletionResponse is the /v1/completions response body.

@@ -42,6 +42,9 @@ type LoadedModel struct {
 	Model *model.Model
 	// Engine runs the generation of every job that uses the model.
 	Engine *Engine
+	// Chat is how the model's chat transcripts are written: its
+	// directory's ChatFormatFile, or DefaultChatFormat.
+	Chat ChatFormat
 	// fwd serialises Perplexity: the model's forward pass keeps its
 	// activations inside the model. Decoding does not take it.
 	fwd sync.Mutex
@@ -132,6 +135,8 @@ type ModelStore struct {
 	openRoot func() (*dataroot.Root, error)
 	// load is model loading, replaceable in tests.
 	load func(key string) (*model.Model, error)
+	// chat reads a loaded model's chat format (loadChatFormat).
+	chat func(key string) (ChatFormat, error)
 }
 
 // modelEntry is a model being loaded or loaded. ready closes when lm or err
@@ -169,7 +174,7 @@ func NewModelStoreLimit(limit int64, openRoot func() (*dataroot.Root, error)) *M
 		limit = 0
 	}
 	s := &ModelStore{limit: limit, entries: map[string]*modelEntry{}, lru: list.New(), openRoot: openRoot}
-	s.load = s.loadModel
+	s.load, s.chat = s.loadModel, s.loadChatFormat
 	return s
 }
 
@@ -221,6 +226,10 @@ func (s *ModelStore) Get(name string) (*LoadedModel, error) {
 	if err == nil {
 		err = tokErr
 	}
+	var chat ChatFormat
+	if err == nil {
+		chat, err = s.chat(key)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	defer close(e.ready)
@@ -229,7 +238,7 @@ func (s *ModelStore) Get(name string) (*LoadedModel, error) {
 		delete(s.entries, key)
 		return nil, e.err
 	}
-	e.lm = &LoadedModel{Name: name, Model: m}
+	e.lm = &LoadedModel{Name: name, Model: m, Chat: chat}
 	var decoders model.DecoderFactory
 	if d := Accelerator(); d != nil {
 		if decoders, err = e.lm.attachDevice(d); err != nil {
@@ -330,6 +339,44 @@ func (s *ModelStore) loadModel(key string) (*model.Model, error) {
 	}
 	m, err := model.LoadDir(key)
 	return m, modelNotFound(err) // a registered version whose files are gone
+}
+
+// loadChatFormat reads the ChatFormatFile of the model directory behind
+// key, as loadModel reads its weights; a builtin model, or a directory
+// without the file, has DefaultChatFormat. A file that is there but wrong
+// fails the load, so that a model is never run with a format nobody meant.
+func (s *ModelStore) loadChatFormat(key string) (ChatFormat, error) {
+	var f *os.File
+	var err error
+	switch dir, inRoot := strings.CutPrefix(key, rootModelPrefix); {
+	case strings.HasPrefix(key, BuiltinPrefix):
+		return DefaultChatFormat, nil
+	case inRoot:
+		root, rerr := s.root.Get(s.openRoot)
+		if rerr != nil {
+			return DefaultChatFormat, rerr
+		}
+		rel, rerr := filepath.Rel(root.Dir(), dir)
+		if rerr != nil || !filepath.IsLocal(rel) {
+			return DefaultChatFormat, nil
+		}
+		d, derr := root.OpenDir("model", rel)
+		if derr != nil {
+			return DefaultChatFormat, nil // the weights were read: only a test's fake load gets here
+		}
+		defer d.Close()
+		f, err = dataroot.OpenRegular(d, ChatFormatFile, os.O_RDONLY, 0)
+	default:
+		f, err = os.Open(filepath.Join(key, ChatFormatFile))
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return DefaultChatFormat, nil
+	}
+	if err != nil {
+		return DefaultChatFormat, fmt.Errorf("%s: %w", ChatFormatFile, modelNotFound(err))
+	}
+	defer f.Close()
+	return ReadChatFormat(f)
 }
 
 // ErrUnknownBuiltin is a builtin: name that names no builtin model.

@@ -114,7 +114,7 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 			continue
 		}
 		params, _ := il.Request.Body.Params() // checked when parsed
-		prompt := tok.Encode(il.Request.Body.Prompt)
+		prompt := tok.Encode(linePrompt(lm, il.Request, &params))
 		if len(prompt) > maxPrompt {
 			out[i] = errorLine(il, &LineError{Code: "context_length_exceeded", Message: fmt.Sprintf("body.prompt: %d tokens; the model's context allows %d prompt tokens", len(prompt), maxPrompt), Line: il.LineNo})
 			done++
@@ -161,6 +161,10 @@ func errorLine(il InputLine, e *LineError) ResponseLine {
 }
 
 func okLine(il InputLine, modelName string, tok *model.Tokenizer, comps []model.Completion) ResponseLine {
+	if il.Request.Chat != nil {
+		body := chatResponse(requestID("chatcmpl-", il), modelName, il.Request.Chat, tok, comps)
+		return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Response: &Response{StatusCode: 200, Chat: body}}
+	}
 	body := CompletionResponse{
 		ID:      requestID("cmpl-", il),
 		Object:  "text_completion",

@@ -80,6 +80,11 @@ type InteractiveArgs struct {
 	// for feedback on the result.
 	Template string `json:"template,omitempty"`
 	Topic    string `json:"topic,omitempty"`
+	// Messages, when set, make this a chat completion: the prompt is the
+	// messages written in the model's chat format
+	// (generation.LoadedModel.Chat), Body.Prompt stays empty, and the
+	// format's turn boundary is one more stop sequence. Not with Session.
+	Messages []generation.ChatMessage `json:"messages,omitempty"`
 	// StreamKey seals the token stream (pipeline.PublishCoreSealed): the
 	// producer draws it for this completion and hands it over in the task,
 	// which travels through Redis, not the bus; the worker seals every
@@ -104,10 +109,18 @@ func (InteractiveArgs) KindOptions() pipeline.KindOptions {
 // HTTP body spells it.
 func (a InteractiveArgs) Validate() error {
 	b := a.Body
+	if a.Messages != nil {
+		if b.Prompt != "" || a.Session != "" {
+			return errors.New("messages: a chat completion takes neither a prompt nor a session (its messages are the history)")
+		}
+		if err := generation.ValidateChatMessages(a.Messages, MaxInteractivePromptBytes); err != nil {
+			return err
+		}
+	}
 	switch {
 	case b.Model == "":
 		return errors.New("model: required (a registered name, a model directory or builtin:tiny)")
-	case b.Prompt == "":
+	case b.Prompt == "" && a.Messages == nil:
 		return errors.New("prompt: required (a non-empty string)")
 	case len(b.Prompt) > MaxInteractivePromptBytes:
 		return fmt.Errorf("prompt: %d bytes, at most %d", len(b.Prompt), MaxInteractivePromptBytes)
@@ -175,6 +188,12 @@ func ChoiceID(id string, k int) string {
 		return id
 	}
 	return id + "-" + strconv.Itoa(k)
+}
+
+// NewChatCompletionID returns a fresh chat completion id ("chatcmpl-" and
+// 24 hex digits), usable where NewCompletionID's ids are.
+func NewChatCompletionID() string {
+	return "chat" + NewCompletionID()
 }
 
 // NewCompletionID returns a fresh completion id ("cmpl-" and 24 hex
@@ -497,11 +516,14 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tok
 		return res, &interactiveError{GenCodeFailed, err}
 	}
 	t0 := time.Now()
-	ids, err := composePrompt(tok, lm.Model.Config.NPositions, a, params.MaxTokens, &res)
+	ids, err := composePrompt(tok, lm.Model.Config.NPositions, a, lm.Chat, params.MaxTokens, &res)
 	if err != nil {
 		return res, err
 	}
-	if a.Session != "" && len(params.Stop) < model.MaxStopSequences {
+	switch {
+	case a.Messages != nil:
+		lm.Chat.AddStop(&params)
+	case a.Session != "" && len(params.Stop) < model.MaxStopSequences:
 		params.Stop = append(params.Stop, loop.TurnStop)
 	}
 	res.composeTime = time.Since(t0)
@@ -566,12 +588,16 @@ func validUTF8(s string) string {
 	return b.String()
 }
 
-// composePrompt tokenises a's prompt: the raw prompt, or for a session the
-// transcript with the oldest turns dropped until prompt and maxTokens fit
-// the context (a prompt that cannot fit even alone is refused).
-func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, maxTokens int, res *interactiveResult) ([]int32, error) {
+// composePrompt tokenises a's prompt: the raw prompt, a chat's messages
+// written in the model's chat format, or for a session the transcript with
+// the oldest turns dropped until prompt and maxTokens fit the context (a
+// prompt that cannot fit even alone is refused).
+func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, chat generation.ChatFormat, maxTokens int, res *interactiveResult) ([]int32, error) {
 	if a.Session == "" {
 		res.Prompt = a.Body.Prompt
+		if a.Messages != nil {
+			res.Prompt = chat.Render(a.Messages)
+		}
 		ids := tok.Encode(res.Prompt)
 		if len(ids) > nPositions-1 {
 			return nil, &interactiveError{GenCodeContext, fmt.Errorf("prompt: %d tokens; the model's context holds %d (at most %d leave room for a completion)", len(ids), nPositions, nPositions-1)}

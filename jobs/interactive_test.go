@@ -83,7 +83,7 @@ func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
 	}
 	a := InteractiveArgs{Session: "s1", Prefix: "Tone: formal.\n", History: history, Body: generation.CompletionsBody{Prompt: "now"}}
 	var res interactiveResult
-	ids, err := composePrompt(tok, 128, a, 32, &res)
+	ids, err := composePrompt(tok, 128, a, generation.DefaultChatFormat, 32, &res)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
 	}
 	// A prompt that cannot fit even alone is refused as too long.
 	a.Body.Prompt = strings.Repeat("word ", 200)
-	if _, err := composePrompt(tok, 128, a, 32, &res); err == nil || !strings.Contains(err.Error(), "prompt") {
+	if _, err := composePrompt(tok, 128, a, generation.DefaultChatFormat, 32, &res); err == nil || !strings.Contains(err.Error(), "prompt") {
 		t.Fatalf("oversized prompt: %v", err)
 	}
 }

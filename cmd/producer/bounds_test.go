@@ -141,6 +141,7 @@ func TestTooLargeBodiesAre413Everywhere(t *testing.T) {
 	for path, limit := range map[string]int{
 		"/v1/jobs":                       maxRequestBody,
 		"/v1/completions":                maxCompletionBody,
+		"/v1/chat/completions":           maxCompletionBody,
 		"/v1/sessions":                   maxCompletionBody,
 		"/v1/feedback":                   pipeline.MaxEventBytes,
 		"/v1/generations/gen-1/feedback": maxFeedbackBody,

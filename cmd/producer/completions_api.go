@@ -93,6 +93,7 @@ func (c *completionsAPI) Close() {
 // completionsRoutes adds:
 //
 //	POST /v1/completions     one completion of n choices (OpenAI body + session, template, topic); stream: true answers with SSE
+//	POST /v1/chat/completions one chat completion of n replies (OpenAI body + template, topic); stream: true answers with SSE
 //	POST /v1/sessions        a new session ({"user","instructions"}); 201
 //	GET  /v1/sessions/{id}   a session: instructions, what they mean, the turns kept
 //
@@ -105,6 +106,7 @@ func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 		return
 	}
 	mux.HandleFunc("POST /v1/completions", c.create)
+	mux.HandleFunc("POST /v1/chat/completions", c.createChat)
 	mux.HandleFunc("POST /v1/sessions", c.createSession)
 	mux.HandleFunc("GET /v1/sessions/{id}", c.getSession)
 }
@@ -115,16 +117,18 @@ func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 // then stops before that turn, and the new reply takes its place).
 //
 // OpenAI's fields that Tandem cannot act on are accepted at the values
-// that ask for nothing (check): echo false, best_of 1 or n (every choice
-// generated is returned), an empty logit_bias, a prompt list of one;
-// stream_options is ignored, since the last chunk of a stream carries the
-// usage anyway.
+// that ask for nothing (check): best_of 1 or n (every choice generated is
+// returned), an empty logit_bias, a prompt list of one. echo puts the
+// prompt before each choice's text (not with logprobs, which cover the
+// generated tokens only).
+// stream_options.include_usage adds a last chunk with the usage and no
+// choices; the chunk that ends the last choice carries the usage anyway.
 type completionRequest struct {
 	generation.CompletionsBody
 	// Prompt takes the place of the body's own: a string or a list of one.
 	Prompt        onePrompt          `json:"prompt"`
 	Stream        bool               `json:"stream,omitempty"`
-	StreamOptions json.RawMessage    `json:"stream_options,omitempty"`
+	StreamOptions *streamOptions     `json:"stream_options,omitempty"`
 	Echo          *bool              `json:"echo,omitempty"`
 	BestOf        *int               `json:"best_of,omitempty"`
 	LogitBias     map[string]float64 `json:"logit_bias,omitempty"`
@@ -134,14 +138,33 @@ type completionRequest struct {
 	Replaces      string             `json:"replaces,omitempty"`
 }
 
+// streamOptions is OpenAI's stream_options of a streamed request.
+type streamOptions struct {
+	// IncludeUsage asks for a last chunk with the usage and no choices.
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// UnmarshalJSON implements json.Unmarshaler, naming the field when the
+// value is not an object of known fields.
+func (o *streamOptions) UnmarshalJSON(b []byte) error {
+	type plain streamOptions
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode((*plain)(o)); err != nil {
+		return fmt.Errorf(`stream_options: want an object such as {"include_usage": true}: %w`, err)
+	}
+	return nil
+}
+
+// includeUsage reports whether o asks for the usage-only last chunk.
+func (o *streamOptions) includeUsage() bool { return o != nil && o.IncludeUsage }
+
 // check refuses the OpenAI fields at values Tandem cannot honour, naming
 // the field.
 func (r completionRequest) check() error {
 	switch {
-	case len(r.StreamOptions) > 0 && r.StreamOptions[0] != '{' && string(r.StreamOptions) != "null":
-		return errors.New(`stream_options: want an object such as {"include_usage": true}`)
-	case r.Echo != nil && *r.Echo:
-		return errors.New("echo: true is not supported; the completion holds only the new text")
+	case r.echo() && r.Logprobs != nil && *r.Logprobs > 0:
+		return errors.New("echo: true with logprobs is not supported (logprobs cover the generated tokens only)")
 	case r.BestOf != nil && *r.BestOf != 1 && (r.N == nil || *r.BestOf != *r.N):
 		return fmt.Errorf("best_of: %d; interactive generation returns every choice it makes (best_of 1, or equal to n)", *r.BestOf)
 	case len(r.LogitBias) > 0:
@@ -149,6 +172,9 @@ func (r completionRequest) check() error {
 	}
 	return nil
 }
+
+// echo reports whether the request asks for its prompt before the text.
+func (r completionRequest) echo() bool { return r.Echo != nil && *r.Echo }
 
 // onePrompt is OpenAI's "prompt" for one completion: a string, or a list
 // holding one string. Token-id prompts and longer lists are refused.
@@ -191,6 +217,11 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, limit int64, v any) bo
 		writeBodyError(w, err)
 		return false
 	}
+	var fe *generation.ChatFieldError
+	if errors.As(err, &fe) {
+		writeParamError(w, http.StatusBadRequest, "invalid_request", fe.Param, fe.Error())
+		return false
+	}
 	if err != nil {
 		writeParamError(w, http.StatusBadRequest, "invalid_json", jsonErrorParam(err), "body: "+err.Error())
 		return false
@@ -220,6 +251,23 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	if !c.models.requireModel(w, r, args.Body.Model) {
 		return
 	}
+	logprobs := args.Body.Logprobs != nil && *args.Body.Logprobs > 0
+	echo := ""
+	if req.echo() {
+		echo = string(req.Prompt)
+	}
+	c.run(w, r, args, answerStream{on: req.Stream, includeUsage: req.StreamOptions.includeUsage()}, func(out completionOut) answerShape {
+		return &completionShape{out: out, reply: newReplyChoices(out, logprobs), echo: echo}
+	})
+}
+
+// answerStream says how a request wants its answer: streamed (on) and
+// with a usage-only last chunk (includeUsage).
+type answerStream struct{ on, includeUsage bool }
+
+// run generates args (validated) on a worker and answers in the shape
+// newShape gives for the completion: streamed, or as one object.
+func (c *completionsAPI) run(w http.ResponseWriter, r *http.Request, args jobs.InteractiveArgs, st answerStream, newShape func(completionOut) answerShape) {
 	if c.bus == nil {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "interactive generation needs NATS: start the producer with TANDEM_NATS_URL (or --nats-url)")
 		return
@@ -258,12 +306,11 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
 		return
 	}
-	out := completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix(), choices: g.rd.N,
-		logprobs: args.Body.Logprobs != nil && *args.Body.Logprobs > 0}
-	if req.Stream {
-		c.stream(w, r, g, out)
+	shape := newShape(completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix(), choices: g.rd.N})
+	if st.on {
+		c.stream(w, r, g, shape, st.includeUsage)
 	} else {
-		c.collect(w, r, g, out)
+		c.collect(w, r, g, shape)
 	}
 }
 
@@ -471,8 +518,80 @@ func (g *genRelay) follow(ctx context.Context) (m jobs.GenMessage, gone bool, er
 type completionOut struct {
 	id, model string
 	created   int64
-	choices   int  // n
-	logprobs  bool // the request asked for logprobs
+	choices   int // n
+}
+
+// answerShape writes one generation's answer in a route's shape
+// (/v1/completions: completionShape; /v1/chat/completions: chatShape): it
+// assembles the choices from the token messages and makes the chunks of a
+// stream and the object of an answer that is not streamed.
+type answerShape interface {
+	// opening is the chunks a stream begins with, before any token.
+	opening() []any
+	// token takes a token message (GenReader checked its choice) and
+	// returns its chunk.
+	token(m jobs.GenMessage) any
+	// finish is the chunk that ends choice i; done is the last message.
+	finish(done jobs.GenMessage, i int) any
+	// usage is the last chunk, with the usage and no choice, that
+	// stream_options.include_usage asks for.
+	usage(done jobs.GenMessage) any
+	// whole is the answer of a request that does not stream.
+	whole(done jobs.GenMessage) any
+}
+
+// completionShape is the answer of POST /v1/completions.
+type completionShape struct {
+	out   completionOut
+	reply *replyChoices
+	echo  string // the prompt, before each choice's text (echo: true)
+}
+
+func (s *completionShape) chunk(choices ...chunkChoice) completionChunk {
+	return completionChunk{ID: s.out.id, Object: "text_completion", Created: s.out.created, Model: s.out.model, Choices: choices}
+}
+
+// opening streams the echoed prompt of each choice, if any.
+func (s *completionShape) opening() []any {
+	if s.echo == "" {
+		return nil
+	}
+	out := make([]any, s.out.choices)
+	for i := range out {
+		out[i] = s.chunk(chunkChoice{Index: i, Text: s.echo})
+	}
+	return out
+}
+
+func (s *completionShape) token(m jobs.GenMessage) any { return s.chunk(s.reply.add(m)) }
+
+// finish ends choice i; the last choice's chunk carries the usage and
+// Tandem's timing.
+func (s *completionShape) finish(done jobs.GenMessage, i int) any {
+	finish := finishReason(done, i)
+	end := s.chunk(chunkChoice{Index: i, FinishReason: &finish})
+	if i == s.out.choices-1 {
+		end.Usage, end.Timing = done.Usage, done.Timing
+	}
+	return end
+}
+
+func (s *completionShape) usage(done jobs.GenMessage) any {
+	c := s.chunk()
+	c.Choices, c.Usage = []chunkChoice{}, done.Usage
+	return c
+}
+
+func (s *completionShape) whole(done jobs.GenMessage) any {
+	choices := s.reply.choices(done)
+	for i := range choices {
+		choices[i].Text = s.echo + choices[i].Text
+	}
+	return generation.CompletionResponse{
+		ID: s.out.id, Object: "text_completion", Created: s.out.created, Model: s.out.model,
+		Choices: choices,
+		Usage:   *done.Usage, // GenReader refuses a done message without usage
+	}
 }
 
 // replyChoices assembles the choices of one generation from its token
@@ -484,9 +603,9 @@ type replyChoices struct {
 	logprobs []generation.ChoiceLogprobs // nil unless asked for
 }
 
-func newReplyChoices(out completionOut) *replyChoices {
+func newReplyChoices(out completionOut, logprobs bool) *replyChoices {
 	r := &replyChoices{texts: make([]strings.Builder, out.choices)}
-	if out.logprobs {
+	if logprobs {
 		r.logprobs = make([]generation.ChoiceLogprobs, out.choices)
 	}
 	return r
@@ -526,9 +645,8 @@ func (r *replyChoices) choices(done jobs.GenMessage) []generation.Choice {
 	return out
 }
 
-// collect answers a non-streaming request with one completion object.
-func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
-	reply := newReplyChoices(out)
+// collect answers a non-streaming request with one object.
+func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genRelay, shape answerShape) {
 	for {
 		m, gone, err := g.follow(r.Context())
 		if gone {
@@ -544,13 +662,9 @@ func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genR
 		}
 		switch m.Type {
 		case jobs.GenToken:
-			reply.add(m)
+			shape.token(m)
 		case jobs.GenDone:
-			writeJSON(w, http.StatusOK, generation.CompletionResponse{
-				ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
-				Choices: reply.choices(m),
-				Usage:   *m.Usage, // GenReader refuses a done message without usage
-			})
+			writeJSON(w, http.StatusOK, shape.whole(m))
 			return
 		case jobs.GenError:
 			writeError(w, genErrorStatus(m.Error.Code), m.Error.Code, m.Error.Message)
@@ -595,20 +709,16 @@ type chunkChoice struct {
 	FinishReason *string                    `json:"finish_reason"`
 }
 
-// stream relays the generation as server-sent events, one per token, then
-// one per choice with its finish reason (the last with the usage), then
-// "data: [DONE]".
-func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRelay, out completionOut) {
+// stream relays the generation as server-sent events: the shape's
+// opening, one per token, then one per choice with its finish reason, the
+// usage-only chunk when includeUsage, then "data: [DONE]".
+func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRelay, shape answerShape, includeUsage bool) {
 	flusher, ok := startSSE(w)
 	if !ok {
 		g.abandon()
 		return
 	}
-	chunk := func(ch chunkChoice) completionChunk {
-		return completionChunk{ID: out.id, Object: "text_completion", Created: out.created, Model: out.model,
-			Choices: []chunkChoice{ch}}
-	}
-	reply := newReplyChoices(out)
+	id := g.id
 	send := func(v any) {
 		b, _ := json.Marshal(v)
 		// A write error means the client left; the next read of the
@@ -617,32 +727,33 @@ func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRe
 		flusher.Flush()
 	}
 	done := func() { _, _ = fmt.Fprint(w, "data: [DONE]\n\n"); flusher.Flush() }
+	for _, ch := range shape.opening() {
+		send(ch)
+	}
 	for {
 		m, gone, err := g.follow(r.Context())
 		if gone {
 			return
 		}
 		if err != nil {
-			send(completionChunk{ID: out.id, Object: "error", Error: &jobs.GenFault{Code: "stream_failed", Message: err.Error()}})
+			send(completionChunk{ID: id, Object: "error", Error: &jobs.GenFault{Code: "stream_failed", Message: err.Error()}})
 			done()
 			return
 		}
 		switch m.Type {
 		case jobs.GenToken:
-			send(chunk(reply.add(m)))
+			send(shape.token(m))
 		case jobs.GenDone:
-			for i := range out.choices {
-				finish := finishReason(m, i)
-				end := chunk(chunkChoice{Index: i, FinishReason: &finish})
-				if i == out.choices-1 {
-					end.Usage, end.Timing = m.Usage, m.Timing
-				}
-				send(end)
+			for i := range g.rd.N {
+				send(shape.finish(m, i))
+			}
+			if includeUsage {
+				send(shape.usage(m))
 			}
 			done()
 			return
 		case jobs.GenError:
-			send(completionChunk{ID: out.id, Object: "error", Error: m.Error})
+			send(completionChunk{ID: id, Object: "error", Error: m.Error})
 			done()
 			return
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/dataroot/dataroottest"
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -175,8 +176,10 @@ type streamed struct {
 	// chunks that end the choices; last is the last of those chunks.
 	finishes map[int]string
 	last     completionChunk
-	status   int
-	err      error
+	// usage is that of the usage-only last chunk, when one came.
+	usage  *generation.Usage
+	status int
+	err    error
 }
 
 func (s streamed) text() string { return strings.Join(s.texts, "") }
@@ -214,6 +217,10 @@ func (e *genEnv) stream(t testing.TB, ctx context.Context, body string, after fu
 			return fmt.Errorf("%s: %s", c.Error.Code, c.Error.Message)
 		}
 		out.id = c.ID
+		if len(c.Choices) == 0 { // stream_options.include_usage's last chunk
+			out.usage = c.Usage
+			return nil
+		}
 		if ch := c.Choices[0]; ch.FinishReason != nil {
 			if out.finishes == nil {
 				out.finishes = map[int]string{}

@@ -430,7 +430,7 @@ func TestCompletionRefusesBadBodies(t *testing.T) {
 		`{"model":"builtin:tiny","prompt":"x","template":"` + strings.Repeat("t", loop.MaxRecordIDBytes+1) + `"}`: `template`,
 		`{"model":"builtin:tiny","prompt":"` + long + `"}`:                                                        `prompt`,
 		`{"model":"builtin:tiny","prompt":"x"} {}`:                                                                `trailing`,
-		`{"model":"builtin:tiny","prompt":"x","echo":true}`:                                                       `echo`,
+		`{"model":"builtin:tiny","prompt":"x","echo":true,"logprobs":1}`:                                          `echo`,
 		`{"model":"builtin:tiny","prompt":"x","best_of":3}`:                                                       `best_of`,
 		`{"model":"builtin:tiny","prompt":"x","logit_bias":{"50256":-100}}`:                                       `logit_bias`,
 		`{"model":"builtin:tiny","prompt":"x","stream_options":"usage"}`:                                          `stream_options`,
@@ -612,7 +612,7 @@ func TestCompletionAcceptsOpenAIFieldsAtValuesItHonours(t *testing.T) {
 	}
 	streamed := strings.Replace(openai, `"logit_bias":{}`, `"logit_bias":null,"stream":true,"stream_options":{"include_usage":true}`, 1)
 	s := e.stream(t, context.Background(), streamed, nil)
-	if s.err != nil || s.text() != want.Choices[0].Text || s.last.Usage == nil {
+	if s.err != nil || s.text() != want.Choices[0].Text || s.last.Usage == nil || s.usage == nil || *s.usage != *s.last.Usage {
 		t.Fatalf("streamed with stream_options: %v, %q, usage %v; want %q with usage", s.err, s.text(), s.last.Usage, want.Choices[0].Text)
 	}
 }

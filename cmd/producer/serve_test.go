@@ -60,6 +60,7 @@ func TestServeGuardsTheLoopAndCompletionRoutes(t *testing.T) {
 	}
 	for _, r := range []struct{ method, path, body string }{
 		{http.MethodPost, "/v1/completions", `{}`},
+		{http.MethodPost, "/v1/chat/completions", `{}`},
 		{http.MethodPost, "/v1/sessions", `{"id":"sess-guard"}`},
 		{http.MethodGet, "/v1/sessions/sess-guard", ``},
 		{http.MethodPost, "/v1/generations/gen-none/feedback", `{"action":"accept"}`},
