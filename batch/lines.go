@@ -1,0 +1,97 @@
+package batch
+
+import (
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/tandem-ai/tandem/generation"
+)
+
+// Endpoints are the values a batch's endpoint may take, as the OpenAI Batch
+// API names them; every request line's url must be the batch's endpoint.
+var Endpoints = []string{generation.CompletionsURL, "/v1/chat/completions", "/v1/embeddings"}
+
+// checkEndpoint refuses an endpoint outside Endpoints.
+func checkEndpoint(e string) error {
+	if !slices.Contains(Endpoints, e) {
+		return fmt.Errorf("endpoint: %q: want one of %v", e, Endpoints)
+	}
+	return nil
+}
+
+// lineChecker applies the checks across the lines of one OpenAI Batch
+// input: one endpoint (every url the same) and one model (every body.model
+// the same). An empty endpoint or model is taken from the first line that
+// names one.
+type lineChecker struct {
+	endpoint, model         string
+	endpointLine, modelLine int // the line that set each; 0: the batch's own
+}
+
+// check returns the problem of il, or nil when it is a valid row.
+func (c *lineChecker) check(il generation.InputLine) *Problem {
+	if il.Err != nil {
+		return &Problem{Line: il.LineNo, Code: il.Err.Code, Message: il.Err.Message, CustomID: il.Request.CustomID}
+	}
+	bad := func(code, format string, args ...any) *Problem {
+		return &Problem{Line: il.LineNo, Code: code, CustomID: il.Request.CustomID, Message: fmt.Sprintf(format, args...)}
+	}
+	url := il.Request.URL
+	if url == "" {
+		url = generation.CompletionsURL
+	}
+	switch {
+	case c.endpoint == "":
+		c.endpoint, c.endpointLine = url, il.LineNo
+	case url != c.endpoint && c.endpointLine == 0:
+		return bad("endpoint_mismatch", "url: %q differs from the batch's endpoint %q", url, c.endpoint)
+	case url != c.endpoint:
+		return bad("endpoint_mismatch", "url: %q differs from %q on line %d; a batch has one endpoint", url, c.endpoint, c.endpointLine)
+	}
+	m := il.Request.Body.Model
+	switch {
+	case m == "":
+	case c.model == "":
+		c.model, c.modelLine = m, il.LineNo
+	case m != c.model && c.modelLine == 0:
+		return bad("model_mismatch", "body.model: %q differs from the batch's model %q", m, c.model)
+	case m != c.model:
+		return bad("model_mismatch", "body.model: %q differs from %q on line %d; a batch has one model", m, c.model, c.modelLine)
+	}
+	return nil
+}
+
+// CheckFile validates an OpenAI Batch input file as it streams by, holding
+// only the custom_ids seen: every line must be a valid request line, and
+// all lines must name one url and one model (lines without body.model take
+// the batch's). The Report lists the problems by line; the error is one
+// that stops reading (more than MaxRows lines, more than MaxInputBytes, a
+// read error).
+func CheckFile(r io.Reader) (*Report, error) {
+	lr := &limitReader{r: r, left: maxInputBytes}
+	var (
+		c   lineChecker
+		rep Report
+	)
+	err := generation.EachRequestLine(lr, MaxRows, func(il generation.InputLine) error {
+		rep.Lines++
+		if p := c.check(il); p != nil {
+			rep.Invalid++
+			if len(rep.Problems) < MaxReportedProblems {
+				rep.Problems = append(rep.Problems, *p)
+			} else {
+				rep.Unlisted++
+			}
+		}
+		return nil
+	})
+	if lr.over {
+		return nil, ErrInputTooLarge
+	}
+	if err != nil {
+		return nil, fmt.Errorf("input: %w", err)
+	}
+	rep.Valid = rep.Lines - rep.Invalid
+	return &rep, nil
+}
