@@ -34,32 +34,31 @@ func (c *lineChecker) check(il generation.InputLine) *Problem {
 	if il.Err != nil {
 		return &Problem{Line: il.LineNo, Code: il.Err.Code, Message: il.Err.Message, CustomID: il.Request.CustomID}
 	}
-	bad := func(code, format string, args ...any) *Problem {
-		return &Problem{Line: il.LineNo, Code: code, CustomID: il.Request.CustomID, Message: fmt.Sprintf(format, args...)}
+	// same checks that got, a line's value of field, is the batch's what
+	// (*want); the first line that names one sets it when the batch does not.
+	same := func(field, what, got string, want *string, at *int) *Problem {
+		var msg string
+		switch {
+		case got == "" || got == *want:
+			return nil
+		case *want == "":
+			*want, *at = got, il.LineNo
+			return nil
+		case *at == 0:
+			msg = fmt.Sprintf("%s: %q differs from the batch's %s %q", field, got, what, *want)
+		default:
+			msg = fmt.Sprintf("%s: %q differs from %q on line %d; a batch has one %s", field, got, *want, *at, what)
+		}
+		return &Problem{Line: il.LineNo, Code: what + "_mismatch", CustomID: il.Request.CustomID, Message: msg}
 	}
 	url := il.Request.URL
 	if url == "" {
 		url = generation.CompletionsURL
 	}
-	switch {
-	case c.endpoint == "":
-		c.endpoint, c.endpointLine = url, il.LineNo
-	case url != c.endpoint && c.endpointLine == 0:
-		return bad("endpoint_mismatch", "url: %q differs from the batch's endpoint %q", url, c.endpoint)
-	case url != c.endpoint:
-		return bad("endpoint_mismatch", "url: %q differs from %q on line %d; a batch has one endpoint", url, c.endpoint, c.endpointLine)
+	if p := same("url", "endpoint", url, &c.endpoint, &c.endpointLine); p != nil {
+		return p
 	}
-	m := il.Request.Body.Model
-	switch {
-	case m == "":
-	case c.model == "":
-		c.model, c.modelLine = m, il.LineNo
-	case m != c.model && c.modelLine == 0:
-		return bad("model_mismatch", "body.model: %q differs from the batch's model %q", m, c.model)
-	case m != c.model:
-		return bad("model_mismatch", "body.model: %q differs from %q on line %d; a batch has one model", m, c.model, c.modelLine)
-	}
-	return nil
+	return same("body.model", "model", il.Request.Body.Model, &c.model, &c.modelLine)
 }
 
 // CheckFile validates an OpenAI Batch input file as it streams by, holding
