@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/tandem-ai/tandem/generation"
+	"github.com/tandem-ai/tandem/limits"
 )
 
 // Endpoints are the values a batch's endpoint may take, as the OpenAI Batch
@@ -61,11 +62,17 @@ func (c *lineChecker) check(il generation.InputLine) *Problem {
 	return same("body.model", "model", il.Request.Body.Model, &c.model, &c.modelLine)
 }
 
+// MaxFileRequests bounds the request lines of an uploaded batch file.
+const MaxFileRequests = limits.BatchFileRequests
+
+// maxFileRequests is MaxFileRequests, lowered by tests.
+var maxFileRequests = MaxFileRequests
+
 // CheckFile validates an OpenAI Batch input file as it streams by, holding
 // only the custom_ids seen: every line must be a valid request line, and
 // all lines must name one url and one model (lines without body.model take
 // the batch's). The Report lists the problems by line; the error is one
-// that stops reading (more than MaxRows lines, more than MaxInputBytes, a
+// that stops reading (more than MaxFileRequests lines, more than MaxInputBytes, a
 // read error).
 func CheckFile(r io.Reader) (*Report, error) {
 	lr := &limitReader{r: r, left: maxInputBytes}
@@ -73,7 +80,7 @@ func CheckFile(r io.Reader) (*Report, error) {
 		c   lineChecker
 		rep Report
 	)
-	err := generation.EachRequestLine(lr, MaxRows, func(il generation.InputLine) error {
+	err := generation.EachRequestLine(lr, maxFileRequests, func(il generation.InputLine) error {
 		rep.Lines++
 		if p := c.check(il); p != nil {
 			rep.Invalid++

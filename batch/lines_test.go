@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -53,9 +54,33 @@ func TestCheckFileStreamsEveryProblem(t *testing.T) {
 			t.Errorf("problem %d: %+v, want line %d naming %s", i, p, want.line, want.field)
 		}
 	}
+	defer func(old int) { maxFileRequests = old }(maxFileRequests)
+	maxFileRequests = 3
+	if _, err := CheckFile(strings.NewReader(in)); err == nil || !strings.Contains(err.Error(), "line 5: more than 3 request lines") {
+		t.Fatalf("too many lines: %v", err)
+	}
 	defer func(old int64) { maxInputBytes = old }(maxInputBytes)
 	maxInputBytes = 10
 	if _, err := CheckFile(strings.NewReader(in)); err != ErrInputTooLarge {
 		t.Fatalf("oversized: %v", err)
+	}
+}
+
+// BenchmarkCheckFile checks a batch file of MaxFileRequests lines of about 2 KB
+// (some 100 MB), as an upload is checked.
+func BenchmarkCheckFile(b *testing.B) {
+	line := `{"custom_id":"%d","method":"POST","url":"/v1/completions","body":{"model":"builtin:tiny","max_tokens":16,"prompt":"` + strings.Repeat("a b ", 500) + `"}}` + "\n"
+	var sb strings.Builder
+	for i := range MaxFileRequests {
+		fmt.Fprintf(&sb, line, i)
+	}
+	in := sb.String()
+	b.SetBytes(int64(len(in)))
+	b.ResetTimer()
+	for range b.N {
+		rep, err := CheckFile(strings.NewReader(in))
+		if err != nil || rep.Invalid > 0 {
+			b.Fatal(err, rep)
+		}
 	}
 }

@@ -182,8 +182,10 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.As(err, &verr):
 		var body validationBody
-		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones): %s",
-			verr.Report.Invalid, verr.Report.Lines, problemList(&verr.Report))
+		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", verr.Report.Invalid, verr.Report.Lines)
+		if list := problemList(&verr.Report); list != "" {
+			body.Error.Message += ": " + list
+		}
 		body.Report = verr.Report
 		writeJSON(w, http.StatusBadRequest, body)
 	case isBodyError(err):
