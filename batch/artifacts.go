@@ -3,8 +3,6 @@ package batch
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -93,17 +91,10 @@ func readJSONL[T any](ctx context.Context, store artifact.Store, key string, eac
 	return nil
 }
 
-// responseID derives a stable id from the line and custom_id, the way the
-// generate path does, so re-runs write the same ids.
-func responseID(line int, customID string) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%d\x00%s", line, customID)))
-	return "req-" + hex.EncodeToString(h[:12])
-}
-
-// errorResult is the result line of a request that did not run.
-func errorResult(line int, customID, code, msg string) lineResult {
+// errorResult is the result line of a request of batch id that did not run.
+func errorResult(id string, line int, customID, code, msg string) lineResult {
 	return lineResult{Line: line, Result: generation.ResponseLine{
-		ID: responseID(line, customID), CustomID: customID,
+		ID: generation.LineID(generation.LineIDPrefix, id, line, customID), CustomID: customID,
 		Error: &generation.LineError{Code: code, Message: msg, Line: line},
 	}}
 }

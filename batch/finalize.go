@@ -143,7 +143,7 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, err
 			rowMsg = fmt.Sprintf("the output of chunk %d was lost after the chunk finished; this request has no result, submit it again", c)
 		}
 		err := readJSONL(ctx, r.Artifacts, inputKey(b.ID, c), func(row Row) error {
-			return emit(errorResult(row.Line, row.Request.CustomID, rowCode, rowMsg))
+			return emit(errorResult(b.ID, row.Line, row.Request.CustomID, rowCode, rowMsg))
 		})
 		if err != nil {
 			return Counts{}, fmt.Errorf("chunk %d input: %w", c, err)

@@ -83,8 +83,12 @@ type Row struct {
 // Input says how to read a batch input.
 type Input struct {
 	// Model is the batch's model; request lines that name another are
-	// invalid.
+	// invalid. Empty for OpenAI Batch JSONL: the lines name it (one model
+	// for all), and Plan.Model says which.
 	Model string
+	// Endpoint is the batch's endpoint (default generation.CompletionsURL);
+	// request lines whose url differs are invalid.
+	Endpoint string
 	// Template is a text/template source; empty means the input is OpenAI
 	// Batch JSONL.
 	Template string
@@ -96,6 +100,7 @@ type Input struct {
 // Plan is a validated input.
 type Plan struct {
 	Kind    string    // InputOpenAI or InputTemplate
+	Model   string    // Input.Model, or the model the lines name
 	Rows    []Row     // valid rows, in line order
 	Invalid []Problem // every invalid line, in line order
 	Report  Report
@@ -108,8 +113,10 @@ type Plan struct {
 // too many lines, a template that does not parse, a CSV header without
 // custom_id) come back as the error.
 func PlanInput(r io.Reader, in Input) (*Plan, error) {
-	if err := generation.ValidateModelName(in.Model); err != nil {
-		return nil, err
+	if in.Model != "" || in.Template != "" {
+		if err := generation.ValidateModelName(in.Model); err != nil {
+			return nil, err
+		}
 	}
 	lr := &limitReader{r: r, left: maxInputBytes}
 	var p *Plan
@@ -118,7 +125,7 @@ func PlanInput(r io.Reader, in Input) (*Plan, error) {
 		if in.Format != "" && in.Format != FormatJSONL {
 			return nil, fmt.Errorf("format %q: OpenAI Batch input is JSONL; CSV rows need a template", in.Format)
 		}
-		p, err = planOpenAI(lr, in.Model)
+		p, err = planOpenAI(lr, in.Model, in.Endpoint)
 	} else {
 		p, err = planTemplate(lr, in)
 	}
@@ -140,26 +147,35 @@ func PlanInput(r io.Reader, in Input) (*Plan, error) {
 	if p.Report.Lines == 0 {
 		return nil, errors.New("input: no request lines")
 	}
+	if len(p.Rows) > 0 { // with none, the problems say what is wrong
+		if p.Model == "" {
+			return nil, errors.New("model: required: give the batch's model, or name it as body.model in the request lines")
+		}
+		if err := generation.ValidateModelName(p.Model); err != nil {
+			return nil, err
+		}
+	}
 	return p, nil
 }
 
-func planOpenAI(r io.Reader, model string) (*Plan, error) {
-	lines, err := generation.ReadRequestLines(r, MaxRows)
+func planOpenAI(r io.Reader, model, endpoint string) (*Plan, error) {
+	if endpoint == "" {
+		endpoint = generation.CompletionsURL
+	}
+	p := &Plan{Kind: InputOpenAI}
+	c := lineChecker{model: model, endpoint: endpoint}
+	err := generation.EachRequestLine(r, MaxRows, func(il generation.InputLine) error {
+		if prob := c.check(il); prob != nil {
+			p.Invalid = append(p.Invalid, *prob)
+		} else {
+			p.Rows = append(p.Rows, Row{Line: il.LineNo, Request: il.Request})
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
 	}
-	p := &Plan{Kind: InputOpenAI}
-	for _, il := range lines {
-		switch {
-		case il.Err != nil:
-			p.Invalid = append(p.Invalid, Problem{Line: il.LineNo, Code: il.Err.Code, Message: il.Err.Message, CustomID: il.Request.CustomID})
-		case il.Request.Body.Model != "" && il.Request.Body.Model != model:
-			p.Invalid = append(p.Invalid, Problem{Line: il.LineNo, Code: "model_mismatch", CustomID: il.Request.CustomID,
-				Message: fmt.Sprintf("body.model: %q differs from the batch's model %q", il.Request.Body.Model, model)})
-		default:
-			p.Rows = append(p.Rows, Row{Line: il.LineNo, Request: il.Request})
-		}
-	}
+	p.Model = c.model
 	return p, nil
 }
 
@@ -168,7 +184,7 @@ func planTemplate(r io.Reader, in Input) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Plan{Kind: InputTemplate}
+	p := &Plan{Kind: InputTemplate, Model: in.Model}
 	seen := map[string]int{}
 	visit := func(line int, row map[string]any, prob *Problem) error {
 		if len(p.Rows)+len(p.Invalid) >= MaxRows {

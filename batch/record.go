@@ -82,6 +82,7 @@ type Batch struct {
 	ID               string            `json:"id"`
 	Object           string            `json:"object"`
 	Endpoint         string            `json:"endpoint"`
+	InputFileID      string            `json:"input_file_id,omitempty"`
 	Model            string            `json:"model"`
 	InputKind        string            `json:"input_kind"`
 	CompletionWindow string            `json:"completion_window"`

@@ -159,7 +159,7 @@ func (r *Runner) generate(ctx context.Context, b *Batch, rows []Row) ([]lineResu
 		// The model will not load here; every row fails with the reason,
 		// and the batch still finishes (as failed if no row succeeds).
 		for i, row := range rows {
-			out[i] = errorResult(row.Line, row.Request.CustomID, "model_unavailable", err.Error())
+			out[i] = errorResult(b.ID, row.Line, row.Request.CustomID, "model_unavailable", err.Error())
 		}
 		return out, nil
 	}

@@ -68,7 +68,15 @@ func (s *Service) Close() error {
 
 // CreateOptions describe a new batch. The JSON form is the HTTP API's.
 type CreateOptions struct {
-	Model string `json:"model"`
+	// Model is the batch's model; empty for OpenAI Batch JSONL whose lines
+	// name it (body.model).
+	Model string `json:"model,omitempty"`
+	// Endpoint is the url every request line names (default
+	// generation.CompletionsURL); see Endpoints.
+	Endpoint string `json:"endpoint,omitempty"`
+	// InputFileID is the uploaded file the input was read from (the
+	// OpenAI form); Create only records it.
+	InputFileID string `json:"input_file_id,omitempty"`
 	// Template is a text/template source; empty: the input is OpenAI Batch JSONL.
 	Template string `json:"template,omitempty"`
 	// Format of template rows: "jsonl" (default) or "csv".
@@ -95,8 +103,19 @@ type CreateOptions struct {
 
 // check fills defaults and validates o.
 func (o *CreateOptions) check() (window time.Duration, err error) {
-	if err := generation.ValidateModelName(o.Model); err != nil {
+	if o.Model != "" || o.Template != "" {
+		if err := generation.ValidateModelName(o.Model); err != nil {
+			return 0, err
+		}
+	}
+	if o.Endpoint == "" {
+		o.Endpoint = generation.CompletionsURL
+	}
+	if err := checkEndpoint(o.Endpoint); err != nil {
 		return 0, err
+	}
+	if o.Template != "" && o.Endpoint != generation.CompletionsURL {
+		return 0, fmt.Errorf("endpoint: %q: template rows are %s requests", o.Endpoint, generation.CompletionsURL)
 	}
 	if o.CompletionWindow == "" {
 		o.CompletionWindow = DefaultCompletionWindow.String()
@@ -154,7 +173,7 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 	if err != nil {
 		return nil, nil, invalid(err)
 	}
-	plan, err := PlanInput(input, Input{Model: o.Model, Template: o.Template, Format: o.Format})
+	plan, err := PlanInput(input, Input{Model: o.Model, Endpoint: o.Endpoint, Template: o.Template, Format: o.Format})
 	if err != nil {
 		return nil, nil, invalid(err)
 	}
@@ -166,7 +185,7 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 	}
 	now := s.now()
 	b := &Batch{
-		ID: newBatchID(), Object: "batch", Endpoint: generation.CompletionsURL, Model: o.Model, InputKind: plan.Kind,
+		ID: newBatchID(), Object: "batch", Endpoint: o.Endpoint, InputFileID: o.InputFileID, Model: plan.Model, InputKind: plan.Kind,
 		CompletionWindow: window.String(), Status: StatusValidating, Metadata: o.Metadata,
 		RequestCounts: Counts{Total: plan.Report.Lines, Failed: len(plan.Invalid)},
 		CreatedAt:     now.Unix(), ExpiresAt: now.Add(window).Unix(),
@@ -206,7 +225,7 @@ func (s *Service) start(ctx context.Context, b *Batch, plan *Plan, window time.D
 	if len(plan.Invalid) > 0 {
 		res := make([]lineResult, len(plan.Invalid))
 		for i, p := range plan.Invalid {
-			res[i] = errorResult(p.Line, p.CustomID, p.Code, p.Message)
+			res[i] = errorResult(b.ID, p.Line, p.CustomID, p.Code, p.Message)
 		}
 		if err := putJSONL(ctx, s.Artifacts, invalidKey(b.ID), res); err != nil {
 			return fmt.Errorf("invalid lines: %w", err)

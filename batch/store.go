@@ -316,6 +316,7 @@ func encodeRecord(b *Batch) ([]any, error) {
 		"total", b.RequestCounts.Total, "completed", b.RequestCounts.Completed, "failed", b.RequestCounts.Failed,
 		"chunks", b.Chunks, "chunk_size", b.ChunkSize, "batch_size", b.BatchSize, "skipped", b.Skipped,
 		"created_at", b.CreatedAt, "expires_at", b.ExpiresAt, "device", b.Device,
+		"endpoint", b.Endpoint, "input_file_id", b.InputFileID,
 	}
 	return f, nil
 }
@@ -326,6 +327,10 @@ func decodeRecord(m map[string]string) (*Batch, error) {
 	b.ID, b.Model, b.InputKind, b.CompletionWindow = m["id"], m["model"], m["input_kind"], m["completion_window"]
 	b.Status = Status(m["status"])
 	b.OutputKey, b.ErrorKey, b.Device = m["output_key"], m["error_key"], m["device"]
+	if e := m["endpoint"]; e != "" { // records from before endpoints were kept: completions
+		b.Endpoint = e
+	}
+	b.InputFileID = m["input_file_id"]
 	ints := map[string]*int{
 		"total": &b.RequestCounts.Total, "completed": &b.RequestCounts.Completed, "failed": &b.RequestCounts.Failed,
 		"chunks": &b.Chunks, "chunk_size": &b.ChunkSize, "batch_size": &b.BatchSize, "skipped": &b.Skipped,

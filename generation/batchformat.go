@@ -279,7 +279,8 @@ func validJSONStringText(lit []byte) bool {
 	return true
 }
 
-// ResponseLine is one line of an output file (vLLM run-batch shape).
+// ResponseLine is one line of an output file, in OpenAI's batch output
+// shape (Error also names the input line, an extension).
 type ResponseLine struct {
 	ID       string     `json:"id"`
 	CustomID string     `json:"custom_id"`
@@ -287,10 +288,12 @@ type ResponseLine struct {
 	Error    *LineError `json:"error"`
 }
 
-// Response wraps the completions body with its HTTP-like status; a chat
-// line's body is Chat (a chat.completion) instead.
+// Response wraps the completions body with its HTTP-like status and the
+// id of the request, as OpenAI's batch output does; a chat line's body is
+// Chat (a chat.completion) instead.
 type Response struct {
 	StatusCode int                `json:"status_code"`
+	RequestID  string             `json:"request_id"`
 	Body       CompletionResponse `json:"body"`
 	Chat       *ChatCompletion    `json:"-"`
 }

@@ -420,8 +420,9 @@ func (r Response) MarshalJSON() ([]byte, error) {
 	}
 	return json.Marshal(struct {
 		StatusCode int             `json:"status_code"`
+		RequestID  string          `json:"request_id"`
 		Body       *ChatCompletion `json:"body"`
-	}{r.StatusCode, r.Chat})
+	}{r.StatusCode, r.RequestID, r.Chat})
 }
 
 // UnmarshalJSON implements json.Unmarshaler, reading a chat.completion
@@ -429,12 +430,13 @@ func (r Response) MarshalJSON() ([]byte, error) {
 func (r *Response) UnmarshalJSON(b []byte) error {
 	var v struct {
 		StatusCode int             `json:"status_code"`
+		RequestID  string          `json:"request_id"`
 		Body       json.RawMessage `json:"body"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
-	*r = Response{StatusCode: v.StatusCode}
+	*r = Response{StatusCode: v.StatusCode, RequestID: v.RequestID}
 	var kind struct {
 		Object string `json:"object"`
 	}

@@ -27,22 +27,36 @@ type InputLine struct {
 // are skipped. Lines longer than MaxLineBytes are refused without being held
 // in memory. maxLines (0 = no limit) bounds how many lines are accepted.
 func ReadRequestLines(r io.Reader, maxLines int) ([]InputLine, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
 	var out []InputLine
+	err := EachRequestLine(r, maxLines, func(il InputLine) error {
+		out = append(out, il)
+		return nil
+	})
+	return out, err
+}
+
+// EachRequestLine is ReadRequestLines without keeping the lines: fn sees
+// each one as it is read, so a large file is checked in bounded memory (the
+// custom_ids seen are all it keeps). An error from fn stops the reading and
+// is returned.
+func EachRequestLine(r io.Reader, maxLines int, fn func(InputLine) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
 	seen := map[string]int{}
+	n := 0
 	for lineNo := 1; ; lineNo++ {
 		raw, tooLong, err := ReadBoundedLine(br, MaxLineBytes)
 		if err != nil && !errors.Is(err, io.EOF) {
-			return out, fmt.Errorf("line %d: %w", lineNo, err)
+			return fmt.Errorf("line %d: %w", lineNo, err)
 		}
+		var il *InputLine
 		if tooLong {
-			out = append(out, InputLine{LineNo: lineNo, Err: &LineError{Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", MaxLineBytes), Line: lineNo}})
+			il = &InputLine{LineNo: lineNo, Err: &LineError{Code: "line_too_long", Message: fmt.Sprintf("line exceeds %d bytes", MaxLineBytes), Line: lineNo}}
 		} else if len(TrimLineSpace(raw)) > 0 {
-			if maxLines > 0 && len(out) >= maxLines {
-				return out, fmt.Errorf("line %d: more than %d request lines", lineNo, maxLines)
+			if maxLines > 0 && n >= maxLines {
+				return fmt.Errorf("line %d: more than %d request lines", lineNo, maxLines)
 			}
 			req, perr := ParseRequestLine(raw, lineNo)
-			il := InputLine{LineNo: lineNo, Request: req}
+			il = &InputLine{LineNo: lineNo, Request: req}
 			if perr != nil {
 				il.Err = perr.(*LineError)
 			} else if first, dup := seen[req.CustomID]; dup {
@@ -50,10 +64,15 @@ func ReadRequestLines(r io.Reader, maxLines int) ([]InputLine, error) {
 			} else {
 				seen[req.CustomID] = lineNo
 			}
-			out = append(out, il)
+		}
+		if il != nil {
+			n++
+			if ferr := fn(*il); ferr != nil {
+				return ferr
+			}
 		}
 		if errors.Is(err, io.EOF) {
-			return out, nil
+			return nil
 		}
 	}
 }
@@ -99,7 +118,8 @@ func TrimLineSpace(b []byte) []byte {
 // GenerateLines runs the good lines through the model's engine as batch
 // rows of group (a batch id: groups take turns for the engine's slots),
 // holding at most batchSize slots at once, and returns one ResponseLine per
-// input line, in input order. progress, if set, is called with the number
+// input line, in input order. The result ids derive from group and the line
+// (LineID). progress, if set, is called with the number
 // of lines finished.
 func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, lines []InputLine, batchSize int, group string, progress func(done int)) ([]ResponseLine, error) {
 	out := make([]ResponseLine, len(lines))
@@ -109,14 +129,14 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 	maxPrompt := lm.Model.Config.NPositions - 1
 	for i, il := range lines {
 		if il.Err != nil {
-			out[i] = errorLine(il, il.Err)
+			out[i] = errorLine(group, il, il.Err)
 			done++
 			continue
 		}
 		params, _ := il.Request.Body.Params() // checked when parsed
 		prompt := tok.Encode(linePrompt(lm, il.Request, &params))
 		if len(prompt) > maxPrompt {
-			out[i] = errorLine(il, &LineError{Code: "context_length_exceeded", Message: fmt.Sprintf("body.prompt: %d tokens; the model's context allows %d prompt tokens", len(prompt), maxPrompt), Line: il.LineNo})
+			out[i] = errorLine(group, il, &LineError{Code: "context_length_exceeded", Message: fmt.Sprintf("body.prompt: %d tokens; the model's context allows %d prompt tokens", len(prompt), maxPrompt), Line: il.LineNo})
 			done++
 			continue
 		}
@@ -139,34 +159,46 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 			return nil, ctx.Err()
 		}
 		for _, i := range idx {
-			out[i] = errorLine(lines[i], &LineError{Code: "generation_failed", Message: err.Error(), Line: lines[i].LineNo})
+			out[i] = errorLine(group, lines[i], &LineError{Code: "generation_failed", Message: err.Error(), Line: lines[i].LineNo})
 		}
 		return out, nil
 	}
 	for k, i := range idx {
-		out[i] = okLine(lines[i], lm.Name, tok, comps[k])
+		out[i] = okLine(group, lines[i], lm.Name, tok, comps[k])
 	}
 	return out, nil
 }
 
-// requestID is stable for a given input line, so a chunk that is generated
-// again after a crash writes the same ids.
-func requestID(prefix string, il InputLine) string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%d\x00%s", il.LineNo, il.Request.CustomID)))
+// LineID is the id of one line's result: stable for a given group (a
+// batch id), input line and custom_id, so a chunk that is generated again
+// after a crash writes the same ids, and different for every group, so two
+// batches given the same line never share an id.
+func LineID(prefix, group string, line int, customID string) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s", group, line, customID)))
 	return prefix + hex.EncodeToString(h[:12])
 }
 
-func errorLine(il InputLine, e *LineError) ResponseLine {
-	return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Error: e}
+// Prefixes of the ids of a result line (ResponseLine.ID), of its request
+// (Response.RequestID) and of its completion (CompletionResponse.ID), as
+// OpenAI's batch output names them.
+const (
+	LineIDPrefix       = "batch_req_"
+	RequestIDPrefix    = "req-"
+	CompletionIDPrefix = "cmpl-"
+)
+
+func errorLine(group string, il InputLine, e *LineError) ResponseLine {
+	return ResponseLine{ID: LineID(LineIDPrefix, group, il.LineNo, il.Request.CustomID), CustomID: il.Request.CustomID, Error: e}
 }
 
-func okLine(il InputLine, modelName string, tok *model.Tokenizer, comps []model.Completion) ResponseLine {
+func okLine(group string, il InputLine, modelName string, tok *model.Tokenizer, comps []model.Completion) ResponseLine {
 	if il.Request.Chat != nil {
-		body := chatResponse(requestID("chatcmpl-", il), modelName, il.Request.Chat, tok, comps)
-		return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Response: &Response{StatusCode: 200, Chat: body}}
+		body := chatResponse(LineID("chatcmpl-", group, il.LineNo, il.Request.CustomID), modelName, il.Request.Chat, tok, comps)
+		return ResponseLine{ID: LineID(LineIDPrefix, group, il.LineNo, il.Request.CustomID), CustomID: il.Request.CustomID,
+			Response: &Response{StatusCode: 200, RequestID: LineID(RequestIDPrefix, group, il.LineNo, il.Request.CustomID), Chat: body}}
 	}
 	body := CompletionResponse{
-		ID:      requestID("cmpl-", il),
+		ID:      LineID(CompletionIDPrefix, group, il.LineNo, il.Request.CustomID),
 		Object:  "text_completion",
 		Created: time.Now().Unix(),
 		Model:   modelName,
@@ -181,7 +213,8 @@ func okLine(il InputLine, modelName string, tok *model.Tokenizer, comps []model.
 		body.Usage.PromptTokens = c.PromptTokens
 	}
 	body.Usage.TotalTokens = body.Usage.PromptTokens + body.Usage.CompletionTokens
-	return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Response: &Response{StatusCode: 200, Body: body}}
+	return ResponseLine{ID: LineID(LineIDPrefix, group, il.LineNo, il.Request.CustomID), CustomID: il.Request.CustomID,
+		Response: &Response{StatusCode: 200, RequestID: LineID(RequestIDPrefix, group, il.LineNo, il.Request.CustomID), Body: body}}
 }
 
 // WriteJSONLAtomic writes lines to the path field names, inside root,

@@ -251,6 +251,7 @@ var enforcements = map[string]enforcement{
 	"WebhookTimeout":       {untested: "the webhook client's timeout: a slower receiver fails the delivery, which is retried; a test would wait 10 s"},
 	"WebhookResponseBytes": {untested: "how much of a webhook's answer is drained before the connection is reused; nothing is refused"},
 	"BatchInputBytes":      coveredBy("batch.TestPlanHardErrors"),
+	"BatchFileRequests":    coveredBy("batch.TestCheckFileStreamsEveryProblem"),
 	"BatchRows": over(func(*testing.T) error {
 		_, err := batch.PlanInput(numberedRequests(limits.BatchRows+1), batch.Input{Model: "builtin:tiny"})
 		return err

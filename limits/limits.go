@@ -141,6 +141,9 @@ const (
 	BatchInputBytes = 200 << 20
 	// BatchRows bounds the rows (request lines) of one batch.
 	BatchRows = RequestLines
+	// BatchFileRequests bounds the request lines of an uploaded batch
+	// file (POST /v1/files; the OpenAI Batch API's limit).
+	BatchFileRequests = 50_000
 	// BatchReportedProblems bounds the problems listed when a batch input
 	// is refused; the rest are counted.
 	BatchReportedProblems = 1000

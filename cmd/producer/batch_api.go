@@ -18,6 +18,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/dataroot"
+	"github.com/tandem-ai/tandem/files"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -32,9 +33,10 @@ const EnvBatchInputDir = "TANDEM_BATCH_INPUT_DIR"
 // referenced by path.
 const maxBatchJSONBody = limits.APIBatchJSONBytes
 
-// batchAPI serves /v1/batches.
+// batchAPI serves /v1/batches and /v1/files.
 type batchAPI struct {
 	svc      *batch.Service
+	files    *files.Store
 	logger   *slog.Logger
 	inputDir string // "" when input_path is not allowed
 	// reserved are the service's directories no input_path may reach:
@@ -60,7 +62,7 @@ func newBatchAPI(ctx context.Context, cfg pipeline.Config, logger *slog.Logger) 
 			reserved = append(reserved, r)
 		}
 	}
-	return &batchAPI{svc: svc, logger: logger, inputDir: dir, reserved: reserved, closeFn: closeFn}, nil
+	return &batchAPI{svc: svc, files: files.NewStore(svc.Client.Redis(), svc.Artifacts), logger: logger, inputDir: dir, reserved: reserved, closeFn: closeFn}, nil
 }
 
 // Close releases the service's connections.
@@ -82,10 +84,14 @@ func (a *apiServer) batchRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/batches/{id}/cancel", b.cancel)
 	mux.HandleFunc("GET /v1/batches/{id}/output", b.output)
 	mux.HandleFunc("GET /v1/batches/{id}/events", b.events)
+	b.fileRoutes(mux)
 }
 
 // createBatchRequest is the JSON body of POST /v1/batches: the options plus
-// the input, inline or by a path under TANDEM_BATCH_INPUT_DIR.
+// the input. OpenAI's form names an uploaded file (input_file_id, in
+// CreateOptions) with endpoint, completion_window "24h" and metadata; the
+// model comes from the lines. Tandem's extensions: the input inline or by a
+// path under TANDEM_BATCH_INPUT_DIR, and the other CreateOptions.
 type createBatchRequest struct {
 	batch.CreateOptions
 	Input     *string `json:"input,omitempty"`
@@ -102,8 +108,9 @@ type validationBody struct {
 	Report batch.Report `json:"report"`
 }
 
-// create accepts either a JSON body (createBatchRequest) or the input file
-// itself as the body (JSONL or CSV) with the options in the query string:
+// create accepts either a JSON body (createBatchRequest) or, as an
+// extension, the input file itself as the body (JSONL or CSV) with the
+// options in the query string:
 // model, template, format, completion_window, chunk_size, batch_size,
 // device, skip_invalid, trim, strip_prompt, max_chars, stop (repeatable)
 // and metadata (repeatable KEY=VALUE).
@@ -114,6 +121,10 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		input io.Reader
 		raw   bool // the input is the body
 	)
+	if mt == "multipart/form-data" {
+		writeError(w, http.StatusBadRequest, "invalid_request", "body: upload the input file to POST /v1/files (purpose batch), then create the batch with its input_file_id")
+		return
+	}
 	if mt == "application/json" {
 		var req createBatchRequest
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchJSONBody))
@@ -123,10 +134,23 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		o = req.CreateOptions
+		sources := 0
+		for _, given := range []bool{req.Input != nil, req.InputPath != "", o.InputFileID != ""} {
+			if given {
+				sources++
+			}
+		}
 		switch {
-		case req.Input != nil && req.InputPath != "":
-			writeError(w, http.StatusBadRequest, "invalid_request", "give input or input_path, not both")
+		case sources > 1:
+			writeError(w, http.StatusBadRequest, "invalid_request", "give one of input_file_id, input and input_path")
 			return
+		case o.InputFileID != "":
+			rc, ok := b.openInputFile(w, r, &o)
+			if !ok {
+				return
+			}
+			defer rc.Close()
+			input = rc
 		case req.Input != nil:
 			input = strings.NewReader(*req.Input)
 		case req.InputPath != "":
@@ -138,7 +162,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 			defer f.Close()
 			input = f
 		default:
-			writeError(w, http.StatusBadRequest, "invalid_request", "input or input_path: required")
+			writeParamError(w, http.StatusBadRequest, "invalid_request", "input_file_id", "input_file_id: required (or, as Tandem extensions, input or input_path)")
 			return
 		}
 	} else {
@@ -159,6 +183,9 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &verr):
 		var body validationBody
 		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", verr.Report.Invalid, verr.Report.Lines)
+		if list := problemList(&verr.Report); list != "" {
+			body.Error.Message += ": " + list
+		}
 		body.Report = verr.Report
 		writeJSON(w, http.StatusBadRequest, body)
 	case isBodyError(err):
@@ -170,8 +197,31 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		writeUnavailable(w, b.logger.With("op", "batch create"), err)
 	default:
-		writeJSON(w, http.StatusOK, created)
+		writeJSON(w, http.StatusOK, b.object(r.Context(), created))
 	}
+}
+
+// openInputFile opens the uploaded file o names, which must be a batch
+// input; OpenAI's form allows only the completion window "24h". On false
+// the answer is written.
+func (b *batchAPI) openInputFile(w http.ResponseWriter, r *http.Request, o *batch.CreateOptions) (io.ReadCloser, bool) {
+	if o.CompletionWindow != "" && o.CompletionWindow != "24h" {
+		writeParamError(w, http.StatusBadRequest, "invalid_request", "completion_window",
+			fmt.Sprintf("completion_window: %q is not supported; want 24h", o.CompletionWindow))
+		return nil, false
+	}
+	rc, f, err := b.files.Open(r.Context(), o.InputFileID)
+	if err != nil {
+		b.writeFileError(w, err)
+		return nil, false
+	}
+	if f.Purpose != files.PurposeBatch {
+		rc.Close()
+		writeParamError(w, http.StatusBadRequest, "invalid_request", "input_file_id",
+			fmt.Sprintf("input_file_id: file %s has purpose %q; want batch", f.ID, f.Purpose))
+		return nil, false
+	}
+	return rc, true
 }
 
 // within reports whether dir is parent or lies inside it, as the paths
@@ -259,7 +309,7 @@ func (b *batchAPI) get(w http.ResponseWriter, r *http.Request) {
 		b.writeBatchError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, got)
+	writeJSON(w, http.StatusOK, b.object(r.Context(), got))
 }
 
 func (b *batchAPI) cancel(w http.ResponseWriter, r *http.Request) {
@@ -268,7 +318,7 @@ func (b *batchAPI) cancel(w http.ResponseWriter, r *http.Request) {
 		b.writeBatchError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, got)
+	writeJSON(w, http.StatusOK, b.object(r.Context(), got))
 }
 
 func (b *batchAPI) list(w http.ResponseWriter, r *http.Request) {
@@ -281,10 +331,12 @@ func (b *batchAPI) list(w http.ResponseWriter, r *http.Request) {
 		b.writeBatchError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, listPage(bs, more))
+	writeJSON(w, http.StatusOK, b.page(r.Context(), bs, more))
 }
 
-// output streams output.jsonl, or errors.jsonl with ?file=errors.
+// output streams output.jsonl, or errors.jsonl with ?file=errors (an
+// extension; the same bytes are the files output_file_id and error_file_id
+// name).
 func (b *batchAPI) output(w http.ResponseWriter, r *http.Request) {
 	which := r.URL.Query().Get("file")
 	if which == "" {
@@ -321,7 +373,7 @@ func (b *batchAPI) events(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	err := b.svc.Watch(r.Context(), id, time.Second, func(bt *batch.Batch) bool {
-		data, err := json.Marshal(bt)
+		data, err := json.Marshal(b.object(r.Context(), bt))
 		if err != nil {
 			return false
 		}

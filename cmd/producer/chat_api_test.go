@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
 
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/generation"
@@ -21,9 +20,7 @@ import (
 // openAIClient is the official client pointed at srv with chatToken, as a
 // user would point it at `producer serve`: no retries, so a refusal is
 // seen at once.
-func openAIClient(srv string) openai.Client {
-	return openai.NewClient(option.WithBaseURL(srv+"/v1/"), option.WithAPIKey(chatToken), option.WithMaxRetries(0))
-}
+func openAIClient(srv string) openai.Client { return oaiClientAt(srv, chatToken) }
 
 // chatHistory is a conversation of every role, and what the default chat
 // format makes of it.

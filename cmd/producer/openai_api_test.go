@@ -46,8 +46,12 @@ func oaiServer(t *testing.T, e *genEnv, root *dataroot.Root) *httptest.Server {
 
 // oaiClient is the official OpenAI client pointed at srv, without retries
 // (a test wants the first answer).
-func oaiClient(srv *httptest.Server) openai.Client {
-	return openai.NewClient(option.WithBaseURL(srv.URL+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+func oaiClient(srv *httptest.Server) openai.Client { return oaiClientAt(srv.URL, "unused") }
+
+// oaiClientAt is the official client for the API at url with token key,
+// without retries, so a test sees every answer.
+func oaiClientAt(url, key string) openai.Client {
+	return openai.NewClient(option.WithBaseURL(url+"/v1/"), option.WithAPIKey(key), option.WithMaxRetries(0))
 }
 
 // apiErrorOf is the OpenAI client's API error in err; it fails the test
