@@ -153,9 +153,9 @@ func planOpenAI(r io.Reader, model string) (*Plan, error) {
 		switch {
 		case il.Err != nil:
 			p.Invalid = append(p.Invalid, Problem{Line: il.LineNo, Code: il.Err.Code, Message: il.Err.Message, CustomID: il.Request.CustomID})
-		case il.Request.Body.Model != "" && il.Request.Body.Model != model:
+		case il.Request.Model() != "" && il.Request.Model() != model:
 			p.Invalid = append(p.Invalid, Problem{Line: il.LineNo, Code: "model_mismatch", CustomID: il.Request.CustomID,
-				Message: fmt.Sprintf("body.model: %q differs from the batch's model %q", il.Request.Body.Model, model)})
+				Message: fmt.Sprintf("body.model: %q differs from the batch's model %q", il.Request.Model(), model)})
 		default:
 			p.Rows = append(p.Rows, Row{Line: il.LineNo, Request: il.Request})
 		}

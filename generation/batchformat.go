@@ -21,7 +21,9 @@ const MaxLineBytes = limits.RequestLineBytes
 // MaxPromptChars bounds the prompt text of one request before tokenisation.
 const MaxPromptChars = limits.PromptBytes
 
-// CompletionsURL is the only endpoint a request line may name today.
+// CompletionsURL is the endpoint of a request line whose body is a
+// CompletionsBody (the default when a line names none); EmbeddingsURL is
+// the other one a line may name.
 const CompletionsURL = "/v1/completions"
 
 // RequestLine is one line of an OpenAI Batch input file.
@@ -30,6 +32,71 @@ type RequestLine struct {
 	Method   string          `json:"method"`
 	URL      string          `json:"url"`
 	Body     CompletionsBody `json:"body"`
+	// Embeddings is the body of a line whose URL is EmbeddingsURL; Body is
+	// then zero. In JSON it is the line's "body".
+	Embeddings *EmbeddingsBody `json:"-"`
+}
+
+// requestEnvelope is a request line with its body still raw: the body's
+// type depends on the url.
+type requestEnvelope struct {
+	CustomID string          `json:"custom_id"`
+	Method   string          `json:"method"`
+	URL      string          `json:"url"`
+	Body     json.RawMessage `json:"body"`
+}
+
+// UnmarshalJSON implements json.Unmarshaler: the body is an EmbeddingsBody
+// when the url is EmbeddingsURL and a CompletionsBody otherwise. Unknown
+// fields are refused, in the line and in its body.
+func (r *RequestLine) UnmarshalJSON(b []byte) error {
+	var env requestEnvelope
+	err := decodeKnownFields(b, &env)
+	// Kept even when the line fails (an unknown field does not stop the
+	// decoder), so that the error can name the line's custom_id.
+	*r = RequestLine{CustomID: env.CustomID, Method: env.Method, URL: env.URL}
+	if err != nil {
+		return err
+	}
+	var body any = &r.Body
+	if env.URL == EmbeddingsURL {
+		r.Embeddings = &EmbeddingsBody{}
+		body = r.Embeddings
+	}
+	if len(env.Body) == 0 {
+		return nil
+	}
+	return decodeKnownFields(env.Body, body)
+}
+
+// MarshalJSON implements json.Marshaler: the line as OpenAI writes it,
+// with Embeddings as the body when set.
+func (r RequestLine) MarshalJSON() ([]byte, error) {
+	env := struct {
+		CustomID string `json:"custom_id"`
+		Method   string `json:"method"`
+		URL      string `json:"url"`
+		Body     any    `json:"body"`
+	}{r.CustomID, r.Method, r.URL, r.Body}
+	if r.Embeddings != nil {
+		env.Body = r.Embeddings
+	}
+	return json.Marshal(env)
+}
+
+// Model is the model the line's body names ("" for none).
+func (r RequestLine) Model() string {
+	if r.Embeddings != nil {
+		return r.Embeddings.Model
+	}
+	return r.Body.Model
+}
+
+// decodeKnownFields decodes one JSON value into v, refusing unknown fields.
+func decodeKnownFields(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 // CompletionsBody is the subset of the OpenAI /v1/completions body that the
@@ -164,8 +231,16 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 		return bad("custom_id", fmt.Sprintf("longer than %d bytes", limits.CustomIDLen))
 	case r.Method != "" && r.Method != "POST":
 		return bad("method", fmt.Sprintf("%q is not supported; use POST", r.Method))
-	case r.URL != "" && r.URL != CompletionsURL:
-		return bad("url", fmt.Sprintf("%q is not supported; use %s", r.URL, CompletionsURL))
+	case r.URL != "" && r.URL != CompletionsURL && r.URL != EmbeddingsURL:
+		return bad("url", fmt.Sprintf("%q is not supported; use %s or %s", r.URL, CompletionsURL, EmbeddingsURL))
+	}
+	if r.Embeddings != nil {
+		if err := r.Embeddings.Validate(); err != nil {
+			return bad("body."+err.(*RequestError).Param, err.(*RequestError).Message)
+		}
+		return r, nil
+	}
+	switch {
 	case r.Body.Prompt == "":
 		return bad("body.prompt", "required (a non-empty string)")
 	case len(r.Body.Prompt) > MaxPromptChars:
@@ -256,6 +331,49 @@ type ResponseLine struct {
 type Response struct {
 	StatusCode int                `json:"status_code"`
 	Body       CompletionResponse `json:"body"`
+	// Embeddings is the body of an embeddings line's response; Body is
+	// then zero. In JSON it is the response's "body".
+	Embeddings *EmbeddingsResponse `json:"-"`
+}
+
+// MarshalJSON implements json.Marshaler, with Embeddings as the body when
+// set.
+func (r Response) MarshalJSON() ([]byte, error) {
+	env := struct {
+		StatusCode int `json:"status_code"`
+		Body       any `json:"body"`
+	}{r.StatusCode, r.Body}
+	if r.Embeddings != nil {
+		env.Body = r.Embeddings
+	}
+	return json.Marshal(env)
+}
+
+// UnmarshalJSON implements json.Unmarshaler: a body whose object is
+// "list" is an embeddings response, any other a completion.
+func (r *Response) UnmarshalJSON(b []byte) error {
+	var env struct {
+		StatusCode int             `json:"status_code"`
+		Body       json.RawMessage `json:"body"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		return err
+	}
+	*r = Response{StatusCode: env.StatusCode}
+	if len(env.Body) == 0 {
+		return nil
+	}
+	var kind struct {
+		Object string `json:"object"`
+	}
+	if err := json.Unmarshal(env.Body, &kind); err != nil {
+		return err
+	}
+	if kind.Object == "list" {
+		r.Embeddings = &EmbeddingsResponse{}
+		return json.Unmarshal(env.Body, r.Embeddings)
+	}
+	return json.Unmarshal(env.Body, &r.Body)
 }
 
 // CompletionResponse is the /v1/completions response body.

@@ -99,8 +99,10 @@ func TrimLineSpace(b []byte) []byte {
 // GenerateLines runs the good lines through the model's engine as batch
 // rows of group (a batch id: groups take turns for the engine's slots),
 // holding at most batchSize slots at once, and returns one ResponseLine per
-// input line, in input order. progress, if set, is called with the number
-// of lines finished.
+// input line, in input order. Embeddings lines (EmbeddingsURL) are embedded
+// on the model instead (LoadedModel.Embeddings), one after the other,
+// before the completions start. progress, if set, is called with the
+// number of lines finished.
 func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, lines []InputLine, batchSize int, group string, progress func(done int)) ([]ResponseLine, error) {
 	out := make([]ResponseLine, len(lines))
 	var idx []int
@@ -110,6 +112,15 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 	for i, il := range lines {
 		if il.Err != nil {
 			out[i] = errorLine(il, il.Err)
+			done++
+			continue
+		}
+		if body := il.Request.Embeddings; body != nil {
+			line, err := embedLine(ctx, lm, tok, il, *body)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = line
 			done++
 			continue
 		}
@@ -147,6 +158,23 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 		out[i] = okLine(lines[i], lm.Name, tok, comps[k])
 	}
 	return out, nil
+}
+
+// embedLine answers an embeddings line (EmbeddingsURL) on the model: the
+// OpenAI embeddings body, or an error line naming the body field the model
+// refused. Only a cancelled ctx makes it fail.
+func embedLine(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, il InputLine, body EmbeddingsBody) (ResponseLine, error) {
+	resp, err := lm.Embeddings(ctx, tok, body)
+	var re *RequestError
+	switch {
+	case ctx.Err() != nil:
+		return ResponseLine{}, ctx.Err()
+	case errors.As(err, &re):
+		return errorLine(il, &LineError{Code: re.Code, Message: "body." + re.Error(), Line: il.LineNo}), nil
+	case err != nil:
+		return errorLine(il, &LineError{Code: "embedding_failed", Message: err.Error(), Line: il.LineNo}), nil
+	}
+	return ResponseLine{ID: requestID("req-", il), CustomID: il.Request.CustomID, Response: &Response{StatusCode: 200, Embeddings: &resp}}, nil
 }
 
 // requestID is stable for a given input line, so a chunk that is generated
