@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -212,10 +213,19 @@ func TestEmbeddingsRefuseWhatTheModelCannotTake(t *testing.T) {
 }
 
 // With no worker on the interactive queue the request is answered 503
-// once the start timeout passes, and its task does not stay queued.
+// once the start timeout passes, and its task does not stay queued; nor
+// does the task of a client that leaves before that.
 func TestEmbeddingsWithoutAWorkerAreUnavailable(t *testing.T) {
 	t.Setenv(EnvInteractiveStartTimeout, "300ms")
 	e := newEmbeddingsEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/embeddings", strings.NewReader(`{"model":"builtin:tiny","input":"x"}`))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("answered %d with no worker before the client left", resp.StatusCode)
+	}
+	waitQueueIdle(t, e)
 	code, msg := e.postJSON(t, "/v1/embeddings", `{"model":"builtin:tiny","input":"x"}`, nil)
 	if code != http.StatusServiceUnavailable || !strings.Contains(msg, "interactive") {
 		t.Fatalf("no worker: %d %s", code, msg)
