@@ -81,7 +81,20 @@ func (r RequestLine) MarshalJSON() ([]byte, error) {
 	if r.Embeddings != nil {
 		env.Body = r.Embeddings
 	}
-	return json.Marshal(env)
+	return marshalAsIs(env)
+}
+
+// marshalAsIs is json.Marshal without escaping <, > and &: a MarshalJSON
+// that uses it leaves that choice to the encoder it is called from (the
+// JSONL writers keep them as they are).
+func marshalAsIs(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Model is the model the line's body names ("" for none).
@@ -346,7 +359,7 @@ func (r Response) MarshalJSON() ([]byte, error) {
 	if r.Embeddings != nil {
 		env.Body = r.Embeddings
 	}
-	return json.Marshal(env)
+	return marshalAsIs(env)
 }
 
 // UnmarshalJSON implements json.Unmarshaler: a body whose object is

@@ -261,3 +261,22 @@ func TestGenerateLinesAnswersEmbeddingsLines(t *testing.T) {
 		t.Fatalf("output line does not read back: %v", err)
 	}
 }
+
+// The custom encodings of lines leave <, > and & to the writer: the JSONL
+// files, written without HTML escaping, keep a completion's text as it is.
+func TestLinesKeepTextAsTheWriterChooses(t *testing.T) {
+	line := ResponseLine{ID: "req-1", CustomID: "a<b>&c", Response: &Response{StatusCode: 200, Body: CompletionResponse{Choices: []Choice{{Text: "<b>&"}}}}}
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(line); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"text":"<b>&"`) || !strings.Contains(b.String(), `"custom_id":"a<b>&c"`) {
+		t.Fatalf("written as %s", b.String())
+	}
+	req := RequestLine{CustomID: "x", Body: CompletionsBody{Prompt: "<p>"}}
+	if raw, err := json.Marshal(req); err != nil || !strings.Contains(string(raw), `"prompt":"\u003cp\u003e"`) {
+		t.Fatalf("json.Marshal escapes as usual: %s %v", raw, err)
+	}
+}
