@@ -59,7 +59,7 @@ func (c *lineChecker) check(il generation.InputLine) *Problem {
 	if p := same("url", "endpoint", url, &c.endpoint, &c.endpointLine); p != nil {
 		return p
 	}
-	return same("body.model", "model", il.Request.Body.Model, &c.model, &c.modelLine)
+	return same("body.model", "model", il.Request.Model(), &c.model, &c.modelLine)
 }
 
 // MaxFileRequests bounds the request lines of an uploaded batch file.

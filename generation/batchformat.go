@@ -21,8 +21,9 @@ const MaxLineBytes = limits.RequestLineBytes
 // MaxPromptChars bounds the prompt text of one request before tokenisation.
 const MaxPromptChars = limits.PromptBytes
 
-// CompletionsURL is the endpoint of a request line that names none; a
-// line may also name ChatCompletionsURL.
+// CompletionsURL is the endpoint of a request line whose body is a
+// CompletionsBody (the default when a line names none); a line may also
+// name ChatCompletionsURL or EmbeddingsURL.
 const CompletionsURL = "/v1/completions"
 
 // RequestLine is one line of an OpenAI Batch input file.
@@ -33,8 +34,92 @@ type RequestLine struct {
 	Body     CompletionsBody `json:"body"`
 	// Chat is the body of a line whose url is ChatCompletionsURL; Body
 	// then holds its sampling fields (ChatBody.Completions) and no prompt,
-	// which the model's chat format writes from the messages.
-	Chat *ChatBody `json:"chat,omitempty"`
+	// which the model's chat format writes from the messages. In JSON it
+	// is the line's "body".
+	Chat *ChatBody `json:"-"`
+	// Embeddings is the body of a line whose URL is EmbeddingsURL; Body is
+	// then zero. In JSON it is the line's "body".
+	Embeddings *EmbeddingsBody `json:"-"`
+}
+
+// requestEnvelope is a request line with its body still raw: the body's
+// type depends on the url.
+type requestEnvelope struct {
+	CustomID string          `json:"custom_id"`
+	Method   string          `json:"method"`
+	URL      string          `json:"url"`
+	Body     json.RawMessage `json:"body"`
+}
+
+// UnmarshalJSON implements json.Unmarshaler: the body is an EmbeddingsBody
+// or a ChatBody by the url, a CompletionsBody otherwise. Unknown fields
+// are refused, in the line and in its body.
+func (r *RequestLine) UnmarshalJSON(b []byte) error {
+	var env requestEnvelope
+	err := decodeKnownFields(b, &env)
+	// Kept even when the line fails (an unknown field does not stop the
+	// decoder), so that the error can name the line's custom_id.
+	*r = RequestLine{CustomID: env.CustomID, Method: env.Method, URL: env.URL}
+	if err != nil {
+		return err
+	}
+	if len(env.Body) == 0 {
+		return nil
+	}
+	switch env.URL {
+	case EmbeddingsURL:
+		r.Embeddings = &EmbeddingsBody{}
+		return decodeKnownFields(env.Body, r.Embeddings)
+	case ChatCompletionsURL:
+		return parseChatBody(env.Body, r)
+	}
+	return decodeKnownFields(env.Body, &r.Body)
+}
+
+// MarshalJSON implements json.Marshaler: the line as OpenAI writes it,
+// with Chat or Embeddings as the body when set.
+func (r RequestLine) MarshalJSON() ([]byte, error) {
+	env := struct {
+		CustomID string `json:"custom_id"`
+		Method   string `json:"method"`
+		URL      string `json:"url"`
+		Body     any    `json:"body"`
+	}{r.CustomID, r.Method, r.URL, r.Body}
+	switch {
+	case r.Embeddings != nil:
+		env.Body = r.Embeddings
+	case r.Chat != nil:
+		env.Body = r.Chat
+	}
+	return marshalAsIs(env)
+}
+
+// marshalAsIs is json.Marshal without escaping <, > and &: a MarshalJSON
+// that uses it leaves that choice to the encoder it is called from (the
+// JSONL writers keep them as they are).
+func marshalAsIs(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
+
+// Model is the model the line's body names ("" for none).
+func (r RequestLine) Model() string {
+	if r.Embeddings != nil {
+		return r.Embeddings.Model
+	}
+	return r.Body.Model
+}
+
+// decodeKnownFields decodes one JSON value into v, refusing unknown fields.
+func decodeKnownFields(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 // CompletionsBody is the subset of the OpenAI /v1/completions body that the
@@ -170,7 +255,12 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 			return r, &LineError{Code: "invalid_json", Message: err.Error(), Line: lineNo}
 		}
 	} else if len(line.Body) > 0 {
-		if err := decodeLineStrict(line.Body, &r.Body); err != nil {
+		var body any = &r.Body
+		if r.URL == EmbeddingsURL {
+			r.Embeddings = &EmbeddingsBody{}
+			body = r.Embeddings
+		}
+		if err := decodeLineStrict(line.Body, body); err != nil {
 			return r, &LineError{Code: "invalid_json", Message: err.Error(), Line: lineNo}
 		}
 	}
@@ -184,8 +274,23 @@ func ParseRequestLine(raw []byte, lineNo int) (RequestLine, error) {
 		return bad("custom_id", fmt.Sprintf("longer than %d bytes", limits.CustomIDLen))
 	case r.Method != "" && r.Method != "POST":
 		return bad("method", fmt.Sprintf("%q is not supported; use POST", r.Method))
-	case r.URL != "" && r.URL != CompletionsURL && r.URL != ChatCompletionsURL:
-		return bad("url", fmt.Sprintf("%q is not supported; use %s or %s", r.URL, CompletionsURL, ChatCompletionsURL))
+	case r.URL != "" && r.URL != CompletionsURL && r.URL != ChatCompletionsURL && r.URL != EmbeddingsURL:
+		return bad("url", fmt.Sprintf("%q is not supported; use %s, %s or %s", r.URL, CompletionsURL, ChatCompletionsURL, EmbeddingsURL))
+	}
+	if r.URL == EmbeddingsURL {
+		if r.Embeddings == nil {
+			r.Embeddings = &EmbeddingsBody{}
+		}
+		if err := r.Embeddings.Validate(); err != nil {
+			var re *RequestError
+			if errors.As(err, &re) {
+				return bad("body."+re.Param, re.Message)
+			}
+			return bad("body", err.Error())
+		}
+		return r, nil
+	}
+	switch {
 	case r.Chat != nil:
 	case r.Body.Prompt == "":
 		return bad("body.prompt", "required (a non-empty string)")
@@ -296,6 +401,60 @@ type Response struct {
 	RequestID  string             `json:"request_id"`
 	Body       CompletionResponse `json:"body"`
 	Chat       *ChatCompletion    `json:"-"`
+	// Embeddings is the body of an embeddings line's response; Body is
+	// then zero. In JSON it is the response's "body".
+	Embeddings *EmbeddingsResponse `json:"-"`
+}
+
+// MarshalJSON implements json.Marshaler: the body is the chat completion
+// of a chat line, the embeddings of an embeddings line, else the
+// completion.
+func (r Response) MarshalJSON() ([]byte, error) {
+	env := struct {
+		StatusCode int    `json:"status_code"`
+		RequestID  string `json:"request_id"`
+		Body       any    `json:"body"`
+	}{r.StatusCode, r.RequestID, r.Body}
+	switch {
+	case r.Chat != nil:
+		env.Body = r.Chat
+	case r.Embeddings != nil:
+		env.Body = r.Embeddings
+	}
+	return marshalAsIs(env)
+}
+
+// UnmarshalJSON implements json.Unmarshaler: a body whose object is
+// "chat.completion" goes to Chat, "list" (embeddings) to Embeddings, any
+// other to Body.
+func (r *Response) UnmarshalJSON(b []byte) error {
+	var env struct {
+		StatusCode int             `json:"status_code"`
+		RequestID  string          `json:"request_id"`
+		Body       json.RawMessage `json:"body"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		return err
+	}
+	*r = Response{StatusCode: env.StatusCode, RequestID: env.RequestID}
+	if len(env.Body) == 0 {
+		return nil
+	}
+	var kind struct {
+		Object string `json:"object"`
+	}
+	if err := json.Unmarshal(env.Body, &kind); err != nil {
+		return err
+	}
+	switch kind.Object {
+	case "chat.completion":
+		r.Chat = new(ChatCompletion)
+		return json.Unmarshal(env.Body, r.Chat)
+	case "list":
+		r.Embeddings = &EmbeddingsResponse{}
+		return json.Unmarshal(env.Body, r.Embeddings)
+	}
+	return json.Unmarshal(env.Body, &r.Body)
 }
 
 // CompletionResponse is the /v1/completions response body.

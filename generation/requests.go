@@ -119,8 +119,10 @@ func TrimLineSpace(b []byte) []byte {
 // rows of group (a batch id: groups take turns for the engine's slots),
 // holding at most batchSize slots at once, and returns one ResponseLine per
 // input line, in input order. The result ids derive from group and the line
-// (LineID). progress, if set, is called with the number
-// of lines finished.
+// (LineID). Embeddings lines (EmbeddingsURL) are embedded on the model
+// instead (LoadedModel.Embeddings), one after the other, before the
+// completions start. progress, if set, is called with the number of lines
+// finished.
 func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, lines []InputLine, batchSize int, group string, progress func(done int)) ([]ResponseLine, error) {
 	out := make([]ResponseLine, len(lines))
 	var idx []int
@@ -130,6 +132,15 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 	for i, il := range lines {
 		if il.Err != nil {
 			out[i] = errorLine(group, il, il.Err)
+			done++
+			continue
+		}
+		if body := il.Request.Embeddings; body != nil {
+			line, err := embedLine(ctx, lm, tok, group, il, *body)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = line
 			done++
 			continue
 		}
@@ -167,6 +178,24 @@ func GenerateLines(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, l
 		out[i] = okLine(group, lines[i], lm.Name, tok, comps[k])
 	}
 	return out, nil
+}
+
+// embedLine answers an embeddings line (EmbeddingsURL) on the model: the
+// OpenAI embeddings body, or an error line naming the body field the model
+// refused. Only a cancelled ctx makes it fail.
+func embedLine(ctx context.Context, lm *LoadedModel, tok *model.Tokenizer, group string, il InputLine, body EmbeddingsBody) (ResponseLine, error) {
+	resp, err := lm.Embeddings(ctx, tok, body)
+	var re *RequestError
+	switch {
+	case ctx.Err() != nil:
+		return ResponseLine{}, ctx.Err()
+	case errors.As(err, &re):
+		return errorLine(group, il, &LineError{Code: re.Code, Message: "body." + re.Error(), Line: il.LineNo}), nil
+	case err != nil:
+		return errorLine(group, il, &LineError{Code: "embedding_failed", Message: err.Error(), Line: il.LineNo}), nil
+	}
+	return ResponseLine{ID: LineID(LineIDPrefix, group, il.LineNo, il.Request.CustomID), CustomID: il.Request.CustomID,
+		Response: &Response{StatusCode: 200, RequestID: LineID(RequestIDPrefix, group, il.LineNo, il.Request.CustomID), Embeddings: &resp}}, nil
 }
 
 // LineID is the id of one line's result: stable for a given group (a

@@ -20,6 +20,10 @@ var requestSeeds = []string{
 	`{"custom_id":"a","body":{"prompt":"x","stop":5}}`,
 	`{"custom_id":"a","body":{"prompt":"x"}} trailing`,
 	`{"custom_id":"a","body":{"prompt":"x","n":1e9}}`,
+	`{"custom_id":"e1","url":"/v1/embeddings","body":{"input":["a","b"],"encoding_format":"base64"}}`,
+	`{"custom_id":"e2","url":"/v1/embeddings","body":{"input":[[1,2],[3]],"dimensions":64}}`,
+	`{"custom_id":"e3","url":"/v1/embeddings","body":{"input":[1,"b"]}}`,
+	`{"custom_id":"e4","url":"/v1/embeddings","body":{"prompt":"x"}}`,
 	`{`, ``, `null`, `[]`,
 }
 
@@ -48,9 +52,16 @@ func FuzzParseRequestLine(f *testing.F) {
 
 func checkAcceptedRequest(t *testing.T, r RequestLine) {
 	t.Helper()
-	switch {
-	case strings.TrimSpace(r.CustomID) == "" || len(r.CustomID) > 512:
+	if strings.TrimSpace(r.CustomID) == "" || len(r.CustomID) > 512 {
 		t.Fatalf("accepted custom_id %q", r.CustomID)
+	}
+	if r.Embeddings != nil {
+		if r.URL != EmbeddingsURL || r.Body.Prompt != "" || r.Embeddings.Validate() != nil {
+			t.Fatalf("accepted an embeddings line with url %q, a prompt or a bad body: %+v", r.URL, r.Embeddings)
+		}
+		return
+	}
+	switch {
 	case r.Body.Prompt == "" || len(r.Body.Prompt) > MaxPromptChars:
 		t.Fatalf("accepted a prompt of %d bytes", len(r.Body.Prompt))
 	case r.Method != "" && r.Method != "POST", r.URL != "" && r.URL != CompletionsURL:

@@ -239,6 +239,14 @@ var kinds = map[string]kind{
 		summary:  "one completion a person waits for, streamed token by token over NATS (POST /v1/completions)",
 		internal: "POST /v1/completions enqueues it",
 	},
+	KindEmbeddings: {
+		register: func(r *pipeline.Registry, d *Deps) {
+			pipeline.Register[EmbeddingsArgs](r, EmbeddingsWorker{Deps: d}, EmbeddingsArgs{}.KindOptions())
+		},
+		exec:     execEmbeddings,
+		summary:  "embed the inputs of one request a client waits for; the vectors are the task's result (POST /v1/embeddings)",
+		internal: "POST /v1/embeddings enqueues it",
+	},
 	KindRecsFanout: {
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[RecsFanoutArgs](r, withPathCheck[RecsFanoutArgs](d, RecsFanoutWorker{Deps: d}), pipeline.KindOptions{})

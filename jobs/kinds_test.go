@@ -20,7 +20,7 @@ func TestInternalKindsAreNotPublic(t *testing.T) {
 			t.Errorf("CheckPublic(%s) = %v", name, err)
 		}
 	}
-	internal := []string{KindBatchChunk, KindBatchFinalize, KindWebhook, KindInteractive, KindRecsFanout, KindRecsShard, KindRecsMerge, KindRecsUserUpdate, KindRecsEval}
+	internal := []string{KindBatchChunk, KindBatchFinalize, KindWebhook, KindInteractive, KindEmbeddings, KindRecsFanout, KindRecsShard, KindRecsMerge, KindRecsUserUpdate, KindRecsEval}
 	if len(internal)+len(public) != len(Names()) {
 		t.Fatalf("%d public and %d internal kinds, %d in all: a new kind must be sorted into one", len(public), len(internal), len(Names()))
 	}

@@ -303,6 +303,8 @@ var enforcements = map[string]enforcement{
 	"APIRecsUserLen":         coveredBy("cmd/producer.TestRecsRoutes"),
 	"InteractivePromptBytes": over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": strings.Repeat("p", limits.InteractivePromptBytes+1)}}), "prompt", "at most"),
 	"InteractiveTokens":      over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": "p", "max_tokens": limits.InteractiveTokens + 1}}), "max_tokens", "out of range"),
+	"EmbeddingInputs":        over(payload(jobs.KindEmbeddings, map[string]any{"id": "embd-1", "body": map[string]any{"model": "builtin:tiny", "input": make([]string, limits.EmbeddingInputs+1)}}), "input", "at most"),
+	"APIEmbeddingsBodyBytes": coveredBy("cmd/producer.TestServeGuardsEmbeddings"),
 	"InteractiveChoices":     over(payload(jobs.KindInteractive, map[string]any{"id": "cmpl-1", "body": map[string]any{"model": "builtin:tiny", "prompt": "p", "n": limits.InteractiveChoices + 1}}), "n:", "out of range"),
 	"APIHeaderTime":          coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),
 	"APIBodyGrace":           coveredBy("cmd/producer.TestSlowBodiesAreCutOff"),

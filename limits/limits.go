@@ -215,6 +215,14 @@ const (
 	// waits; 8 is the CPU engine's default slot count, so every choice of a
 	// request shares one prefill and decodes at once. More are batch work.
 	InteractiveChoices = 8
+	// EmbeddingInputs bounds the inputs of one embeddings request (POST
+	// /v1/embeddings, a batch line), as OpenAI does. Each input is also
+	// bounded by the model's context, in tokens.
+	EmbeddingInputs = 2048
+	// APIEmbeddingsBodyBytes bounds a POST /v1/embeddings body. Its inputs
+	// travel to a worker in the job's payload, which PayloadBytes bounds
+	// once encoded: a body whose inputs do not fit is refused too.
+	APIEmbeddingsBodyBytes = PayloadBytes
 	// APIHeaderTime bounds the time a client may take to send a request's
 	// headers (http.Server.ReadHeaderTimeout).
 	APIHeaderTime = 10 * time.Second

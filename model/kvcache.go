@@ -116,32 +116,9 @@ func (c *KVCache) ResetRow(b int) {
 // BLAS, whose rounding can depend on the number of rows.
 func (m *Model) Decode(c *KVCache, tokens [][]int32) ([][]float32, error) {
 	cfg := m.Config
-	if c == nil {
-		return nil, fmt.Errorf("decode: nil cache")
-	}
-	if c.cfg != cfg {
-		return nil, fmt.Errorf("decode: cache was built for a different config")
-	}
-	if parts := m.Kernels.ScratchParts(); parts > c.scratchParts {
-		return nil, fmt.Errorf("decode: the %s kernels need %d scratch areas, the cache has %d", m.Kernels.Name(), parts, c.scratchParts)
-	}
-	if len(tokens) > c.batch {
-		return nil, fmt.Errorf("decode: %d rows, cache holds %d", len(tokens), c.batch)
-	}
-	pv, err := m.paramViews()
+	pv, err := m.checkRows(c, tokens, "decode")
 	if err != nil {
 		return nil, err
-	}
-	limit := min(c.maxLen, cfg.NPositions)
-	for b, row := range tokens {
-		if n := c.lens[b] + len(row); n > limit {
-			return nil, fmt.Errorf("decode: row %d would hold %d tokens, limit %d", b, n, limit)
-		}
-		for i, t := range row {
-			if t < 0 || int(t) >= cfg.VocabSize {
-				return nil, fmt.Errorf("decode: tokens[%d][%d]=%d outside the vocabulary [0,%d)", b, i, t, cfg.VocabSize)
-			}
-		}
 	}
 	for b := range c.out {
 		c.out[b] = nil
@@ -149,31 +126,16 @@ func (m *Model) Decode(c *KVCache, tokens [][]int32) ([][]float32, error) {
 	clear(c.done)
 	nOut := 0
 	for {
-		c.spans = c.spans[:0]
 		c.finished = c.finished[:0]
-		n := 0
-		for b, row := range tokens {
-			rem := len(row) - c.done[b]
-			if rem == 0 || n == c.chunk {
-				continue
-			}
-			take := min(rem, c.chunk-n)
-			c.spans = append(c.spans, DecodeSpan{Slot: b, Start: n, Count: take, Pos: c.lens[b]})
-			for i := 0; i < take; i++ {
-				c.tok[n+i] = row[c.done[b]+i]
-				c.pos[n+i] = int32(c.lens[b] + i)
-			}
-			n += take
-		}
+		n := c.pack(tokens)
 		if n == 0 {
 			break
 		}
 		m.decodePass(c, &pv, n)
+		c.advance()
 		// Gather the final hidden state of rows that ended in this pass.
 		C := cfg.NEmbd
 		for _, s := range c.spans {
-			c.lens[s.Slot] += s.Count
-			c.done[s.Slot] += s.Count
 			if c.done[s.Slot] == len(tokens[s.Slot]) {
 				r := s.Start + s.Count - 1
 				copy(c.lastX[len(c.finished)*C:], c.x[r*C:(r+1)*C])
@@ -193,6 +155,71 @@ func (m *Model) Decode(c *KVCache, tokens [][]int32) ([][]float32, error) {
 		}
 	}
 	return c.out[:len(tokens)], nil
+}
+
+// checkRows checks that tokens can be appended to c's rows by m (op names
+// the caller in the errors) and returns m's parameter views.
+func (m *Model) checkRows(c *KVCache, tokens [][]int32, op string) (paramViews, error) {
+	cfg := m.Config
+	if c == nil {
+		return paramViews{}, fmt.Errorf("%s: nil cache", op)
+	}
+	if c.cfg != cfg {
+		return paramViews{}, fmt.Errorf("%s: cache was built for a different config", op)
+	}
+	if parts := m.Kernels.ScratchParts(); parts > c.scratchParts {
+		return paramViews{}, fmt.Errorf("%s: the %s kernels need %d scratch areas, the cache has %d", op, m.Kernels.Name(), parts, c.scratchParts)
+	}
+	if len(tokens) > c.batch {
+		return paramViews{}, fmt.Errorf("%s: %d rows, cache holds %d", op, len(tokens), c.batch)
+	}
+	pv, err := m.paramViews()
+	if err != nil {
+		return paramViews{}, err
+	}
+	limit := min(c.maxLen, cfg.NPositions)
+	for b, row := range tokens {
+		if n := c.lens[b] + len(row); n > limit {
+			return paramViews{}, fmt.Errorf("%s: row %d would hold %d tokens, limit %d", op, b, n, limit)
+		}
+		for i, t := range row {
+			if t < 0 || int(t) >= cfg.VocabSize {
+				return paramViews{}, fmt.Errorf("%s: tokens[%d][%d]=%d outside the vocabulary [0,%d)", op, b, i, t, cfg.VocabSize)
+			}
+		}
+	}
+	return pv, nil
+}
+
+// pack lays out the next pass: up to c.chunk of the tokens not yet fed
+// (c.done counts those fed, per row), row after row, into c.tok and c.pos,
+// with one span per row it takes tokens from. It returns the number of
+// tokens packed, 0 when every row is fed.
+func (c *KVCache) pack(tokens [][]int32) int {
+	c.spans = c.spans[:0]
+	n := 0
+	for b, row := range tokens {
+		rem := len(row) - c.done[b]
+		if rem == 0 || n == c.chunk {
+			continue
+		}
+		take := min(rem, c.chunk-n)
+		c.spans = append(c.spans, DecodeSpan{Slot: b, Start: n, Count: take, Pos: c.lens[b]})
+		for i := 0; i < take; i++ {
+			c.tok[n+i] = row[c.done[b]+i]
+			c.pos[n+i] = int32(c.lens[b] + i)
+		}
+		n += take
+	}
+	return n
+}
+
+// advance records the pass pack laid out as cached and fed.
+func (c *KVCache) advance() {
+	for _, s := range c.spans {
+		c.lens[s.Slot] += s.Count
+		c.done[s.Slot] += s.Count
+	}
 }
 
 // decodePass runs the blocks over the n packed tokens described by

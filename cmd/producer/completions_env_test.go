@@ -84,7 +84,9 @@ func newGenEnv(t testing.TB, redisURL string) *genEnv {
 	}
 	t.Cleanup(api.Close)
 	mux := http.NewServeMux()
-	(&apiServer{client: client, logger: logger, completions: api}).completionsRoutes(mux)
+	routes := &apiServer{client: client, logger: logger, completions: api}
+	routes.completionsRoutes(mux)
+	routes.embeddingsRoutes(mux)
 	srv := httptest.NewServer(openGuard(t, mux))
 	t.Cleanup(srv.Close)
 	return &genEnv{cfg: cfg, rdb: rdb, ns: ns, creds: creds, api: api, srv: srv, logger: logger}

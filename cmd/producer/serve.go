@@ -165,6 +165,7 @@ func (a *apiServer) routes(mux *http.ServeMux) {
 	a.batchRoutes(mux)
 	a.recsRoutes(mux)
 	a.completionsRoutes(mux)
+	a.embeddingsRoutes(mux)
 	mux.HandleFunc("GET /v1/kinds", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"kinds": jobs.PublicNames()})
 	})
