@@ -7,19 +7,18 @@ import (
 	"time"
 )
 
-// A batch may mix embeddings lines (url /v1/embeddings) with completions:
-// each embeddings line's output body is OpenAI's embeddings response, and
-// an input longer than the model's context is an error line naming it.
+// A batch of embeddings lines (endpoint /v1/embeddings): each line's output
+// body is OpenAI's embeddings response, and an input longer than the
+// model's context is an error line naming it.
 func TestBatchAnswersEmbeddingsLines(t *testing.T) {
 	e := newTestEnv(t, envOptions{nats: true, workers: 1})
 	input := strings.Join([]string{
-		`{"custom_id":"c1","method":"POST","url":"/v1/completions","body":{"prompt":"Hello","max_tokens":2}}`,
 		`{"custom_id":"e1","method":"POST","url":"/v1/embeddings","body":{"model":"builtin:tiny","input":["a new item","another"]}}`,
 		`{"custom_id":"e2","method":"POST","url":"/v1/embeddings","body":{"input":"one","encoding_format":"base64"}}`,
 		`{"custom_id":"e3","method":"POST","url":"/v1/embeddings","body":{"input":["fine","` + strings.Repeat("many words ", 200) + `"]}}`,
 	}, "\n")
-	b, rep, err := e.svc.Create(context.Background(), strings.NewReader(input), CreateOptions{Model: "builtin:tiny", ChunkSize: 2})
-	if err != nil || rep.Valid != 4 {
+	b, rep, err := e.svc.Create(context.Background(), strings.NewReader(input), CreateOptions{Model: "builtin:tiny", ChunkSize: 2, Endpoint: "/v1/embeddings"})
+	if err != nil || rep.Valid != 3 {
 		t.Fatalf("create: %v, report %+v", err, rep)
 	}
 	end := e.waitTerminal(t, b.ID, 2*time.Minute)
@@ -27,15 +26,11 @@ func TestBatchAnswersEmbeddingsLines(t *testing.T) {
 		t.Fatalf("ended %+v", end)
 	}
 	out, errs := e.results(t, b.ID)
-	checkExactlyOnce(t, []string{"c1", "e1", "e2", "e3"}, out, errs)
+	checkExactlyOnce(t, []string{"e1", "e2", "e3"}, out, errs)
 	got := map[string]int{}
 	for _, l := range out {
 		r := l.Response
 		switch l.CustomID {
-		case "c1":
-			if r.Embeddings != nil || len(r.Body.Choices) != 1 {
-				t.Fatalf("completion line: %+v", r)
-			}
 		case "e1", "e2":
 			if r.Embeddings == nil || r.Embeddings.Object != "list" || r.Embeddings.Model != "builtin:tiny" || len(r.Embeddings.Data[0].Embedding.Values) != 64 {
 				t.Fatalf("%s: %+v", l.CustomID, r)
@@ -59,7 +54,7 @@ func TestBatchAnswersEmbeddingsLines(t *testing.T) {
 func TestPlanRefusesEmbeddingsLinesOfAnotherModel(t *testing.T) {
 	in := `{"custom_id":"e1","url":"/v1/embeddings","body":{"model":"builtin:small","input":"x"}}` + "\n" +
 		`{"custom_id":"e2","url":"/v1/embeddings","body":{"model":"builtin:tiny","input":"x"}}` + "\n"
-	p, err := PlanInput(strings.NewReader(in), Input{Model: "builtin:tiny"})
+	p, err := PlanInput(strings.NewReader(in), Input{Model: "builtin:tiny", Endpoint: "/v1/embeddings"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ func TestPlanTakesModelAndEndpointFromTheLines(t *testing.T) {
 	in := `{"custom_id":"a","url":"/v1/completions","body":{"model":"builtin:tiny","prompt":"x"}}
 {"custom_id":"b","body":{"prompt":"y"}}
 {"custom_id":"c","body":{"model":"builtin:small","prompt":"z"}}
-{"custom_id":"d","url":"/v1/embeddings","body":{"model":"builtin:tiny","prompt":"z"}}
+{"custom_id":"d","url":"/v1/embeddings","body":{"model":"builtin:tiny","input":"z"}}
 `
 	p, err := PlanInput(strings.NewReader(in), Input{})
 	if err != nil {
@@ -22,8 +22,8 @@ func TestPlanTakesModelAndEndpointFromTheLines(t *testing.T) {
 	if got := p.Invalid[0]; got.Line != 3 || got.Code != "model_mismatch" || !strings.Contains(got.Message, "line 1") {
 		t.Errorf("mixed models: %+v", got)
 	}
-	// Line 4's url is refused by the line parser until embeddings lines exist,
-	// or by the endpoint check once they do: either way, with its line.
+	// Line 4 is a good embeddings line in a completions batch: the
+	// endpoint check refuses it, with its line.
 	if got := p.Invalid[1]; got.Line != 4 || !strings.Contains(got.Message, "url") {
 		t.Errorf("other endpoint: %+v", got)
 	}
