@@ -108,6 +108,7 @@ func cmdBatchCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&o.Format, "format", "", "template rows: jsonl or csv (default: from FILE's extension)")
 	fs.Var(&meta, "metadata", "KEY=VALUE to keep with the batch (repeatable, at most 16)")
 	fs.StringVar(&o.CompletionWindow, "completion-window", "24h", "time the batch may take; unfinished rows then expire")
+	fs.StringVar(&o.Endpoint, "endpoint", "", "the url every request line names: /v1/completions (default), /v1/chat/completions or /v1/embeddings")
 	fs.IntVar(&o.ChunkSize, "chunk-size", batch.DefaultChunkSize, "rows per chunk task")
 	fs.IntVar(&o.BatchSize, "batch-size", 0, "rows decoded together (default: the chunk size)")
 	fs.StringVar(&o.Device, "device", "", "cuda or cuda:N: run the chunks on GPU workers (the gpu queue); cpu or empty: on CPU workers (the default queue)")

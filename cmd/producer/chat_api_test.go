@@ -197,17 +197,16 @@ func TestChatFollowsTheModelsChatFormat(t *testing.T) {
 	}
 }
 
-// TestBatchTakesChatLines runs a batch file that mixes a chat line and a
-// completion line: the chat line's body is a chat.completion of an
-// assistant reply, the other's a text_completion, and a chat line with an
-// unknown role is refused with its line and field.
+// TestBatchTakesChatLines runs a batch of chat lines: a line's body is a
+// chat.completion of an assistant reply, and a chat line with an unknown
+// role is refused with its line and field.
 func TestBatchTakesChatLines(t *testing.T) {
 	e := newBatchEnv(t)
 	e.startWorker(t)
 	in := e.write(t, "mixed.jsonl", `{"custom_id":"c1","method":"POST","url":"/v1/chat/completions","body":{"model":"builtin:tiny","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}],"max_completion_tokens":5,"seed":1,"logprobs":true,"top_logprobs":1}}
-{"custom_id":"p1","method":"POST","url":"/v1/completions","body":{"model":"builtin:tiny","prompt":"Hi","max_tokens":5,"seed":1}}
+{"custom_id":"c2","method":"POST","url":"/v1/chat/completions","body":{"model":"builtin:tiny","messages":[{"role":"user","content":"Hello"}],"max_tokens":5,"seed":1}}
 `)
-	out, stderr, err := runProducer(t, "batch", "create", in, "--model", "builtin:tiny", "--wait", "--json")
+	out, stderr, err := runProducer(t, "batch", "create", in, "--model", "builtin:tiny", "--endpoint", "/v1/chat/completions", "--wait", "--json")
 	if err != nil {
 		t.Fatalf("create: %v\n%s", err, stderr)
 	}
@@ -239,12 +238,12 @@ func TestBatchTakesChatLines(t *testing.T) {
 		len(chat.Choices[0].Logprobs.Content) != chat.Usage.CompletionTokens || chat.Usage.PromptTokens == 0 {
 		t.Fatalf("chat line's body %s", raw)
 	}
-	if bodies["p1"]["object"] != "text_completion" {
-		t.Fatalf("completion line's body %v", bodies["p1"])
+	if bodies["c2"]["object"] != "chat.completion" {
+		t.Fatalf("second chat line's body %v", bodies["c2"])
 	}
 
 	bad := e.write(t, "bad.jsonl", `{"custom_id":"c1","url":"/v1/chat/completions","body":{"model":"builtin:tiny","messages":[{"role":"tool","content":"x"}]}}`+"\n")
-	if _, stderr, err := runProducer(t, "batch", "create", bad, "--model", "builtin:tiny"); err == nil || !strings.Contains(err.Error()+stderr, "body.messages[0].role") {
+	if _, stderr, err := runProducer(t, "batch", "create", bad, "--model", "builtin:tiny", "--endpoint", "/v1/chat/completions"); err == nil || !strings.Contains(err.Error()+stderr, "body.messages[0].role") {
 		t.Fatalf("a chat line with a tool message: %v %s; want it refused naming body.messages[0].role", err, stderr)
 	}
 }
