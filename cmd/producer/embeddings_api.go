@@ -72,6 +72,11 @@ func (c *completionsAPI) embeddings(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("input: %d bytes once encoded for a worker, over the limit of %d; send fewer or shorter inputs per request", len(b), pipeline.MaxPayloadBytes))
 		return
 	}
+	// An unknown model and a lane no worker serves are answered at once, as
+	// completions are.
+	if !c.models.requireModel(w, r, body.Model) || !c.requireInteractiveWorker(w) {
+		return
+	}
 	deadline := time.Now().Add(c.startTimeout + jobs.EmbeddingsTimeout)
 	if _, err := pipeline.Enqueue(r.Context(), c.client, args, asynq.TaskID(args.ID), asynq.Deadline(deadline), asynq.Retention(embeddingsRetention)); err != nil {
 		writeUnavailable(w, c.logger.With("op", "embeddings enqueue", "id", args.ID), err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"strings"
@@ -218,6 +219,16 @@ func TestEmbeddingsRefuseWhatTheModelCannotTake(t *testing.T) {
 func TestEmbeddingsWithoutAWorkerAreUnavailable(t *testing.T) {
 	t.Setenv(EnvInteractiveStartTimeout, "300ms")
 	e := newEmbeddingsEnv(t)
+	// No worker serves the lane: 503 at once, with Retry-After.
+	resp := e.post(t, context.Background(), "/v1/embeddings", `{"model":"builtin:tiny","input":"x"}`)
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(msg), "no worker") || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("no worker listed: %d %s (Retry-After %q)", resp.StatusCode, msg, resp.Header.Get("Retry-After"))
+	}
+	// A worker is listed but takes nothing: a client that leaves leaves
+	// nothing queued, and one that waits out the start timeout gets 503.
+	e.listIdleWorker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/v1/embeddings", strings.NewReader(`{"model":"builtin:tiny","input":"x"}`))
@@ -226,9 +237,9 @@ func TestEmbeddingsWithoutAWorkerAreUnavailable(t *testing.T) {
 		t.Fatalf("answered %d with no worker before the client left", resp.StatusCode)
 	}
 	waitQueueIdle(t, e)
-	code, msg := e.postJSON(t, "/v1/embeddings", `{"model":"builtin:tiny","input":"x"}`, nil)
-	if code != http.StatusServiceUnavailable || !strings.Contains(msg, "interactive") {
-		t.Fatalf("no worker: %d %s", code, msg)
+	code, text := e.postJSON(t, "/v1/embeddings", `{"model":"builtin:tiny","input":"x"}`, nil)
+	if code != http.StatusServiceUnavailable || !strings.Contains(text, "interactive") {
+		t.Fatalf("no worker took it: %d %s", code, text)
 	}
 	waitQueueIdle(t, e)
 }

@@ -99,7 +99,9 @@ func (e *genEnv) listIdleWorker(t testing.TB) {
 		return []*asynq.ServerInfo{{Queues: map[string]int{pipeline.QueueInteractive: 1}, Status: "active"}}, nil
 	}}
 	mux := http.NewServeMux()
-	(&apiServer{client: e.api.client, logger: e.logger, completions: &api}).completionsRoutes(mux)
+	srv := &apiServer{client: e.api.client, logger: e.logger, completions: &api}
+	srv.completionsRoutes(mux)
+	srv.embeddingsRoutes(mux)
 	e.srv = httptest.NewServer(openGuard(t, mux))
 	t.Cleanup(e.srv.Close)
 }
