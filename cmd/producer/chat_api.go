@@ -51,6 +51,9 @@ func (c *completionsAPI) createChat(w http.ResponseWriter, r *http.Request) {
 		writeChatError(w, err)
 		return
 	}
+	if !c.models.requireModel(w, r, args.Body.Model) {
+		return
+	}
 	top := req.TopLogprobsOf()
 	c.run(w, r, args, answerStream{on: req.Stream, includeUsage: req.StreamOptions.includeUsage()}, func(out completionOut) answerShape {
 		s := &chatShape{out: out, top: top, texts: make([]strings.Builder, out.choices)}

@@ -280,6 +280,15 @@ func TestOpenAIUnknownModelStreamedIs404(t *testing.T) {
 		}
 	}
 
+	// Chat checks the model the same way.
+	for _, name := range []string{"builtin:huge", "not-a-model"} {
+		_, err := client.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: openai.ChatModel(name),
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+		if ae := apiErrorOf(t, "chat, model "+name, err); ae.StatusCode != http.StatusNotFound || ae.Param != "model" {
+			t.Errorf("chat, model %q: %d %+v", name, ae.StatusCode, ae)
+		}
+	}
+
 	stream := client.Completions.NewStreaming(ctx, openai.CompletionNewParams{Model: "builtin:tiny",
 		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("The loop")}, MaxTokens: openai.Int(4)})
 	var text strings.Builder
