@@ -259,7 +259,6 @@ type seq struct {
 	// pos == len(row.Tokens()).
 	pos     int
 	started bool
-	done    bool
 }
 
 // Generate completes reqs as model.Generate does, with the engine's other
@@ -1033,7 +1032,6 @@ func (e *Engine) sampleAndAdvance(logits [][]float32) error {
 		e.logTokens++
 		if r.Done() {
 			r.Release()
-			q.done = true
 			e.slots[s] = nil
 			c.held--
 			c.left--
