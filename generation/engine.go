@@ -556,8 +556,7 @@ func (e *Engine) step() error {
 		// On the host, which prompt chunks may share a call (see
 		// prefillCalls); an accelerator's decoder gets a call per chunk.
 		e.hostDecoder = f == nil
-		// The row-invariant kernels take widths that are multiples of 16.
-		e.groupShort = f == nil && model.DecodeBatchInvariant() && e.m.Config.NEmbd%16 == 0
+		e.groupShort = f == nil && e.m.SmallBatchInvariant()
 		e.groupLong = f == nil && e.m.PrefillGroupInvariant()
 		dec, err := model.NewDecoder(e.m, f, len(e.slots), e.m.Config.NPositions)
 		if err != nil {

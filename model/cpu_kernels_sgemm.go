@@ -194,3 +194,11 @@ func scaleMatrix(C []float32, M, N, ldc int, beta float32) {
 // up to 16 rows give every row the same bits whatever rows share the step
 // (the small-M kernels need AVX2 and FMA).
 func DecodeBatchInvariant() bool { return useSmallM && vec.GemmAvailable() }
+
+// SmallBatchInvariant is DecodeBatchInvariant for m's own products: the
+// small-M kernels take them when the width is a multiple of 16 (then every
+// linear layer's and the head's sizes meet smallM's conditions).
+func (m *Model) SmallBatchInvariant() bool {
+	_, cpu := m.Kernels.(*cpuKernels)
+	return cpu && DecodeBatchInvariant() && m.Config.NEmbd%16 == 0
+}
