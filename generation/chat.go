@@ -114,6 +114,57 @@ func (f ChatFormat) Render(msgs []ChatMessage) string {
 	return b.String()
 }
 
+// TrimChat chooses the messages a chat prompt is written from so that it
+// takes at most budget tokens (tokens counts the prompt of some
+// messages): all of msgs when they fit, and otherwise msgs less their
+// oldest messages, as few as make it fit. System messages are never left
+// out, nor the last user message (the last message, when none is the
+// user's) or any message after it. When even those are over budget, they
+// are what it returns, and the caller decides. dropped is how many
+// messages were left out.
+func TrimChat(msgs []ChatMessage, budget int, tokens func([]ChatMessage) int) (kept []ChatMessage, dropped int) {
+	if tokens(msgs) <= budget {
+		return msgs, 0
+	}
+	last := len(msgs) - 1
+	for i := last; i >= 0; i-- {
+		if msgs[i].Role == RoleUser {
+			last = i
+			break
+		}
+	}
+	var droppable []int // oldest first
+	for i, m := range msgs[:max(last, 0)] {
+		if m.Role != RoleSystem {
+			droppable = append(droppable, i)
+		}
+	}
+	without := func(d int) []ChatMessage { // msgs less the d oldest droppable
+		out := make([]ChatMessage, 0, len(msgs)-d)
+		j := 0
+		for i, m := range msgs {
+			if j < d && i == droppable[j] {
+				j++
+				continue
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	// Fewer messages write a shorter prompt, so the fewest to leave out is
+	// found by bisection: leaving out lo is too few; hi, if any is, enough.
+	lo, hi := 0, len(droppable)
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if tokens(without(mid)) <= budget {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	return without(hi), hi
+}
+
 // AddStop adds the format's turn boundary to p's stop sequences.
 func (f ChatFormat) AddStop(p *model.SamplingParams) {
 	if f.Stop != "" && len(p.Stop) < model.MaxStopSequences {

@@ -3,6 +3,7 @@ package generation
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -110,5 +111,68 @@ func TestResponseKeepsItsChatBody(t *testing.T) {
 		if string(again) != string(b) || (r.Chat != nil) != (back.Chat != nil) {
 			t.Fatalf("%s read back as %s", b, again)
 		}
+	}
+}
+
+// TestTrimChatLeavesOutTheOldestTurns trims a long conversation to a
+// budget of real tokens: system messages (at the start and in the middle)
+// stay, the last user message and the assistant message after it stay,
+// the oldest other messages go first, and no fewer would do; a
+// conversation that fits is left alone, and one whose last user message
+// is over budget by itself comes back as that message with the system
+// messages, over budget, for the caller to refuse.
+func TestTrimChatLeavesOutTheOldestTurns(t *testing.T) {
+	tok, err := model.NewTokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := func(m []ChatMessage) int { return len(tok.Encode(DefaultChatFormat.Render(m))) }
+	msgs := []ChatMessage{{Role: RoleSystem, Content: "Be brief."}}
+	for i := range 12 {
+		msgs = append(msgs, ChatMessage{Role: RoleUser, Content: ChatContent(fmt.Sprintf("question %d about the weather in the hills", i))},
+			ChatMessage{Role: RoleAssistant, Content: ChatContent(fmt.Sprintf(" answer %d, it is fine", i))})
+		if i == 5 {
+			msgs = append(msgs, ChatMessage{Role: RoleSystem, Content: "Now be formal."})
+		}
+	}
+	msgs = append(msgs, ChatMessage{Role: RoleUser, Content: "And tomorrow?"}, ChatMessage{Role: RoleAssistant, Content: " Tomorrow"})
+
+	if kept, dropped := TrimChat(msgs, tokens(msgs), tokens); dropped != 0 || len(kept) != len(msgs) {
+		t.Fatalf("a conversation that fits: %d kept, %d dropped", len(kept), dropped)
+	}
+	const budget = 80
+	kept, dropped := TrimChat(msgs, budget, tokens)
+	if n := tokens(kept); n > budget || dropped == 0 || len(kept)+dropped != len(msgs) {
+		t.Fatalf("%d tokens in %d kept messages, %d dropped; want at most %d", n, len(kept), dropped, budget)
+	}
+	// What is left is the system messages and the newest other messages,
+	// in order; leaving out one fewer would not fit.
+	less := func(d int) []ChatMessage {
+		var out []ChatMessage
+		for _, m := range msgs {
+			if m.Role != RoleSystem && d > 0 {
+				d--
+				continue
+			}
+			out = append(out, m)
+		}
+		return out
+	}
+	if fmt.Sprint(kept[len(kept)-2:]) != fmt.Sprint(msgs[len(msgs)-2:]) {
+		t.Fatalf("kept %v; want it to end with the last user message and the reply after it", kept)
+	}
+	if fmt.Sprint(kept) != fmt.Sprint(less(dropped)) {
+		t.Fatalf("kept %v\nwant %v", kept, less(dropped))
+	}
+	if n := tokens(less(dropped - 1)); n <= budget {
+		t.Fatalf("leaving out %d messages would have fit (%d tokens), %d were", dropped-1, n, dropped)
+	}
+
+	long := ChatMessage{Role: RoleUser, Content: ChatContent(strings.Repeat("word ", 100))}
+	over := append(msgs[:len(msgs):len(msgs)], long)
+	kept, _ = TrimChat(over, budget, tokens)
+	wantSys := []ChatMessage{msgs[0], {Role: RoleSystem, Content: "Now be formal."}, long}
+	if fmt.Sprint(kept) != fmt.Sprint(wantSys) || tokens(kept) <= budget {
+		t.Fatalf("a last message over budget: kept %v", kept)
 	}
 }

@@ -67,7 +67,9 @@ type InteractiveArgs struct {
 	// Session, when set, makes the prompt a transcript: Prefix, then
 	// History (oldest turns dropped first until the prompt fits the model's
 	// context with room for max_tokens), then the new prompt; the finished
-	// turn is appended to the session.
+	// turn is appended to the session. A chat's prompt is Prefix and its
+	// Messages (no History), and its turn is the last user message and
+	// the reply.
 	Session string      `json:"session,omitempty"`
 	Prefix  string      `json:"prefix,omitempty"`
 	History []loop.Turn `json:"history,omitempty"`
@@ -82,8 +84,10 @@ type InteractiveArgs struct {
 	Topic    string `json:"topic,omitempty"`
 	// Messages, when set, make this a chat completion: the prompt is the
 	// messages written in the model's chat format
-	// (generation.LoadedModel.Chat), Body.Prompt stays empty, and the
-	// format's turn boundary is one more stop sequence. Not with Session.
+	// (generation.LoadedModel.Chat), the oldest left out when they do not
+	// fit the model's context with room for max_tokens
+	// (generation.TrimChat); Body.Prompt stays empty, and the format's turn
+	// boundary is one more stop sequence.
 	Messages []generation.ChatMessage `json:"messages,omitempty"`
 	// StreamKey seals the token stream (pipeline.PublishCoreSealed): the
 	// producer draws it for this completion and hands it over in the task,
@@ -110,8 +114,8 @@ func (InteractiveArgs) KindOptions() pipeline.KindOptions {
 func (a InteractiveArgs) Validate() error {
 	b := a.Body
 	if a.Messages != nil {
-		if b.Prompt != "" || a.Session != "" {
-			return errors.New("messages: a chat completion takes neither a prompt nor a session (its messages are the history)")
+		if b.Prompt != "" || len(a.History) > 0 {
+			return errors.New("messages: a chat completion takes neither a prompt nor a session history (its messages are the conversation)")
 		}
 		if err := generation.ValidateChatMessages(a.Messages, MaxInteractivePromptBytes); err != nil {
 			return err
@@ -263,6 +267,9 @@ type GenTiming struct {
 type GenFault struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Param is the request field at fault, when the request caused the
+	// failure and one field did (messages, for a chat too long).
+	Param string `json:"param,omitempty"`
 }
 
 // Error codes of GenFault.
@@ -431,7 +438,7 @@ func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res 
 	if a.Session == "" || first.FinishReason == FinishCancelled {
 		return
 	}
-	turn := loop.Turn{Prompt: a.Body.Prompt, Reply: first.Text, GenerationID: a.ID}
+	turn := loop.Turn{Prompt: a.turnPrompt(), Reply: first.Text, GenerationID: a.ID}
 	sessions := loop.NewSessionStore(w.Deps.Redis, loop.SessionOptions{})
 	var err error
 	if a.Replaces != "" {
@@ -442,6 +449,17 @@ func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res 
 	if err != nil {
 		w.Deps.Logger.Warn("interactive: turn not added to its session", "id", a.ID, "session", a.Session, "err", err)
 	}
+}
+
+// turnPrompt is what the person wrote in a's session turn: the prompt, or
+// a chat's last user message.
+func (a InteractiveArgs) turnPrompt() string {
+	for i := len(a.Messages) - 1; i >= 0; i-- {
+		if a.Messages[i].Role == generation.RoleUser {
+			return string(a.Messages[i].Content)
+		}
+	}
+	return a.Body.Prompt
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -458,7 +476,12 @@ func faultOf(err, ctxErr error) *GenFault {
 	var ie *interactiveError
 	switch {
 	case errors.As(err, &ie) && ie.code != GenCodeModel:
-		return &GenFault{Code: ie.code, Message: err.Error()}
+		f := &GenFault{Code: ie.code, Message: err.Error()}
+		var fe *generation.ChatFieldError
+		if errors.As(err, &fe) {
+			f.Param = fe.Param
+		}
+		return f
 	case errors.As(err, &ie) && generation.IsModelNotFound(err):
 		return &GenFault{Code: GenCodeModel, Message: err.Error()}
 	case errors.Is(ctxErr, context.DeadlineExceeded):
@@ -484,7 +507,7 @@ type interactiveResult struct {
 	PromptTokens     int
 	CompletionTokens int           // of every choice
 	FirstToken       time.Duration // see GenTiming.ModelFirstTokenMS
-	DroppedTurns     int           // history turns left out to fit the context
+	DroppedTurns     int           // history turns (chat messages) left out to fit the context
 	composeTime      time.Duration
 }
 
@@ -588,23 +611,34 @@ func validUTF8(s string) string {
 	return b.String()
 }
 
-// composePrompt tokenises a's prompt: the raw prompt, a chat's messages
-// written in the model's chat format, or for a session the transcript with
-// the oldest turns dropped until prompt and maxTokens fit the context (a
-// prompt that cannot fit even alone is refused).
+// composePrompt tokenises a's prompt: the raw prompt; a chat's messages
+// written in the model's chat format (after a session's prefix), the
+// oldest left out until prompt and maxTokens fit the context
+// (generation.TrimChat); or for a session the transcript with the oldest
+// turns dropped until prompt and maxTokens fit the context. A prompt that
+// cannot fit even so, leaving a token for the reply, is refused; one that
+// fits without all of maxTokens gets the room that is left.
 func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, chat generation.ChatFormat, maxTokens int, res *interactiveResult) ([]int32, error) {
+	budget := max(nPositions-maxTokens, 1)
+	if a.Messages != nil {
+		render := func(msgs []generation.ChatMessage) string { return a.Prefix + chat.Render(msgs) }
+		kept, dropped := generation.TrimChat(a.Messages, budget, func(msgs []generation.ChatMessage) int { return len(tok.Encode(render(msgs))) })
+		res.Prompt, res.DroppedTurns = render(kept), dropped
+		ids := tok.Encode(res.Prompt)
+		if len(ids) > nPositions-1 {
+			return nil, &interactiveError{GenCodeContext, &generation.ChatFieldError{Param: "messages", Msg: fmt.Sprintf(
+				"%d tokens with only the system messages and the last user message kept; the model's context holds %d (at most %d leave room for a reply)", len(ids), nPositions, nPositions-1)}}
+		}
+		return ids, nil
+	}
 	if a.Session == "" {
 		res.Prompt = a.Body.Prompt
-		if a.Messages != nil {
-			res.Prompt = chat.Render(a.Messages)
-		}
 		ids := tok.Encode(res.Prompt)
 		if len(ids) > nPositions-1 {
 			return nil, &interactiveError{GenCodeContext, fmt.Errorf("prompt: %d tokens; the model's context holds %d (at most %d leave room for a completion)", len(ids), nPositions, nPositions-1)}
 		}
 		return ids, nil
 	}
-	budget := max(nPositions-maxTokens, 1)
 	for drop := 0; ; drop++ {
 		res.Prompt = loop.Transcript(a.Prefix, a.History[drop:], a.Body.Prompt)
 		ids := tok.Encode(res.Prompt)

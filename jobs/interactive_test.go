@@ -29,6 +29,13 @@ func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
 	if err := ok3.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// A chat may be given in a session; its messages are its history.
+	chat := []generation.ChatMessage{{Role: generation.RoleUser, Content: "hi"}}
+	inSession := ok
+	inSession.Body.Prompt, inSession.Session, inSession.Prefix, inSession.Messages = "", "s1", "Tone: formal.\n", chat
+	if err := inSession.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	many, big, lp := MaxInteractiveChoices+1, MaxInteractiveTokens+1, model.MaxLogprobs+1
 	longID := "cmpl-" + strings.Repeat("a", pipeline.MaxTokenLen-5)
 	hot := float32(3)
@@ -46,6 +53,7 @@ func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
 		"history":                       func(a *InteractiveArgs) { a.Session, a.History = "s1", make([]loop.Turn, loop.MaxSessionTurns+1) },
 		"user":                          func(a *InteractiveArgs) { a.Body.User = "a\nb" },
 		"topic":                         func(a *InteractiveArgs) { a.Topic = strings.Repeat("t", loop.MaxRecordIDBytes+1) },
+		"messages: a chat":              func(a *InteractiveArgs) { a.Body.Prompt, a.History, a.Messages = "", []loop.Turn{{}}, chat },
 		"replaces":                      func(a *InteractiveArgs) { a.Replaces = "cmpl-1" }, // without a session
 		"replaces: ":                    func(a *InteractiveArgs) { a.Session, a.Replaces = "s1", "a.b" },
 		"stream_key":                    func(a *InteractiveArgs) { a.StreamKey = "" },
@@ -97,6 +105,38 @@ func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
 	a.Body.Prompt = strings.Repeat("word ", 200)
 	if _, err := composePrompt(tok, 128, a, generation.DefaultChatFormat, 32, &res); err == nil || !strings.Contains(err.Error(), "prompt") {
 		t.Fatalf("oversized prompt: %v", err)
+	}
+}
+
+// TestComposePromptTrimsAChat: a chat in a session is written after the
+// session's prefix, its oldest messages left out until it fits with room
+// for max_tokens; one whose last user message cannot fit even alone is
+// refused with the context error, naming messages for the client.
+func TestComposePromptTrimsAChat(t *testing.T) {
+	tok, err := generation.NewModelStore(OpenEnvDataRoot).Tokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []generation.ChatMessage{{Role: generation.RoleSystem, Content: "Be brief."}}
+	for i := range 10 {
+		msgs = append(msgs, generation.ChatMessage{Role: generation.RoleUser, Content: generation.ChatContent(strings.Repeat("word ", 10) + string(rune('a'+i)))},
+			generation.ChatMessage{Role: generation.RoleAssistant, Content: " fine"})
+	}
+	msgs = append(msgs, generation.ChatMessage{Role: generation.RoleUser, Content: "now"})
+	a := InteractiveArgs{Session: "s1", Prefix: "Tone: formal.\n", Messages: msgs}
+	var res interactiveResult
+	ids, err := composePrompt(tok, 128, a, generation.DefaultChatFormat, 32, &res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := append([]generation.ChatMessage{msgs[0]}, msgs[1+res.DroppedTurns:]...)
+	if len(ids) > 128-32 || res.DroppedTurns == 0 || res.Prompt != a.Prefix+generation.DefaultChatFormat.Render(kept) {
+		t.Fatalf("%d prompt tokens, %d messages dropped, prompt %q", len(ids), res.DroppedTurns, res.Prompt)
+	}
+	a.Messages = append(msgs, generation.ChatMessage{Role: generation.RoleUser, Content: generation.ChatContent(strings.Repeat("word ", 200))})
+	_, err = composePrompt(tok, 128, a, generation.DefaultChatFormat, 32, &res)
+	if f := faultOf(err, nil); f.Code != GenCodeContext || f.Param != "messages" || !strings.Contains(f.Message, "context holds 128") {
+		t.Fatalf("a last message too long: %v, fault %+v", err, f)
 	}
 }
 

@@ -12,18 +12,26 @@ import (
 
 // chatRequest is the body of POST /v1/chat/completions: OpenAI's fields
 // (generation.ChatBody) plus Tandem's template and topic, which name the
-// recommender items the conversation came from, for feedback on the reply.
+// recommender items the conversation came from, for feedback on the
+// reply, and session and replaces as on /v1/completions: the messages
+// stay the whole conversation the model sees (with the session's
+// instructions), and the session records each reply as a turn (the last
+// user message and the reply), in the place of the turn replaces names.
 type chatRequest struct {
 	generation.ChatBody
 	Stream        bool           `json:"stream,omitempty"`
 	StreamOptions *streamOptions `json:"stream_options,omitempty"`
+	Session       string         `json:"session,omitempty"`
 	Template      string         `json:"template,omitempty"`
 	Topic         string         `json:"topic,omitempty"`
+	Replaces      string         `json:"replaces,omitempty"`
 }
 
 // createChat serves POST /v1/chat/completions: the messages become an
 // interactive generation (jobs.InteractiveArgs.Messages) that the worker
-// writes in the model's chat format and stops at the turn boundary; it
+// writes in the model's chat format, the oldest left out when they do not
+// fit the model's context (generation.TrimChat), and stops at the turn
+// boundary; a session adds its instructions and records the turn; it
 // streams and is cancelled, recorded (under its chatcmpl- id, so feedback
 // names it) and answered as a completion is (completionsAPI.run), in the
 // chat shapes.
@@ -43,9 +51,13 @@ func (c *completionsAPI) createChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	args := jobs.InteractiveArgs{ID: jobs.NewChatCompletionID(), StreamKey: pipeline.NewSealKey(), Body: body,
-		Messages: req.Messages, Template: req.Template, Topic: req.Topic}
+		Messages: req.Messages, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
 	if args.Messages == nil {
 		args.Messages = []generation.ChatMessage{} // refused by Validate, naming messages
+	}
+	if status, err := c.useSession(r.Context(), principalOf(r), &args); err != nil {
+		c.writeRefusal(w, status, err, req)
+		return
 	}
 	if err := args.Validate(); err != nil {
 		writeChatError(w, err)

@@ -93,7 +93,7 @@ func (c *completionsAPI) Close() {
 // completionsRoutes adds:
 //
 //	POST /v1/completions     one completion of n choices (OpenAI body + session, template, topic); stream: true answers with SSE
-//	POST /v1/chat/completions one chat completion of n replies (OpenAI body + template, topic); stream: true answers with SSE
+//	POST /v1/chat/completions one chat completion of n replies (OpenAI body + session, template, topic, replaces); stream: true answers with SSE
 //	POST /v1/sessions        a new session ({"user","instructions"}); 201
 //	GET  /v1/sessions/{id}   a session: instructions, what they mean, the turns kept
 //
@@ -240,12 +240,8 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 	req.User = user
 	args, status, err := c.prepare(r.Context(), principalOf(r), req)
-	switch {
-	case err != nil && status >= http.StatusInternalServerError:
-		writeUnavailable(w, c.logger, err)
-		return
-	case err != nil:
-		writeParamError(w, status, errorCode(status), paramOf(err, req), err.Error())
+	if err != nil {
+		c.writeRefusal(w, status, err, req)
 		return
 	}
 	if !c.models.requireModel(w, r, args.Body.Model) {
@@ -300,7 +296,7 @@ func (c *completionsAPI) run(w http.ResponseWriter, r *http.Request, args jobs.I
 		return
 	case m.Type == jobs.GenError:
 		// The worker could not send its start message and said so.
-		writeError(w, genErrorStatus(m.Error.Code), m.Error.Code, m.Error.Message)
+		writeGenFault(w, m.Error)
 		return
 	case m.Type != jobs.GenStart:
 		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
@@ -312,6 +308,17 @@ func (c *completionsAPI) run(w http.ResponseWriter, r *http.Request, args jobs.I
 	} else {
 		c.collect(w, r, g, shape)
 	}
+}
+
+// writeRefusal answers a request that prepare or useSession refused with
+// status: 503 when a store failed, otherwise naming the field of body
+// (the request) that err names.
+func (c *completionsAPI) writeRefusal(w http.ResponseWriter, status int, err error, body any) {
+	if status >= http.StatusInternalServerError {
+		writeUnavailable(w, c.logger, err)
+		return
+	}
+	writeParamError(w, status, errorCode(status), paramOf(err, body), err.Error())
 }
 
 // errorCode is the error code of an answer with status, for prepare's
@@ -328,57 +335,73 @@ func errorCode(status int) string {
 	return "unavailable"
 }
 
-// prepare turns a request into job args: the session's instructions fill
-// the sampling fields the body leaves out (the body wins), its history and
-// prefix go along, and everything is validated. A session must be one p
-// may use (auth.Principal.Owns). The status goes with err.
+// prepare turns a request into job args: the session applied
+// (useSession), and everything validated. The status goes with err.
 func (c *completionsAPI) prepare(ctx context.Context, p auth.Principal, req completionRequest) (jobs.InteractiveArgs, int, error) {
 	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), StreamKey: pipeline.NewSealKey(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
 	args.Body.Prompt = string(req.Prompt)
 	if err := req.check(); err != nil {
 		return args, http.StatusBadRequest, err
 	}
-	if req.Session != "" {
-		if err := pipeline.ValidateID(req.Session); err != nil {
-			return args, http.StatusBadRequest, fmt.Errorf("session: %w", err)
-		}
-		sess, err := c.sessions.Get(ctx, req.Session)
-		switch {
-		case errors.Is(err, loop.ErrSessionNotFound):
-			return args, http.StatusNotFound, fmt.Errorf("session: %w", err)
-		case err != nil:
-			return args, http.StatusServiceUnavailable, err
-		case !p.Owns(sess.User):
-			return args, http.StatusForbidden, fmt.Errorf("session: %w", otherUsers(p, "session "+sess.ID, "sessions"))
-		}
-		ins, err := loop.ParseInstructions(sess.Instructions)
-		if err != nil {
-			return args, http.StatusBadRequest, fmt.Errorf("session %s: %w", sess.ID, err)
-		}
-		if args.Body.MaxTokens == nil && ins.MaxTokens > 0 {
-			n := min(ins.MaxTokens, jobs.MaxInteractiveTokens)
-			args.Body.MaxTokens = &n
-		}
-		if args.Body.Temperature == nil && ins.Temperature != nil {
-			args.Body.Temperature = ins.Temperature
-		}
-		if args.Body.User == "" {
-			args.Body.User = sess.User
-		}
-		turns := sess.Turns
-		if req.Replaces != "" {
-			i := slices.IndexFunc(turns, func(t loop.Turn) bool { return t.GenerationID == req.Replaces })
-			if i < 0 || i != len(turns)-1 {
-				return args, http.StatusBadRequest, fmt.Errorf("replaces: %.64q is not the last turn of session %s; only the last reply can be regenerated", req.Replaces, sess.ID)
-			}
-			turns = turns[:i]
-		}
-		args.Prefix, args.History = ins.Prefix, turns
+	if status, err := c.useSession(ctx, p, &args); err != nil {
+		return args, status, err
 	}
 	if err := args.Validate(); err != nil {
 		return args, http.StatusBadRequest, err
 	}
 	return args, 0, nil
+}
+
+// useSession applies args.Session, when set, to args: the session must be
+// one p may use (auth.Principal.Owns); its instructions fill the sampling
+// fields the body leaves out (the body wins) and give the prefix; its user
+// fills an empty user; a completion gets its turns as the history (before
+// the turn args.Replaces regenerates, which must be the last), while a
+// chat's messages are its whole conversation and the session only records
+// the turn. The status goes with err.
+func (c *completionsAPI) useSession(ctx context.Context, p auth.Principal, args *jobs.InteractiveArgs) (int, error) {
+	if args.Session == "" {
+		return 0, nil
+	}
+	if err := pipeline.ValidateID(args.Session); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("session: %w", err)
+	}
+	sess, err := c.sessions.Get(ctx, args.Session)
+	switch {
+	case errors.Is(err, loop.ErrSessionNotFound):
+		return http.StatusNotFound, fmt.Errorf("session: %w", err)
+	case err != nil:
+		return http.StatusServiceUnavailable, err
+	case !p.Owns(sess.User):
+		return http.StatusForbidden, fmt.Errorf("session: %w", otherUsers(p, "session "+sess.ID, "sessions"))
+	}
+	ins, err := loop.ParseInstructions(sess.Instructions)
+	if err != nil {
+		return http.StatusBadRequest, fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	if args.Body.MaxTokens == nil && ins.MaxTokens > 0 {
+		n := min(ins.MaxTokens, jobs.MaxInteractiveTokens)
+		args.Body.MaxTokens = &n
+	}
+	if args.Body.Temperature == nil && ins.Temperature != nil {
+		args.Body.Temperature = ins.Temperature
+	}
+	if args.Body.User == "" {
+		args.Body.User = sess.User
+	}
+	turns := sess.Turns
+	if args.Replaces != "" {
+		i := slices.IndexFunc(turns, func(t loop.Turn) bool { return t.GenerationID == args.Replaces })
+		if i < 0 || i != len(turns)-1 {
+			return http.StatusBadRequest, fmt.Errorf("replaces: %.64q is not the last turn of session %s; only the last reply can be regenerated", args.Replaces, sess.ID)
+		}
+		turns = turns[:i]
+	}
+	args.Prefix = ins.Prefix
+	if args.Messages == nil {
+		args.History = turns
+	}
+	return 0, nil
 }
 
 // genRelay is the producer's end of one generation's token stream.
@@ -667,10 +690,16 @@ func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genR
 			writeJSON(w, http.StatusOK, shape.whole(m))
 			return
 		case jobs.GenError:
-			writeError(w, genErrorStatus(m.Error.Code), m.Error.Code, m.Error.Message)
+			writeGenFault(w, m.Error)
 			return
 		}
 	}
+}
+
+// writeGenFault answers with the error of a generation the worker
+// failed, naming the field at fault when it does.
+func writeGenFault(w http.ResponseWriter, f *jobs.GenFault) {
+	writeParamError(w, genErrorStatus(f.Code), f.Code, f.Param, f.Message)
 }
 
 // genErrorStatus maps a worker's error code to the HTTP status of a
