@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
@@ -41,109 +40,29 @@ type EmbeddingsBody struct {
 	User       string `json:"user,omitempty"`
 }
 
-// EmbeddingInput is OpenAI's "input": a string, a list of strings, a list
-// of token ids (one input) or a list of such lists. After decoding, Texts
-// or Tokens holds the inputs, and it encodes back in the form it came in.
-type EmbeddingInput struct {
-	Texts  []string
-	Tokens [][]int32
-	// One is set for the forms that hold one input (a string, a list of
-	// token ids): its errors then name "input" rather than "input[0]".
-	One bool
-}
+// EmbeddingInput is OpenAI's embeddings "input", in any of Inputs' forms;
+// its errors name "input", "input[i]" or "input[i][j]".
+type EmbeddingInput Inputs
 
 // Len is the number of inputs.
-func (in EmbeddingInput) Len() int { return len(in.Texts) + len(in.Tokens) }
+func (in EmbeddingInput) Len() int { return Inputs(in).Len() }
 
 // UnmarshalJSON implements json.Unmarshaler. Its errors are
 // *RequestError naming the input at fault.
 func (in *EmbeddingInput) UnmarshalJSON(b []byte) error {
-	*in = EmbeddingInput{}
-	b = bytes.TrimSpace(b)
-	const want = "want a string, a list of strings, a list of token ids or a list of lists of token ids"
-	switch {
-	case len(b) == 0 || string(b) == "null":
-		return nil // Validate says it is required
-	case b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return invalid("input", want)
-		}
-		in.Texts, in.One = []string{s}, true
-		return nil
-	case b[0] != '[':
-		return invalid("input", want)
-	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(b, &items); err != nil {
-		return invalid("input", want)
-	}
-	if len(items) == 0 {
-		return nil // Validate refuses the empty list
-	}
-	first := items[0][0]
-	if (first == '"' || first == '[') && len(items) > MaxEmbeddingInputs {
-		return invalid("input", "%d inputs, at most %d", len(items), MaxEmbeddingInputs)
-	}
-	switch first {
-	case '"':
-		in.Texts = make([]string, len(items))
-		for i, it := range items {
-			if err := json.Unmarshal(it, &in.Texts[i]); err != nil || it[0] != '"' {
-				return invalid(fmt.Sprintf("input[%d]", i), "want a string, as input[0] is")
-			}
-		}
-	case '[':
-		in.Tokens = make([][]int32, len(items))
-		for i, it := range items {
-			// A null among the ids would decode as token 0.
-			if err := json.Unmarshal(it, &in.Tokens[i]); err != nil || it[0] != '[' || bytes.Contains(it, []byte("null")) {
-				return invalid(fmt.Sprintf("input[%d]", i), "want a list of token ids (integers), as input[0] is")
-			}
-		}
-	default:
-		one := make([]int32, len(items))
-		for i, it := range items {
-			if err := json.Unmarshal(it, &one[i]); err != nil || (it[0] != '-' && (it[0] < '0' || it[0] > '9')) {
-				return invalid(fmt.Sprintf("input[%d]", i), "want a token id (an integer), as input[0] is")
-			}
-		}
-		in.Tokens, in.One = [][]int32{one}, true
-	}
-	return nil
+	v, err := DecodeInputs(b, "input", MaxEmbeddingInputs)
+	*in = EmbeddingInput(v)
+	return err
 }
 
 // MarshalJSON implements json.Marshaler: the form the input came in.
-func (in EmbeddingInput) MarshalJSON() ([]byte, error) {
-	switch {
-	case in.One && len(in.Texts) == 1:
-		return json.Marshal(in.Texts[0])
-	case in.One && len(in.Tokens) == 1:
-		return json.Marshal(in.Tokens[0])
-	case in.Texts != nil:
-		return json.Marshal(in.Texts)
-	case in.Tokens != nil:
-		return json.Marshal(in.Tokens)
-	}
-	return []byte("[]"), nil
-}
+func (in EmbeddingInput) MarshalJSON() ([]byte, error) { return Inputs(in).MarshalJSON() }
 
-// param names input i as a request's "param": "input" for the one-input
-// forms, "input[i]" otherwise.
-func (in EmbeddingInput) param(i int) string {
-	if in.One {
-		return "input"
-	}
-	return fmt.Sprintf("input[%d]", i)
-}
+// param names input i as a request's "param".
+func (in EmbeddingInput) param(i int) string { return Inputs(in).Param("input", i) }
 
 // tokenParam names token j of input i.
-func (in EmbeddingInput) tokenParam(i, j int) string {
-	if in.One {
-		return fmt.Sprintf("input[%d]", j)
-	}
-	return fmt.Sprintf("input[%d][%d]", i, j)
-}
+func (in EmbeddingInput) tokenParam(i, j int) string { return Inputs(in).TokenParam("input", i, j) }
 
 // RequestError is a request the server refuses: Param names the body
 // field at fault (OpenAI's "param"), Code is the API's error code.
@@ -182,23 +101,8 @@ func (b EmbeddingsBody) Validate() error {
 	case n > MaxEmbeddingInputs:
 		return invalid("input", "%d inputs, at most %d", n, MaxEmbeddingInputs)
 	}
-	for i, s := range in.Texts {
-		switch {
-		case s == "":
-			return invalid(in.param(i), "empty string")
-		case !utf8.ValidString(s):
-			return invalid(in.param(i), "not valid UTF-8")
-		}
-	}
-	for i, ids := range in.Tokens {
-		if len(ids) == 0 {
-			return invalid(in.param(i), "empty list of token ids")
-		}
-		for j, t := range ids {
-			if t < 0 {
-				return invalid(in.tokenParam(i, j), "token id %d is negative", t)
-			}
-		}
+	if err := Inputs(in).Check("input"); err != nil {
+		return err
 	}
 	switch b.EncodingFormat {
 	case "", EncodingFloat, EncodingBase64:

@@ -37,6 +37,9 @@ const (
 	// MaxInteractiveChoices bounds n: the choices stream side by side to a
 	// person, each one more sequence in the model's engine.
 	MaxInteractiveChoices = limits.InteractiveChoices
+	// MaxInteractivePromptChoices bounds prompts × n, the choices of a
+	// completion over all its prompts (Prompts), each one more sequence.
+	MaxInteractivePromptChoices = limits.InteractivePromptChoices
 	// MaxInteractivePrefixBytes bounds the instruction prefix a session adds.
 	MaxInteractivePrefixBytes = loop.MaxInstructionsBytes
 	// InteractiveTimeout bounds one run on a worker.
@@ -82,6 +85,13 @@ type InteractiveArgs struct {
 	// for feedback on the result.
 	Template string `json:"template,omitempty"`
 	Topic    string `json:"topic,omitempty"`
+	// Prompts, when set, are the completion's prompts in place of
+	// Body.Prompt (then empty): several texts, or GPT-2 token ids, each
+	// given Body.N choices. Choice k of prompt i is choice i*N+k of the
+	// whole (OpenAI's numbering), on the token stream, in the answer and
+	// in ChoiceID. The producer leaves a single text in Body.Prompt. Not
+	// with Session or Messages.
+	Prompts Prompts `json:"prompts,omitzero"`
 	// Messages, when set, make this a chat completion: the prompt is the
 	// messages written in the model's chat format
 	// (generation.LoadedModel.Chat), the oldest left out when they do not
@@ -124,8 +134,8 @@ func (a InteractiveArgs) Validate() error {
 	switch {
 	case b.Model == "":
 		return errors.New("model: required (a registered name, a model directory or builtin:tiny)")
-	case b.Prompt == "" && a.Messages == nil:
-		return errors.New("prompt: required (a non-empty string)")
+	case b.Prompt == "" && a.Messages == nil && a.Prompts.Len() == 0:
+		return errors.New("prompt: required (a non-empty string, a list of them, token ids or a list of lists of token ids)")
 	case len(b.Prompt) > MaxInteractivePromptBytes:
 		return fmt.Errorf("prompt: %d bytes, at most %d", len(b.Prompt), MaxInteractivePromptBytes)
 	case !utf8.ValidString(b.Prompt):
@@ -140,6 +150,9 @@ func (a InteractiveArgs) Validate() error {
 		return fmt.Errorf("prefix: %d bytes, at most %d", len(a.Prefix), MaxInteractivePrefixBytes)
 	case a.Session == "" && (a.Prefix != "" || len(a.History) > 0):
 		return errors.New("session: required when prefix or history is given")
+	}
+	if err := a.checkPrompts(); err != nil {
+		return err
 	}
 	if _, err := b.Params(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "body: "))
@@ -167,7 +180,7 @@ func (a InteractiveArgs) Validate() error {
 	if err := rec.Validate(); err != nil {
 		return errors.New(strings.TrimPrefix(err.Error(), "generation: "))
 	}
-	if n := a.choices(); n > 1 {
+	if n := a.Choices(); n > 1 {
 		if err := pipeline.ValidateID(ChoiceID(a.ID, n-1)); err != nil {
 			return fmt.Errorf("id: the record id of choice %d: %w", n-1, err)
 		}
@@ -175,18 +188,93 @@ func (a InteractiveArgs) Validate() error {
 	return nil
 }
 
-// choices is the number of choices a asks for (Body.N, 1 when unset or,
-// before Validate refuses it, below 1).
-func (a InteractiveArgs) choices() int {
+// checkPrompts checks Prompts, when given: alone (no Body.Prompt, session
+// or messages), each text within the bounds of a single prompt, each token
+// id in GPT-2's vocabulary (a model's own, if smaller, is checked where it
+// runs), and prompts × n within MaxInteractivePromptChoices. Its errors
+// are *generation.RequestError naming the prompt ("prompt[1]").
+func (a InteractiveArgs) checkPrompts() error {
+	p := generation.Inputs(a.Prompts)
+	if p.Len() == 0 {
+		return nil
+	}
+	switch {
+	case a.Body.Prompt != "":
+		return promptError("prompt", "given twice (body.prompt and prompts)")
+	case a.Session != "" || a.Messages != nil:
+		return promptError("prompt", "a list of prompts or token ids takes no session or messages (a session's turn is one text)")
+	case p.Len()*a.perPrompt() > MaxInteractivePromptChoices:
+		return promptError("prompt", "%d prompts with n = %d make %d choices, at most %d (prompts × n); more are batch work",
+			p.Len(), a.perPrompt(), p.Len()*a.perPrompt(), MaxInteractivePromptChoices)
+	}
+	if err := p.Check("prompt"); err != nil {
+		return err
+	}
+	for i, s := range p.Texts {
+		if len(s) > MaxInteractivePromptBytes {
+			return promptError(p.Param("prompt", i), "%d bytes, at most %d", len(s), MaxInteractivePromptBytes)
+		}
+	}
+	for i, ids := range p.Tokens {
+		for j, t := range ids {
+			if t > model.EOTToken {
+				return promptError(p.TokenParam("prompt", i, j), "token id %d outside the vocabulary [0, %d)", t, model.EOTToken+1)
+			}
+		}
+	}
+	return nil
+}
+
+// promptError is a refused prompt, naming param.
+func promptError(param, format string, args ...any) *generation.RequestError {
+	return &generation.RequestError{Code: generation.CodeInvalidRequest, Param: param, Message: fmt.Sprintf(format, args...)}
+}
+
+// perPrompt is the number of choices a asks for each prompt (Body.N, 1
+// when unset or, before Validate refuses it, below 1).
+func (a InteractiveArgs) perPrompt() int {
 	if a.Body.N == nil || *a.Body.N < 1 {
 		return 1
 	}
 	return *a.Body.N
 }
 
+// Choices is the number of choices a asks for over all its prompts:
+// prompts × n.
+func (a InteractiveArgs) Choices() int { return max(a.Prompts.Len(), 1) * a.perPrompt() }
+
+// prompts are a's prompts: Prompts, or the single text of Body.Prompt.
+func (a InteractiveArgs) prompts() generation.Inputs {
+	if a.Prompts.Len() > 0 {
+		return generation.Inputs(a.Prompts)
+	}
+	return generation.Inputs{Texts: []string{a.Body.Prompt}, One: true}
+}
+
+// Prompts is the "prompt" of POST /v1/completions in any of OpenAI's forms
+// (generation.Inputs): a string, a list of strings, a list of token ids or
+// a list of lists of them. Decoding refuses more than
+// MaxInteractivePromptChoices prompts, naming "prompt".
+type Prompts generation.Inputs
+
+// Len is the number of prompts.
+func (p Prompts) Len() int { return generation.Inputs(p).Len() }
+
+// UnmarshalJSON implements json.Unmarshaler; its errors are
+// *generation.RequestError naming the prompt at fault.
+func (p *Prompts) UnmarshalJSON(b []byte) error {
+	v, err := generation.DecodeInputs(b, "prompt", MaxInteractivePromptChoices)
+	*p = Prompts(v)
+	return err
+}
+
+// MarshalJSON implements json.Marshaler: the form the prompts came in.
+func (p Prompts) MarshalJSON() ([]byte, error) { return generation.Inputs(p).MarshalJSON() }
+
 // ChoiceID is the loop record id of choice k of interactive generation id,
 // the id feedback names: id itself for choice 0 (the only one when n = 1),
-// and id, "-" and k for the others.
+// and id, "-" and k for the others. With several prompts k is the choice's
+// index over all of them (prompt i's choice j is i*n+j), as in the answer.
 func ChoiceID(id string, k int) string {
 	if k == 0 {
 		return id
@@ -268,7 +356,8 @@ type GenFault struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	// Param is the request field at fault, when the request caused the
-	// failure and one field did (messages, for a chat too long).
+	// failure and one field did ("prompt[1]"; messages, for a chat too
+	// long).
 	Param string `json:"param,omitempty"`
 }
 
@@ -278,6 +367,9 @@ const (
 	GenCodeContext = "context_length_exceeded"
 	GenCodeTimeout = "timeout"
 	GenCodeFailed  = "generation_failed"
+	// GenCodeInvalid is a request only the worker can refuse (a token id
+	// outside the model's own vocabulary).
+	GenCodeInvalid = "invalid_request"
 )
 
 // GenReader checks a token stream as it is read: every message sealed with
@@ -428,7 +520,7 @@ func (w InteractiveWorker) remember(ctx context.Context, a InteractiveArgs, res 
 	store := loop.NewStore(w.Deps.Redis, loop.StoreOptions{})
 	for i, c := range res.Choices {
 		rec := loop.Generation{ID: ChoiceID(a.ID, i), User: a.Body.User, Session: a.Session, Model: a.Body.Model, Template: a.Template, Topic: a.Topic,
-			Prompt: res.Prompt, Text: c.Text, Tokens: c.CompletionTokens, FinishReason: c.FinishReason, Source: SourceInteractive}
+			Prompt: res.promptOf(i / a.perPrompt()), Text: c.Text, Tokens: c.CompletionTokens, FinishReason: c.FinishReason, Source: SourceInteractive}
 		if err := store.Save(ctx, rec); err != nil {
 			w.Deps.Logger.Error("interactive: loop record not saved", "id", rec.ID, "err", err)
 		}
@@ -478,8 +570,12 @@ func faultOf(err, ctxErr error) *GenFault {
 	case errors.As(err, &ie) && ie.code != GenCodeModel:
 		f := &GenFault{Code: ie.code, Message: err.Error()}
 		var fe *generation.ChatFieldError
-		if errors.As(err, &fe) {
+		var re *generation.RequestError
+		switch {
+		case errors.As(err, &fe):
 			f.Param = fe.Param
+		case errors.As(err, &re):
+			f.Param = re.Param
 		}
 		return f
 	case errors.As(err, &ie) && generation.IsModelNotFound(err):
@@ -502,13 +598,22 @@ func (e *interactiveError) Unwrap() error { return e.err }
 // interactiveResult is what one generation produced. On cancellation each
 // choice's Text and CompletionTokens hold what was generated until then.
 type interactiveResult struct {
-	Prompt           string // what the model was given
+	Prompts          []string // what the model was given, per prompt
 	Choices          []choiceResult
 	PromptTokens     int
 	CompletionTokens int           // of every choice
 	FirstToken       time.Duration // see GenTiming.ModelFirstTokenMS
 	DroppedTurns     int           // history turns (chat messages) left out to fit the context
 	composeTime      time.Duration
+}
+
+// promptOf is the text of prompt i, or "" when the generation ended
+// before its prompts were composed.
+func (r interactiveResult) promptOf(i int) string {
+	if i < len(r.Prompts) {
+		return r.Prompts[i]
+	}
+	return ""
 }
 
 // choiceResult is one choice of an interactiveResult.
@@ -523,9 +628,11 @@ type choiceResult struct {
 type tokenFunc func(choice int, tok int32, text string, lp *generation.LogprobEntry)
 
 // runInteractive generates a's completion, calling onToken for every token
-// of every choice.
+// of every choice. Its prompts are submitted to the engine in one call, so
+// they are prefilled and decoded together.
 func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tokenFunc) (interactiveResult, error) {
-	res := interactiveResult{Choices: make([]choiceResult, a.choices())}
+	res := interactiveResult{Choices: make([]choiceResult, a.Choices())}
+	n := a.perPrompt()
 	lm, err := d.Models.Get(a.Body.Model)
 	if err != nil {
 		return res, &interactiveError{GenCodeModel, err}
@@ -539,7 +646,7 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tok
 		return res, &interactiveError{GenCodeFailed, err}
 	}
 	t0 := time.Now()
-	ids, err := composePrompt(tok, lm.Model.Config.NPositions, a, lm.Chat, params.MaxTokens, &res)
+	prompts, err := composePrompts(tok, lm.Model.Config, a, lm.Chat, params.MaxTokens, &res)
 	if err != nil {
 		return res, err
 	}
@@ -550,7 +657,11 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tok
 		params.Stop = append(params.Stop, loop.TurnStop)
 	}
 	res.composeTime = time.Since(t0)
-	res.PromptTokens = len(ids)
+	reqs := make([]model.Request, len(prompts))
+	for i, ids := range prompts {
+		reqs[i] = model.Request{Prompt: ids, Params: params}
+		res.PromptTokens += len(ids)
+	}
 	texts := make([]strings.Builder, len(res.Choices))
 	t1 := time.Now()
 	// The engine calls OnLogprobs just before OnToken for the same token.
@@ -562,18 +673,19 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tok
 			lp = &e
 		}
 	}
-	opts.OnToken = func(_, choice int, t int32, piece string) {
+	opts.OnToken = func(req, choice int, t int32, piece string) {
 		if res.CompletionTokens == 0 {
 			res.FirstToken = res.composeTime + time.Since(t1)
 		}
+		i := req*n + choice
 		res.CompletionTokens++
-		res.Choices[choice].CompletionTokens++
+		res.Choices[i].CompletionTokens++
 		piece = validUTF8(piece)
-		texts[choice].WriteString(piece)
-		onToken(choice, t, piece, lp)
+		texts[i].WriteString(piece)
+		onToken(i, t, piece, lp)
 		lp = nil
 	}
-	comps, err := lm.Engine.Generate(ctx, []model.Request{{Prompt: ids, Params: params}}, opts)
+	comps, err := lm.Engine.Generate(ctx, reqs, opts)
 	// The texts are the streamed pieces joined, so what was sent, recorded
 	// and kept in the session are the same.
 	for i := range res.Choices {
@@ -583,9 +695,12 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tok
 		return res, err
 	}
 	res.CompletionTokens = 0
-	for i, c := range comps[0] {
-		res.Choices[i].FinishReason, res.Choices[i].CompletionTokens = c.FinishReason, c.CompletionTokens
-		res.CompletionTokens += c.CompletionTokens
+	for r, cs := range comps {
+		for k, c := range cs {
+			i := r*n + k
+			res.Choices[i].FinishReason, res.Choices[i].CompletionTokens = c.FinishReason, c.CompletionTokens
+			res.CompletionTokens += c.CompletionTokens
+		}
 	}
 	return res, nil
 }
@@ -611,6 +726,49 @@ func validUTF8(s string) string {
 	return b.String()
 }
 
+// composePrompts tokenises a's prompts and checks each against the model
+// (cfg): token ids in its vocabulary, room in its context for at least one
+// token. A single text, a chat or a session is composePrompt's. The texts
+// go to res.Prompts (token ids decoded), for the records.
+func composePrompts(tok *model.Tokenizer, cfg model.Config, a InteractiveArgs, chat generation.ChatFormat, maxTokens int, res *interactiveResult) ([][]int32, error) {
+	if a.Prompts.Len() == 0 {
+		ids, err := composePrompt(tok, cfg.NPositions, a, chat, maxTokens, res)
+		return [][]int32{ids}, err
+	}
+	in := a.prompts()
+	out := make([][]int32, 0, in.Len())
+	res.Prompts = make([]string, 0, in.Len())
+	for _, s := range in.Texts {
+		out = append(out, tok.Encode(s))
+		res.Prompts = append(res.Prompts, s)
+	}
+	for i, ids := range in.Tokens {
+		for j, t := range ids {
+			if int(t) >= cfg.VocabSize {
+				return nil, &interactiveError{GenCodeInvalid, promptError(in.TokenParam("prompt", i, j), "token id %d outside the vocabulary of model %s [0, %d)", t, a.Body.Model, cfg.VocabSize)}
+			}
+		}
+		out = append(out, ids)
+		res.Prompts = append(res.Prompts, validUTF8(tok.Decode(ids)))
+	}
+	for i, ids := range out {
+		if err := fitsContext(in.Param("prompt", i), len(ids), cfg.NPositions); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// fitsContext refuses a prompt (field names it) of n tokens that leaves no
+// room for a completion in a context of nPositions.
+func fitsContext(field string, n, nPositions int) error {
+	if n <= nPositions-1 {
+		return nil
+	}
+	return &interactiveError{GenCodeContext, &generation.RequestError{Code: GenCodeContext, Param: field,
+		Message: fmt.Sprintf("%d tokens; the model's context holds %d (at most %d leave room for a completion)", n, nPositions, nPositions-1)}}
+}
+
 // composePrompt tokenises a's prompt: the raw prompt; a chat's messages
 // written in the model's chat format (after a session's prefix), the
 // oldest left out until prompt and maxTokens fit the context
@@ -623,8 +781,8 @@ func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, chat
 	if a.Messages != nil {
 		render := func(msgs []generation.ChatMessage) string { return a.Prefix + chat.Render(msgs) }
 		kept, dropped := generation.TrimChat(a.Messages, budget, func(msgs []generation.ChatMessage) int { return len(tok.Encode(render(msgs))) })
-		res.Prompt, res.DroppedTurns = render(kept), dropped
-		ids := tok.Encode(res.Prompt)
+		res.Prompts, res.DroppedTurns = []string{render(kept)}, dropped
+		ids := tok.Encode(res.Prompts[0])
 		if len(ids) > nPositions-1 {
 			return nil, &interactiveError{GenCodeContext, &generation.ChatFieldError{Param: "messages", Msg: fmt.Sprintf(
 				"%d tokens with only the system messages and the last user message kept; the model's context holds %d (at most %d leave room for a reply)", len(ids), nPositions, nPositions-1)}}
@@ -632,20 +790,22 @@ func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, chat
 		return ids, nil
 	}
 	if a.Session == "" {
-		res.Prompt = a.Body.Prompt
-		ids := tok.Encode(res.Prompt)
-		if len(ids) > nPositions-1 {
-			return nil, &interactiveError{GenCodeContext, fmt.Errorf("prompt: %d tokens; the model's context holds %d (at most %d leave room for a completion)", len(ids), nPositions, nPositions-1)}
+		res.Prompts = []string{a.Body.Prompt}
+		ids := tok.Encode(a.Body.Prompt)
+		if err := fitsContext("prompt", len(ids), nPositions); err != nil {
+			return nil, err
 		}
 		return ids, nil
 	}
 	for drop := 0; ; drop++ {
-		res.Prompt = loop.Transcript(a.Prefix, a.History[drop:], a.Body.Prompt)
-		ids := tok.Encode(res.Prompt)
+		text := loop.Transcript(a.Prefix, a.History[drop:], a.Body.Prompt)
+		res.Prompts = []string{text}
+		ids := tok.Encode(text)
 		if len(ids) <= budget || drop == len(a.History) {
 			res.DroppedTurns = drop
 			if len(ids) > nPositions-1 {
-				return nil, &interactiveError{GenCodeContext, fmt.Errorf("prompt: %d tokens with the session's instructions and no history; the model's context holds %d", len(ids), nPositions)}
+				return nil, &interactiveError{GenCodeContext, &generation.RequestError{Code: GenCodeContext, Param: "prompt",
+					Message: fmt.Sprintf("%d tokens with the session's instructions and no history; the model's context holds %d", len(ids), nPositions)}}
 			}
 			return ids, nil
 		}

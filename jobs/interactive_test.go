@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -36,6 +37,18 @@ func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
 	if err := inSession.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// Several prompts, or token ids, each with n choices, within the bound
+	// on prompts × n.
+	okList := ok
+	okList.Body.Prompt, okList.Body.N = "", &two
+	okList.Prompts = Prompts{Texts: []string{"a", "b"}}
+	okIDs := okList
+	okIDs.Prompts = Prompts{Tokens: [][]int32{{1, 2}, {model.EOTToken}}}
+	for _, a := range []InteractiveArgs{okList, okIDs} {
+		if err := a.Validate(); err != nil || a.Choices() != 4 {
+			t.Fatalf("%+v: Validate() = %v, %d choices; want nil, 4", a.Prompts, err, a.Choices())
+		}
+	}
 	many, big, lp := MaxInteractiveChoices+1, MaxInteractiveTokens+1, model.MaxLogprobs+1
 	longID := "cmpl-" + strings.Repeat("a", pipeline.MaxTokenLen-5)
 	hot := float32(3)
@@ -58,6 +71,22 @@ func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
 		"replaces: ":                    func(a *InteractiveArgs) { a.Session, a.Replaces = "s1", "a.b" },
 		"stream_key":                    func(a *InteractiveArgs) { a.StreamKey = "" },
 		"stream_key:":                   func(a *InteractiveArgs) { a.StreamKey = "abc" },
+		"prompt: given twice":           func(a *InteractiveArgs) { a.Prompts = okList.Prompts },
+		"prompt: a list of prompts":     func(a *InteractiveArgs) { a.Body.Prompt, a.Session, a.Prompts = "", "s1", okList.Prompts },
+		"prompt: 3 prompts with n = 8 make 24 choices, at most 16": func(a *InteractiveArgs) {
+			a.Body.Prompt, a.Body.N, a.Prompts = "", &[]int{8}[0], Prompts{Texts: []string{"a", "b", "c"}}
+		},
+		"prompt[1]: empty string": func(a *InteractiveArgs) { a.Body.Prompt, a.Prompts = "", Prompts{Texts: []string{"a", ""}} },
+		"prompt[1]: 16385 bytes": func(a *InteractiveArgs) {
+			a.Body.Prompt, a.Prompts = "", Prompts{Texts: []string{"a", strings.Repeat("p", MaxInteractivePromptBytes+1)}}
+		},
+		"prompt[1]: token id 50257 outside the vocabulary": func(a *InteractiveArgs) {
+			a.Body.Prompt, a.Prompts = "", Prompts{Tokens: [][]int32{{3, model.EOTToken + 1}}, One: true}
+		},
+		"prompt[1][0]: token id -1 is negative": func(a *InteractiveArgs) { a.Body.Prompt, a.Prompts = "", Prompts{Tokens: [][]int32{{1}, {-1}}} },
+		"id: the record id of choice 3": func(a *InteractiveArgs) {
+			a.ID, a.Body.Prompt, a.Body.N, a.Prompts = longID, "", &two, okList.Prompts
+		},
 	} {
 		a := ok
 		mutate(&a)
@@ -98,8 +127,8 @@ func TestComposePromptDropsOldestTurnsToFit(t *testing.T) {
 	if len(ids) > 128-32 || res.DroppedTurns == 0 || res.DroppedTurns == len(history) {
 		t.Fatalf("%d prompt tokens, %d turns dropped: want the newest turns that fit 96 tokens", len(ids), res.DroppedTurns)
 	}
-	if want := loop.Transcript(a.Prefix, history[res.DroppedTurns:], "now"); res.Prompt != want {
-		t.Fatalf("prompt %q, want %q", res.Prompt, want)
+	if want := loop.Transcript(a.Prefix, history[res.DroppedTurns:], "now"); res.Prompts[0] != want {
+		t.Fatalf("prompt %q, want %q", res.Prompts[0], want)
 	}
 	// A prompt that cannot fit even alone is refused as too long.
 	a.Body.Prompt = strings.Repeat("word ", 200)
@@ -130,8 +159,8 @@ func TestComposePromptTrimsAChat(t *testing.T) {
 		t.Fatal(err)
 	}
 	kept := append([]generation.ChatMessage{msgs[0]}, msgs[1+res.DroppedTurns:]...)
-	if len(ids) > 128-32 || res.DroppedTurns == 0 || res.Prompt != a.Prefix+generation.DefaultChatFormat.Render(kept) {
-		t.Fatalf("%d prompt tokens, %d messages dropped, prompt %q", len(ids), res.DroppedTurns, res.Prompt)
+	if len(ids) > 128-32 || res.DroppedTurns == 0 || res.Prompts[0] != a.Prefix+generation.DefaultChatFormat.Render(kept) {
+		t.Fatalf("%d prompt tokens, %d messages dropped, prompt %q", len(ids), res.DroppedTurns, res.Prompts[0])
 	}
 	a.Messages = append(msgs, generation.ChatMessage{Role: generation.RoleUser, Content: generation.ChatContent(strings.Repeat("word ", 200))})
 	_, err = composePrompt(tok, 128, a, generation.DefaultChatFormat, 32, &res)
@@ -264,6 +293,44 @@ func TestTokenStreamTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
 		}
 		if want == GenError && (m.Error.Code != GenCodeFailed || !strings.Contains(m.Error.Message, "done")) {
 			t.Fatalf("error %+v, want %s naming the done message", m.Error, GenCodeFailed)
+		}
+	}
+}
+
+// TestComposePromptsNamesThePromptAtFault: several prompts are tokenised
+// in order, texts as they are and token ids as given (decoded for the
+// record), and what only the model can refuse names the prompt at fault:
+// a token id past its vocabulary, a prompt its context cannot hold; the
+// client's error carries that name as its param.
+func TestComposePromptsNamesThePromptAtFault(t *testing.T) {
+	tok, err := generation.NewModelStore(OpenEnvDataRoot).Tokenizer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := model.Config{NPositions: 8, VocabSize: 16}
+	a := InteractiveArgs{Prompts: Prompts{Texts: []string{"one", "two words"}}}
+	var res interactiveResult
+	got, err := composePrompts(tok, cfg, a, generation.DefaultChatFormat, 4, &res)
+	if err != nil || len(got) != 2 || !slices.Equal(got[1], tok.Encode("two words")) || !slices.Equal(res.Prompts, a.Prompts.Texts) {
+		t.Fatalf("texts: %v, %v, records %q", got, err, res.Prompts)
+	}
+	a.Prompts = Prompts{Tokens: [][]int32{{1, 2}, {3, 4, 5}}}
+	if got, err = composePrompts(tok, cfg, a, generation.DefaultChatFormat, 4, &res); err != nil || !slices.Equal(got[1], []int32{3, 4, 5}) || res.Prompts[1] != tok.Decode([]int32{3, 4, 5}) {
+		t.Fatalf("token ids: %v, %v, records %q", got, err, res.Prompts)
+	}
+	for _, c := range []struct {
+		prompts     Prompts
+		code, param string
+	}{
+		{Prompts{Tokens: [][]int32{{1}, {2, 16}}}, GenCodeInvalid, "prompt[1][1]"},
+		{Prompts{Tokens: [][]int32{{1, 2, 3, 4, 5, 6, 7, 8}}, One: true}, GenCodeContext, "prompt"},
+		{Prompts{Texts: []string{"fits", strings.Repeat("word ", 20)}}, GenCodeContext, "prompt[1]"},
+	} {
+		a.Prompts = c.prompts
+		_, err := composePrompts(tok, cfg, a, generation.DefaultChatFormat, 4, &res)
+		f := faultOf(err, nil)
+		if f.Code != c.code || f.Param != c.param || !strings.HasPrefix(f.Message, c.param+": ") {
+			t.Errorf("%+v: %+v; want %s naming %s", c.prompts, f, c.code, c.param)
 		}
 	}
 }

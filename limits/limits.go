@@ -215,6 +215,13 @@ const (
 	// waits; 8 is the CPU engine's default slot count, so every choice of a
 	// request shares one prefill and decodes at once. More are batch work.
 	InteractiveChoices = 8
+	// InteractivePromptChoices bounds the choices of one interactive
+	// completion over all its prompts (POST /v1/completions with a list of
+	// prompts: prompts × n), so also its prompts: every choice is one more
+	// sequence, all submitted to the engine together; 16 is the CPU
+	// engine's default slot count, so they decode at once. More are batch
+	// work.
+	InteractivePromptChoices = 16
 	// EmbeddingInputs bounds the inputs of one embeddings request (POST
 	// /v1/embeddings, a batch line), as OpenAI does. Each input is also
 	// bounded by the model's context, in tokens.

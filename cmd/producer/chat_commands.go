@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 )
 
@@ -199,7 +200,7 @@ func (c *chat) regenerate(ctx context.Context, n int) error {
 // of (with a fresh seed, so the text differs).
 func (c *chat) ask(ctx context.Context, prompt, replaces string) error {
 	req := c.req
-	req.Prompt, req.Replaces = onePrompt(prompt), replaces
+	req.Prompt, req.Replaces = jobs.Prompts{Texts: []string{prompt}, One: true}, replaces
 	n := len(c.replies) + 1
 	if replaces != "" {
 		seed := rand.Int64()

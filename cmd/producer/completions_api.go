@@ -19,6 +19,7 @@ import (
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -116,17 +117,23 @@ func (a *apiServer) completionsRoutes(mux *http.ServeMux) {
 // id of the session's last turn this completion regenerates (the history
 // then stops before that turn, and the new reply takes its place).
 //
+// prompt is OpenAI's: a string, a list of strings, a list of token ids or
+// a list of lists of them (jobs.Prompts); each prompt gets n choices,
+// numbered prompt_index*n + k as OpenAI numbers them.
+//
 // OpenAI's fields that Tandem cannot act on are accepted at the values
 // that ask for nothing (check): best_of 1 or n (every choice generated is
-// returned), an empty logit_bias, a prompt list of one. echo puts the
-// prompt before each choice's text (not with logprobs, which cover the
-// generated tokens only).
+// returned), an empty logit_bias, a null or empty suffix (GPT-2 style
+// models continue a prompt; they cannot insert before a suffix). echo
+// puts each choice's prompt before its text (not with logprobs, which
+// cover the generated tokens only).
 // stream_options.include_usage adds a last chunk with the usage and no
 // choices; the chunk that ends the last choice carries the usage anyway.
 type completionRequest struct {
 	generation.CompletionsBody
-	// Prompt takes the place of the body's own: a string or a list of one.
-	Prompt        onePrompt          `json:"prompt"`
+	// Prompt takes the place of the body's own.
+	Prompt        jobs.Prompts       `json:"prompt"`
+	Suffix        *string            `json:"suffix,omitempty"`
 	Stream        bool               `json:"stream,omitempty"`
 	StreamOptions *streamOptions     `json:"stream_options,omitempty"`
 	Echo          *bool              `json:"echo,omitempty"`
@@ -163,6 +170,8 @@ func (o *streamOptions) includeUsage() bool { return o != nil && o.IncludeUsage 
 // the field.
 func (r completionRequest) check() error {
 	switch {
+	case r.Suffix != nil && *r.Suffix != "":
+		return errors.New("suffix: not supported: GPT-2 style models continue a prompt and cannot insert text before a suffix (send null or leave it out)")
 	case r.echo() && r.Logprobs != nil && *r.Logprobs > 0:
 		return errors.New("echo: true with logprobs is not supported (logprobs cover the generated tokens only)")
 	case r.BestOf != nil && *r.BestOf != 1 && (r.N == nil || *r.BestOf != *r.N):
@@ -175,34 +184,6 @@ func (r completionRequest) check() error {
 
 // echo reports whether the request asks for its prompt before the text.
 func (r completionRequest) echo() bool { return r.Echo != nil && *r.Echo }
-
-// onePrompt is OpenAI's "prompt" for one completion: a string, or a list
-// holding one string. Token-id prompts and longer lists are refused.
-type onePrompt string
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (p *onePrompt) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if string(b) == "null" {
-		return nil
-	}
-	if len(b) > 0 && b[0] == '[' {
-		var list []json.RawMessage
-		if err := json.Unmarshal(b, &list); err != nil {
-			return errors.New("prompt: want a string or a list of one string")
-		}
-		if len(list) != 1 {
-			return fmt.Errorf("prompt: a list of %d prompts; a completion takes one (a batch takes many)", len(list))
-		}
-		b = list[0]
-	}
-	var one string
-	if err := json.Unmarshal(b, &one); err != nil {
-		return errors.New("prompt: want a string or a list of one string (token ids are not supported)")
-	}
-	*p = onePrompt(one)
-	return nil
-}
 
 // decodeStrict reads a bounded JSON body into v, refusing unknown fields
 // and trailing data; it writes the 400 itself and reports false.
@@ -220,6 +201,11 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, limit int64, v any) bo
 	var fe *generation.ChatFieldError
 	if errors.As(err, &fe) {
 		writeParamError(w, http.StatusBadRequest, "invalid_request", fe.Param, fe.Error())
+		return false
+	}
+	var re *generation.RequestError
+	if errors.As(err, &re) {
+		writeRequestError(w, http.StatusBadRequest, re)
 		return false
 	}
 	if err != nil {
@@ -248,13 +234,43 @@ func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	logprobs := args.Body.Logprobs != nil && *args.Body.Logprobs > 0
-	echo := ""
+	var echo []string
 	if req.echo() {
-		echo = string(req.Prompt)
+		if echo, err = echoes(args); err != nil {
+			writeUnavailable(w, c.logger, err)
+			return
+		}
 	}
 	c.run(w, r, args, answerStream{on: req.Stream, includeUsage: req.StreamOptions.includeUsage()}, func(out completionOut) answerShape {
 		return &completionShape{out: out, reply: newReplyChoices(out, logprobs), echo: echo}
 	})
+}
+
+// echoes is what echo puts before each choice's text: its prompt, token
+// ids decoded with GPT-2's tokenizer (the one every model here uses).
+func echoes(args jobs.InteractiveArgs) ([]string, error) {
+	n := args.Choices() / max(args.Prompts.Len(), 1)
+	prompts := []string{args.Body.Prompt}
+	if args.Prompts.Len() > 0 {
+		prompts = args.Prompts.Texts
+	}
+	if args.Prompts.Tokens != nil {
+		tok, err := model.NewTokenizer()
+		if err != nil {
+			return nil, err
+		}
+		prompts = nil
+		for _, ids := range args.Prompts.Tokens {
+			prompts = append(prompts, tok.Decode(ids)) // JSON turns bytes that are not UTF-8 into U+FFFD
+		}
+	}
+	out := make([]string, 0, args.Choices())
+	for _, p := range prompts {
+		for range n {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // answerStream says how a request wants its answer: streamed (on) and
@@ -302,12 +318,7 @@ func (c *completionsAPI) run(w http.ResponseWriter, r *http.Request, args jobs.I
 		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
 		return
 	}
-	shape := newShape(completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix(), choices: g.rd.N})
-	if st.on {
-		c.stream(w, r, g, shape, st.includeUsage)
-	} else {
-		c.collect(w, r, g, shape)
-	}
+	c.relay(w, r, g, newShape(completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix(), choices: g.rd.N}), st)
 }
 
 // writeRefusal answers a request that prepare or useSession refused with
@@ -339,7 +350,13 @@ func errorCode(status int) string {
 // (useSession), and everything validated. The status goes with err.
 func (c *completionsAPI) prepare(ctx context.Context, p auth.Principal, req completionRequest) (jobs.InteractiveArgs, int, error) {
 	args := jobs.InteractiveArgs{ID: jobs.NewCompletionID(), StreamKey: pipeline.NewSealKey(), Body: req.CompletionsBody, Session: req.Session, Template: req.Template, Topic: req.Topic, Replaces: req.Replaces}
-	args.Body.Prompt = string(req.Prompt)
+	// A single text travels as the body's prompt, which sessions and
+	// producer chat use; lists and token ids as prompts.
+	if in := req.Prompt; len(in.Texts) == 1 && in.Tokens == nil {
+		args.Body.Prompt = in.Texts[0]
+	} else {
+		args.Prompts = in
+	}
 	if err := req.check(); err != nil {
 		return args, http.StatusBadRequest, err
 	}
@@ -428,10 +445,7 @@ const startGrace = 2 * time.Second
 // begin subscribes to the generation's token subject, makes sure the server
 // has the subscription, then enqueues the job.
 func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (*genRelay, error) {
-	n := 1
-	if args.Body.N != nil {
-		n = *args.Body.N // validated: 1 to MaxInteractiveChoices
-	}
+	n := args.Choices() // validated: at most MaxInteractivePromptChoices
 	// Room for every message a generation can send, so a slow client
 	// never makes the subscription drop one.
 	g := &genRelay{c: c, id: args.ID, msgs: make(chan *nats.Msg, n*jobs.MaxInteractiveTokens+4), rd: jobs.GenReader{Key: args.StreamKey, N: n}}
@@ -567,7 +581,7 @@ type answerShape interface {
 type completionShape struct {
 	out   completionOut
 	reply *replyChoices
-	echo  string // the prompt, before each choice's text (echo: true)
+	echo  []string // per choice, its prompt, before its text (echo: true)
 }
 
 func (s *completionShape) chunk(choices ...chunkChoice) completionChunk {
@@ -576,12 +590,9 @@ func (s *completionShape) chunk(choices ...chunkChoice) completionChunk {
 
 // opening streams the echoed prompt of each choice, if any.
 func (s *completionShape) opening() []any {
-	if s.echo == "" {
-		return nil
-	}
-	out := make([]any, s.out.choices)
-	for i := range out {
-		out[i] = s.chunk(chunkChoice{Index: i, Text: s.echo})
+	out := make([]any, len(s.echo))
+	for i, e := range s.echo {
+		out[i] = s.chunk(chunkChoice{Index: i, Text: e})
 	}
 	return out
 }
@@ -607,8 +618,8 @@ func (s *completionShape) usage(done jobs.GenMessage) any {
 
 func (s *completionShape) whole(done jobs.GenMessage) any {
 	choices := s.reply.choices(done)
-	for i := range choices {
-		choices[i].Text = s.echo + choices[i].Text
+	for i, e := range s.echo {
+		choices[i].Text = e + choices[i].Text
 	}
 	return generation.CompletionResponse{
 		ID: s.out.id, Object: "text_completion", Created: s.out.created, Model: s.out.model,
@@ -668,47 +679,87 @@ func (r *replyChoices) choices(done jobs.GenMessage) []generation.Choice {
 	return out
 }
 
-// collect answers a non-streaming request with one object.
-func (c *completionsAPI) collect(w http.ResponseWriter, r *http.Request, g *genRelay, shape answerShape) {
+// relay answers with a started generation's messages: one object, or
+// server-sent events (the shape's opening, one per token, then one per
+// choice with its finish reason, the usage-only chunk when asked for, then
+// "data: [DONE]"). Nothing is written before the first message after the
+// start, each awaited up to jobs.InteractiveTimeout as every message is: an
+// error the worker finds before the first token (a prompt the model's
+// context cannot hold, a token id outside its vocabulary) reaches a
+// streaming client as it reaches any other, as an HTTP error status with
+// the API's error body. Once the stream has begun, a failure is an error
+// event, as OpenAI sends one.
+func (c *completionsAPI) relay(w http.ResponseWriter, r *http.Request, g *genRelay, shape answerShape, st answerStream) {
+	var sse *sseWriter // the stream, once begun
 	for {
 		m, gone, err := g.follow(r.Context())
-		if gone {
+		switch {
+		case gone:
+			return
+		case err != nil && sse != nil:
+			sse.fail(g.id, &jobs.GenFault{Code: "stream_failed", Message: err.Error()})
+			return
+		case errors.Is(err, errStreamTimeout):
+			writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
+			return
+		case err != nil:
+			writeError(w, http.StatusBadGateway, "bad_stream", err.Error())
+			return
+		case m.Type == jobs.GenError && sse != nil:
+			sse.fail(g.id, m.Error)
+			return
+		case m.Type == jobs.GenError:
+			writeGenFault(w, m.Error)
 			return
 		}
-		if err != nil {
-			if errors.Is(err, errStreamTimeout) {
-				writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
-			} else {
-				writeError(w, http.StatusBadGateway, "bad_stream", err.Error())
+		if st.on && sse == nil {
+			flusher, ok := startSSE(w)
+			if !ok {
+				g.abandon()
+				return
 			}
-			return
+			sse = &sseWriter{w: w, flusher: flusher}
+			for _, ch := range shape.opening() {
+				sse.send(ch)
+			}
 		}
 		switch m.Type {
 		case jobs.GenToken:
-			shape.token(m)
+			if ch := shape.token(m); sse != nil {
+				sse.send(ch)
+			}
 		case jobs.GenDone:
-			writeJSON(w, http.StatusOK, shape.whole(m))
-			return
-		case jobs.GenError:
-			writeGenFault(w, m.Error)
+			if sse == nil {
+				writeJSON(w, http.StatusOK, shape.whole(m))
+				return
+			}
+			for i := range g.rd.N {
+				sse.send(shape.finish(m, i))
+			}
+			if st.includeUsage {
+				sse.send(shape.usage(m))
+			}
+			sse.done()
 			return
 		}
 	}
 }
 
 // writeGenFault answers with the error of a generation the worker
-// failed, naming the field at fault when it does.
+// failed, naming the field at fault when it does, before any answer has
+// begun.
 func writeGenFault(w http.ResponseWriter, f *jobs.GenFault) {
 	writeParamError(w, genErrorStatus(f.Code), f.Code, f.Param, f.Message)
 }
 
-// genErrorStatus maps a worker's error code to the HTTP status of a
-// non-streaming answer.
+// genErrorStatus maps a worker's error code to the HTTP status of an
+// answer that has not begun (any answer but a stream past its first
+// token).
 func genErrorStatus(code string) int {
 	switch code {
 	case jobs.GenCodeModel:
 		return http.StatusNotFound // as OpenAI answers an unknown model
-	case jobs.GenCodeContext:
+	case jobs.GenCodeContext, jobs.GenCodeInvalid:
 		return http.StatusBadRequest
 	case jobs.GenCodeTimeout:
 		return http.StatusGatewayTimeout
@@ -738,55 +789,10 @@ type chunkChoice struct {
 	FinishReason *string                    `json:"finish_reason"`
 }
 
-// stream relays the generation as server-sent events: the shape's
-// opening, one per token, then one per choice with its finish reason, the
-// usage-only chunk when includeUsage, then "data: [DONE]".
-func (c *completionsAPI) stream(w http.ResponseWriter, r *http.Request, g *genRelay, shape answerShape, includeUsage bool) {
-	flusher, ok := startSSE(w)
-	if !ok {
-		g.abandon()
-		return
-	}
-	id := g.id
-	send := func(v any) {
-		b, _ := json.Marshal(v)
-		// A write error means the client left; the next read of the
-		// stream sees the request's context end and cancels the work.
-		_, _ = fmt.Fprintf(w, "data: %s\n\n", b)
-		flusher.Flush()
-	}
-	done := func() { _, _ = fmt.Fprint(w, "data: [DONE]\n\n"); flusher.Flush() }
-	for _, ch := range shape.opening() {
-		send(ch)
-	}
-	for {
-		m, gone, err := g.follow(r.Context())
-		if gone {
-			return
-		}
-		if err != nil {
-			send(completionChunk{ID: id, Object: "error", Error: &jobs.GenFault{Code: "stream_failed", Message: err.Error()}})
-			done()
-			return
-		}
-		switch m.Type {
-		case jobs.GenToken:
-			send(shape.token(m))
-		case jobs.GenDone:
-			for i := range g.rd.N {
-				send(shape.finish(m, i))
-			}
-			if includeUsage {
-				send(shape.usage(m))
-			}
-			done()
-			return
-		case jobs.GenError:
-			send(completionChunk{ID: id, Object: "error", Error: m.Error})
-			done()
-			return
-		}
-	}
+// sseWriter writes a server-sent event stream that has begun.
+type sseWriter struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
 }
 
 // startSSE answers 200 with the headers of a server-sent event stream.
@@ -802,6 +808,27 @@ func startSSE(w http.ResponseWriter) (http.Flusher, bool) {
 	w.WriteHeader(http.StatusOK)
 	flusher.Flush()
 	return flusher, true
+}
+
+// send writes v as one event. A write error means the client left; the
+// next read of the generation's stream sees the request's context end and
+// cancels the work.
+func (s *sseWriter) send(v any) {
+	b, _ := json.Marshal(v)
+	_, _ = fmt.Fprintf(s.w, "data: %s\n\n", b)
+	s.flusher.Flush()
+}
+
+// done ends the stream.
+func (s *sseWriter) done() {
+	_, _ = fmt.Fprint(s.w, "data: [DONE]\n\n")
+	s.flusher.Flush()
+}
+
+// fail ends the stream of completion id with an error event.
+func (s *sseWriter) fail(id string, f *jobs.GenFault) {
+	s.send(completionChunk{ID: id, Object: "error", Error: f})
+	s.done()
 }
 
 // createSessionRequest is the body of POST /v1/sessions.

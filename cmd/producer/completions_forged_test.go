@@ -25,7 +25,8 @@ var forgedReply = []string{
 // (so allowed to publish tokens) writes a whole reply into someone else's
 // generation. The client gets an error and never the forged text: 502
 // bad_stream when the forgery comes first, an SSE error event when it comes
-// after the real worker's start; the real generation is then cancelled.
+// after the real worker's first token; the real generation is then
+// cancelled.
 func TestCompletionRefusesForgedTokenStream(t *testing.T) {
 	e := newGenEnv(t, "")
 	e.listIdleWorker(t) // the job waits in the queue until a worker runs
@@ -72,7 +73,8 @@ func TestCompletionRefusesForgedTokenStream(t *testing.T) {
 		t.Fatalf("%d interactive jobs still queued; the refused request should delete its job", n)
 	}
 
-	// 2. A worker starts the generation (sealed), then the forgery comes.
+	// 2. A worker starts the generation and sends a token (sealed), then
+	// the forgery comes.
 	worker := e.connect(t, pipeline.RoleWorker)
 	started := make(chan string, 1)
 	cancelled := make(chan string, 1)
@@ -85,8 +87,13 @@ func TestCompletionRefusesForgedTokenStream(t *testing.T) {
 			return err
 		}
 		defer stop()
-		if err := worker.PublishCoreSealed(pipeline.GenTokensSubject(id), job.Args.StreamKey, jobs.GenMessage{Type: jobs.GenStart}); err != nil {
-			return err
+		// A start and a first token: the stream has begun when the
+		// forgery comes.
+		tok := int32(1)
+		for _, m := range []jobs.GenMessage{{Type: jobs.GenStart}, {Seq: 1, Type: jobs.GenToken, Text: "real", Token: &tok}} {
+			if err := worker.PublishCoreSealed(pipeline.GenTokensSubject(id), job.Args.StreamKey, m); err != nil {
+				return err
+			}
 		}
 		if err := worker.NC.Flush(); err != nil {
 			return err
@@ -108,7 +115,7 @@ func TestCompletionRefusesForgedTokenStream(t *testing.T) {
 	forge(id, forgedReply[1:])
 	s := <-streamed
 	if s.err == nil || !strings.HasPrefix(s.err.Error(), "stream_failed: ") || !strings.Contains(s.err.Error(), "failed authentication") || strings.Contains(s.text(), "FORGED") {
-		t.Fatalf("forged tokens after a real start: error %v, text %q; want a stream_failed error event naming the failed authentication and no forged text", s.err, s.text())
+		t.Fatalf("forged tokens after a real token: error %v, text %q; want a stream_failed error event naming the failed authentication and no forged text", s.err, s.text())
 	}
 	if got := receiveWithin(t, cancelled, "the cancel of the real generation"); got != id {
 		t.Fatalf("cancel for %s, want %s", got, id)

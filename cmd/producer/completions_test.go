@@ -434,8 +434,12 @@ func TestCompletionRefusesBadBodies(t *testing.T) {
 		`{"model":"builtin:tiny","prompt":"x","best_of":3}`:                                                       `best_of`,
 		`{"model":"builtin:tiny","prompt":"x","logit_bias":{"50256":-100}}`:                                       `logit_bias`,
 		`{"model":"builtin:tiny","prompt":"x","stream_options":"usage"}`:                                          `stream_options`,
-		`{"model":"builtin:tiny","prompt":["a","b"]}`:                                                             `prompt`,
-		`{"model":"builtin:tiny","prompt":[[464,3290]]}`:                                                          `prompt`,
+		`{"model":"builtin:tiny","prompt":["a",""]}`:                                                              `prompt[1]: empty string`,
+		`{"model":"builtin:tiny","prompt":["a",1]}`:                                                               `prompt[1]: want a string`,
+		`{"model":"builtin:tiny","prompt":[[464],[3290,-1]]}`:                                                     `prompt[1][1]: token id -1`,
+		`{"model":"builtin:tiny","prompt":["a","b","c"],"n":8}`:                                                   `prompt: 3 prompts with n = 8 make 24 choices, at most 16`,
+		`{"model":"builtin:tiny","prompt":[` + strings.Repeat(`"a",`, 16) + `"a"]}`:                               `prompt: 17 prompts, at most 16`,
+		`{"model":"builtin:tiny","prompt":"x","suffix":"y"}`:                                                      `suffix`,
 		`{"model":"builtin:tiny","prompt":[]}`:                                                                    `prompt`,
 	} {
 		code, msg := e.postJSON(t, "/v1/completions", body, nil)

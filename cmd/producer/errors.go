@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 
+	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/internal/apierror"
 )
 
@@ -17,13 +18,18 @@ func writeParamError(w http.ResponseWriter, status int, code, param, msg string)
 	apierror.Write(w, status, code, param, msg)
 }
 
-// paramOf is the body field err names, or "": validation errors start with
+// paramOf is the body field err names, or "": a *generation.RequestError
+// names it ("prompt[1]"); other validation errors start with
 // the field ("max_tokens: 5000 out of range"), and a field counts when body
 // (a request struct) has it, so a message that happens to hold a colon
 // names nothing. Decoding errors name the field too (jsonErrorParam).
 func paramOf(err error, body any) string {
 	if p := jsonErrorParam(err); p != "" {
 		return p
+	}
+	var re *generation.RequestError
+	if errors.As(err, &re) {
+		return re.Param
 	}
 	if err == nil {
 		return ""
