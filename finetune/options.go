@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
@@ -138,6 +139,22 @@ func (o Options) WithDefaults() Options {
 	return o
 }
 
+// initConfigError names the init_config field each line of err, a
+// model.Config error ("config: n_layer = 0, want 1..48"), is about:
+// "init_config.n_layer: 0, want 1..48".
+func initConfigError(err error) error {
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimPrefix(l, "config: ")
+		if name, rest, ok := strings.Cut(l, " = "); ok && !strings.Contains(name, " ") {
+			lines = append(lines, "init_config."+name+": "+rest)
+		} else {
+			lines = append(lines, "init_config: "+l)
+		}
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
 // Validate checks filled-in options; errors name the field.
 func (o Options) Validate() error {
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
@@ -153,7 +170,7 @@ func (o Options) Validate() error {
 	}
 	if o.InitConfig != nil {
 		if err := o.InitConfig.Validate(); err != nil {
-			bad("init_config", "%v", err)
+			errs = append(errs, initConfigError(err))
 		}
 	}
 	if o.Data == "" {
@@ -192,8 +209,13 @@ func (o Options) Validate() error {
 	if !finite(o.MaxGradNorm) || o.MaxGradNorm < 0 {
 		bad("max_grad_norm", "%g, want >= 0", o.MaxGradNorm)
 	}
-	if !finite(o.DevFrac) || !finite(o.TestFrac) || o.DevFrac < 0 || o.TestFrac < 0 || o.DevFrac+o.TestFrac >= 1 {
-		bad("dev_frac", "dev %g + test %g must lie in [0, 1)", o.DevFrac, o.TestFrac)
+	switch {
+	case !finite(o.DevFrac) || o.DevFrac < 0 || o.DevFrac >= 1:
+		bad("dev_frac", "%g, want [0, 1)", o.DevFrac)
+	case !finite(o.TestFrac) || o.TestFrac < 0 || o.TestFrac >= 1:
+		bad("test_frac", "%g, want [0, 1)", o.TestFrac)
+	case o.DevFrac+o.TestFrac >= 1:
+		bad("dev_frac", "dev %g + test_frac %g must lie in [0, 1)", o.DevFrac, o.TestFrac)
 	}
 	if o.Patience < 0 || o.Patience > MaxEpochs {
 		bad("patience", "%d, want 0..%d", o.Patience, MaxEpochs)

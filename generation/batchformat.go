@@ -168,8 +168,21 @@ func (s *StopStrings) UnmarshalJSON(b []byte) error {
 // DefaultMaxTokens is used when a request names none (OpenAI uses 16).
 const DefaultMaxTokens = 16
 
-// Params turns the body into validated sampling parameters.
+// Params turns the body into validated sampling parameters. A field sent
+// as 0 where SamplingParams reads 0 as "the default" (max_tokens,
+// repetition_penalty, n) is refused as out of range rather than taken for
+// the default. top_p 0, which OpenAI takes, keeps the smallest set of
+// tokens whose mass reaches 0: the most likely token alone, so it samples
+// as top_k 1.
 func (b CompletionsBody) Params() (model.SamplingParams, error) {
+	switch {
+	case b.MaxTokens != nil && *b.MaxTokens == 0:
+		return model.SamplingParams{}, fmt.Errorf("body: max_tokens: 0 out of range [1, %d]", model.MaxTokensLimit)
+	case b.RepetitionPenalty != nil && *b.RepetitionPenalty == 0:
+		return model.SamplingParams{}, errors.New("body: repetition_penalty: 0 must be a finite number > 0 (1 is off)")
+	case b.N != nil && *b.N == 0:
+		return model.SamplingParams{}, fmt.Errorf("body: n: 0 out of range [1, %d]", model.MaxChoices)
+	}
 	p := model.SamplingParams{
 		MaxTokens:         DefaultMaxTokens,
 		Temperature:       1,
@@ -188,6 +201,9 @@ func (b CompletionsBody) Params() (model.SamplingParams, error) {
 	}
 	if b.TopK != nil {
 		p.TopK = *b.TopK
+	}
+	if b.TopP != nil && *b.TopP == 0 {
+		p.TopP, p.TopK = 1, 1
 	}
 	if b.MinP != nil {
 		p.MinP = *b.MinP

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -256,19 +258,41 @@ func (c *ChatContent) UnmarshalJSON(b []byte) error {
 	}
 	var s strings.Builder
 	for i, raw := range parts {
-		var part struct {
-			Type string  `json:"type"`
-			Text *string `json:"text"`
+		text, err := textPart(raw)
+		if err != nil {
+			return &ChatFieldError{fmt.Sprintf("content[%d]%s", i, err.Param), err.Msg}
 		}
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&part); err != nil || part.Type != "text" || part.Text == nil {
-			return &ChatFieldError{fmt.Sprintf("content[%d].type", i), fmt.Sprintf("%.32q is not supported; only {\"type\":\"text\",\"text\":...} parts are", part.Type)}
-		}
-		s.WriteString(*part.Text)
+		s.WriteString(text)
 	}
 	*c = ChatContent(s.String())
 	return nil
+}
+
+// textPart is the text of one content part, {"type":"text","text":...};
+// an error's Param is the part's field at fault (".type", ".text"), or ""
+// for the part itself.
+func textPart(raw json.RawMessage) (string, *ChatFieldError) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return "", &ChatFieldError{"", `want an object {"type":"text","text":...}`}
+	}
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		if k != "type" && k != "text" {
+			return "", &ChatFieldError{"." + k, "not supported (a text part has type and text)"}
+		}
+	}
+	var typ, text string
+	t, ok := fields["type"]
+	switch {
+	case !ok:
+		return "", &ChatFieldError{".type", `required ("text")`}
+	case json.Unmarshal(t, &typ) != nil || typ != "text":
+		return "", &ChatFieldError{".type", fmt.Sprintf("%.32s is not supported; only text parts are", t)}
+	}
+	if t, ok := fields["text"]; !ok || json.Unmarshal(t, &text) != nil || t[0] != '"' {
+		return "", &ChatFieldError{".text", "required, a string"}
+	}
+	return text, nil
 }
 
 // ValidateChatMessages checks a chat request's messages: at least one;

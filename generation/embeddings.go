@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
@@ -91,7 +93,8 @@ func invalid(param, format string, args ...any) *RequestError {
 
 // Validate checks what can be checked without the model: one to
 // MaxEmbeddingInputs inputs, none empty, texts valid UTF-8, token ids not
-// negative, a known encoding format, positive dimensions. The error is a
+// negative, a known encoding format, positive dimensions, a user id as
+// generation records bound it (limits.RecordIDBytes). The error is a
 // *RequestError naming the field.
 func (b EmbeddingsBody) Validate() error {
 	in := b.Input
@@ -111,6 +114,9 @@ func (b EmbeddingsBody) Validate() error {
 	}
 	if b.Dimensions != nil && *b.Dimensions < 1 {
 		return invalid("dimensions", "%d; want the model's width (or leave it out)", *b.Dimensions)
+	}
+	if len(b.User) > limits.RecordIDBytes || !utf8.ValidString(b.User) || strings.ContainsAny(b.User, "\x00\n") {
+		return invalid("user", "at most %d bytes of UTF-8 without NUL or newline", limits.RecordIDBytes)
 	}
 	return nil
 }

@@ -64,14 +64,14 @@ func bindEventUser(w http.ResponseWriter, r *http.Request, body []byte) ([]byte,
 	// check never saw: only the exact spelling is accepted.
 	for k := range fields {
 		if k != "user" && strings.EqualFold(k, "user") {
-			writeError(w, http.StatusBadRequest, codeInvalidEvent, fmt.Sprintf(`field %q: the field is spelt "user"`, k))
+			writeParamError(w, http.StatusBadRequest, codeInvalidEvent, k, fmt.Sprintf(`field %q: the field is spelt "user"`, k))
 			return nil, false
 		}
 	}
 	var named string
 	if raw, ok := fields["user"]; ok {
 		if err := json.Unmarshal(raw, &named); err != nil {
-			writeError(w, http.StatusBadRequest, codeInvalidEvent, `field "user": want a string`)
+			writeParamError(w, http.StatusBadRequest, codeInvalidEvent, "user", `field "user": want a string`)
 			return nil, false
 		}
 	}

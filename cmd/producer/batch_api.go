@@ -19,6 +19,7 @@ import (
 	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/files"
+	"github.com/tandem-ai/tandem/internal/apierror"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -99,12 +100,10 @@ type createBatchRequest struct {
 }
 
 // validationBody is the 400 answer for an invalid input: the usual error
-// object plus every problem by line.
+// object, its param the field that gave the input, plus every problem by
+// line.
 type validationBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
+	apiError
 	Report batch.Report `json:"report"`
 }
 
@@ -120,6 +119,8 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		o     batch.CreateOptions
 		input io.Reader
 		raw   bool // the input is the body
+		// from is the field that gave the input; "body" for the body.
+		from = "body"
 	)
 	if mt == "multipart/form-data" {
 		writeError(w, http.StatusBadRequest, "invalid_request", "body: upload the input file to POST /v1/files (purpose batch), then create the batch with its input_file_id")
@@ -127,10 +128,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	}
 	if mt == "application/json" {
 		var req createBatchRequest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBatchJSONBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeBodyError(w, err)
+		if !decodeStrict(w, r, maxBatchJSONBody, &req) {
 			return
 		}
 		o = req.CreateOptions
@@ -145,6 +143,7 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "invalid_request", "give one of input_file_id, input and input_path")
 			return
 		case o.InputFileID != "":
+			from = "input_file_id"
 			rc, ok := b.openInputFile(w, r, &o)
 			if !ok {
 				return
@@ -152,11 +151,12 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 			defer rc.Close()
 			input = rc
 		case req.Input != nil:
-			input = strings.NewReader(*req.Input)
+			from, input = "input", strings.NewReader(*req.Input)
 		case req.InputPath != "":
+			from = "input_path"
 			f, err := b.openInput(req.InputPath)
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+				writeParamError(w, http.StatusBadRequest, "invalid_request", "input_path", err.Error())
 				return
 			}
 			defer f.Close()
@@ -181,19 +181,21 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 	var verr *batch.ValidationError
 	switch {
 	case errors.As(err, &verr):
-		var body validationBody
-		body.Error.Code, body.Error.Message = "invalid_input", fmt.Sprintf("%d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", verr.Report.Invalid, verr.Report.Lines)
+		msg := fmt.Sprintf("%s: %d of %d lines are invalid; nothing was enqueued (skip_invalid runs the valid ones)", from, verr.Report.Invalid, verr.Report.Lines)
 		if list := problemList(&verr.Report); list != "" {
-			body.Error.Message += ": " + list
+			msg += ": " + list
 		}
-		body.Report = verr.Report
-		writeJSON(w, http.StatusBadRequest, body)
+		param := from
+		if raw {
+			param = ""
+		}
+		writeJSON(w, http.StatusBadRequest, validationBody{apiError: apierror.New(http.StatusBadRequest, "invalid_input", param, msg), Report: verr.Report})
 	case isBodyError(err):
 		writeBodyError(w, err)
 	case errors.Is(err, batch.ErrInputTooLarge) && raw:
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
 	case errors.Is(err, batch.ErrInvalid):
-		writeError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		writeParamError(w, http.StatusBadRequest, "invalid_request", paramOf(err, createBatchRequest{}), err.Error())
 	case err != nil:
 		writeUnavailable(w, b.logger.With("op", "batch create"), err)
 	default:
@@ -211,6 +213,10 @@ func (b *batchAPI) openInputFile(w http.ResponseWriter, r *http.Request, o *batc
 		return nil, false
 	}
 	rc, f, err := b.files.Open(r.Context(), o.InputFileID)
+	if errors.Is(err, files.ErrNotFound) || errors.Is(err, artifact.ErrNotFound) {
+		writeParamError(w, http.StatusNotFound, "not_found", "input_file_id", "input_file_id: "+err.Error())
+		return nil, false
+	}
 	if err != nil {
 		b.writeFileError(w, err)
 		return nil, false
@@ -240,7 +246,7 @@ func within(dir, parent string) bool {
 // paths are to the data root (package dataroot).
 func (b *batchAPI) openInput(path string) (*os.File, error) {
 	if b.inputDir == "" {
-		return nil, errors.New("reading inputs by path is not enabled")
+		return nil, errors.New("input_path: reading inputs by path is not enabled")
 	}
 	root, err := dataroot.Open(b.inputDir, b.reserved...)
 	if err != nil {

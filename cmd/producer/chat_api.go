@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"net/http"
 	"strings"
 
@@ -47,7 +46,7 @@ func (c *completionsAPI) createChat(w http.ResponseWriter, r *http.Request) {
 	req.User = user
 	body, err := req.Completions()
 	if err != nil {
-		writeChatError(w, err)
+		writeChatError(w, req, err)
 		return
 	}
 	args := jobs.InteractiveArgs{ID: jobs.NewChatCompletionID(), StreamKey: pipeline.NewSealKey(), Body: body,
@@ -60,7 +59,7 @@ func (c *completionsAPI) createChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := args.Validate(); err != nil {
-		writeChatError(w, err)
+		writeChatError(w, req, err)
 		return
 	}
 	if !c.models.requireModel(w, r, args.Body.Model) {
@@ -77,17 +76,15 @@ func (c *completionsAPI) createChat(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeChatError answers 400 for a refused chat request, naming the field
-// when the error does (generation.ChatFieldError), or when its message
-// begins with it ("max_tokens: ...").
-func writeChatError(w http.ResponseWriter, err error) {
-	var fe *generation.ChatFieldError
-	param := ""
-	if errors.As(err, &fe) {
-		param = fe.Param
-	} else if p, _, ok := strings.Cut(err.Error(), ":"); ok && !strings.ContainsAny(p, " \"") {
-		param = p
+// (paramOf). The completions body the chat becomes names its token limit
+// max_tokens; a request that gave it as max_completion_tokens reads that
+// name.
+func writeChatError(w http.ResponseWriter, req chatRequest, err error) {
+	param, msg := paramOf(err, req), err.Error()
+	if param == "max_tokens" && req.MaxTokens == nil && req.MaxCompletionTokens != nil {
+		param, msg = "max_completion_tokens", "max_completion_tokens"+strings.TrimPrefix(msg, "max_tokens")
 	}
-	writeParamError(w, http.StatusBadRequest, "invalid_request", param, err.Error())
+	writeParamError(w, http.StatusBadRequest, "invalid_request", param, msg)
 }
 
 // chatShape is the answer of POST /v1/chat/completions: chat.completion,

@@ -185,36 +185,6 @@ func (r completionRequest) check() error {
 // echo reports whether the request asks for its prompt before the text.
 func (r completionRequest) echo() bool { return r.Echo != nil && *r.Echo }
 
-// decodeStrict reads a bounded JSON body into v, refusing unknown fields
-// and trailing data; it writes the 400 itself and reports false.
-func decodeStrict(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil && dec.More() {
-		err = errors.New("trailing data after the JSON object")
-	}
-	if isBodyError(err) {
-		writeBodyError(w, err)
-		return false
-	}
-	var fe *generation.ChatFieldError
-	if errors.As(err, &fe) {
-		writeParamError(w, http.StatusBadRequest, "invalid_request", fe.Param, fe.Error())
-		return false
-	}
-	var re *generation.RequestError
-	if errors.As(err, &re) {
-		writeRequestError(w, http.StatusBadRequest, re)
-		return false
-	}
-	if err != nil {
-		writeParamError(w, http.StatusBadRequest, "invalid_json", jsonErrorParam(err), "body: "+err.Error())
-		return false
-	}
-	return true
-}
-
 func (c *completionsAPI) create(w http.ResponseWriter, r *http.Request) {
 	var req completionRequest
 	if !decodeStrict(w, r, maxCompletionBody, &req) {

@@ -429,7 +429,7 @@ func TestCompletionRefusesBadBodies(t *testing.T) {
 		`{"model":"builtin:tiny","prompt":"x","user":"a\nb"}`:                                                     `user`,
 		`{"model":"builtin:tiny","prompt":"x","template":"` + strings.Repeat("t", loop.MaxRecordIDBytes+1) + `"}`: `template`,
 		`{"model":"builtin:tiny","prompt":"` + long + `"}`:                                                        `prompt`,
-		`{"model":"builtin:tiny","prompt":"x"} {}`:                                                                `trailing`,
+		`{"model":"builtin:tiny","prompt":"x"} {}`:                                                                `data after the JSON value`,
 		`{"model":"builtin:tiny","prompt":"x","echo":true,"logprobs":1}`:                                          `echo`,
 		`{"model":"builtin:tiny","prompt":"x","best_of":3}`:                                                       `best_of`,
 		`{"model":"builtin:tiny","prompt":"x","logit_bias":{"50256":-100}}`:                                       `logit_bias`,

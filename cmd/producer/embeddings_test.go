@@ -199,7 +199,7 @@ func TestEmbeddingsRefuseWhatTheModelCannotTake(t *testing.T) {
 	}
 	tooMany := `{"model":"builtin:tiny","input":[` + strings.TrimSuffix(strings.Repeat(`"x",`, generation.MaxEmbeddingInputs+1), ",") + `]}`
 	for body, want := range map[string]string{
-		`{"model":"builtin:tiny","input":"x","temperature":1}`:          `unknown field \"temperature\"`,
+		`{"model":"builtin:tiny","input":"x","temperature":1}`:          `temperature: unknown field`,
 		`{"model":"builtin:tiny","input":["x",[1]]}`:                    "input[1]",
 		`{"model":"builtin:tiny","input":["x",""]}`:                     "input[1]: empty string",
 		`{"model":"builtin:tiny","input":"x","encoding_format":"int8"}`: "encoding_format",

@@ -18,42 +18,122 @@ func writeParamError(w http.ResponseWriter, status int, code, param, msg string)
 	apierror.Write(w, status, code, param, msg)
 }
 
-// paramOf is the body field err names, or "": a *generation.RequestError
-// names it ("prompt[1]"); other validation errors start with
-// the field ("max_tokens: 5000 out of range"), and a field counts when body
-// (a request struct) has it, so a message that happens to hold a colon
-// names nothing. Decoding errors name the field too (jsonErrorParam).
+// paramOf is the body field err names, as OpenAI's param names it
+// ("max_tokens", "stop[0]", "init_config.n_layer"), or "". An error that
+// carries its field (fieldError, generation.ChatFieldError,
+// generation.RequestError, a decoding error, a json.UnmarshalTypeError)
+// names it; otherwise the
+// message does: `field "template": ...` as the loop and the recommender
+// write it, or a leading path ("max_tokens: 5000 out of range",
+// `device "tpu": ...`) whose first name is a field of body (a request
+// struct), so a message that happens to hold a colon names nothing.
 func paramOf(err error, body any) string {
-	if p := jsonErrorParam(err); p != "" {
-		return p
-	}
-	var re *generation.RequestError
-	if errors.As(err, &re) {
-		return re.Param
-	}
 	if err == nil {
 		return ""
 	}
-	field, _, ok := strings.Cut(err.Error(), ": ")
-	if !ok || !bodyFields(reflect.TypeOf(body))[field] {
-		return ""
+	if p := carriedParam(err); p != "" {
+		return p
 	}
-	return field
-}
-
-// jsonErrorParam is the field a decoding error names: an unknown field, or
-// a value of the wrong type.
-func jsonErrorParam(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
 		return te.Field
 	}
-	if err != nil {
-		if rest, ok := strings.CutPrefix(strings.TrimPrefix(err.Error(), "body: "), `json: unknown field "`); ok {
-			return strings.TrimSuffix(rest, `"`)
+	msg := err.Error()
+	if _, rest, ok := strings.Cut(msg, `field "`); ok {
+		if name, _, ok := strings.Cut(rest, `"`); ok && isPath(name) {
+			return name
 		}
 	}
+	p := leadingPath(msg)
+	root, _, _ := strings.Cut(strings.SplitN(p, "[", 2)[0], ".")
+	if p == "" || !bodyFields(reflect.TypeOf(body))[root] {
+		return ""
+	}
+	return p
+}
+
+// carriedParam is the field an error names in its own type: a fieldError,
+// a chat or embeddings request error, or a decoding error of a body
+// (decodeError).
+func carriedParam(err error) string {
+	var fe *fieldError
+	var ce *generation.ChatFieldError
+	var re *generation.RequestError
+	switch {
+	case errors.As(err, &fe):
+		return fe.param
+	case errors.As(err, &ce):
+		return ce.Param
+	case errors.As(err, &re):
+		return re.Param
+	}
 	return ""
+}
+
+// fieldError is a request refused for one field: param names it as
+// OpenAI does, and the message begins with it.
+type fieldError struct {
+	param, msg string
+}
+
+func (e *fieldError) Error() string { return e.param + ": " + e.msg }
+
+// leadingPath is the field path a message begins with, up to the first
+// character a path cannot hold: "stop[0]" of "stop[0]: empty sequence",
+// "device" of `device "tpu": want ...`; "" when the message does not
+// begin with a name followed by ": ", " " or "[".
+func leadingPath(msg string) string {
+	head, _, ok := strings.Cut(msg, ":")
+	if !ok {
+		return ""
+	}
+	end := 0
+	for end < len(head) && isPathByte(head[end]) {
+		end++
+	}
+	p := head[:end]
+	if open := strings.LastIndexByte(p, '['); open > strings.LastIndexByte(p, ']') {
+		// An index that is not a number: metadata["k"] names metadata.
+		p, end = p[:open], open
+	}
+	if !isPath(p) || (end < len(head) && head[end] != ' ' && head[end] != '[') {
+		return ""
+	}
+	return p
+}
+
+func isPathByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '[' || c == ']'
+}
+
+// isPath reports whether p is a field path: names joined by "." and
+// followed by [N] indexes, such as messages[1].role.
+func isPath(p string) bool {
+	if p == "" || !(p[0] >= 'a' && p[0] <= 'z' || p[0] >= 'A' && p[0] <= 'Z' || p[0] == '_') {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '[':
+			j := strings.IndexByte(p[i:], ']')
+			if j < 2 {
+				return false
+			}
+			for _, d := range p[i+1 : i+j] {
+				if d < '0' || d > '9' {
+					return false
+				}
+			}
+			i += j
+		case c == '.':
+			if i+1 == len(p) || p[i+1] == '.' || p[i+1] == '[' {
+				return false
+			}
+		case !isPathByte(c) || c == ']':
+			return false
+		}
+	}
+	return true
 }
 
 // bodyFields are the JSON names of t's fields, those of embedded structs

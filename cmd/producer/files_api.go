@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/tandem-ai/tandem/artifact"
@@ -37,8 +38,9 @@ func (b *batchAPI) fileRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/files/{id}", b.deleteFile)
 }
 
-// uploadFile takes a multipart form with the file ("file") and its purpose
-// ("purpose", "batch" only). The file is streamed to a temporary file,
+// uploadFile takes a multipart form with the file ("file"), its purpose
+// ("purpose", "batch" only) and, optionally, OpenAI's expires_after fields
+// (checkExpiry); any other field is refused by name. The file is streamed to a temporary file,
 // checked as an OpenAI Batch input (batch.CheckFile: at most batch.MaxRows
 // request lines and batch.MaxInputBytes, every line valid, one url and one
 // model), then kept in the artifact store.
@@ -58,6 +60,8 @@ func (b *batchAPI) uploadFile(w http.ResponseWriter, r *http.Request) {
 		purpose, filename string
 		tmp               *os.File
 		size              int64
+		parts             int
+		expiry            = map[string]bool{} // the expires_after fields given
 	)
 	defer func() {
 		if tmp != nil {
@@ -74,6 +78,7 @@ func (b *batchAPI) uploadFile(w http.ResponseWriter, r *http.Request) {
 			writeUploadError(w, err)
 			return
 		}
+		parts++
 		switch name := part.FormName(); {
 		case name == "purpose":
 			v, err := io.ReadAll(io.LimitReader(part, 64))
@@ -99,14 +104,33 @@ func (b *batchAPI) uploadFile(w http.ResponseWriter, r *http.Request) {
 		case name == "file":
 			writeParamError(w, http.StatusBadRequest, "invalid_request", "file", "file: give one file")
 			return
-		case strings.HasPrefix(name, "expires_after"):
-			// Accepted and ignored: files are kept until deleted.
+		case name == expiresAnchor || name == expiresSeconds:
+			v, err := io.ReadAll(io.LimitReader(part, 64))
+			if err != nil {
+				writeUploadError(w, err)
+				return
+			}
+			if err := checkExpiry(name, string(v)); err != nil {
+				writeParamError(w, http.StatusBadRequest, "invalid_request", name, err.Error())
+				return
+			}
+			expiry[name] = true
 		default:
 			writeParamError(w, http.StatusBadRequest, "invalid_request", name, fmt.Sprintf("%s: unknown field (want file and purpose)", name))
 			return
 		}
 	}
 	switch {
+	case parts == 0:
+		writeError(w, http.StatusBadRequest, "invalid_request", "body: no form fields; want multipart/form-data with the fields file and purpose")
+		return
+	case len(expiry) == 1:
+		missing := expiresAnchor
+		if expiry[expiresAnchor] {
+			missing = expiresSeconds
+		}
+		writeParamError(w, http.StatusBadRequest, "invalid_request", missing, missing+": required with the other expires_after field")
+		return
 	case purpose == "":
 		writeParamError(w, http.StatusBadRequest, "invalid_request", "purpose", "purpose: required (batch)")
 		return
@@ -147,6 +171,35 @@ func (b *batchAPI) uploadFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, f)
+}
+
+// The expiry of an upload, as OpenAI's form fields name it.
+const (
+	expiresAnchor  = "expires_after[anchor]"
+	expiresSeconds = "expires_after[seconds]"
+)
+
+// OpenAI's bounds of expires_after[seconds]: an hour to 30 days.
+const (
+	minFileExpirySeconds = 3600
+	maxFileExpirySeconds = 30 * 24 * 3600
+)
+
+// checkExpiry checks an expires_after field as OpenAI does: anchor
+// created_at, seconds an integer within its bounds. Files are kept until
+// they are deleted all the same: an upload's file object says so with
+// expires_at null.
+func checkExpiry(name, v string) error {
+	if name == expiresAnchor {
+		if v != "created_at" {
+			return fmt.Errorf("%s: %.32q; want created_at", name, v)
+		}
+		return nil
+	}
+	if n, err := strconv.Atoi(v); err != nil || n < minFileExpirySeconds || n > maxFileExpirySeconds {
+		return fmt.Errorf("%s: %.32q; want an integer from %d (an hour) to %d (30 days)", name, v, minFileExpirySeconds, maxFileExpirySeconds)
+	}
+	return nil
 }
 
 // problemList names an input's problems, each with its line: the first

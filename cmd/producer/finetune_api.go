@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"path/filepath"
@@ -47,16 +46,8 @@ func registerFinetuneRoutes(mux *http.ServeMux, client *pipeline.Client, dataDir
 }
 
 func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
-	body := http.MaxBytesReader(w, r.Body, maxRequestBody)
 	var a jobs.FinetuneArgs
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&a); err != nil {
-		writeBodyError(w, err)
-		return
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeBodyError(w, afterValueError(err))
+	if !decodeStrict(w, r, maxRequestBody, &a) {
 		return
 	}
 	if err := a.Validate(); err != nil {
@@ -69,7 +60,7 @@ func (f *finetuneAPI) create(w http.ResponseWriter, r *http.Request) {
 	payload, _ := json.Marshal(a)
 	if f.root != nil {
 		if err := jobs.CheckPaths(f.root, jobs.KindFinetune, payload); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_args", err.Error())
+			writeParamError(w, http.StatusBadRequest, "invalid_args", paramOf(err, a), err.Error())
 			return
 		}
 	}
@@ -144,21 +135,19 @@ func (f *finetuneAPI) lossCurve(w http.ResponseWriter, r *http.Request) {
 
 func (f *finetuneAPI) promote(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Version int `json:"version"`
+		Version *int `json:"version"`
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limits.APIPromoteBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); isBodyError(err) {
-		writeBodyError(w, err)
+	if !decodeStrict(w, r, limits.APIPromoteBodyBytes, &req) {
 		return
-	} else if err != nil || req.Version < 1 {
-		writeError(w, http.StatusBadRequest, "invalid_request", "want {\"version\": N} with N >= 1")
+	}
+	if req.Version == nil || *req.Version < 1 {
+		writeParamError(w, http.StatusBadRequest, "invalid_request", "version", `version: required, an integer N >= 1 (the body is {"version": N})`)
 		return
 	}
 	if !allowServingChange(w, r, "promoting a version changes the model every job of that name uses") {
 		return
 	}
-	v, err := f.reg.Promote(r.Context(), r.PathValue("name"), req.Version)
+	v, err := f.reg.Promote(r.Context(), r.PathValue("name"), *req.Version)
 	f.answer(w, versionView{Version: v}, err)
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -119,7 +118,7 @@ const (
 )
 
 // writeFeedbackError answers feedback the intake or the publisher refused:
-// 400 (code400) for a bad field, 404 for an unknown generation, 403 for
+// 400 (code400) naming a bad field, 404 for an unknown generation, 403 for
 // another user's, 409 for an event id used before for other content, 503
 // for anything else (NATS or Redis down).
 func writeFeedbackError(w http.ResponseWriter, logger *slog.Logger, err error, code400 string) {
@@ -127,7 +126,7 @@ func writeFeedbackError(w http.ResponseWriter, logger *slog.Logger, err error, c
 	case errors.Is(err, loop.ErrNoUser):
 		writeError(w, http.StatusBadRequest, codeNoUser, err.Error())
 	case errors.Is(err, loop.ErrBadFeedback):
-		writeError(w, http.StatusBadRequest, code400, err.Error())
+		writeParamError(w, http.StatusBadRequest, code400, paramOf(err, loop.FeedbackEvent{}), err.Error())
 	case errors.Is(err, loop.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, loop.ErrWrongUser):
@@ -145,10 +144,7 @@ func (l *loopAPI) postFeedback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var fb loop.Feedback
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxFeedbackBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&fb); err != nil {
-		writeBodyError(w, err)
+	if !decodeStrict(w, r, maxFeedbackBody, &fb) {
 		return
 	}
 	user, ok := actAs(w, r, "user", fb.User)

@@ -303,8 +303,8 @@ func TestOpenAIUnknownModelStreamedIs404(t *testing.T) {
 	stream.Close()
 }
 
-// noWorkerTestRedisDB is TestOpenAINoWorkerIs503AtOnce's Redis database,
-// where no worker ever runs.
+// noWorkerTestRedisDB is the Redis database of TestOpenAINoWorkerIs503AtOnce
+// and of the field tests (fields_test.go), where no worker ever runs.
 const noWorkerTestRedisDB = 14
 
 // TestOpenAINoWorkerIs503AtOnce posts a completion with no worker serving

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
+	"reflect"
+	"slices"
 
 	"github.com/redis/go-redis/v9"
 
@@ -102,6 +105,10 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		return
 	}
+	if err := checkFeedbackFields(body); err != nil {
+		writeParamError(w, http.StatusBadRequest, codeInvalidEvent, carriedParam(err), err.Error())
+		return
+	}
 	ctx := req.Context()
 	ce, err := r.intake.Check(ctx, "", body, mayActFor(req))
 	if err != nil {
@@ -142,6 +149,29 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"id": ev.ID, "subject": pipeline.FeedbackSubject(ev.Type)})
+}
+
+// feedbackFields are the fields POST /v1/feedback takes: those of feedback
+// on a generation (loop.FeedbackEvent), which hold a recommender event's
+// (recsys.Event). The intake checks their values.
+var feedbackFields = bodyFields(reflect.TypeFor[loop.FeedbackEvent]())
+
+// checkFeedbackFields refuses an event with a field POST /v1/feedback does
+// not take: the recommender's decoder ignores unknown fields (events on
+// the bus may carry context), but a client's misspelt field would be
+// dropped without a word. A body that is not a JSON object is left to the
+// intake, which says so.
+func checkFeedbackFields(body []byte) error {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
+		if !feedbackFields[k] {
+			return &fieldError{k, msgUnknownField}
+		}
+	}
+	return nil
 }
 
 // recsView is the answer of the recommendations route and `producer recs`.

@@ -206,9 +206,27 @@ func checkJobArgs(req *createJobRequest) error {
 		return errors.New("args: required, a JSON object")
 	}
 	if err := jobs.ValidatePayload(req.Kind, req.Args); err != nil {
-		return fmt.Errorf("%s args: %w", req.Kind, err)
+		return argsError(req.Kind, err)
 	}
 	return nil
+}
+
+// argsError names the field of kind's args that err, jobs.ValidatePayload's,
+// refuses as args.<field> ("args" for the args as a whole).
+func argsError(kind string, err error) error {
+	if fe := jsonFieldError("args", err); fe != nil {
+		fe.msg += " (" + kind + " args)"
+		return fe
+	}
+	msg := err.Error()
+	for _, p := range []string{"decode " + kind + " args: ", "invalid " + kind + " args: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	field := leadingPath(msg)
+	if field != "" {
+		msg = strings.TrimSpace(strings.TrimPrefix(msg[len(field):], ":"))
+	}
+	return &fieldError{joinPath("args", field), msg + " (" + kind + " args)"}
 }
 
 // checkJobOptions checks req's queue, device, task_id and max_retry, and
@@ -259,14 +277,7 @@ func checkTaskID(id string) error {
 
 func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 	var req createJobRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeBodyError(w, err)
-		return
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeBodyError(w, afterValueError(err))
+	if !decodeStrict(w, r, maxRequestBody, &req) {
 		return
 	}
 	if err := jobs.CheckPublic(req.Kind); err != nil {
@@ -287,7 +298,7 @@ func (a *apiServer) createJob(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.root != nil {
 		if err := jobs.CheckPaths(a.root, req.Kind, req.Args); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid_args", fmt.Sprintf("%s args: %v", req.Kind, err))
+			writeParamError(w, http.StatusBadRequest, "invalid_args", joinPath("args", paramOf(err, nil)), fmt.Sprintf("%s args: %v", req.Kind, err))
 			return
 		}
 	}
@@ -403,7 +414,8 @@ func writeBodyError(w http.ResponseWriter, err error) {
 	case errors.As(err, &slow):
 		writeError(w, http.StatusRequestTimeout, "too_slow", slow.Error())
 	default:
-		writeParamError(w, http.StatusBadRequest, "invalid_json", jsonErrorParam(err), err.Error())
+		err = decodeError(err)
+		writeParamError(w, http.StatusBadRequest, bodyErrorCode(err), carriedParam(err), err.Error())
 	}
 }
 
