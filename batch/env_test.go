@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/files"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -200,6 +201,40 @@ func readResults(t testing.TB, svc *Service, id string) (out, errs []generation.
 		return lines
 	}
 	return read(FileOutput), read(FileErrors)
+}
+
+// checkResultFiles asserts that b, ended, names its merged files by their
+// Files API ids and that finalisation registered both, with the merged
+// files' bytes, before anything read the batch through the API.
+func checkResultFiles(t testing.TB, svc *Service, b *Batch) {
+	t.Helper()
+	ctx := context.Background()
+	for _, f := range []struct{ which, id string }{{FileOutput, b.OutputFileID}, {FileErrors, b.ErrorFileID}} {
+		if want := files.ResultID(b.ID, f.which); f.id != want {
+			t.Fatalf("batch %s: %s file id %q; want %q", b.ID, f.which, f.id, want)
+		}
+		rc, fo, err := svc.Files.Open(ctx, f.id)
+		if err != nil {
+			t.Fatalf("batch %s ended %s: its %s file is not a file: %v", b.ID, b.Status, f.which, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _, err = svc.OpenResult(ctx, b.ID, f.which)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fo.Purpose != files.PurposeBatchOutput || fo.Bytes != int64(len(want)) || string(got) != string(want) {
+			t.Fatalf("%s file %+v holds %d bytes; want purpose %s and the merged file's %d bytes", f.which, fo, len(got), files.PurposeBatchOutput, len(want))
+		}
+	}
 }
 
 // checkExactlyOnce asserts every custom_id of ids appears once across the
