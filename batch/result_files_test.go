@@ -25,17 +25,7 @@ func TestResultFilesRegisteredOnceAcrossRetries(t *testing.T) {
 	b, ids := createAndRun(t, r, 6, 3)
 
 	// The first run, up to its registration.
-	seal, err := r.Store.Seal(ctx, b.ID, false)
-	if err != nil || !seal.Sealed {
-		t.Fatalf("seal: %+v, %v", seal, err)
-	}
-	sealed, err := r.Store.Get(ctx, b.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.merge(ctx, sealed, seal.Final); err != nil {
-		t.Fatal(err)
-	}
+	sealAndMerge(t, r, b.ID)
 	// Date the merged files back, so a second registration, which would
 	// take the rewritten files' time, shows in created_at.
 	past := time.Now().Add(-time.Hour)
