@@ -390,9 +390,10 @@ func (s *Service) registerResultFiles(ctx context.Context, id, outKey, errKey st
 	return s.Store.markResultFiles(ctx, id)
 }
 
-// EnsureResultFiles registers the result files of a batch that a worker
-// from before finalisation registered them (Runner.Finalize) finalised; for
-// every other batch it does nothing and costs nothing.
+// EnsureResultFiles registers the result files of a batch finalised by a
+// worker older than the registration in Runner.Finalize (its record has
+// result keys and no mark). It is kept only for such batches; for every
+// other batch it does nothing and costs nothing.
 func (s *Service) EnsureResultFiles(ctx context.Context, b *Batch) error {
 	if b.OutputKey == "" || b.resultFiles {
 		return nil

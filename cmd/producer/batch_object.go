@@ -42,9 +42,9 @@ type batchObjectList struct {
 }
 
 // object renders bt for the API. Finalisation registers a batch's result
-// files before the batch ends; a batch that a worker from before that
-// finalised has them registered here, on its first look (when that fails
-// the ids are still given, and the files appear on a later look).
+// files before the batch ends. Only for batches finalised by older workers,
+// which did not, are they registered here, on the first look (when that
+// fails the ids are still given, and the files appear on a later look).
 func (b *batchAPI) object(ctx context.Context, bt *batch.Batch) *batchObject {
 	o := &batchObject{Batch: bt, CompletionWindow: windowText(bt.CompletionWindow)}
 	if len(bt.Errors) > 0 {
