@@ -251,19 +251,8 @@ func TestFinalizeRetryRemovesWaitingChunks(t *testing.T) {
 	}
 	// The first finalisation, up to Finish, then a crash.
 	r := &Runner{Service: e.svc}
-	seal, err := r.Store.Seal(ctx, b.ID, false)
-	if err != nil || !seal.Sealed {
-		t.Fatalf("seal: %+v, %v", seal, err)
-	}
-	sealed, err := r.Store.Get(ctx, b.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counts, err := r.merge(ctx, sealed, seal.Final)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Store.Finish(ctx, b.ID, seal.Final, counts, outputKey(b.ID), errorKey(b.ID)); err != nil {
+	final, counts := sealAndMerge(t, r, b.ID)
+	if err := r.Store.Finish(ctx, b.ID, final, counts, outputKey(b.ID), errorKey(b.ID)); err != nil {
 		t.Fatal(err)
 	}
 	insp := e.svc.Client.Inspector()

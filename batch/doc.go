@@ -3,7 +3,8 @@
 // text/template) becomes a batch record in Redis, chunk inputs in the
 // artifact store and one asynq task per chunk; workers generate chunks with
 // batched decoding and the last one triggers finalisation, which merges
-// output.jsonl and errors.jsonl in input order.
+// output.jsonl and errors.jsonl in input order and registers them as files
+// of the Files API (package files) before the batch ends.
 //
 // Pieces, one file each:
 //

@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/files"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -200,6 +201,60 @@ func readResults(t testing.TB, svc *Service, id string) (out, errs []generation.
 		return lines
 	}
 	return read(FileOutput), read(FileErrors)
+}
+
+// sealAndMerge runs a finalisation of batch id up to its merge, as one
+// that then dies would have: the batch sealed, output.jsonl and
+// errors.jsonl written, nothing registered or finished.
+func sealAndMerge(t testing.TB, r *Runner, id string) (Status, Counts) {
+	t.Helper()
+	ctx := context.Background()
+	seal, err := r.Store.Seal(ctx, id, false)
+	if err != nil || !seal.Sealed {
+		t.Fatalf("seal: %+v, %v", seal, err)
+	}
+	sealed, err := r.Store.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, err := r.merge(ctx, sealed, seal.Final)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seal.Final, counts
+}
+
+// checkResultFiles asserts that b, ended, names its merged files by their
+// Files API ids and that finalisation registered both, with the merged
+// files' bytes, before anything read the batch through the API.
+func checkResultFiles(t testing.TB, svc *Service, b *Batch) {
+	t.Helper()
+	ctx := context.Background()
+	read := func(rc io.ReadCloser, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		data, err := io.ReadAll(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	for _, f := range []struct{ which, id, key string }{{FileOutput, b.OutputFileID, b.OutputKey}, {FileErrors, b.ErrorFileID, b.ErrorKey}} {
+		if want := files.ResultID(b.ID, f.which); f.id != want {
+			t.Fatalf("batch %s: %s file id %q; want %q", b.ID, f.which, f.id, want)
+		}
+		rc, fo, err := svc.Files.Open(ctx, f.id)
+		if err != nil {
+			t.Fatalf("batch %s ended %s: its %s file is not a file: %v", b.ID, b.Status, f.which, err)
+		}
+		got, want := read(rc, nil), read(svc.Artifacts.Get(ctx, f.key))
+		if fo.Purpose != files.PurposeBatchOutput || fo.Bytes != int64(len(want)) || string(got) != string(want) {
+			t.Fatalf("%s file %+v holds %d bytes; want purpose %s and the merged file's %d bytes", f.which, fo, len(got), files.PurposeBatchOutput, len(want))
+		}
+	}
 }
 
 // checkExactlyOnce asserts every custom_id of ids appears once across the

@@ -16,10 +16,12 @@ import (
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
-// Finalize seals a batch, merges its results and ends it (see
-// jobs.BatchFinalizeArgs). Every step can run again after a crash: sealing
-// resumes a batch already finalizing, the merged files are rewritten whole,
-// and announcing is skipped once it has succeeded.
+// Finalize seals a batch, merges its results, registers them as files
+// (package files) and ends it (see jobs.BatchFinalizeArgs). Every step can
+// run again after a crash: sealing resumes a batch already finalizing, the
+// merged files are rewritten whole, a file already registered is left as it
+// is (its id derives from the batch), and announcing is skipped once it has
+// succeeded.
 func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[jobs.BatchFinalizeArgs]) error {
 	a := job.Args
 	expire := a.Reason == jobs.FinalizeExpire
@@ -65,6 +67,11 @@ func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[jobs.BatchFinal
 	final := seal.Final
 	if final == StatusCompleted && counts.Completed == 0 && counts.Failed > 0 {
 		final = StatusFailed // nothing could be generated at all
+	}
+	// The files before the end: whoever sees the batch ended, through any
+	// producer, finds its output_file_id and error_file_id in GET /v1/files.
+	if err := r.registerResultFiles(ctx, b.ID, outputKey(b.ID), errorKey(b.ID)); err != nil {
+		return err
 	}
 	err = r.Store.Finish(ctx, b.ID, final, counts, outputKey(b.ID), errorKey(b.ID))
 	if errors.Is(err, ErrConflict) {

@@ -122,6 +122,14 @@ type Batch struct {
 	ErrorKey   string `json:"error_key,omitempty"`
 	OutputFile string `json:"output_file,omitempty"`
 	ErrorFile  string `json:"error_file,omitempty"`
+	// OutputFileID and ErrorFileID name the merged files in the Files API
+	// (files.ResultID of the batch), set with the keys. Finalisation
+	// registers the files before the batch ends (resultFiles records it),
+	// so the ids name files as soon as a reader sees them.
+	OutputFileID string `json:"output_file_id,omitempty"`
+	ErrorFileID  string `json:"error_file_id,omitempty"`
+
+	resultFiles bool // the result files are registered (field result_files)
 }
 
 // chunkQueue is the queue b's chunk tasks are on: pipeline.QueueGPU for a

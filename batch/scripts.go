@@ -126,3 +126,9 @@ if redis.call('HSETNX', KEYS[1], 'announced', ARGV[1]) == 1 then return 1 end
 if redis.call('HGET', KEYS[1], 'announced') == ARGV[1] then return 1 end
 return 0
 `)
+
+// scriptMarkResultFiles sets field result_files of an existing record (a
+// plain HSET would bring a record deleted by hand back as a stub).
+var scriptMarkResultFiles = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'result_files', '1') end
+`)

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/files"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -27,6 +28,9 @@ type Service struct {
 	Bus       *pipeline.Bus // nil without NATS: no progress events or lifecycle events
 	Logger    *slog.Logger
 	Metrics   *Metrics // nil outside workers
+	// Files holds the Files API's file objects; finalisation registers a
+	// batch's result files there.
+	Files *files.Store
 	// CancelGrace is how long after a cancel the finalisation runs, so that
 	// running chunks see the cancel and stop first (they poll every
 	// Runner.PollInterval). Finalisation is correct without it; the grace
@@ -53,7 +57,10 @@ func NewService(store *Store, arts artifact.Store, client *pipeline.Client, bus 
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Service{Store: store, Artifacts: arts, Client: client, Bus: bus, Logger: logger, CancelGrace: DefaultCancelGrace, now: time.Now}
+	return &Service{
+		Store: store, Artifacts: arts, Files: files.NewStore(client.Redis(), arts), Client: client, Bus: bus,
+		Logger: logger, CancelGrace: DefaultCancelGrace, now: time.Now,
+	}
 }
 
 // Close releases what Open connected (not what the caller passed in).
@@ -369,6 +376,33 @@ func (s *Service) OpenResult(ctx context.Context, id, which string) (io.ReadClos
 		return nil, b, err
 	}
 	return rc, b, nil
+}
+
+// registerResultFiles makes the merged files under outKey and errKey the
+// batch's result files in the Files API (ids files.ResultID), then records
+// that on the batch. Run again, it registers nothing twice and the ids stay.
+func (s *Service) registerResultFiles(ctx context.Context, id, outKey, errKey string) error {
+	for _, f := range [...]struct{ which, key string }{{FileOutput, outKey}, {FileErrors, errKey}} {
+		if err := s.Files.RegisterResult(ctx, id, f.which, f.key); err != nil {
+			return fmt.Errorf("batch %s: %s file: %w", id, f.which, err)
+		}
+	}
+	return s.Store.markResultFiles(ctx, id)
+}
+
+// EnsureResultFiles registers the result files of a batch finalised by a
+// worker older than the registration in Runner.Finalize (its record has
+// result keys and no mark). It is kept only for such batches; for every
+// other batch it does nothing and costs nothing.
+func (s *Service) EnsureResultFiles(ctx context.Context, b *Batch) error {
+	if b.OutputKey == "" || b.resultFiles {
+		return nil
+	}
+	if err := s.registerResultFiles(ctx, b.ID, b.OutputKey, b.ErrorKey); err != nil {
+		return err
+	}
+	b.resultFiles = true
+	return nil
 }
 
 // Watch calls fn with the batch now, then on every change, until the batch

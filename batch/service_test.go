@@ -73,6 +73,7 @@ func TestBatchCompletes(t *testing.T) {
 		}
 	}
 	checkExactlyOnce(t, ids, out, errs)
+	checkResultFiles(t, e.svc, end)
 
 	// The merged files are on disk where the record says; chunk files are gone.
 	if _, err := os.Stat(end.OutputFile); err != nil {
@@ -89,7 +90,8 @@ func TestBatchCompletes(t *testing.T) {
 		t.Fatalf("event = %+v", ev)
 	}
 	var data Batch
-	if err := json.Unmarshal(ev.Data, &data); err != nil || data.ID != b.ID || data.RequestCounts.Completed != 70 {
+	if err := json.Unmarshal(ev.Data, &data); err != nil || data.ID != b.ID || data.RequestCounts.Completed != 70 ||
+		data.OutputFileID != end.OutputFileID || data.ErrorFileID != end.ErrorFileID {
 		t.Fatalf("event data = %s (%v)", ev.Data, err)
 	}
 
@@ -250,6 +252,7 @@ func TestCancelMidBatch(t *testing.T) {
 	if len(out) < 12 || len(errs) == 0 {
 		t.Fatalf("want partial results: %d done, %d not", len(out), len(errs))
 	}
+	checkResultFiles(t, e.svc, end)
 	for _, l := range errs {
 		if l.Error == nil || l.Error.Code != "batch_cancelled" {
 			t.Fatalf("error line %+v; want batch_cancelled", l)
@@ -287,6 +290,7 @@ func TestExpiryReportsUnfinishedRows(t *testing.T) {
 			t.Fatalf("error line %+v", l)
 		}
 	}
+	checkResultFiles(t, e.svc, end)
 	if ev := nextEvent(t, e.bus, "tandem.events.batch.expired"); ev.Type != EventBatchExpired {
 		t.Fatalf("event %+v", ev)
 	}
@@ -342,6 +346,7 @@ func TestUnloadableModelFailsTheBatch(t *testing.T) {
 	if errs[0].Error.Code != "model_unavailable" {
 		t.Fatalf("error %+v", errs[0])
 	}
+	checkResultFiles(t, e.svc, end)
 }
 
 func TestNATSArtifactStore(t *testing.T) {

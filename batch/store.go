@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/files"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
@@ -240,6 +241,15 @@ func (s *Store) Finish(ctx context.Context, id string, st Status, c Counts, outK
 	return nil
 }
 
+// markResultFiles records that the batch's result files are registered
+// in the Files API (Service.registerResultFiles).
+func (s *Store) markResultFiles(ctx context.Context, id string) error {
+	if err := scriptMarkResultFiles.Run(ctx, s.rdb, []string{recordKey(id)}).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("batch %s: result files: %w", id, err)
+	}
+	return nil
+}
+
 // MarkAnnounced records that the batch's lifecycle event went out, and
 // reports whether this call was the first (a repeat of the call by
 // go-redis still is).
@@ -331,6 +341,13 @@ func decodeRecord(m map[string]string) (*Batch, error) {
 		b.Endpoint = e
 	}
 	b.InputFileID = m["input_file_id"]
+	if b.OutputKey != "" {
+		b.OutputFileID = files.ResultID(b.ID, FileOutput)
+	}
+	if b.ErrorKey != "" {
+		b.ErrorFileID = files.ResultID(b.ID, FileErrors)
+	}
+	b.resultFiles = m["result_files"] != ""
 	ints := map[string]*int{
 		"total": &b.RequestCounts.Total, "completed": &b.RequestCounts.Completed, "failed": &b.RequestCounts.Failed,
 		"chunks": &b.Chunks, "chunk_size": &b.ChunkSize, "batch_size": &b.BatchSize, "skipped": &b.Skipped,

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/files"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -60,7 +61,8 @@ func TestWebhookOnCompletion(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 	var data Batch
-	if err := json.Unmarshal(ev.Data, &data); err != nil || data.Metadata["owner"] != "ops" || data.Status != StatusCompleted {
+	if err := json.Unmarshal(ev.Data, &data); err != nil || data.Metadata["owner"] != "ops" || data.Status != StatusCompleted ||
+		data.ID != b.ID || data.OutputFileID != files.ResultID(b.ID, FileOutput) || data.ErrorFileID != files.ResultID(b.ID, FileErrors) {
 		t.Fatalf("data %s: %v", ev.Data, err)
 	}
 	// Finalising again (a retried task) announces nothing new.

@@ -115,14 +115,16 @@ func (s *Store) Create(ctx context.Context, r io.Reader, filename, purpose strin
 	return f, nil
 }
 
-// index writes f's record and adds it to the listings.
+// index writes f's record and adds it to the listings. A file already
+// listed keeps its place (ZADD NX), so indexing a result file again, as two
+// racing registrations may, does not move it.
 func (s *Store) index(ctx context.Context, f *File) error {
 	score := float64(s.now().UnixNano())
 	pipe := s.rdb.TxPipeline()
 	pipe.HSet(ctx, recordKey(f.ID), "id", f.ID, "bytes", f.Bytes, "created_at", f.CreatedAt,
 		"filename", f.Filename, "purpose", f.Purpose, "key", f.key)
-	pipe.ZAdd(ctx, indexKey(""), redis.Z{Score: score, Member: f.ID})
-	pipe.ZAdd(ctx, indexKey(f.Purpose), redis.Z{Score: score, Member: f.ID})
+	pipe.ZAddNX(ctx, indexKey(""), redis.Z{Score: score, Member: f.ID})
+	pipe.ZAddNX(ctx, indexKey(f.Purpose), redis.Z{Score: score, Member: f.ID})
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("file %s: %w", f.ID, err)
 	}
@@ -131,7 +133,8 @@ func (s *Store) index(ctx context.Context, f *File) error {
 
 // RegisterResult makes the artifact under key, a result of batch batchID,
 // the file ResultID(batchID, which), once; nothing happens when the file is
-// known already or the artifact is gone (the file was deleted).
+// known already or the artifact is gone (the file was deleted). Batch
+// finalisation calls it before the batch ends (batch.Runner.Finalize).
 func (s *Store) RegisterResult(ctx context.Context, batchID, which, key string) error {
 	id := ResultID(batchID, which)
 	if n, err := s.rdb.Exists(ctx, recordKey(id)).Result(); err != nil || n == 1 {

@@ -63,7 +63,7 @@ func newBatchAPI(ctx context.Context, cfg pipeline.Config, logger *slog.Logger) 
 			reserved = append(reserved, r)
 		}
 	}
-	return &batchAPI{svc: svc, files: files.NewStore(svc.Client.Redis(), svc.Artifacts), logger: logger, inputDir: dir, reserved: reserved, closeFn: closeFn}, nil
+	return &batchAPI{svc: svc, files: svc.Files, logger: logger, inputDir: dir, reserved: reserved, closeFn: closeFn}, nil
 }
 
 // Close releases the service's connections.

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/batch"
-	"github.com/tandem-ai/tandem/files"
 )
 
 // batchObject is a batch as the HTTP API shows it: OpenAI's batch object
@@ -20,8 +19,6 @@ type batchObject struct {
 	*batch.Batch
 	CompletionWindow string       `json:"completion_window"`
 	Errors           *batchErrors `json:"errors"`
-	OutputFileID     string       `json:"output_file_id,omitempty"`
-	ErrorFileID      string       `json:"error_file_id,omitempty"`
 
 	OutputKey  string `json:"output_key,omitempty"`
 	ErrorKey   string `json:"error_key,omitempty"`
@@ -44,25 +41,17 @@ type batchObjectList struct {
 	HasMore bool           `json:"has_more"`
 }
 
-// object renders bt for the API. A finished batch's output and error
-// files become files (files.ResultID) the first time it is shown; when that
-// fails the ids are still given, and the files appear on a later look.
+// object renders bt for the API. Finalisation registers a batch's result
+// files before the batch ends. Only for batches finalised by older workers,
+// which did not, are they registered here, on the first look (when that
+// fails the ids are still given, and the files appear on a later look).
 func (b *batchAPI) object(ctx context.Context, bt *batch.Batch) *batchObject {
 	o := &batchObject{Batch: bt, CompletionWindow: windowText(bt.CompletionWindow)}
 	if len(bt.Errors) > 0 {
 		o.Errors = &batchErrors{Object: "list", Data: bt.Errors}
 	}
-	for _, r := range []struct {
-		key, which string
-		id         *string
-	}{{bt.OutputKey, batch.FileOutput, &o.OutputFileID}, {bt.ErrorKey, batch.FileErrors, &o.ErrorFileID}} {
-		if r.key == "" {
-			continue
-		}
-		*r.id = files.ResultID(bt.ID, r.which)
-		if err := b.files.RegisterResult(ctx, bt.ID, r.which, r.key); err != nil {
-			b.logger.Warn("batch result file not registered", "batch", bt.ID, "file", r.which, "err", err)
-		}
+	if err := b.svc.EnsureResultFiles(ctx, bt); err != nil {
+		b.logger.Warn("batch result files not registered", "batch", bt.ID, "err", err)
 	}
 	return o
 }

@@ -43,9 +43,10 @@ type batchEnv struct {
 	dir string
 	cfg pipeline.Config
 	rdb *redis.Client
+	bus *pipeline.Bus // set by startNATS
 }
 
-func newBatchEnv(t *testing.T) *batchEnv {
+func newBatchEnv(t testing.TB) *batchEnv {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs Redis")
@@ -71,11 +72,33 @@ func newBatchEnv(t *testing.T) *batchEnv {
 	return &batchEnv{dir: dir, cfg: cfg, rdb: rdb}
 }
 
+// startNATS runs an embedded nats-server for the env's producers and
+// workers (progress, lifecycle events); call it before starting them.
+func (e *batchEnv) startNATS(t *testing.T) {
+	t.Helper()
+	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	bus, err := pipeline.ConnectBus(context.Background(), ns.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Close)
+	if err := bus.EnsureStreams(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.cfg.NATSURL, e.bus = ns.URL(), bus
+	t.Setenv("TANDEM_NATS_URL", ns.URL())
+}
+
 func (e *batchEnv) startWorker(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	deps := jobs.NewDeps(logger)
+	deps.Bus = e.bus
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
 	detach, err := batch.Attach(ctx, deps, e.cfg, prometheus.NewRegistry())
@@ -235,11 +258,11 @@ func TestProgressBar(t *testing.T) {
 // testAPI is the producer's HTTP API, served on a batchEnv's Redis until
 // the test ends.
 type testAPI struct {
-	t   *testing.T
+	t   testing.TB
 	URL string
 }
 
-func (e *batchEnv) startAPI(t *testing.T) *testAPI {
+func (e *batchEnv) startAPI(t testing.TB) *testAPI {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	client, err := newClient(e.cfg)

@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/shared"
 
+	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/generation"
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // openAIClient is the official client pointed at api, with no retries.
@@ -300,5 +303,153 @@ func TestOpenAIFileChecks(t *testing.T) {
 	resp2.Body.Close()
 	if string(raw) != line("a", "builtin:tiny", "/v1/completions", "x") {
 		t.Fatalf("content %q", raw)
+	}
+}
+
+// waitEnded waits until every batch of ids has ended, reading the batch
+// records as a worker does, never through the API.
+func (e *batchEnv) waitEnded(t *testing.T, ids ...string) {
+	t.Helper()
+	ctx := context.Background()
+	svc, err := batch.Open(ctx, e.cfg, batch.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	deadline := time.Now().Add(2 * time.Minute)
+	for _, id := range ids {
+		for {
+			st, _, err := svc.Store.State(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Terminal() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("batch %s still %s", id, st)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// The rest of the documented Batch flow, through the official client and
+// two producers on one Redis and NATS, as replicas are: batches accepted by
+// one are read through the other, whose Files list shows their output and
+// error files before anyone has read a batch; a cancel ends in cancelled
+// with its counts and its error file; both lists are walked with the
+// client's auto-paging iterators; the lifecycle event names the batch and
+// its files by their API ids.
+func TestOpenAIBatchCancelAndPaging(t *testing.T) {
+	e := newBatchEnv(t)
+	e.startNATS(t)
+	accept, serve := filesClient(e.startAPI(t)), filesClient(e.startAPI(t))
+	ctx := context.Background()
+
+	var input strings.Builder
+	for i := range 4 {
+		fmt.Fprintf(&input, `{"custom_id":"r%d","method":"POST","url":"/v1/completions","body":{"model":"builtin:tiny","prompt":"Row %d","max_tokens":3}}`+"\n", i, i)
+	}
+	f, err := upload(t, accept, "rows.jsonl", input.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three batches while no worker runs; the second is cancelled before
+	// any of its rows can run.
+	var ids []string
+	for range 3 {
+		b, err := accept.Batches.New(ctx, openai.BatchNewParams{InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1Completions, CompletionWindow: openai.BatchNewParamsCompletionWindow24h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	c, err := accept.Batches.Cancel(ctx, ids[1])
+	if err != nil || c.Status != openai.BatchStatusCancelling || c.CancellingAt == 0 {
+		t.Fatalf("cancel: %v %s", err, c.RawJSON())
+	}
+	e.startWorker(t)
+	e.waitEnded(t, ids...)
+
+	// The files, before any batch is read: the input, then three output
+	// and three error files, two a page, oldest first.
+	listed := map[string]openai.FileObject{}
+	var order []string
+	fileIter := serve.Files.ListAutoPaging(ctx, openai.FileListParams{Limit: openai.Int(2), Order: openai.FileListParamsOrderAsc})
+	for fileIter.Next() {
+		listed[fileIter.Current().ID] = fileIter.Current()
+		order = append(order, fileIter.Current().ID)
+	}
+	if err := fileIter.Err(); err != nil || len(order) != 7 || len(listed) != 7 || order[0] != f.ID {
+		t.Fatalf("files, two a page: %v %v", err, order)
+	}
+
+	// The batches, through the other producer, name those files.
+	var cancelled *openai.Batch
+	for i, id := range ids {
+		b, err := serve.Batches.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fid := range []string{b.OutputFileID, b.ErrorFileID} {
+			if lf, ok := listed[fid]; !ok || lf.Purpose != openai.FileObjectPurposeBatchOutput {
+				t.Fatalf("batch %d names file %q, listed as %+v", i, fid, lf)
+			}
+		}
+		out, errs := contentLines(t, serve, b.OutputFileID), contentLines(t, serve, b.ErrorFileID)
+		if i != 1 {
+			if b.Status != openai.BatchStatusCompleted || b.RequestCounts.Total != 4 || b.RequestCounts.Completed != 4 || len(out) != 4 || len(errs) != 0 {
+				t.Fatalf("batch %d: %s; %d output and %d error lines", i, b.RawJSON(), len(out), len(errs))
+			}
+			continue
+		}
+		if b.Status != openai.BatchStatusCancelled || b.CancelledAt == 0 || b.CancellingAt == 0 ||
+			b.RequestCounts.Total != 4 || b.RequestCounts.Completed != 0 || b.RequestCounts.Failed != 4 || len(out) != 0 || len(errs) != 4 {
+			t.Fatalf("cancelled batch: %s; %d output and %d error lines", b.RawJSON(), len(out), len(errs))
+		}
+		cancelled = b
+		for j, l := range errs {
+			if l.CustomID != fmt.Sprint("r", j) || l.Error == nil || l.Error.Code != "batch_cancelled" || l.Response != nil {
+				t.Fatalf("error line %d: %+v", j, l)
+			}
+		}
+	}
+
+	// Batches newest first, one a page, through the auto-pager; a page of
+	// two says more follow, and its next page is the last.
+	var seen []string
+	batches := serve.Batches.ListAutoPaging(ctx, openai.BatchListParams{Limit: openai.Int(1)})
+	for batches.Next() {
+		seen = append(seen, batches.Current().ID)
+	}
+	if err := batches.Err(); err != nil || fmt.Sprint(seen) != fmt.Sprint([]string{ids[2], ids[1], ids[0]}) {
+		t.Fatalf("batches, one a page: %v %v; want %v newest first", err, seen, ids)
+	}
+	page, err := serve.Batches.List(ctx, openai.BatchListParams{Limit: openai.Int(2)})
+	if err != nil || len(page.Data) != 2 || !page.HasMore {
+		t.Fatalf("page of two: %v %s", err, page.RawJSON())
+	}
+	if page, err = page.GetNextPage(); err != nil || page == nil || len(page.Data) != 1 || page.HasMore || page.Data[0].ID != ids[0] {
+		t.Fatalf("next page: %v %+v", err, page)
+	}
+
+	// The cancelled batch's lifecycle event carries its API ids.
+	cons, err := e.bus.JS.OrderedConsumer(ctx, pipeline.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"tandem.events.batch.cancelled"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatalf("no batch.cancelled event: %v", err)
+	}
+	var ev batch.Event
+	var data batch.Batch
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(ev.Data, &data); err != nil || data.ID != cancelled.ID || data.InputFileID != f.ID ||
+		data.OutputFileID != cancelled.OutputFileID || data.ErrorFileID != cancelled.ErrorFileID {
+		t.Fatalf("event data %s: %v", ev.Data, err)
 	}
 }
