@@ -259,9 +259,9 @@ func TestFinalizeRetryRemovesWaitingChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counts, err := r.merge(ctx, sealed, seal.Final)
-	if err != nil {
-		t.Fatal(err)
+	counts, missing, err := r.merge(ctx, sealed, seal.Final)
+	if err != nil || len(missing) != 0 {
+		t.Fatal(missing, err)
 	}
 	if err := r.Store.Finish(ctx, b.ID, seal.Final, counts, outputKey(b.ID), errorKey(b.ID)); err != nil {
 		t.Fatal(err)
