@@ -2,6 +2,8 @@ package artifact
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -160,6 +162,42 @@ func (l *Local) List(_ context.Context, prefix string) ([]string, error) {
 
 // Location is the object's file path.
 func (l *Local) Location(key string) string { return filepath.Join(l.dir, filepath.FromSlash(key)) }
+
+// idFile holds a Local store's random id. Keys cannot start with a dot, so
+// no key reaches it, and List leaves it out.
+const idFile = ".store-id"
+
+// ID is "local:" and a random id kept in the directory, written by the
+// first caller: processes that share the directory (one machine, or a
+// shared disk) get the same ID, any other directory another.
+func (l *Local) ID(context.Context) (string, error) {
+	b, err := l.root.ReadFile(idFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Written aside, then linked into place: Link refuses an existing
+		// name, so of two processes creating it at once one id wins, and
+		// nobody reads a half-written file.
+		tmp := idFile + ".tmp-" + randomID()
+		if err := l.root.WriteFile(tmp, []byte(randomID()), 0o644); err != nil {
+			return "", fmt.Errorf("artifact: store id: %w", err)
+		}
+		err = l.root.Link(tmp, idFile)
+		_ = l.root.Remove(tmp)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("artifact: store id: %w", err)
+		}
+		b, err = l.root.ReadFile(idFile)
+	}
+	if err != nil {
+		return "", fmt.Errorf("artifact: store id: %w", err)
+	}
+	return "local:" + strings.TrimSpace(string(b)), nil
+}
+
+func randomID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail on supported platforms
+	return hex.EncodeToString(b[:])
+}
 
 // Close releases the directory handle.
 func (l *Local) Close() error { return l.root.Close() }

@@ -150,3 +150,28 @@ func TestOpen(t *testing.T) {
 		t.Fatal("local store without a data dir opened")
 	}
 }
+
+// Two opens of one directory have one ID, a second directory another, and
+// the file holding it is no key: List leaves it out.
+func TestLocalID(t *testing.T) {
+	ctx := context.Background()
+	a := newLocal(t)
+	again, err := NewLocal(a.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	other := newLocal(t)
+	idA, errA := a.ID(ctx)
+	idAgain, errAgain := again.ID(ctx)
+	idOther, errOther := other.ID(ctx)
+	if err := errors.Join(errA, errAgain, errOther); err != nil {
+		t.Fatal(err)
+	}
+	if idA != idAgain || idA == idOther || !strings.HasPrefix(idA, "local:") || DescribeID(idA) != "local" {
+		t.Fatalf("IDs: %q, reopened %q, other directory %q", idA, idAgain, idOther)
+	}
+	if keys, err := a.List(ctx, ""); err != nil || len(keys) != 0 {
+		t.Fatalf("List after ID: %v, %v", keys, err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -125,6 +126,20 @@ func (n *NATS) List(ctx context.Context, prefix string) ([]string, error) {
 
 // Location is nats-object://BUCKET/KEY.
 func (n *NATS) Location(key string) string { return "nats-object://" + n.bucket + "/" + key }
+
+// ID is "nats:BUCKET@" and the creation time of the bucket's stream, so
+// that two NATS servers each holding a bucket of that name differ.
+func (n *NATS) ID(ctx context.Context) (string, error) {
+	st, err := n.obs.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("artifact: store id: %w", err)
+	}
+	id := "nats:" + n.bucket
+	if bs, ok := st.(*jetstream.ObjectBucketStatus); ok && bs.StreamInfo() != nil {
+		id += "@" + strconv.FormatInt(bs.StreamInfo().Created.UnixNano(), 10)
+	}
+	return id, nil
+}
 
 // Close does nothing: the connection belongs to the caller.
 func (n *NATS) Close() error { return nil }

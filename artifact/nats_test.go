@@ -54,3 +54,43 @@ func TestNATSStore(t *testing.T) {
 		t.Fatalf("read across connections: %q, %v", got, err)
 	}
 }
+
+// With NATS configured and no store named, Open picks the NATS store, so
+// processes on different machines share artifacts without being told; its
+// ID is the same from every connection.
+func TestOpenDefaultsToNATSWhereConfigured(t *testing.T) {
+	srv, err := pipeline.StartEmbeddedNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	ctx := context.Background()
+	var ids []string
+	for range 2 {
+		s, err := Open(ctx, Options{DataDir: t.TempDir(), JS: jetStream(t, srv.URL())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if n, ok := s.(*NATS); !ok || n.Bucket() != DefaultBucket {
+			t.Fatalf("Open with NATS and no spec gave %T", s)
+		}
+		id, err := s.ID(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if ids[0] != ids[1] || DescribeID(ids[0]) != "nats:"+DefaultBucket {
+		t.Fatalf("IDs %q", ids)
+	}
+	// Without NATS the same spec is the local store.
+	s, err := Open(ctx, Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.(*Local); !ok {
+		t.Fatalf("Open without NATS gave %T", s)
+	}
+}

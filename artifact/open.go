@@ -9,14 +9,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// EnvStore names the environment variable that selects the store: "local"
-// (the default), "local:DIR", "nats" or "nats:BUCKET".
+// EnvStore names the environment variable that selects the store: "local",
+// "local:DIR", "nats" or "nats:BUCKET". Unset, it is "nats" where NATS is
+// configured (the store every process sees) and "local" elsewhere.
 const EnvStore = "TANDEM_ARTIFACT_STORE"
 
 // Options tell Open where stores live.
 type Options struct {
-	// Spec is "" or "local" (DataDir/artifacts), "local:DIR", "nats"
-	// (bucket DefaultBucket) or "nats:BUCKET".
+	// Spec is "local" (DataDir/artifacts), "local:DIR", "nats" (bucket
+	// DefaultBucket), "nats:BUCKET", or "": "nats" when JS is set, else
+	// "local".
 	Spec string
 	// DataDir is TANDEM_DATA_DIR; the local store defaults to DataDir/artifacts.
 	DataDir string
@@ -27,6 +29,9 @@ type Options struct {
 // Open returns the store Options.Spec names.
 func Open(ctx context.Context, o Options) (Store, error) {
 	kind, arg, _ := strings.Cut(strings.TrimSpace(o.Spec), ":")
+	if kind == "" && o.JS != nil {
+		kind = "nats"
+	}
 	switch kind {
 	case "", "local":
 		dir := arg

@@ -30,6 +30,10 @@ type Store interface {
 	// Location names key for people: a file path for Local, a
 	// nats-object:// URL for NATS.
 	Location(key string) string
+	// ID tells stores apart: two processes whose stores have the same ID
+	// see the same objects. It starts with the kind ("local:", "nats:"),
+	// which DescribeID keeps.
+	ID(ctx context.Context) (string, error)
 	// Close releases the store's resources (not the NATS connection, which
 	// belongs to the caller).
 	Close() error
@@ -40,6 +44,17 @@ type Info struct {
 	Key     string    `json:"key"`
 	Size    int64     `json:"size"`
 	ModTime time.Time `json:"mod_time"`
+}
+
+// DescribeID names the store an ID stands for, for people and without
+// paths: "local" or "nats:BUCKET".
+func DescribeID(id string) string {
+	kind, rest, _ := strings.Cut(id, ":")
+	if kind == "nats" {
+		bucket, _, _ := strings.Cut(rest, "@")
+		return kind + ":" + bucket
+	}
+	return kind
 }
 
 // ErrNotFound is wrapped by errors for keys that hold no object.

@@ -61,8 +61,9 @@ func Open(ctx context.Context, cfg pipeline.Config, o OpenOptions) (*Service, er
 }
 
 // Attach gives a worker's Deps what the batch kinds need: a Runner (Redis
-// records, the artifact store, enqueuing) and the webhook configuration
-// from TANDEM_WEBHOOK_URLS and TANDEM_WEBHOOK_SECRET. It reports bad
+// records, the artifact store, which it advertises to producers until
+// detached, and enqueuing) and the webhook configuration from
+// TANDEM_WEBHOOK_URLS and TANDEM_WEBHOOK_SECRET. It reports bad
 // settings (webhooks, TANDEM_MODEL_CACHE_BYTES, the artifact store) as
 // errors so a worker fails at start rather than at its first batch. Call
 // it after d.Bus is set; detach releases what it opened.
@@ -78,11 +79,16 @@ func Attach(ctx context.Context, d *jobs.Deps, cfg pipeline.Config, promReg prom
 	if err != nil {
 		return nil, fmt.Errorf("batch: %w", err)
 	}
+	stopAdvertising, err := svc.advertiseStore(ctx)
+	if err != nil {
+		_ = svc.Close()
+		return nil, err
+	}
 	svc.Metrics = NewMetrics(promReg)
 	if d.Models == nil {
 		d.Models = generation.NewModelStore(jobs.OpenEnvDataRoot)
 	}
 	d.Batches = &Runner{Service: svc, Models: d.Models, Webhooks: wh}
 	d.Webhooks = wh
-	return func() { _ = svc.Close() }, nil
+	return func() { stopAdvertising(); _ = svc.Close() }, nil
 }

@@ -24,7 +24,7 @@ func TestBatchSurvivesSIGKILL(t *testing.T) {
 		t.Skip("builds the worker and waits out asynq's lease recovery (about 80 s)")
 	}
 	bin := workerproc.Build(t)
-	e := newTestEnv(t, envOptions{nats: true})
+	e := newTestEnv(t, envOptions{nats: true, artifacts: "local"}) // the worker processes' store
 	env := []string{
 		"TANDEM_REDIS_URL=" + e.cfg.RedisURL, "TANDEM_DATA_DIR=" + e.cfg.DataDir, "TANDEM_NATS_URL=" + e.nats.URL(),
 		"TANDEM_QUEUES=default=1", "TANDEM_CONCURRENCY=2", "TANDEM_ARTIFACT_STORE=local", "TANDEM_LOG_LEVEL=warn",

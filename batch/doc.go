@@ -21,6 +21,9 @@
 //   - event.go, metrics.go: lifecycle events (NATS JetStream, webhooks),
 //     progress (core NATS) and Prometheus metrics.
 //   - attach.go: wiring for workers and producers.
+//   - shared_store.go: workers advertise their artifact store; Create
+//     refuses a batch no running worker could read, and a worker missing an
+//     input fails the batch at once.
 //
 // A chunk's life: check the batch (skip when it is cancelling, finalised or
 // past its window; skip when this chunk already counted), load the rows,

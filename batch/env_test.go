@@ -217,9 +217,9 @@ func sealAndMerge(t testing.TB, r *Runner, id string) (Status, Counts) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counts, err := r.merge(ctx, sealed, seal.Final)
-	if err != nil {
-		t.Fatal(err)
+	counts, missing, err := r.merge(ctx, sealed, seal.Final)
+	if err != nil || len(missing) != 0 {
+		t.Fatal(missing, err)
 	}
 	return seal.Final, counts
 }

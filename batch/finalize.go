@@ -60,13 +60,26 @@ func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[jobs.BatchFinal
 	if err != nil {
 		return err
 	}
-	counts, err := r.merge(ctx, b, seal.Final)
+	counts, missing, err := r.merge(ctx, b, seal.Final)
 	if err != nil {
 		return fmt.Errorf("batch %s: merge: %w", b.ID, err)
 	}
 	final := seal.Final
 	if final == StatusCompleted && counts.Completed == 0 && counts.Failed > 0 {
 		final = StatusFailed // nothing could be generated at all
+	}
+	if len(missing) > 0 {
+		// Inputs are gone (or were never in this worker's store): their
+		// rows have no line in either file, count as failed, and the
+		// batch fails with the reason, unless it was cancelled, which it
+		// stays.
+		counts.Failed = counts.Total - counts.Completed
+		if final != StatusCancelled {
+			final = StatusFailed
+		}
+		if err := r.Store.SetErrors(ctx, b.ID, missing); err != nil {
+			return err
+		}
 	}
 	// The files before the end: whoever sees the batch ended, through any
 	// producer, finds its output_file_id and error_file_id in GET /v1/files.
@@ -93,11 +106,12 @@ const CodeChunkOutputLost = "chunk_output_lost"
 // merge writes output.jsonl and errors.jsonl: every input line once, in
 // input order, from the counted chunk outputs, the rows of chunks that did
 // not count (reported as cancelled or expired) or whose output is missing
-// (chunk_output_lost), and the invalid lines --skip-invalid left out.
-func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, error) {
+// (chunk_output_lost), and the invalid lines --skip-invalid left out. Inputs
+// missing from the store leave their lines out; missing says which.
+func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (_ Counts, missing []Problem, _ error) {
 	outputs, err := r.Store.ChunkOutputs(ctx, b.ID)
 	if err != nil {
-		return Counts{}, err
+		return Counts{}, nil, err
 	}
 	var invalid []lineResult
 	if b.Skipped > 0 {
@@ -105,8 +119,10 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, err
 			invalid = append(invalid, l)
 			return nil
 		})
-		if err != nil {
-			return Counts{}, fmt.Errorf("invalid lines: %w", err)
+		if errors.Is(err, artifact.ErrNotFound) {
+			missing = append(missing, r.inputMissing(ctx, "the list of the batch's invalid lines"))
+		} else if err != nil {
+			return Counts{}, nil, fmt.Errorf("invalid lines: %w", err)
 		}
 	}
 	code, msg := "batch_cancelled", "the batch was cancelled before this request ran"
@@ -119,7 +135,7 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, err
 
 	w, err := newResultWriter()
 	if err != nil {
-		return Counts{}, err
+		return Counts{}, nil, err
 	}
 	defer w.remove()
 	emit := func(l lineResult) error {
@@ -131,6 +147,7 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, err
 		}
 		return w.write(l)
 	}
+	lost := 0 // chunks whose rows cannot be listed
 	for c := 0; c < b.Chunks; c++ {
 		rowCode, rowMsg := code, msg
 		if key, ok := outputs[c]; ok {
@@ -139,7 +156,7 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, err
 				continue
 			}
 			if !errors.Is(err, artifact.ErrNotFound) {
-				return Counts{}, fmt.Errorf("chunk %d output: %w", c, err)
+				return Counts{}, nil, fmt.Errorf("chunk %d output: %w", c, err)
 			}
 			// Counted, but its output is gone (deleted by hand, or lost
 			// with a store): waiting would never end, and the batch is
@@ -152,19 +169,24 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (Counts, err
 		err := readJSONL(ctx, r.Artifacts, inputKey(b.ID, c), func(row Row) error {
 			return emit(errorResult(b.ID, row.Line, row.Request.CustomID, rowCode, rowMsg))
 		})
-		if err != nil {
-			return Counts{}, fmt.Errorf("chunk %d input: %w", c, err)
+		if errors.Is(err, artifact.ErrNotFound) {
+			lost++
+		} else if err != nil {
+			return Counts{}, nil, fmt.Errorf("chunk %d input: %w", c, err)
 		}
+	}
+	if lost > 0 {
+		missing = append(missing, r.inputMissing(ctx, fmt.Sprintf("the input of %d of the batch's %d chunks", lost, b.Chunks)))
 	}
 	for _, l := range invalid {
 		if err := w.write(l); err != nil {
-			return Counts{}, err
+			return Counts{}, nil, err
 		}
 	}
 	if err := w.put(ctx, r.Artifacts, outputKey(b.ID), errorKey(b.ID)); err != nil {
-		return Counts{}, err
+		return Counts{}, nil, err
 	}
-	return Counts{Total: b.RequestCounts.Total, Completed: w.ok, Failed: w.bad}, nil
+	return Counts{Total: b.RequestCounts.Total, Completed: w.ok, Failed: w.bad}, missing, nil
 }
 
 // resultWriter splits results into two local temporary files, then puts

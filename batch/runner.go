@@ -78,6 +78,9 @@ func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[jobs.BatchChunk
 		rows = append(rows, row)
 		return nil
 	})
+	if errors.Is(err, artifact.ErrNotFound) {
+		return r.failInputMissing(ctx, b, fmt.Sprintf("the input of chunk %d", a.Chunk))
+	}
 	if err != nil {
 		return fmt.Errorf("batch %s chunk %d: input: %w", b.ID, a.Chunk, err)
 	}

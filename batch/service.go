@@ -190,6 +190,9 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 	if len(plan.Rows) == 0 {
 		return nil, &plan.Report, &ValidationError{Report: plan.Report}
 	}
+	if err := s.checkWorkersShareStore(ctx); err != nil {
+		return nil, &plan.Report, err
+	}
 	now := s.now()
 	b := &Batch{
 		ID: newBatchID(), Object: "batch", Endpoint: o.Endpoint, InputFileID: o.InputFileID, Model: plan.Model, InputKind: plan.Kind,

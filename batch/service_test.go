@@ -20,7 +20,7 @@ import (
 )
 
 func TestBatchCompletes(t *testing.T) {
-	e := newTestEnv(t, envOptions{nats: true, workers: 1})
+	e := newTestEnv(t, envOptions{nats: true, artifacts: "local", workers: 1})
 	ctx := context.Background()
 
 	var mu sync.Mutex

@@ -10,7 +10,8 @@
 // Go library, decode each object strictly into the Kubernetes API types (or
 // small local structs for KEDA and Prometheus-operator resources), and check
 // the rules a reviewer would otherwise check by eye: resources, probes, the
-// restricted security context, secrets by reference only, GPU scheduling,
+// restricted security context, secrets by reference only, API auth on the
+// producer, who may reach Redis, NATS and the producer, GPU scheduling,
 // grace periods against the worker's shutdown timeout, KEDA triggers against
 // the worker's real queues, one source for image names and tags, and the
 // Dockerfiles under build/docker. `go test ./k8s/` runs them; no cluster

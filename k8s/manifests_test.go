@@ -20,6 +20,7 @@ var checks = []check{
 	{"security-context", checkSecurityContext},
 	{"secrets-by-reference", checkSecretsByReference},
 	{"secret-data", checkSecretData},
+	{"api-auth", checkAPIAuth},
 	{"tandem-config", checkTandemConfig},
 	{"grace-period", checkGracePeriod},
 	{"gpu", checkGPU},

@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestChecksCatchMistakes breaks a correct render in one way at a time and
@@ -197,6 +199,28 @@ func TestChecksCatchMistakes(t *testing.T) {
 			np, _ := named[*networkingv1.NetworkPolicy](b, "tandem-redis")
 			np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{})
 		}, "admits every source"},
+		{"producer without a NetworkPolicy", "overlays/dev", checkNetworkPolicies, func(b *bundle) {
+			b.objects = slices.DeleteFunc(b.objects, func(o *object) bool {
+				np, ok := o.Obj.(*networkingv1.NetworkPolicy)
+				return ok && np.Name == "tandem-producer"
+			})
+		}, "Deployment/tandem-producer: no NetworkPolicy restricts who reaches it"},
+		{"workers admitted to the producer", "overlays/prod", checkNetworkPolicies, func(b *bundle) {
+			np, _ := named[*networkingv1.NetworkPolicy](b, "tandem-producer-from-ingress")
+			np.Spec.Ingress[0].From = append(np.Spec.Ingress[0].From, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: partOf}})
+		}, "to the producer; only the ingress controller and Prometheus reach it"},
+		{"producer serving an open API", "overlays/prod", checkAPIAuth, func(b *bundle) {
+			c := &deployment(b, "tandem-producer").Spec.Template.Spec.Containers[0]
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "TANDEM_API_REQUIRE_AUTH" })
+		}, "TANDEM_API_REQUIRE_AUTH is not"},
+		{"API tokens outside a Secret", "overlays/prod", checkAPIAuth, func(b *bundle) {
+			c := &deployment(b, "tandem-producer").Spec.Template.Spec.Containers[0]
+			setEnv(c, "TANDEM_API_TOKENS", corev1.EnvVar{Name: "TANDEM_API_TOKENS", Value: "/var/lib/tandem/tokens"})
+		}, "is not a file of a Secret volume"},
+		{"example API tokens the producer refuses", "overlays/dev", checkAPIAuth, func(b *bundle) {
+			s, _ := named[*corev1.Secret](b, "tandem-api-tokens")
+			s.Data["tokens"] = []byte(examplePlaceholder + " operator everything")
+		}, "the producer would not load its tokens"},
 		{"client pod without the admitted label", "overlays/dev", checkNetworkPolicies, func(b *bundle) {
 			delete(deployment(b, "tandem-worker-cpu").Spec.Template.Labels, "app.kubernetes.io/part-of")
 		}, "lacks the label"},

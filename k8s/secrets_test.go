@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -19,10 +21,10 @@ const examplePlaceholder = "REPLACE-ME-example-placeholder"
 // externalSecrets are created in the cluster by hand (docs/DEPLOY.md), never
 // shipped: name -> the keys the manifests may read from it.
 var externalSecrets = map[string][]string{
-	"tandem-redis":        {"password"},
-	"tandem-nats":         pipeline.NATSRoles(), // one password per role
-	"tandem-tls":          {"tls.crt", "tls.key"},
-	"tandem-ingress-auth": {"auth"},
+	"tandem-redis":      {"password"},
+	"tandem-nats":       pipeline.NATSRoles(), // one password per role
+	"tandem-api-tokens": {"tokens"},           // the producer's token file
+	"tandem-tls":        {"tls.crt", "tls.key"},
 }
 
 // sensitiveName matches names of settings that hold a credential.
@@ -53,8 +55,8 @@ func checkSecretsByReference(b *bundle) []error {
 					errs = append(errs, checkSecretRef(b, cr.where+" env "+e.Name, e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key)...)
 					continue
 				}
-				if sensitiveName.MatchString(e.Name) {
-					errs = append(errs, fmt.Errorf("%s: env %s looks like a credential but is not from a secretKeyRef", cr.where, e.Name))
+				if _, _, inSecret := secretFile(c, pt.spec.Volumes, e.Value); sensitiveName.MatchString(e.Name) && !inSecret && e.Value != "true" && e.Value != "false" {
+					errs = append(errs, fmt.Errorf("%s: env %s looks like a credential but is neither from a secretKeyRef nor a file of a Secret volume", cr.where, e.Name))
 				}
 				if m := urlPassword.FindStringSubmatch(e.Value); m != nil {
 					ref := wholeRef.FindStringSubmatch(m[1])
@@ -128,6 +130,31 @@ func checkSecretsByReference(b *bundle) []error {
 	return errs
 }
 
+// secretFile reports which Secret and key the file at path is, when it lies
+// in a Secret volume mounted in c.
+func secretFile(c *corev1.Container, vols []corev1.Volume, path string) (secret, key string, ok bool) {
+	for _, m := range c.VolumeMounts {
+		name, found := strings.CutPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/")
+		if !found || m.SubPath != "" {
+			continue
+		}
+		for _, v := range vols {
+			if v.Name != m.Name || v.Secret == nil {
+				continue
+			}
+			if len(v.Secret.Items) == 0 {
+				return v.Secret.SecretName, name, true
+			}
+			for _, it := range v.Secret.Items {
+				if it.Path == name {
+					return v.Secret.SecretName, it.Key, true
+				}
+			}
+		}
+	}
+	return "", "", false
+}
+
 // checkSecretRef: a Secret is either in the bundle (with the key) or one of
 // externalSecrets, which docs/DEPLOY.md must say how to create.
 func checkSecretRef(b *bundle, where, name, key string) []error {
@@ -165,13 +192,60 @@ func checkSecretData(b *bundle) []error {
 			errs = append(errs, fmt.Errorf("Secret %s: empty", s.Name))
 		}
 		for k, v := range s.Data {
-			if string(v) != examplePlaceholder {
+			if !placeholderOnly(string(v)) {
 				errs = append(errs, fmt.Errorf("Secret %s: key %s holds something other than the placeholder %q; real secrets never go in the repository", s.Name, k, examplePlaceholder))
 			}
 		}
 		for k, v := range s.StringData {
-			if v != examplePlaceholder {
+			if !placeholderOnly(v) {
 				errs = append(errs, fmt.Errorf("Secret %s: key %s holds something other than the placeholder %q", s.Name, k, examplePlaceholder))
+			}
+		}
+	}
+	return errs
+}
+
+// placeholderOnly: v is the placeholder, or a token file whose every token
+// is (the example API tokens).
+func placeholderOnly(v string) bool {
+	lines := 0
+	for _, line := range strings.Split(v, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			if f[0] != examplePlaceholder {
+				return false
+			}
+			lines++
+		}
+	}
+	return lines > 0
+}
+
+// checkAPIAuth: every `producer serve` requires API auth, with its token
+// file from a Secret, so no deployment serves the open API that is the
+// laptop default; a shipped token Secret is a token file the producer loads.
+func checkAPIAuth(b *bundle) []error {
+	tcs, errs := b.tandemContainers()
+	for _, tc := range tcs {
+		if tc.binary != "producer" || len(tc.c.Args) == 0 || tc.c.Args[0] != "serve" {
+			continue
+		}
+		if tc.env["TANDEM_API_REQUIRE_AUTH"].value != "true" {
+			errs = append(errs, fmt.Errorf("%s: TANDEM_API_REQUIRE_AUTH is not \"true\": without its token file the producer would serve an open API", tc.where))
+		}
+		path := tc.env["TANDEM_API_TOKENS"].value
+		secret, key, ok := secretFile(tc.c, tc.pt.spec.Volumes, path)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s: TANDEM_API_TOKENS %q is not a file of a Secret volume the container mounts", tc.where, path))
+			continue
+		}
+		errs = append(errs, checkSecretRef(b, tc.where+" TANDEM_API_TOKENS", secret, key)...)
+		if s, ok := named[*corev1.Secret](b, secret); ok {
+			data, inData := s.Data[key]
+			if !inData {
+				data = []byte(s.StringData[key])
+			}
+			if _, err := auth.ParseTokens(bytes.NewReader(data), "Secret "+secret); err != nil {
+				errs = append(errs, fmt.Errorf("%s: the producer would not load its tokens: %w", tc.where, err))
 			}
 		}
 	}

@@ -224,13 +224,23 @@ func checkDisruptionBudgets(b *bundle) []error {
 // partOf is the label the NetworkPolicies admit Redis and NATS clients by.
 var partOf = map[string]string{"app.kubernetes.io/part-of": "tandem"}
 
-// kedaOperator is where KEDA's operator runs in a default install; it reads
-// the asynq lists from Redis.
-var kedaOperator = struct{ namespace, podLabel, podValue string }{"keda", "app", "keda-operator"}
+// externalPeer is a pod outside Tandem's that a NetworkPolicy admits, as a
+// default install of its chart places and labels it.
+type externalPeer struct{ namespace, podLabel, podValue string }
+
+var (
+	// kedaOperator reads the asynq lists from Redis.
+	kedaOperator = externalPeer{"keda", "app", "keda-operator"}
+	// ingressController and prometheus are all that reach the producer
+	// (components/ingress, components/monitoring): no Tandem process calls it.
+	ingressController = externalPeer{"ingress-nginx", "app.kubernetes.io/name", "ingress-nginx"}
+	prometheus        = externalPeer{"monitoring", "app.kubernetes.io/name", "prometheus"}
+)
 
 // checkNetworkPolicies: Redis and NATS pods accept connections only from
-// Tandem's pods (and KEDA's operator, for Redis), every pod that needs them
-// carries the admitted label, and no rule admits the world.
+// Tandem's pods (and KEDA's operator, for Redis), the producer only from the
+// ingress controller and Prometheus on its API port, every pod that needs
+// Redis or NATS carries the admitted label, and no rule admits the world.
 func checkNetworkPolicies(b *bundle) []error {
 	var errs []error
 	policies := all[*networkingv1.NetworkPolicy](b)
@@ -249,7 +259,12 @@ func checkNetworkPolicies(b *bundle) []error {
 			}
 		}
 	}
-	for _, component := range []string{"redis", "nats"} {
+	for _, w := range b.workloads() {
+		if w.template.Labels["app.kubernetes.io/component"] == "producer" {
+			errs = append(errs, checkProducerPolicies(policies, w)...)
+		}
+	}
+	for _, component := range []string{"redis", "nats", "producer"} {
 		for _, w := range b.workloads() {
 			if w.template.Labels["app.kubernetes.io/component"] != component {
 				continue
@@ -290,16 +305,58 @@ func hasPolicyType(np *networkingv1.NetworkPolicy, t networkingv1.PolicyType) bo
 	return false
 }
 
+// checkProducerPolicies: what may reach the producer w is the ingress
+// controller and Prometheus, on its API port only.
+func checkProducerPolicies(policies []*networkingv1.NetworkPolicy, w workload) []error {
+	var errs []error
+	for _, np := range policies {
+		if ok, _ := labelSelects(&np.Spec.PodSelector, w.template.Labels); !ok {
+			continue
+		}
+		for i, rule := range np.Spec.Ingress {
+			for _, peer := range rule.From {
+				if !isPeer(peer, ingressController) && !isPeer(peer, prometheus) {
+					errs = append(errs, fmt.Errorf("NetworkPolicy %s: ingress rule %d admits %+v to the producer; only the ingress controller and Prometheus reach it", np.Name, i, peer))
+				}
+			}
+			for _, p := range rule.Ports {
+				if p.Port == nil || (p.Port.String() != "http" && p.Port.IntValue() != apiPort(w)) {
+					errs = append(errs, fmt.Errorf("NetworkPolicy %s: ingress rule %d admits the producer's port %v; only the API port %d", np.Name, i, p.Port, apiPort(w)))
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// apiPort is the container port named http of w, 0 if none.
+func apiPort(w workload) int {
+	for _, c := range w.template.Spec.Containers {
+		for _, p := range c.Ports {
+			if p.Name == "http" {
+				return int(p.ContainerPort)
+			}
+		}
+	}
+	return 0
+}
+
+// isPeer reports whether peer is exactly the pods of e.
+func isPeer(peer networkingv1.NetworkPolicyPeer, e externalPeer) bool {
+	return peer.IPBlock == nil && peer.PodSelector != nil && peer.NamespaceSelector != nil &&
+		fmt.Sprint(peer.NamespaceSelector.MatchLabels) == fmt.Sprint(map[string]string{"kubernetes.io/metadata.name": e.namespace}) &&
+		len(peer.NamespaceSelector.MatchExpressions) == 0 && len(peer.PodSelector.MatchExpressions) == 0 &&
+		fmt.Sprint(peer.PodSelector.MatchLabels) == fmt.Sprint(map[string]string{e.podLabel: e.podValue})
+}
+
 // allowedPeer: Tandem's pods in the same namespace, the guarded pods
-// themselves (NATS routes), or KEDA's operator.
+// themselves (NATS routes), or one of the external peers.
 func allowedPeer(peer networkingv1.NetworkPolicyPeer, np *networkingv1.NetworkPolicy) bool {
 	if peer.IPBlock != nil || peer.PodSelector == nil {
 		return false
 	}
 	if peer.NamespaceSelector != nil {
-		return peer.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] == kedaOperator.namespace &&
-			len(peer.NamespaceSelector.MatchExpressions) == 0 &&
-			peer.PodSelector.MatchLabels[kedaOperator.podLabel] == kedaOperator.podValue
+		return isPeer(peer, kedaOperator) || isPeer(peer, ingressController) || isPeer(peer, prometheus)
 	}
 	if len(peer.PodSelector.MatchExpressions) > 0 {
 		return false

@@ -236,7 +236,7 @@ func writableMount(c *corev1.Container, vols map[string]corev1.Volume, dir strin
 // binaryEnv lists the TANDEM_* variables that a binary reads itself, beside
 // the pipeline.Config ones (cmd/*/main.go, cmd/producer/serve.go).
 var binaryEnv = map[string][]string{
-	"producer": {"TANDEM_HTTP_ADDR", pipeline.StreamReplicasEnv, artifact.EnvStore},
+	"producer": {"TANDEM_HTTP_ADDR", "TANDEM_API_TOKENS", "TANDEM_API_REQUIRE_AUTH", pipeline.StreamReplicasEnv, artifact.EnvStore},
 	"scheduler": {"TANDEM_ADMIN_ADDR", "TANDEM_SCHEDULE", "TANDEM_EMBEDDED_NATS", pipeline.StreamReplicasEnv, artifact.EnvStore,
 		"TANDEM_INTERACTIONS", "TANDEM_RECS_REBUILD", "TANDEM_RECS_SHARDS", "TANDEM_RECS_WINDOW", "TANDEM_RECS_POLL",
 		"TANDEM_RECS_CONCURRENCY", "TANDEM_RECS_WEIGHTS"},

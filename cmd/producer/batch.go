@@ -33,7 +33,7 @@ func cmdBatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // batchFlags are the shared pipeline flags plus the artifact store.
 func batchFlags(name string, stderr io.Writer) (*flag.FlagSet, *pipeline.Config, *string) {
 	fs, cfg := clientFlags("batch "+name, stderr)
-	store := fs.String("artifact-store", os.Getenv("TANDEM_ARTIFACT_STORE"), "artifact store: local, local:DIR, nats or nats:BUCKET [TANDEM_ARTIFACT_STORE]")
+	store := fs.String("artifact-store", os.Getenv("TANDEM_ARTIFACT_STORE"), "artifact store: local, local:DIR, nats or nats:BUCKET (default: nats where NATS is configured, else local) [TANDEM_ARTIFACT_STORE]")
 	return fs, cfg, store
 }
 
@@ -74,7 +74,7 @@ func openBatches(ctx context.Context, cfg pipeline.Config, storeSpec string, std
 			if strings.HasPrefix(storeSpec, "nats") {
 				return nil, nil, fmt.Errorf("nats: %w", err)
 			}
-			fmt.Fprintf(stderr, "warning: NATS unavailable (%v); progress is read from Redis\n", err)
+			fmt.Fprintf(stderr, "warning: NATS unavailable (%v); progress is read from Redis, artifacts from the local store\n", err)
 			bus = nil
 		}
 	}

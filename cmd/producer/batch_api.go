@@ -196,6 +196,8 @@ func (b *batchAPI) create(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, "too_large", err.Error())
 	case errors.Is(err, batch.ErrInvalid):
 		writeParamError(w, http.StatusBadRequest, "invalid_request", paramOf(err, createBatchRequest{}), err.Error())
+	case errors.Is(err, batch.ErrStoreNotShared):
+		writeError(w, http.StatusServiceUnavailable, "artifact_store_not_shared", err.Error())
 	case err != nil:
 		writeUnavailable(w, b.logger.With("op", "batch create"), err)
 	default:

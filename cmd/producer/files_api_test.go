@@ -453,3 +453,52 @@ func TestOpenAIBatchCancelAndPaging(t *testing.T) {
 		t.Fatalf("event data %s: %v", ev.Data, err)
 	}
 }
+
+// TestBatchRefusedWhenWorkersUseAnotherStore: the only running worker has
+// another data directory, so it could not read what the producer writes.
+// `producer batch create` and POST /v1/batches (through the official
+// client) refuse the batch before creating anything, naming the cause and
+// the fix, without a server path.
+func TestBatchRefusedWhenWorkersUseAnotherStore(t *testing.T) {
+	e := newBatchEnv(t)
+	producerDir, workerDir := e.cfg.DataDir, t.TempDir()
+	e.cfg.DataDir = workerDir
+	e.startWorker(t)
+	e.cfg.DataDir = producerDir
+	api := e.startAPI(t)
+	c := filesClient(api)
+	input := `{"custom_id":"a","method":"POST","url":"/v1/completions","body":{"model":"builtin:tiny","prompt":"Hello","max_tokens":3}}` + "\n"
+	wants := []string{"no running worker shares this producer's artifact store", "the workers use local elsewhere", "TANDEM_ARTIFACT_STORE=nats", "the same TANDEM_DATA_DIR"}
+
+	_, _, err := runProducer(t, "batch", "create", e.write(t, "in.jsonl", input), "--model", "builtin:tiny")
+	for _, want := range wants {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("producer batch create: %v; want an error saying %q", err, want)
+		}
+	}
+
+	f, err := upload(t, c, "in.jsonl", input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Batches.New(context.Background(), openai.BatchNewParams{
+		InputFileID: f.ID, Endpoint: openai.BatchNewParamsEndpointV1Completions, CompletionWindow: openai.BatchNewParamsCompletionWindow24h,
+	})
+	ae := clientError(t, err)
+	if ae.StatusCode != http.StatusServiceUnavailable || ae.Code != "artifact_store_not_shared" {
+		t.Fatalf("POST /v1/batches: %d %s; want 503 artifact_store_not_shared", ae.StatusCode, ae.RawJSON())
+	}
+	for _, want := range wants {
+		if !strings.Contains(ae.Message, want) {
+			t.Errorf("message %q lacks %q", ae.Message, want)
+		}
+	}
+	for _, dir := range []string{producerDir, workerDir} {
+		if strings.Contains(ae.Message, dir) {
+			t.Errorf("message %q names the server path %s", ae.Message, dir)
+		}
+	}
+	if n, err := e.rdb.ZCard(context.Background(), pipeline.BatchKeyPrefix+"index").Result(); err != nil || n != 0 {
+		t.Fatalf("batches after the refusals: %d, %v", n, err)
+	}
+}

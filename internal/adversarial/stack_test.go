@@ -70,6 +70,10 @@ func startStack(t *testing.T) *stack {
 	s.env = []string{
 		"TANDEM_REDIS_URL=redis://" + s.redis.Addr, "TANDEM_DATA_DIR=" + s.dataDir, "TANDEM_DATA_ROOT=" + s.root,
 		"TANDEM_NATS_URL=" + s.natsURL, "TANDEM_POLL_INTERVAL=100ms",
+		// The local store (with NATS the default is the object store): batch
+		// outputs are files in the data dir, inside the data root, for job
+		// paths to aim at.
+		"TANDEM_ARTIFACT_STORE=local",
 	}
 	s.procs["scheduler"] = workerproc.Start(t, s.bins["scheduler"], s.logs, s.env, "--embedded-nats", natsAddr)
 	// The embedded server admits its roles only, with the passwords the
