@@ -49,7 +49,7 @@ func Open(ctx context.Context, cfg pipeline.Config, o OpenOptions) (*Service, er
 		return nil, err
 	}
 	reg := pipeline.NewRegistry()
-	jobs.RegisterAll(reg, &jobs.Deps{Logger: logger})
+	Register(reg, nil)
 	client, err := pipeline.NewClient(cfg, pipeline.WithRegistry(reg))
 	if err != nil {
 		arts.Close()
@@ -60,35 +60,36 @@ func Open(ctx context.Context, cfg pipeline.Config, o OpenOptions) (*Service, er
 	return s, nil
 }
 
-// Attach gives a worker's Deps what the batch kinds need: a Runner (Redis
-// records, the artifact store, which it advertises to producers until
-// detached, and enqueuing) and the webhook configuration from
-// TANDEM_WEBHOOK_URLS and TANDEM_WEBHOOK_SECRET. It reports bad
-// settings (webhooks, TANDEM_MODEL_CACHE_BYTES, the artifact store) as
-// errors so a worker fails at start rather than at its first batch. Call
-// it after d.Bus is set; detach releases what it opened.
-func Attach(ctx context.Context, d *jobs.Deps, cfg pipeline.Config, promReg prometheus.Registerer) (detach func(), err error) {
+// Attach registers the batch kinds on a worker's reg, run by a Runner
+// (Redis records, the artifact store, which it advertises to producers
+// until detached, enqueuing, d's models and bus) with the webhooks of
+// TANDEM_WEBHOOK_URLS and TANDEM_WEBHOOK_SECRET. It reports bad settings
+// (webhooks, TANDEM_MODEL_CACHE_BYTES, the artifact store) as errors so a
+// worker fails at start rather than at its first batch. Call it after
+// d.Bus is set and before the worker starts; detach releases what it
+// opened.
+func Attach(ctx context.Context, reg *pipeline.Registry, d *jobs.Deps, cfg pipeline.Config, promReg prometheus.Registerer) (run *Runner, detach func(), err error) {
 	if _, err := generation.ModelCacheBytesFromEnv(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	wh, err := jobs.WebhookConfigFromEnv()
+	wh, err := WebhookConfigFromEnv()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	svc, err := Open(ctx, cfg, OpenOptions{Bus: d.Bus, Logger: d.Logger})
 	if err != nil {
-		return nil, fmt.Errorf("batch: %w", err)
+		return nil, nil, fmt.Errorf("batch: %w", err)
 	}
 	stopAdvertising, err := svc.advertiseStore(ctx)
 	if err != nil {
 		_ = svc.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	svc.Metrics = NewMetrics(promReg)
 	if d.Models == nil {
 		d.Models = generation.NewModelStore(jobs.OpenEnvDataRoot)
 	}
-	d.Batches = &Runner{Service: svc, Models: d.Models, Webhooks: wh}
-	d.Webhooks = wh
-	return func() { stopAdvertising(); _ = svc.Close() }, nil
+	run = &Runner{Service: svc, Models: d.Models, Webhooks: wh}
+	Register(reg, run)
+	return run, func() { stopAdvertising(); _ = svc.Close() }, nil
 }

@@ -45,7 +45,7 @@ func chunkTasks(t testing.TB, insp *asynq.Inspector, queue, id string) map[strin
 func chunkIDs(id string, n int) []string {
 	ids := make([]string, n)
 	for c := range n {
-		ids[c] = jobs.BatchChunkArgs{BatchID: id, Chunk: c}.TaskID()
+		ids[c] = ChunkArgs{BatchID: id, Chunk: c}.TaskID()
 	}
 	sort.Strings(ids)
 	return ids
@@ -111,7 +111,7 @@ func TestBatchDeviceRoutesChunks(t *testing.T) {
 			t.Errorf("device %q: chunk tasks in %s: %v; want none", c.device, c.other, out)
 		}
 		// The expiry is CPU work on the default queue whatever the device.
-		exp := jobs.BatchFinalizeArgs{BatchID: b.ID, Reason: jobs.FinalizeExpire}
+		exp := FinalizeArgs{BatchID: b.ID, Reason: FinalizeExpire}
 		if ti, err := insp.GetTaskInfo(pipeline.QueueDefault, exp.TaskID()); err != nil || ti.State != asynq.TaskStateScheduled {
 			t.Errorf("device %q: expiry task: %+v, %v", c.device, ti, err)
 		}
@@ -260,7 +260,7 @@ func TestFinalizeRetryRemovesWaitingChunks(t *testing.T) {
 		t.Fatalf("%d chunk tasks waiting in gpu before the retry; want 3", n)
 	}
 	// The retry.
-	if err := r.Finalize(ctx, &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: b.ID}}); err != nil {
+	if err := r.Finalize(ctx, &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}); err != nil {
 		t.Fatal(err)
 	}
 	if left := chunkTasks(t, insp, pipeline.QueueGPU, b.ID); len(left) != 0 {

@@ -16,8 +16,10 @@
 //     anything is enqueued; every problem is reported with its line.
 //   - service.go: create, get, list, cancel, results, watch (the producer's
 //     CLI and HTTP API use it).
+//   - kinds.go, webhook.go: the batch's kinds (generate:chunk,
+//     generate:finalize, webhook), their args and Register.
 //   - runner.go, finalize.go: the generate:chunk and generate:finalize
-//     handlers (jobs.BatchRunner).
+//     handlers.
 //   - event.go, metrics.go: lifecycle events (NATS JetStream, webhooks),
 //     progress (core NATS) and Prometheus metrics.
 //   - attach.go: wiring for workers and producers.

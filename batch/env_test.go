@@ -49,13 +49,14 @@ type testEnv struct {
 	nats    *pipeline.EmbeddedNATS
 	promReg *prometheus.Registry
 	deps    *jobs.Deps
+	run     *Runner // the last worker's
 }
 
 type envOptions struct {
 	nats      bool
 	artifacts string // artifact store spec
 	workers   int    // in-process worker servers (0: none; start later)
-	webhooks  *jobs.WebhookConfig
+	webhooks  *WebhookConfig
 	poll      time.Duration
 	queues    map[string]int // a started worker's queues (nil: the env's, default only)
 }
@@ -122,17 +123,16 @@ func (e *testEnv) startWorker(t testing.TB, o envOptions) *jobs.Deps {
 	deps.Bus = e.bus
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
-	detach, err := Attach(ctx, deps, e.cfg, e.promReg)
+	r, detach, err := Attach(ctx, reg, deps, e.cfg, e.promReg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := deps.Batches.(*Runner)
 	r.PollInterval = 50 * time.Millisecond
 	if o.poll > 0 {
 		r.PollInterval = o.poll
 	}
 	if o.webhooks != nil {
-		r.Webhooks, deps.Webhooks = o.webhooks, o.webhooks
+		r.Webhooks = o.webhooks
 	}
 	cfg := e.cfg
 	if o.queues != nil {
@@ -151,7 +151,7 @@ func (e *testEnv) startWorker(t testing.TB, o envOptions) *jobs.Deps {
 		}
 		detach()
 	})
-	e.deps = deps
+	e.deps, e.run = deps, r
 	return deps
 }
 

@@ -12,19 +12,18 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tandem-ai/tandem/artifact"
-	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // Finalize seals a batch, merges its results, registers them as files
-// (package files) and ends it (see jobs.BatchFinalizeArgs). Every step can
+// (package files) and ends it (see FinalizeArgs). Every step can
 // run again after a crash: sealing resumes a batch already finalizing, the
 // merged files are rewritten whole, a file already registered is left as it
 // is (its id derives from the batch), and announcing is skipped once it has
 // succeeded.
-func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[jobs.BatchFinalizeArgs]) error {
+func (r *Runner) Finalize(ctx context.Context, job *pipeline.Job[FinalizeArgs]) error {
 	a := job.Args
-	expire := a.Reason == jobs.FinalizeExpire
+	expire := a.Reason == FinalizeExpire
 	if expire {
 		_, exp, err := r.Store.State(ctx, a.BatchID)
 		if errors.Is(err, ErrNotFound) {
@@ -268,7 +267,7 @@ func (r *Runner) cleanup(ctx context.Context, b *Batch, final Status) {
 	if final != StatusExpired {
 		// Finalisation tasks are on QueueDefault whatever the batch's
 		// device: merging is CPU work.
-		exp := jobs.BatchFinalizeArgs{BatchID: b.ID, Reason: jobs.FinalizeExpire}
+		exp := FinalizeArgs{BatchID: b.ID, Reason: FinalizeExpire}
 		insp := r.Client.Inspector()
 		if err := insp.DeleteTask(pipeline.QueueDefault, exp.TaskID()); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) {
 			r.Logger.Debug("batch: expiry task not removed", "batch", b.ID, "err", err)
@@ -294,7 +293,7 @@ func (s *Service) dropWaitingChunks(ctx context.Context, b *Batch) {
 		if _, ok := counted[c]; ok {
 			continue
 		}
-		id := jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}.TaskID()
+		id := ChunkArgs{BatchID: b.ID, Chunk: c}.TaskID()
 		info, err := insp.GetTaskInfo(queue, id)
 		if errors.Is(err, asynq.ErrQueueNotFound) {
 			return
@@ -338,8 +337,8 @@ func (r *Runner) announce(ctx context.Context, id string) error {
 			return err
 		}
 		for _, u := range r.Webhooks.URLs {
-			wa := jobs.WebhookArgs{URL: u, EventID: ev.ID, EventType: ev.Type, Body: body}
-			if err := r.enqueue(ctx, wa, jobs.WebhookTaskID(ev.ID, u), asynq.Retention(24*time.Hour)); err != nil {
+			wa := WebhookArgs{URL: u, EventID: ev.ID, EventType: ev.Type, Body: body}
+			if err := r.enqueue(ctx, wa, WebhookTaskID(ev.ID, u), asynq.Retention(24*time.Hour)); err != nil {
 				return fmt.Errorf("batch %s: webhook %s: %w", id, u, err)
 			}
 		}

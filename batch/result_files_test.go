@@ -43,7 +43,7 @@ func TestResultFilesRegisteredOnceAcrossRetries(t *testing.T) {
 	}
 
 	// The retry, to the end; then once more.
-	fin := &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: b.ID}}
+	fin := &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}
 	for run := range 2 {
 		if err := r.Finalize(ctx, fin); err != nil {
 			t.Fatalf("finalisation %d: %v", run+2, err)
@@ -81,7 +81,7 @@ func TestEnsureResultFilesForEarlierBatches(t *testing.T) {
 	ctx := context.Background()
 	r := &Runner{Service: e.svc, Models: jobs.NewDeps(quietLogger()).Models}
 	b, _ := createAndRun(t, r, 4, 2)
-	if err := r.Finalize(ctx, &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: b.ID}}); err != nil {
+	if err := r.Finalize(ctx, &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}); err != nil {
 		t.Fatal(err)
 	}
 	// What an earlier worker left: the batch ended, its result files are

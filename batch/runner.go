@@ -9,16 +9,14 @@ import (
 
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/generation"
-	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
-// Runner runs the batch job kinds in a worker; it implements
-// jobs.BatchRunner.
+// Runner runs the batch job kinds in a worker (Register).
 type Runner struct {
 	*Service
 	Models   *generation.ModelStore
-	Webhooks *jobs.WebhookConfig // nil: no webhooks
+	Webhooks *WebhookConfig // nil: no webhooks
 	// PollInterval is how often a running chunk checks whether its batch
 	// was cancelled or expired.
 	PollInterval time.Duration
@@ -26,8 +24,6 @@ type Runner struct {
 
 // DefaultPollInterval is Runner.PollInterval's default.
 const DefaultPollInterval = 500 * time.Millisecond
-
-var _ jobs.BatchRunner = (*Runner)(nil)
 
 // beforeChunkCount, when set by a test, runs just before a chunk run
 // counts its output.
@@ -38,7 +34,7 @@ var beforeChunkCount func(chunk int)
 var errBatchStopped = errors.New("batch stopped")
 
 // RunChunk generates one chunk (see the package comment for its steps).
-func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[jobs.BatchChunkArgs]) error {
+func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[ChunkArgs]) error {
 	a := job.Args
 	start := time.Now()
 	b, err := r.Store.Get(ctx, a.BatchID)
@@ -225,7 +221,7 @@ func (r *Runner) watch(ctx context.Context, cancel context.CancelCauseFunc, id s
 }
 
 func (r *Runner) enqueueFinalize(ctx context.Context, id string) error {
-	fin := jobs.BatchFinalizeArgs{BatchID: id}
+	fin := FinalizeArgs{BatchID: id}
 	if err := r.enqueue(ctx, fin, fin.TaskID()); err != nil {
 		return fmt.Errorf("batch %s: enqueue finalisation: %w", id, err)
 	}

@@ -246,7 +246,7 @@ func (s *Service) start(ctx context.Context, b *Batch, plan *Plan, window time.D
 	}
 	// The window's end first: a batch whose chunks are queued always has
 	// its expiry queued too.
-	exp := jobs.BatchFinalizeArgs{BatchID: b.ID, Reason: jobs.FinalizeExpire}
+	exp := FinalizeArgs{BatchID: b.ID, Reason: FinalizeExpire}
 	if err := s.enqueue(ctx, exp, exp.TaskID(), asynq.ProcessAt(time.Unix(b.ExpiresAt, 0))); err != nil {
 		return fmt.Errorf("expiry task: %w", err)
 	}
@@ -257,7 +257,7 @@ func (s *Service) start(ctx context.Context, b *Batch, plan *Plan, window time.D
 				return fmt.Errorf("chunk %d: %w", c, err)
 			}
 		}
-		a := jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}
+		a := ChunkArgs{BatchID: b.ID, Chunk: c}
 		// Retention keeps a finished chunk's task id taken for the window,
 		// so a re-submitted chunk is refused as a conflict.
 		if err := s.enqueue(ctx, a, a.TaskID(), asynq.Queue(queue), asynq.Retention(window)); err != nil {
@@ -272,11 +272,11 @@ func (s *Service) enqueue(ctx context.Context, args pipeline.JobArgs, taskID str
 	opts = append([]asynq.Option{asynq.TaskID(taskID)}, opts...)
 	var err error
 	switch a := args.(type) {
-	case jobs.BatchChunkArgs:
+	case ChunkArgs:
 		err = enqueueTyped(ctx, s.Client, a, opts)
-	case jobs.BatchFinalizeArgs:
+	case FinalizeArgs:
 		err = enqueueTyped(ctx, s.Client, a, opts)
-	case jobs.WebhookArgs:
+	case WebhookArgs:
 		err = enqueueTyped(ctx, s.Client, a, opts)
 	default:
 		return fmt.Errorf("enqueue: unexpected %T", args)
@@ -338,7 +338,7 @@ func (s *Service) Cancel(ctx context.Context, id string) (*Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	fin := jobs.BatchFinalizeArgs{BatchID: id}
+	fin := FinalizeArgs{BatchID: id}
 	if err := s.enqueue(ctx, fin, fin.TaskID(), asynq.ProcessIn(s.CancelGrace)); err != nil {
 		return nil, fmt.Errorf("batch %s: cancel: finalisation: %w (the batch is cancelling; its expiry will finalise it)", id, err)
 	}
@@ -465,7 +465,7 @@ func (s *Service) progress(b *Batch) {
 func newBatchID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read does not fail on supported platforms
-	return jobs.BatchIDPrefix + hex.EncodeToString(b[:])
+	return IDPrefix + hex.EncodeToString(b[:])
 }
 
 func randomHex(n int) string {

@@ -107,10 +107,10 @@ func TestBatchCompletes(t *testing.T) {
 	}
 	mu.Unlock()
 
-	if got := testutil.ToFloat64(e.deps.Batches.(*Runner).Metrics.rows.WithLabelValues("completed")); got != 70 {
+	if got := testutil.ToFloat64(e.run.Metrics.rows.WithLabelValues("completed")); got != 70 {
 		t.Errorf("tandem_batch_rows_total{outcome=completed} = %v", got)
 	}
-	if got := testutil.ToFloat64(e.deps.Batches.(*Runner).Metrics.finished.WithLabelValues("completed")); got != 1 {
+	if got := testutil.ToFloat64(e.run.Metrics.finished.WithLabelValues("completed")); got != 1 {
 		t.Errorf("tandem_batches_finished_total{status=completed} = %v", got)
 	}
 

@@ -99,7 +99,7 @@ func TestChunkSurvivesRedisStallWhileCounting(t *testing.T) {
 	}
 	t.Cleanup(func() { beforeChunkCount = nil })
 	for c := range 2 {
-		job := &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}}
+		job := &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: c}}
 		if err := r.RunChunk(ctx, job); err != nil {
 			t.Fatalf("chunk %d: %v", c, err)
 		}
@@ -130,7 +130,7 @@ func newStallBatch(t *testing.T, rows int) (*redistest.Server, *Runner, *Batch, 
 func finaliseAndCheck(t *testing.T, r *Runner, id string, ids []string) {
 	t.Helper()
 	ctx := context.Background()
-	if err := r.Finalize(ctx, &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: id}}); err != nil {
+	if err := r.Finalize(ctx, &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: id}}); err != nil {
 		t.Fatalf("finalise: %v", err)
 	}
 	end, err := r.Get(ctx, id)
@@ -169,7 +169,7 @@ func TestDuplicateRunsAndRetriedCountsAgree(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				job := &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}}
+				job := &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: c}}
 				if err := r.RunChunk(ctx, job); err != nil {
 					// A count whose every attempt timed out: it may or may
 					// not have run. asynq retries such a task.
@@ -186,7 +186,7 @@ func TestDuplicateRunsAndRetriedCountsAgree(t *testing.T) {
 	}
 	<-resumed
 	for c := range failed {
-		job := &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}, Retried: 1}
+		job := &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: c}, Retried: 1}
 		if err := r.RunChunk(ctx, job); err != nil {
 			t.Fatalf("chunk %d, retried after the stall: %v", c, err)
 		}
@@ -245,7 +245,7 @@ func TestFinalizeWithMissingChunkOutputEnds(t *testing.T) {
 	if err := e.svc.Artifacts.Delete(ctx, outs[1]); err != nil {
 		t.Fatal(err)
 	}
-	fin := &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: b.ID}}
+	fin := &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}
 	if err := r.Finalize(ctx, fin); err != nil {
 		t.Fatalf("finalise: %v", err)
 	}
@@ -323,7 +323,7 @@ func createAndRun(t *testing.T, r *Runner, rows, chunkSize int) (*Batch, []strin
 		t.Fatal(err)
 	}
 	for c := range b.Chunks {
-		if err := r.RunChunk(ctx, &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: b.ID, Chunk: c}}); err != nil {
+		if err := r.RunChunk(ctx, &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: c}}); err != nil {
 			t.Fatalf("chunk %d: %v", c, err)
 		}
 	}

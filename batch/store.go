@@ -13,7 +13,6 @@ import (
 
 	"github.com/tandem-ai/tandem/files"
 	"github.com/tandem-ai/tandem/generation"
-	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -69,7 +68,7 @@ func (s *Store) Create(ctx context.Context, b *Batch) error {
 
 // Get reads a record.
 func (s *Store) Get(ctx context.Context, id string) (*Batch, error) {
-	if err := jobs.ValidateBatchID(id); err != nil {
+	if err := ValidateID(id); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotFound, err)
 	}
 	pipe := s.rdb.Pipeline()

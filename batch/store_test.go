@@ -120,7 +120,7 @@ func TestChunkRerunIsHarmless(t *testing.T) {
 	r := &Runner{Service: e.svc, Models: deps.Models}
 	run := func(chunk int) {
 		t.Helper()
-		job := &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: b.ID, Chunk: chunk}}
+		job := &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: chunk}}
 		if err := r.RunChunk(ctx, job); err != nil {
 			t.Fatal(err)
 		}
@@ -134,7 +134,7 @@ func TestChunkRerunIsHarmless(t *testing.T) {
 		t.Fatalf("after re-runs: %+v", got)
 	}
 	// The last chunk enqueued the finalisation; run it here.
-	fin := &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: b.ID}}
+	fin := &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}
 	if err := r.Finalize(ctx, fin); err != nil {
 		t.Fatal(err)
 	}
@@ -148,14 +148,14 @@ func TestChunkRerunIsHarmless(t *testing.T) {
 	out, errs := e.results(t, b.ID)
 	checkExactlyOnce(t, ids, out, errs)
 	// Run out of range, or of a missing batch: permanent errors.
-	if err := r.RunChunk(ctx, &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: b.ID, Chunk: 7}}); !pipeline.IsPermanent(err) {
+	if err := r.RunChunk(ctx, &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: 7}}); !pipeline.IsPermanent(err) {
 		t.Fatalf("chunk out of range: %v", err)
 	}
-	if err := r.RunChunk(ctx, &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: "batch_gone", Chunk: 0}}); !pipeline.IsPermanent(err) {
+	if err := r.RunChunk(ctx, &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: "batch_gone", Chunk: 0}}); !pipeline.IsPermanent(err) {
 		t.Fatalf("missing batch: %v", err)
 	}
 	// A chunk of an ended batch is skipped.
-	if err := r.RunChunk(ctx, &pipeline.Job[jobs.BatchChunkArgs]{Args: jobs.BatchChunkArgs{BatchID: b.ID, Chunk: 0}}); err != nil {
+	if err := r.RunChunk(ctx, &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: 0}}); err != nil {
 		t.Fatalf("chunk of an ended batch: %v", err)
 	}
 }

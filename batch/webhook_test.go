@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tandem-ai/tandem/files"
-	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -31,7 +30,7 @@ func TestWebhookOnCompletion(t *testing.T) {
 			w.WriteHeader(http.StatusBadGateway) // the first try fails: asynq retries
 			return
 		}
-		if err := jobs.VerifyWebhook("hook-secret", r.Header, body, time.Now(), jobs.DefaultWebhookTolerance); err != nil {
+		if err := VerifyWebhook("hook-secret", r.Header, body, time.Now(), DefaultWebhookTolerance); err != nil {
 			t.Errorf("signature: %v", err)
 		}
 		var ev Event
@@ -41,7 +40,7 @@ func TestWebhookOnCompletion(t *testing.T) {
 		delivered = append(delivered, ev)
 	}))
 	defer srv.Close()
-	wh := &jobs.WebhookConfig{URLs: []string{srv.URL}, Secret: "hook-secret", Client: srv.Client()}
+	wh := &WebhookConfig{URLs: []string{srv.URL}, Secret: "hook-secret", Client: srv.Client()}
 	e := newTestEnv(t, envOptions{nats: true, workers: 1, webhooks: wh})
 	input, _ := openAIInput(4, 2)
 	b, _, err := e.svc.Create(context.Background(), strings.NewReader(input), CreateOptions{Model: "builtin:tiny", Metadata: map[string]string{"owner": "ops"}})
@@ -66,8 +65,8 @@ func TestWebhookOnCompletion(t *testing.T) {
 		t.Fatalf("data %s: %v", ev.Data, err)
 	}
 	// Finalising again (a retried task) announces nothing new.
-	r := e.deps.Batches.(*Runner)
-	if err := r.Finalize(context.Background(), &pipeline.Job[jobs.BatchFinalizeArgs]{Args: jobs.BatchFinalizeArgs{BatchID: b.ID}}); err != nil {
+	r := e.run
+	if err := r.Finalize(context.Background(), &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)

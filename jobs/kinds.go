@@ -27,11 +27,6 @@ type Deps struct {
 	Logger *slog.Logger
 	Models *generation.ModelStore
 	Bus    *pipeline.Bus // nil when the worker runs without NATS (worker exec)
-	// Batches runs the batch kinds (generate:chunk, generate:finalize); nil
-	// until batch.Attach installs it, and those kinds then fail transiently.
-	Batches BatchRunner
-	// Webhooks delivers webhook tasks; nil when no URL is configured.
-	Webhooks *WebhookConfig
 	// Redis is the worker's Redis client, for kinds that write serving data
 	// (recs-rebuild's publish); nil under `worker exec`, which then connects
 	// from the TANDEM_* environment when it needs one.
@@ -127,8 +122,17 @@ func NewDeps(logger *slog.Logger) *Deps {
 // execFunc runs one job kind in-process from command-line flags.
 type execFunc func(ctx context.Context, d *Deps, args []string, stdout io.Writer) error
 
+// Kinds that package batch owns: it registers them (batch.Register) and
+// holds their args; the catalogue names them and keeps them internal.
+const (
+	KindBatchChunk    = pipeline.KindPrefixGenerate + "chunk"
+	KindBatchFinalize = pipeline.KindPrefixGenerate + "finalize"
+	KindWebhook       = "webhook"
+)
+
 // kind ties a job kind's registration, producer-side validation and
 // `worker exec` entry point together, so a new kind is added in one place.
+// register and exec are nil for a kind another package registers.
 type kind struct {
 	register func(r *pipeline.Registry, d *Deps)
 	exec     execFunc
@@ -174,26 +178,16 @@ var kinds = map[string]kind{
 		paths:   pathsOf[EvalArgs],
 	},
 	KindBatchChunk: {
-		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[BatchChunkArgs](r, BatchChunkWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 10, Timeout: time.Hour})
-		},
 		exec:     execQueueOnly(KindBatchChunk),
 		summary:  "generate one chunk of a batch (enqueued by `producer batch create`)",
 		internal: "POST /v1/batches and `producer batch create` enqueue it",
 	},
 	KindBatchFinalize: {
-		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[BatchFinalizeArgs](r, BatchFinalizeWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 20, Timeout: 30 * time.Minute})
-		},
 		exec:     execQueueOnly(KindBatchFinalize),
 		summary:  "merge a batch's chunk outputs into output.jsonl and errors.jsonl",
 		internal: "a batch's last chunk, its cancel and its expiry enqueue it",
 	},
 	KindWebhook: {
-		register: func(r *pipeline.Registry, d *Deps) {
-			pipeline.Register[WebhookArgs](r, WebhookWorker{Deps: d}, pipeline.KindOptions{Queue: "default", MaxRetry: 12, Timeout: time.Minute})
-		},
-		exec:     execWebhook,
 		summary:  "deliver one signed lifecycle event to a webhook URL",
 		internal: "a batch's lifecycle events enqueue it, signed",
 	},
@@ -292,7 +286,9 @@ var kinds = map[string]kind{
 // RegisterAll registers every job kind on r.
 func RegisterAll(r *pipeline.Registry, d *Deps) {
 	for _, name := range Names() {
-		kinds[name].register(r, d)
+		if k := kinds[name]; k.register != nil {
+			k.register(r, d)
+		}
 	}
 }
 
@@ -370,8 +366,10 @@ func Summary(name string) string { return kinds[name].summary }
 // ValidatePayload decodes payload as the args of the named kind and checks
 // it, so a producer refuses bad input before anything is enqueued.
 func ValidatePayload(name string, payload []byte) error {
-	if _, ok := kinds[name]; !ok {
+	if k, ok := kinds[name]; !ok {
 		return fmt.Errorf("kind: unknown %q (have %v)", name, Names())
+	} else if k.register == nil {
+		return fmt.Errorf("kind: %q is registered by package batch; check it with batch.Register's registry", name)
 	}
 	checkOnce.Do(func() {
 		checkRegistry = pipeline.NewRegistry()
@@ -393,7 +391,17 @@ func Exec(ctx context.Context, d *Deps, name string, args []string, stdout io.Wr
 	if !ok {
 		return fmt.Errorf("unknown job kind %q (have %v)", name, Names())
 	}
+	if k.exec == nil {
+		return fmt.Errorf("%s is run by package batch (`worker exec %s` routes it there)", name, name)
+	}
 	return k.exec(ctx, d, args, stdout)
+}
+
+func execQueueOnly(kind string) execFunc {
+	return func(context.Context, *Deps, []string, io.Writer) error {
+		return fmt.Errorf("%s runs from the queue as part of a batch; submit one with `producer batch create FILE --model M`, "+
+			"or run a file in-process with `worker exec generate`", kind)
+	}
 }
 
 // keepResult stores v as the task's JSON result, where `producer status`

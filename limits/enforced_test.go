@@ -231,21 +231,23 @@ var enforcements = map[string]enforcement{
 		_, err := generation.ReadRequestLines(numberedRequests(limits.RequestLines+1), limits.RequestLines)
 		return err
 	}, fmt.Sprintf("line %d", limits.RequestLines+1), "request lines"),
-	"DecodeRows":  over(payload(jobs.KindGenerate, jobs.GenerateArgs{Model: "builtin:tiny", Input: "i", Output: "o", BatchSize: limits.DecodeRows + 1}), "batch_size"),
-	"BatchChunks": over(payload(jobs.KindBatchChunk, jobs.BatchChunkArgs{BatchID: "batch_abc", Chunk: limits.BatchChunks}), "chunk"),
-	"BatchIDLen":  over(func(*testing.T) error { return jobs.ValidateBatchID("batch_" + strings.Repeat("a", limits.BatchIDLen)) }, "batch_id"),
-	"EvalBytes":   coveredBy("limits.TestEvalInputLimit"),
-	"PingSleep":   over(payload(jobs.KindPing, jobs.PingArgs{SleepMS: int((limits.PingSleep + time.Millisecond).Milliseconds())}), "sleep_ms"),
+	"DecodeRows": over(payload(jobs.KindGenerate, jobs.GenerateArgs{Model: "builtin:tiny", Input: "i", Output: "o", BatchSize: limits.DecodeRows + 1}), "batch_size"),
+	"BatchChunks": over(func(*testing.T) error {
+		return batch.ChunkArgs{BatchID: "batch_abc", Chunk: limits.BatchChunks}.Validate()
+	}, "chunk"),
+	"BatchIDLen": over(func(*testing.T) error { return batch.ValidateID("batch_" + strings.Repeat("a", limits.BatchIDLen)) }, "batch_id"),
+	"EvalBytes":  coveredBy("limits.TestEvalInputLimit"),
+	"PingSleep":  over(payload(jobs.KindPing, jobs.PingArgs{SleepMS: int((limits.PingSleep + time.Millisecond).Milliseconds())}), "sleep_ms"),
 	"WebhookURLs": over(func(*testing.T) error {
 		urls := make([]string, limits.WebhookURLs+1)
 		for i := range urls {
 			urls[i] = fmt.Sprintf("https://h%d.example/hook", i)
 		}
-		_, err := jobs.ParseWebhookURLs(strings.Join(urls, ","))
+		_, err := batch.ParseWebhookURLs(strings.Join(urls, ","))
 		return err
 	}, "TANDEM_WEBHOOK_URLS"),
 	"WebhookURLLen": over(func(*testing.T) error {
-		_, err := jobs.ParseWebhookURLs("https://h.example/" + strings.Repeat("p", limits.WebhookURLLen))
+		_, err := batch.ParseWebhookURLs("https://h.example/" + strings.Repeat("p", limits.WebhookURLLen))
 		return err
 	}, "TANDEM_WEBHOOK_URLS"),
 	"WebhookTimeout":       {untested: "the webhook client's timeout: a slower receiver fails the delivery, which is retried; a test would wait 10 s"},

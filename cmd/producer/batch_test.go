@@ -101,7 +101,7 @@ func (e *batchEnv) startWorker(t *testing.T) {
 	deps.Bus = e.bus
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
-	detach, err := batch.Attach(ctx, deps, e.cfg, prometheus.NewRegistry())
+	_, detach, err := batch.Attach(ctx, reg, deps, e.cfg, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -61,14 +62,14 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	if err := jobs.ValidatePayload(kind, payload); err != nil {
-		return fmt.Errorf("%s args: %w", kind, err)
-	}
 	client, err := newClient(*cfg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	if err := client.Registry().Check(kind, payload); err != nil {
+		return fmt.Errorf("%s args: %w", kind, err)
+	}
 	info, err := enqueueRaw(ctx, client, kind, payload, q, *taskID, *maxRetry)
 	if err != nil {
 		return err
@@ -103,6 +104,7 @@ func newClient(cfg pipeline.Config) (*pipeline.Client, error) {
 	}
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, jobs.NewDeps(nil))
+	batch.Register(reg, nil)
 	return pipeline.NewClient(cfg, pipeline.WithRegistry(reg))
 }
 

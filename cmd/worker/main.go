@@ -150,9 +150,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	reg := pipeline.NewRegistry()
-	jobs.RegisterAll(reg, deps)
-
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	promReg.MustRegister(finetune.Collectors()...)
@@ -190,10 +187,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	deps.Registry = modelReg // the finetune kinds resolve and register here
 	jobs.SetFinetuneDataDir(cfg.DataDir)
 
-	// Batches: Redis records, the artifact store (TANDEM_ARTIFACT_STORE),
-	// webhooks (TANDEM_WEBHOOK_URLS) and batch metrics. Detached after the
-	// server stops and before the NATS connection closes.
-	detachBatches, err := batch.Attach(ctx, deps, cfg, promReg)
+	// The kinds: jobs' own, then batch's (generate:chunk, generate:finalize,
+	// webhook) with their Redis records, the artifact store
+	// (TANDEM_ARTIFACT_STORE), webhooks (TANDEM_WEBHOOK_URLS) and metrics.
+	// Detached after the server stops and before the NATS connection closes.
+	reg := pipeline.NewRegistry()
+	jobs.RegisterAll(reg, deps)
+	_, detachBatches, err := batch.Attach(ctx, reg, deps, cfg, promReg)
 	if err != nil {
 		return err
 	}
@@ -374,6 +374,9 @@ func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer root.Close()
 	deps := jobs.NewDeps(logger)
 	deps.SetDataRoot(root)
+	if args[0] == jobs.KindWebhook {
+		return batch.ExecWebhook(ctx, args[1:], stdout)
+	}
 	return jobs.Exec(ctx, deps, args[0], args[1:], stdout)
 }
 

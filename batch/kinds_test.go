@@ -1,4 +1,4 @@
-package jobs
+package batch
 
 import (
 	"context"
@@ -7,10 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -84,13 +86,11 @@ func TestWebhookDeliver(t *testing.T) {
 		t.Fatalf("unconfigured URL: %v; want permanent", err)
 	}
 	// Through the registered kind, as a worker runs it.
-	d := NewDeps(nil)
-	d.Webhooks = cfg
 	payload, _ := json.Marshal(a)
 	reg := pipeline.NewRegistry()
-	RegisterAll(reg, d)
+	Register(reg, &Runner{Webhooks: cfg})
 	status.Store(http.StatusOK)
-	if err := reg.Exec(ctx, KindWebhook, payload); err != nil {
+	if err := reg.Exec(ctx, jobs.KindWebhook, payload); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -120,9 +120,9 @@ func TestWebhookConfigFromEnv(t *testing.T) {
 
 func TestBatchArgsValidate(t *testing.T) {
 	good := []pipeline.JobArgs{
-		BatchChunkArgs{BatchID: "batch_abc", Chunk: 0},
-		BatchFinalizeArgs{BatchID: "batch_abc"},
-		BatchFinalizeArgs{BatchID: "batch_abc", Reason: FinalizeExpire},
+		ChunkArgs{BatchID: "batch_abc", Chunk: 0},
+		FinalizeArgs{BatchID: "batch_abc"},
+		FinalizeArgs{BatchID: "batch_abc", Reason: FinalizeExpire},
 	}
 	for _, a := range good {
 		if err := a.(pipeline.Validator).Validate(); err != nil {
@@ -130,8 +130,8 @@ func TestBatchArgsValidate(t *testing.T) {
 		}
 	}
 	bad := []pipeline.Validator{
-		BatchChunkArgs{BatchID: "abc"}, BatchChunkArgs{BatchID: "batch_"}, BatchChunkArgs{BatchID: "batch_a.b"},
-		BatchChunkArgs{BatchID: "batch_a", Chunk: -1}, BatchFinalizeArgs{BatchID: "batch_a", Reason: "now"},
+		ChunkArgs{BatchID: "abc"}, ChunkArgs{BatchID: "batch_"}, ChunkArgs{BatchID: "batch_a.b"},
+		ChunkArgs{BatchID: "batch_a", Chunk: -1}, FinalizeArgs{BatchID: "batch_a", Reason: "now"},
 		WebhookArgs{URL: "http://x.example", EventID: "e", EventType: "t", Body: json.RawMessage(`{}`)},
 		WebhookArgs{URL: "https://x.example", EventID: "e\n", EventType: "t", Body: json.RawMessage(`{}`)},
 		WebhookArgs{URL: "https://x.example", EventID: "e", EventType: "t", Body: json.RawMessage(`{`)},
@@ -141,15 +141,46 @@ func TestBatchArgsValidate(t *testing.T) {
 			t.Errorf("%+v accepted", a)
 		}
 	}
-	if got := (BatchChunkArgs{BatchID: "batch_x", Chunk: 3}).TaskID(); got != "batch_x:3" {
+	if got := (ChunkArgs{BatchID: "batch_x", Chunk: 3}).TaskID(); got != "batch_x:3" {
 		t.Errorf("TaskID = %q", got)
 	}
-	if got := (BatchFinalizeArgs{BatchID: "batch_x", Reason: FinalizeExpire}).TaskID(); got != "batch_x:expire" {
+	if got := (FinalizeArgs{BatchID: "batch_x", Reason: FinalizeExpire}).TaskID(); got != "batch_x:expire" {
 		t.Errorf("TaskID = %q", got)
 	}
-	// Without batch wiring the kinds fail transiently, so a wired worker gets them.
-	err := BatchChunkWorker{Deps: NewDeps(nil)}.Work(context.Background(), &pipeline.Job[BatchChunkArgs]{})
-	if err == nil || pipeline.IsPermanent(err) {
-		t.Errorf("unwired chunk: %v", err)
+}
+
+// The catalogue in jobs names the batch kinds and keeps them internal;
+// batch registers them, with the queues, retries and timeouts they have
+// always had, and jobs registers none of them.
+func TestRegisterOwnsTheBatchKinds(t *testing.T) {
+	own := pipeline.NewRegistry()
+	jobs.RegisterAll(own, jobs.NewDeps(nil))
+	reg := pipeline.NewRegistry()
+	Register(reg, nil)
+	want := map[string]pipeline.KindOptions{
+		jobs.KindBatchChunk:    {Queue: pipeline.QueueDefault, MaxRetry: 10, Timeout: time.Hour},
+		jobs.KindBatchFinalize: {Queue: pipeline.QueueDefault, MaxRetry: 20, Timeout: 30 * time.Minute},
+		jobs.KindWebhook:       {Queue: pipeline.QueueDefault, MaxRetry: 12, Timeout: time.Minute},
+	}
+	if got := reg.Kinds(); len(got) != len(want) {
+		t.Fatalf("Register registered %v; want the %d batch kinds", got, len(want))
+	}
+	for kind, opts := range want {
+		if got, ok := reg.Options(kind); !ok || got != opts {
+			t.Errorf("%s: options %+v (registered %v); want %+v", kind, got, ok, opts)
+		}
+		if _, ok := own.Options(kind); ok {
+			t.Errorf("jobs.RegisterAll registered %s; batch owns it", kind)
+		}
+		if jobs.Internal(kind) == "" || jobs.CheckPublic(kind) == nil {
+			t.Errorf("%s is public; the API must refuse it", kind)
+		}
+	}
+	// A payload the catalogue cannot check names the package that can.
+	if err := jobs.ValidatePayload(jobs.KindBatchChunk, []byte(`{"batch_id":"batch_a","chunk":0}`)); err == nil || !strings.Contains(err.Error(), "package batch") {
+		t.Errorf("jobs.ValidatePayload(generate:chunk) = %v", err)
+	}
+	if err := reg.Check(jobs.KindBatchChunk, []byte(`{"batch_id":"batch_a","chunk":-1}`)); err == nil || !strings.Contains(err.Error(), "chunk") {
+		t.Errorf("a negative chunk passed: %v", err)
 	}
 }

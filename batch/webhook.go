@@ -1,4 +1,4 @@
-package jobs
+package batch
 
 import (
 	"bytes"
@@ -18,12 +18,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
-
-// KindWebhook is the stable kind string of WebhookArgs.
-const KindWebhook = "webhook"
 
 // Webhook configuration, from the environment of the workers.
 const (
@@ -64,7 +62,7 @@ type WebhookArgs struct {
 }
 
 // Kind implements pipeline.JobArgs.
-func (WebhookArgs) Kind() string { return KindWebhook }
+func (WebhookArgs) Kind() string { return jobs.KindWebhook }
 
 // Validate implements pipeline.Validator.
 func (a WebhookArgs) Validate() error {
@@ -201,17 +199,14 @@ func VerifyWebhook(secret string, h http.Header, body []byte, now time.Time, tol
 	return nil
 }
 
-// WebhookWorker delivers webhook tasks with Deps.Webhooks. Failures that a
-// retry may cure (network errors, 408, 425, 429, 5xx) return transient
-// errors, so asynq retries them with backoff; other answers are final.
-type WebhookWorker struct{ Deps *Deps }
-
-// Work implements pipeline.Worker.
-func (w WebhookWorker) Work(ctx context.Context, job *pipeline.Job[WebhookArgs]) error {
-	if w.Deps == nil || w.Deps.Webhooks == nil {
+// deliver runs a webhook task with r.Webhooks. Failures that a retry may
+// cure (network errors, 408, 425, 429, 5xx) are transient, so asynq
+// retries them with backoff; other answers are final.
+func (r *Runner) deliver(ctx context.Context, job *pipeline.Job[WebhookArgs]) error {
+	if r.Webhooks == nil {
 		return fmt.Errorf("webhook: this worker has no webhook configuration (%s, %s)", EnvWebhookURLs, EnvWebhookSecret)
 	}
-	return w.Deps.Webhooks.Deliver(ctx, job.Args)
+	return r.Webhooks.Deliver(ctx, job.Args)
 }
 
 // Deliver sends one signed POST.
@@ -271,7 +266,8 @@ func WebhookTaskID(eventID, url string) string {
 	return eventID + ":webhook:" + hex.EncodeToString(h[:6])
 }
 
-func execWebhook(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
+// ExecWebhook delivers one event in-process: `worker exec webhook`.
+func ExecWebhook(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker exec webhook", flag.ContinueOnError)
 	var a WebhookArgs
 	body := fs.String("body", "", "JSON file with the event body")
@@ -286,17 +282,17 @@ func execWebhook(ctx context.Context, d *Deps, args []string, stdout io.Writer) 
 		return fmt.Errorf("--body: %w", err)
 	}
 	a.Body = b
-	cfg := d.Webhooks
+	cfg, err := WebhookConfigFromEnv()
+	if err != nil {
+		return err
+	}
 	if cfg == nil {
-		if cfg, err = WebhookConfigFromEnv(); err != nil {
-			return err
-		}
-		if cfg == nil {
-			return fmt.Errorf("no webhook URLs: set %s and %s", EnvWebhookURLs, EnvWebhookSecret)
-		}
+		return fmt.Errorf("no webhook URLs: set %s and %s", EnvWebhookURLs, EnvWebhookSecret)
 	}
 	if err := cfg.Deliver(ctx, a); err != nil {
 		return err
 	}
-	return writeJSON(stdout, map[string]string{"delivered": a.URL, "event_id": a.EventID})
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(map[string]string{"delivered": a.URL, "event_id": a.EventID})
 }
