@@ -235,6 +235,17 @@ func TestEnqueueCLIBounds(t *testing.T) {
 	if err != nil || json.Unmarshal([]byte(out), &v) != nil || v.Kind != jobs.KindRecsFanout {
 		t.Fatalf("producer enqueue %s: %v\n%s", jobs.KindRecsFanout, err, out)
 	}
+	// A batch kind, which package batch registers: checked, then enqueued
+	// on its own queue.
+	bad := e.write(t, "chunk.json", `{"batch_id":"batch_x","chunk":-1}`)
+	if _, _, err := runProducer(t, "enqueue", jobs.KindBatchChunk, "--args", bad); err == nil || !strings.Contains(err.Error(), "chunk") {
+		t.Errorf("producer enqueue of a negative chunk: %v; want a refusal naming chunk", err)
+	}
+	fin := e.write(t, "finalize.json", `{"batch_id":"batch_x"}`)
+	out, _, err = runProducer(t, "enqueue", jobs.KindBatchFinalize, "--args", fin)
+	if err != nil || json.Unmarshal([]byte(out), &v) != nil || v.Kind != jobs.KindBatchFinalize || v.Queue != pipeline.QueueDefault {
+		t.Fatalf("producer enqueue %s: %v\n%s", jobs.KindBatchFinalize, err, out)
+	}
 	ping := e.write(t, "ping.json", `{}`)
 	for _, n := range []int{-100, limits.JobMaxRetry + 1} {
 		_, _, err := runProducer(t, "enqueue", jobs.KindPing, "--args", ping, "--max-retry", fmt.Sprint(n))
