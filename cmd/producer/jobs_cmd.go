@@ -40,13 +40,11 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	device := fs.String("device", "", "cuda: route the job to GPU workers (the gpu queue); cpu or empty: the kind's own queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
 	maxRetry := fs.Int("max-retry", -1, fmt.Sprintf("retries before the job is archived, 0..%d (default: the kind's own)", limits.JobMaxRetry))
-	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
-		return fmt.Errorf("usage: producer enqueue KIND --args FILE.json (kinds: %v)", jobs.Names())
-	}
-	kind := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := pipeline.ParseArgs(fs, args, "KIND")
+	if err != nil {
 		return err
 	}
+	kind := pos[0]
 	if *argsFile == "" {
 		return errors.New("--args: required")
 	}
@@ -172,10 +170,8 @@ func enqueueRaw(ctx context.Context, c *pipeline.Client, kind string, payload []
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("status", stderr)
-	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
-		return errors.New("usage: producer status ID")
-	}
-	if err := fs.Parse(args[1:]); err != nil {
+	id, err := pipeline.ParseArgs(fs, args, "ID")
+	if err != nil {
 		return err
 	}
 	client, err := newClient(*cfg)
@@ -183,7 +179,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer client.Close()
-	info, err := findTask(client.Inspector(), args[0])
+	info, err := findTask(client.Inspector(), id[0])
 	if err != nil {
 		return err
 	}
@@ -192,10 +188,8 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("cancel", stderr)
-	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
-		return errors.New("usage: producer cancel ID")
-	}
-	if err := fs.Parse(args[1:]); err != nil {
+	id, err := pipeline.ParseArgs(fs, args, "ID")
+	if err != nil {
 		return err
 	}
 	client, err := newClient(*cfg)
@@ -203,17 +197,17 @@ func cmdCancel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer client.Close()
-	state, err := cancelTask(client.Inspector(), args[0])
+	state, err := cancelTask(client.Inspector(), id[0])
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, map[string]string{"id": args[0], "result": state})
+	return printJSON(stdout, map[string]string{"id": id[0], "result": state})
 }
 
 func cmdQueues(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("queues", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	client, err := newClient(*cfg)

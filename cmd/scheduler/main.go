@@ -58,12 +58,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "scheduler:", err)
-		}
-		os.Exit(1)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "scheduler:", err)
 	}
+	os.Exit(pipeline.ExitCode(err))
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -80,7 +78,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := rc.bind(fs); err != nil {
 		return err
 	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
