@@ -29,9 +29,6 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := a.ApplyInitConfig(*initConfig); err != nil {
 		return err
 	}
-	if err := absPaths(&a.Model, &a.Data, &a.Out); err != nil {
-		return err
-	}
 	queue, err := pipeline.QueueForDevice(*device, "")
 	if err != nil {
 		return fmt.Errorf("--device: %w", err)

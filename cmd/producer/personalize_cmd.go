@@ -28,9 +28,6 @@ func cmdPersonalize(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return fmt.Errorf("--device: %w", err)
 	}
-	if err := absPaths(&a.Model, &a.Users, &a.Catalog, &a.Out); err != nil {
-		return err
-	}
 	client, info, err := enqueueArgs(ctx, *cfg, *a, queue, *taskID)
 	if err != nil {
 		return err

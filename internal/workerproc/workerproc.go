@@ -119,8 +119,8 @@ func FreeAddr(t testing.TB) string {
 }
 
 // CommandLine is one command line of a binary and what it must do: print
-// its usage (Usage, a piece of it) on stderr and exit with Code, 0 for help
-// asked for and 2 for a refused line, whose error Err names.
+// its usage (Usage, a piece of it) on stderr and exit with Code: 0 for help
+// asked for, 2 for a refused line, 1 for a failure; Err is in the last line.
 type CommandLine struct {
 	Args       []string
 	Code       int
