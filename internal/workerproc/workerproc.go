@@ -5,8 +5,10 @@
 package workerproc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
 // Build compiles cmd/worker into a temporary directory and returns its path.
@@ -159,4 +163,28 @@ func CheckCommandLines(t *testing.T, bin string, lines []CommandLine) {
 			}
 		})
 	}
+}
+
+// CheckMetrics scrapes http://<addr>/metrics and fails t with each problem
+// promlint finds in it: the linter `promtool check metrics` runs. It
+// returns the text, for the caller to check which families it held.
+func CheckMetrics(t testing.TB, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d, %v", resp.StatusCode, err)
+	}
+	problems, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("/metrics: %s: %s", p.Metric, p.Text)
+	}
+	return string(body)
 }
