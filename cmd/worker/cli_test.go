@@ -29,5 +29,8 @@ func TestCommandLine(t *testing.T) {
 		{Args: []string{"exec", "generate", "--in", "a.jsonl", "--out", "b.jsonl", "c.jsonl"}, Code: 2, Usage: "-batch", Err: `unexpected argument "c.jsonl"`},
 		{Args: []string{"exec", "generate:embeddings", "--help"}, Usage: "usage: worker exec generate:embeddings [flags] TEXT..."},
 		{Args: []string{"exec", "finetune", "--help"}, Usage: "-init-config"},
+		// Kinds that run only from the queue say so, as their help too.
+		{Args: []string{"exec", "recs:rebuild-shard", "-h"}, Usage: "recs:rebuild-shard runs from the queue as part of a sharded rebuild"},
+		{Args: []string{"exec", "generate:chunk"}, Code: 1, Err: "generate:chunk runs from the queue as part of a batch"},
 	})
 }
