@@ -3,8 +3,6 @@ package jobs
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"strconv"
 
 	"github.com/tandem-ai/tandem/limits"
@@ -89,9 +87,6 @@ func (w BatchChunkWorker) Work(ctx context.Context, job *pipeline.Job[BatchChunk
 	return w.Deps.Batches.RunChunk(ctx, job)
 }
 
-func execQueueOnly(kind string) execFunc {
-	return func(context.Context, *Deps, []string, io.Writer) error {
-		return fmt.Errorf("%s runs from the queue as part of a batch; submit one with `producer batch create FILE --model M`, "+
-			"or run a file in-process with `worker exec generate`", kind)
-	}
-}
+// batchQueueOnly is why the batch kinds have no `worker exec` of their own.
+const batchQueueOnly = "as part of a batch; submit one with `producer batch create FILE --model M`, " +
+	"or run a file in-process with `worker exec generate`"

@@ -121,10 +121,11 @@ func execEmbeddings(ctx context.Context, d *Deps, args []string, stdout io.Write
 	a := EmbeddingsArgs{ID: NewEmbeddingsID()}
 	fs.StringVar(&a.Body.Model, "model", "builtin:tiny", "model: registered name, directory or builtin:tiny|builtin:small")
 	fs.StringVar(&a.Body.EncodingFormat, "encoding-format", generation.EncodingFloat, "float or base64")
-	if err := fs.Parse(args); err != nil {
+	texts, err := pipeline.ParseArgs(fs, args, "TEXT...")
+	if err != nil {
 		return err
 	}
-	a.Body.Input.Texts = fs.Args()
+	a.Body.Input.Texts = texts
 	if err := a.Validate(); err != nil {
 		return err
 	}

@@ -857,7 +857,7 @@ func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writ
 	temperature := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
 	fs.StringVar(&a.Body.Model, "model", "builtin:tiny", "model: registered name, directory or builtin:tiny|builtin:small")
 	fs.StringVar(&a.Body.Prompt, "prompt", "", "the prompt (required)")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	t := float32(*temperature)
