@@ -1,6 +1,7 @@
 package tokenstream
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -103,10 +104,11 @@ func TestReaderFollowsAWriterAndCancelsIt(t *testing.T) {
 	buses := startBus(t, 2)
 	producer, worker := buses[0], buses[1]
 	id, key := newID(), pipeline.NewSealKey()
-	cancelled := make(chan struct{})
+	cancelled := make(chan struct{}) // closed twice, a panic, if the forged cancel counted
+	var workerLog bytes.Buffer
 	writers := make(chan *Writer, 1)
 	job := Job{StartTimeout: testWait, Delete: func() error { return errors.New("a worker has it") }, Enqueue: func(context.Context) error {
-		w, err := StartWriter(worker, id, key, func() { close(cancelled) }, quiet)
+		w, err := StartWriter(worker, id, key, func() { close(cancelled) }, slog.New(slog.NewTextHandler(&workerLog, nil)))
 		if err != nil {
 			return err
 		}
@@ -137,8 +139,9 @@ func TestReaderFollowsAWriterAndCancelsIt(t *testing.T) {
 		t.Fatalf("Follow after the client left: gone %v, err %v", left, err)
 	}
 	receive(t, cancelled, "cancel at the writer")
-	if !w.Cancelled() || w.Lost() != 0 {
-		t.Fatalf("writer: cancelled %v, lost %d", w.Cancelled(), w.Lost())
+	// The writer handles its cancels in order: the forged one came first.
+	if !w.Cancelled() || w.Lost() != 0 || !strings.Contains(workerLog.String(), "forged cancel ignored") {
+		t.Fatalf("writer: cancelled %v, lost %d, log %q; want the forged cancel logged and the sealed one obeyed", w.Cancelled(), w.Lost(), workerLog.String())
 	}
 }
 
