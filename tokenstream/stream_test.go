@@ -21,7 +21,7 @@ import (
 // outlive them.
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testWait bounds every wait: a failsafe against a hung test, not an
+// testWait bounds the reader's waits: a failsafe against a hung test, not an
 // assertion about speed.
 const testWait = 30 * time.Second
 
@@ -44,18 +44,6 @@ func startBus(t *testing.T, n int) []*pipeline.Bus {
 		t.Cleanup(buses[i].Close)
 	}
 	return buses
-}
-
-// receive returns the next value of ch, failing the test after testWait.
-func receive[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(testWait):
-		t.Fatalf("no %s", what)
-		panic("unreachable")
-	}
 }
 
 // TestWriterTellsTheReaderWhenItsLastMessageFails sends a done message the
@@ -85,7 +73,7 @@ func TestWriterTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
 	}
 	rd := Decoder{Key: key}
 	for _, want := range []string{TypeStart, TypeError} {
-		m, err := rd.Decode(receive(t, got, want))
+		m, err := rd.Decode(<-got)
 		if err != nil || m.Type != want {
 			t.Fatalf("message %+v (%v), want %s", m, err, want)
 		}
@@ -106,14 +94,14 @@ func TestReaderFollowsAWriterAndCancelsIt(t *testing.T) {
 	id, key := newID(), pipeline.NewSealKey()
 	cancelled := make(chan struct{}) // closed twice, a panic, if the forged cancel counted
 	var workerLog bytes.Buffer
-	writers := make(chan *Writer, 1)
+	var w *Writer
 	job := Job{StartTimeout: testWait, Delete: func() error { return errors.New("a worker has it") }, Enqueue: func(context.Context) error {
-		w, err := StartWriter(worker, id, key, func() { close(cancelled) }, slog.New(slog.NewTextHandler(&workerLog, nil)))
+		var err error
+		w, err = StartWriter(worker, id, key, func() { close(cancelled) }, slog.New(slog.NewTextHandler(&workerLog, nil)))
 		if err != nil {
 			return err
 		}
 		w.Token(1, 87, "x", nil)
-		writers <- w
 		return nil
 	}}
 	r, err := Begin(context.Background(), producer, id, Decoder{Key: key, N: 2}, job, quiet)
@@ -121,8 +109,7 @@ func TestReaderFollowsAWriterAndCancelsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	w := receive(t, writers, "writer")
-	defer w.Close()
+	defer w.Close() // Begin has enqueued: the writer is there
 	for _, want := range []Message{{Seq: 0, Type: TypeStart}, {Seq: 1, Type: TypeToken, Choice: 1, Text: "x"}} {
 		m, err := r.Next(context.Background(), testWait)
 		if err != nil || m.Seq != want.Seq || m.Type != want.Type || m.Choice != want.Choice || m.Text != want.Text {
@@ -138,7 +125,7 @@ func TestReaderFollowsAWriterAndCancelsIt(t *testing.T) {
 	if _, left, err := r.Follow(gone, testWait); !left || err != nil {
 		t.Fatalf("Follow after the client left: gone %v, err %v", left, err)
 	}
-	receive(t, cancelled, "cancel at the writer")
+	<-cancelled
 	// The writer handles its cancels in order: the forged one came first.
 	if !w.Cancelled() || w.Lost() != 0 || !strings.Contains(workerLog.String(), "forged cancel ignored") {
 		t.Fatalf("writer: cancelled %v, lost %d, log %q; want the forged cancel logged and the sealed one obeyed", w.Cancelled(), w.Lost(), workerLog.String())
@@ -170,7 +157,7 @@ func TestReaderDeletesAQueuedJobInsteadOfCancelling(t *testing.T) {
 	if err := bus.PublishCore(pipeline.GenCancelSubject(id), "marker"); err != nil {
 		t.Fatal(err)
 	}
-	if got := receive(t, cancels, "marker"); string(got) != `"marker"` || deleted != 1 {
+	if got := <-cancels; string(got) != `"marker"` || deleted != 1 {
 		t.Fatalf("first message on the cancel subject %s, deletes %d; want only the marker after one delete", got, deleted)
 	}
 }
