@@ -274,7 +274,7 @@ func ExecWebhook(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&a.URL, "url", "", "https:// URL to deliver to (must be in "+EnvWebhookURLs+")")
 	fs.StringVar(&a.EventID, "event-id", "evt_manual", "event id header")
 	fs.StringVar(&a.EventType, "event-type", "test", "event type header")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	b, err := os.ReadFile(*body)

@@ -504,7 +504,7 @@ type ChoiceLogprobs struct {
 
 // LogprobEntry is one generated token's log probabilities with texts for
 // its ids: what ChoiceLogprobs takes per token, and what an interactive
-// token stream carries for each token (jobs.GenMessage).
+// token stream carries for each token (tokenstream.Message).
 type LogprobEntry struct {
 	// Text is the token's text; "<|endoftext|>" for the end of text.
 	Text    string  `json:"text"`

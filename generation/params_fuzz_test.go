@@ -77,3 +77,16 @@ func FuzzCompletionsBodyJSON(f *testing.F) {
 		checkParams(t, p)
 	})
 }
+
+// top_p 0, which OpenAI's API takes, keeps the smallest set of tokens
+// whose mass reaches 0: the most likely one alone.
+func TestTopPZeroKeepsTheMostLikelyToken(t *testing.T) {
+	zero := float32(0)
+	p, err := CompletionsBody{TopP: &zero}.Params()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.TopK != 1 || p.TopP != 1 {
+		t.Fatalf("top_p 0: top_k %d, top_p %v; want top_k 1, top_p 1", p.TopK, p.TopP)
+	}
+}

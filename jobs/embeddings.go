@@ -8,6 +8,7 @@ import (
 
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // KindEmbeddings is the stable kind string of EmbeddingsArgs.
@@ -78,7 +79,7 @@ func (w EmbeddingsWorker) Work(ctx context.Context, job *pipeline.Job[Embeddings
 		return keepResult(job.ResultWriter, EmbeddingsResult{Body: &resp})
 	}
 	fault := embeddingsFault(err, ctx.Err())
-	if fault.Code == GenCodeFailed || fault.Code == GenCodeTimeout {
+	if fault.Code == tokenstream.CodeFailed || fault.Code == tokenstream.CodeTimeout {
 		w.Deps.logger().Error("embeddings: failed", "id", job.Args.ID, "err", err)
 	}
 	if werr := keepResult(job.ResultWriter, EmbeddingsResult{Error: fault}); werr != nil {
@@ -91,7 +92,7 @@ func (w EmbeddingsWorker) Work(ctx context.Context, job *pipeline.Job[Embeddings
 func runEmbeddings(ctx context.Context, d *Deps, a EmbeddingsArgs) (generation.EmbeddingsResponse, error) {
 	lm, err := d.Models.Get(a.Body.Model)
 	if err != nil {
-		return generation.EmbeddingsResponse{}, &interactiveError{GenCodeModel, err}
+		return generation.EmbeddingsResponse{}, &interactiveError{tokenstream.CodeModel, err}
 	}
 	tok, err := d.Models.Tokenizer()
 	if err != nil {
@@ -121,10 +122,11 @@ func execEmbeddings(ctx context.Context, d *Deps, args []string, stdout io.Write
 	a := EmbeddingsArgs{ID: NewEmbeddingsID()}
 	fs.StringVar(&a.Body.Model, "model", "builtin:tiny", "model: registered name, directory or builtin:tiny|builtin:small")
 	fs.StringVar(&a.Body.EncodingFormat, "encoding-format", generation.EncodingFloat, "float or base64")
-	if err := fs.Parse(args); err != nil {
+	texts, err := pipeline.ParseArgs(fs, args, "TEXT...")
+	if err != nil {
 		return err
 	}
-	a.Body.Input.Texts = fs.Args()
+	a.Body.Input.Texts = texts
 	if err := a.Validate(); err != nil {
 		return err
 	}

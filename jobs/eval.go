@@ -120,7 +120,7 @@ func execEval(ctx context.Context, d *Deps, args []string, stdout io.Writer) err
 	fs.StringVar(&a.Model, "model", "builtin:tiny", "model directory or builtin:NAME")
 	fs.StringVar(&a.Input, "in", "", "UTF-8 text file to score, in the data root ($TANDEM_DATA_ROOT)")
 	fs.IntVar(&a.Stride, "stride", 0, "sliding-window stride in tokens (0 = half the context)")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := a.Validate(); err != nil {

@@ -462,7 +462,7 @@ func execFinetune(ctx context.Context, d *Deps, args []string, stdout io.Writer)
 	fs := flag.NewFlagSet("worker exec finetune", flag.ContinueOnError)
 	var a FinetuneArgs
 	initConfig := BindFinetuneFlags(fs, &a)
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := a.ApplyInitConfig(*initConfig); err != nil {

@@ -212,7 +212,7 @@ func execFinetuneFeedback(ctx context.Context, d *Deps, args []string, stdout io
 	fs.IntVar(&a.SeqLen, "seq", 0, "tokens per row (default 128)")
 	fs.Float64Var(&a.LR, "lr", 0, "learning rate (default 2e-5)")
 	fs.Int64Var(&a.Seed, "seed", 0, "seed")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := a.Validate(); err != nil {

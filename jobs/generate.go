@@ -124,7 +124,7 @@ func execGenerate(ctx context.Context, d *Deps, args []string, stdout io.Writer)
 	fs.StringVar(&a.Input, "in", "", "request JSONL (OpenAI Batch format, /v1/completions bodies), in the data root ($TANDEM_DATA_ROOT)")
 	fs.StringVar(&a.Output, "out", "", "response JSONL to write, in the data root")
 	fs.IntVar(&a.BatchSize, "batch", 8, "rows decoded together")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := a.Validate(); err != nil {

@@ -11,17 +11,15 @@ import (
 	"io"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // KindInteractive is the stable kind string of InteractiveArgs.
@@ -56,10 +54,10 @@ const (
 const SourceInteractive = "interactive"
 
 // InteractiveArgs asks a worker to generate one completion (of Body.N
-// choices) for a person who waits for it, streaming each token over core
-// NATS on pipeline.GenTokensSubject(ID) (see GenMessage), stopping when a
-// message sealed with StreamKey arrives on pipeline.GenCancelSubject(ID),
-// and recording each choice in the loop store under ChoiceID(ID, choice).
+// choices) for a person who waits for it, streaming each token on its
+// token stream (package tokenstream), stopping when the producer's cancel
+// arrives there, and recording each choice in the loop store under
+// ChoiceID(ID, choice).
 type InteractiveArgs struct {
 	// ID is the completion id the client sees; the subject token of the
 	// stream and the id of the loop record.
@@ -99,8 +97,8 @@ type InteractiveArgs struct {
 	// (generation.TrimChat); Body.Prompt stays empty, and the format's turn
 	// boundary is one more stop sequence.
 	Messages []generation.ChatMessage `json:"messages,omitempty"`
-	// StreamKey seals the token stream (pipeline.PublishCoreSealed): the
-	// producer draws it for this completion and hands it over in the task,
+	// StreamKey seals the token stream and its cancel: the producer
+	// draws it for this completion and hands it over in the task,
 	// which travels through Redis, not the bus; the worker seals every
 	// message with it and the producer refuses any message that does not
 	// verify, so nobody else on the bus can write into the reply. Hex,
@@ -296,132 +294,6 @@ func NewCompletionID() string {
 	return "cmpl-" + hex.EncodeToString(b[:])
 }
 
-// Types of GenMessage.
-const (
-	GenStart = "start" // seq 0: the worker has the job and listens for a cancel
-	GenToken = "token" // one generated token and the text it made final
-	GenDone  = "done"  // the last message of a finished generation
-	GenError = "error" // the last message of a failed generation
-)
-
-// GenMessage is one message of an interactive generation's token stream
-// (docs/EVENTS.md). Seq counts from 0 without gaps, so a reader can tell a
-// lost message from a late one.
-type GenMessage struct {
-	Seq  int    `json:"seq"`
-	Type string `json:"type"`
-	// Choice is, for a token, the choice it belongs to (0 to n-1); the
-	// tokens of one choice come in order, those of different choices
-	// interleave.
-	Choice int `json:"choice,omitempty"`
-	// Text is, for a token, the part of its choice's text this token made
-	// final (maybe empty: text that could still become a stop sequence, or
-	// part of a UTF-8 character, waits). A choice's token texts
-	// concatenate to its whole text, which readers assemble from them.
-	// When n = 1, done repeats it if the message stays within
-	// pipeline.MaxEventBytes.
-	Text  string `json:"text,omitempty"`
-	Token *int32 `json:"token,omitempty"`
-	// Logprobs is, for a token of a generation that asked for logprobs,
-	// the token's log probability and its alternatives.
-	Logprobs     *generation.LogprobEntry `json:"logprobs,omitempty"`
-	FinishReason string                   `json:"finish_reason,omitempty"` // done: choice 0's stop, length or cancelled
-	// Choices is, for done, how each choice ended, in choice order.
-	Choices []GenChoice       `json:"choices,omitempty"`
-	Model   string            `json:"model,omitempty"`  // done
-	Usage   *generation.Usage `json:"usage,omitempty"`  // done: completion tokens of every choice
-	Timing  *GenTiming        `json:"timing,omitempty"` // done
-	Error   *GenFault         `json:"error,omitempty"`  // error
-}
-
-// GenChoice is how one choice of a generation ended.
-type GenChoice struct {
-	Index            int    `json:"index"`
-	FinishReason     string `json:"finish_reason"` // stop, length or cancelled
-	CompletionTokens int    `json:"completion_tokens"`
-}
-
-// GenTiming reports where a generation's time went on the worker.
-type GenTiming struct {
-	// ModelFirstTokenMS is the model's own time to the first token:
-	// composing and tokenising the prompt, prefill and the first sample;
-	// queueing, waiting for the model's lock and transport are excluded.
-	ModelFirstTokenMS float64 `json:"model_first_token_ms"`
-	// TotalMS is the handler's time from start to the done message.
-	TotalMS float64 `json:"total_ms"`
-}
-
-// GenFault is the error of a failed generation.
-type GenFault struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	// Param is the request field at fault, when the request caused the
-	// failure and one field did ("prompt[1]"; messages, for a chat too
-	// long).
-	Param string `json:"param,omitempty"`
-}
-
-// Error codes of GenFault.
-const (
-	GenCodeModel   = "model_not_found"
-	GenCodeContext = "context_length_exceeded"
-	GenCodeTimeout = "timeout"
-	GenCodeFailed  = "generation_failed"
-	// GenCodeInvalid is a request only the worker can refuse (a token id
-	// outside the model's own vocabulary).
-	GenCodeInvalid = "invalid_request"
-)
-
-// GenReader checks a token stream as it is read: every message sealed with
-// the generation's stream key, sequence numbers in order with no gap, known
-// types, bounded messages, choices in range, and the fields a done (usage)
-// or error (the error) message must carry.
-type GenReader struct {
-	// Key is the generation's InteractiveArgs.StreamKey.
-	Key string
-	// N is the generation's number of choices; 0 means 1.
-	N    int
-	next int
-}
-
-// Decode checks the seal of one message, parses it and checks that it is
-// the next one. A message that fails the seal is an error wrapping
-// pipeline.ErrForged: someone else on the bus wrote it, and the stream
-// cannot be trusted after it.
-func (r *GenReader) Decode(msg *nats.Msg) (GenMessage, error) {
-	var m GenMessage
-	if err := pipeline.CheckSeal(r.Key, msg); err != nil {
-		return m, fmt.Errorf("token stream: message %d: %w", r.next, err)
-	}
-	data := msg.Data
-	if len(data) > pipeline.MaxEventBytes {
-		return m, fmt.Errorf("token stream: message of %d bytes, limit %d", len(data), pipeline.MaxEventBytes)
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		return m, fmt.Errorf("token stream: %w", err)
-	}
-	switch {
-	case m.Type != GenStart && m.Type != GenToken && m.Type != GenDone && m.Type != GenError:
-		return m, fmt.Errorf("token stream: unknown message type %q", m.Type)
-	case m.Type == GenDone && m.Usage == nil:
-		return m, fmt.Errorf("token stream: done message %d without usage", m.Seq)
-	case m.Type == GenError && m.Error == nil:
-		return m, fmt.Errorf("token stream: error message %d without its error", m.Seq)
-	case m.Choice < 0 || m.Choice >= max(r.N, 1):
-		return m, fmt.Errorf("token stream: message %d names choice %d of %d", m.Seq, m.Choice, max(r.N, 1))
-	}
-	for i, c := range m.Choices {
-		if c.Index != i || i >= max(r.N, 1) {
-			return m, fmt.Errorf("token stream: done message %d: entry %d of choices is choice %d of %d", m.Seq, i, c.Index, max(r.N, 1))
-		}
-	}
-	if m.Seq != r.next {
-		return m, fmt.Errorf("token stream: message %d arrived where %d was due (lost or duplicated messages)", m.Seq, r.next)
-	}
-	r.next++
-	return m, nil
-}
-
 // InteractiveWorker runs interactive generations.
 type InteractiveWorker struct{ Deps *Deps }
 
@@ -435,33 +307,15 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	}
 	a := job.Args
 	start := time.Now()
-	st := &tokenStream{bus: bus, subject: pipeline.GenTokensSubject(a.ID), key: a.StreamKey}
 	genCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var cancelled atomic.Bool
-	// Subscribe before announcing the start: the producer sends a cancel
-	// only after it saw the start (or deleted the task while still queued),
-	// and NATS keeps one connection's SUB and PUB in order.
-	//
-	// The cancel is sealed like the stream: anyone else on the bus (a
-	// JetStream consumer can deliver to any subject) cannot stop it.
-	stop, err := bus.SubscribeCoreSealed(pipeline.GenCancelSubject(a.ID), a.StreamKey, func(_ string, _ []byte, err error) {
-		if err != nil {
-			w.Deps.Logger.Warn("interactive: forged cancel ignored", "id", a.ID, "err", err)
-			return
-		}
-		cancelled.Store(true)
-		cancel()
-	})
+	st, err := tokenstream.StartWriter(bus, a.ID, a.StreamKey, cancel, w.Deps.Logger)
 	if err != nil {
 		return err
 	}
-	defer stop()
-	if err := st.end(GenMessage{Type: GenStart}); err != nil {
-		return err
-	}
-	res, err := runInteractive(genCtx, w.Deps, a, st.token)
-	if err != nil && !cancelled.Load() {
+	defer st.Close()
+	res, err := runInteractive(genCtx, w.Deps, a, st.Token)
+	if err != nil && !st.Cancelled() {
 		fault := faultOf(err, ctx.Err())
 		if fault.Message != err.Error() {
 			w.Deps.Logger.Error("interactive: generation failed", "id", a.ID, "err", err)
@@ -470,7 +324,7 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 		if errors.As(err, &ie) && fault.Code == ie.code {
 			err = pipeline.Permanent(err)
 		}
-		_ = st.send(GenMessage{Type: GenError, Error: fault})
+		_ = st.Send(tokenstream.Message{Type: tokenstream.TypeError, Error: fault})
 		return err
 	}
 	if err != nil {
@@ -484,11 +338,11 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 	defer wcancel()
 	w.remember(wctx, a, res)
 	first := res.Choices[0]
-	done := GenMessage{Type: GenDone, FinishReason: first.FinishReason, Model: a.Body.Model,
+	done := tokenstream.Message{Type: tokenstream.TypeDone, FinishReason: first.FinishReason, Model: a.Body.Model,
 		Usage:  &generation.Usage{PromptTokens: res.PromptTokens, CompletionTokens: res.CompletionTokens, TotalTokens: res.PromptTokens + res.CompletionTokens},
-		Timing: &GenTiming{ModelFirstTokenMS: ms(res.FirstToken), TotalMS: ms(time.Since(start))}}
+		Timing: &tokenstream.Timing{ModelFirstTokenMS: ms(res.FirstToken), TotalMS: ms(time.Since(start))}}
 	for i, c := range res.Choices {
-		done.Choices = append(done.Choices, GenChoice{Index: i, FinishReason: c.FinishReason, CompletionTokens: c.CompletionTokens})
+		done.Choices = append(done.Choices, tokenstream.Choice{Index: i, FinishReason: c.FinishReason, CompletionTokens: c.CompletionTokens})
 	}
 	// Readers join the token texts; done repeats the text of a single
 	// choice only when the message stays within MaxEventBytes (a long
@@ -500,11 +354,11 @@ func (w InteractiveWorker) Work(ctx context.Context, job *pipeline.Job[Interacti
 			done.Text = ""
 		}
 	}
-	if err := st.end(done); err != nil {
+	if err := st.End(done); err != nil {
 		return err
 	}
-	if st.lost > 0 {
-		w.Deps.Logger.Warn("interactive: token messages not published", "id", a.ID, "lost", st.lost)
+	if st.Lost() > 0 {
+		w.Deps.Logger.Warn("interactive: token messages not published", "id", a.ID, "lost", st.Lost())
 	}
 	return keepResult(job.ResultWriter, map[string]any{"id": a.ID, "finish_reason": first.FinishReason, "choices": len(res.Choices), "completion_tokens": res.CompletionTokens})
 }
@@ -564,11 +418,11 @@ const msgWorkerFailed = "the worker could not complete the generation; try again
 // (ctxErr is the job context's error): the reason itself when the request
 // caused it (a model that is not there, a prompt too long, bad sampling
 // settings), and otherwise msgWorkerFailed.
-func faultOf(err, ctxErr error) *GenFault {
+func faultOf(err, ctxErr error) *tokenstream.Fault {
 	var ie *interactiveError
 	switch {
-	case errors.As(err, &ie) && ie.code != GenCodeModel:
-		f := &GenFault{Code: ie.code, Message: err.Error()}
+	case errors.As(err, &ie) && ie.code != tokenstream.CodeModel:
+		f := &tokenstream.Fault{Code: ie.code, Message: err.Error()}
 		var fe *generation.ChatFieldError
 		var re *generation.RequestError
 		switch {
@@ -579,11 +433,11 @@ func faultOf(err, ctxErr error) *GenFault {
 		}
 		return f
 	case errors.As(err, &ie) && generation.IsModelNotFound(err):
-		return &GenFault{Code: GenCodeModel, Message: err.Error()}
+		return &tokenstream.Fault{Code: tokenstream.CodeModel, Message: err.Error()}
 	case errors.Is(ctxErr, context.DeadlineExceeded):
-		return &GenFault{Code: GenCodeTimeout, Message: msgWorkerFailed}
+		return &tokenstream.Fault{Code: tokenstream.CodeTimeout, Message: msgWorkerFailed}
 	}
-	return &GenFault{Code: GenCodeFailed, Message: msgWorkerFailed}
+	return &tokenstream.Fault{Code: tokenstream.CodeFailed, Message: msgWorkerFailed}
 }
 
 // interactiveError is a failure the input caused; it is not retried.
@@ -602,7 +456,7 @@ type interactiveResult struct {
 	Choices          []choiceResult
 	PromptTokens     int
 	CompletionTokens int           // of every choice
-	FirstToken       time.Duration // see GenTiming.ModelFirstTokenMS
+	FirstToken       time.Duration // see tokenstream.Timing.ModelFirstTokenMS
 	DroppedTurns     int           // history turns (chat messages) left out to fit the context
 	composeTime      time.Duration
 }
@@ -635,7 +489,7 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tok
 	n := a.perPrompt()
 	lm, err := d.Models.Get(a.Body.Model)
 	if err != nil {
-		return res, &interactiveError{GenCodeModel, err}
+		return res, &interactiveError{tokenstream.CodeModel, err}
 	}
 	tok, err := d.Models.Tokenizer()
 	if err != nil {
@@ -643,7 +497,7 @@ func runInteractive(ctx context.Context, d *Deps, a InteractiveArgs, onToken tok
 	}
 	params, err := a.Body.Params()
 	if err != nil {
-		return res, &interactiveError{GenCodeFailed, err}
+		return res, &interactiveError{tokenstream.CodeFailed, err}
 	}
 	t0 := time.Now()
 	prompts, err := composePrompts(tok, lm.Model.Config, a, lm.Chat, params.MaxTokens, &res)
@@ -745,7 +599,7 @@ func composePrompts(tok *model.Tokenizer, cfg model.Config, a InteractiveArgs, c
 	for i, ids := range in.Tokens {
 		for j, t := range ids {
 			if int(t) >= cfg.VocabSize {
-				return nil, &interactiveError{GenCodeInvalid, promptError(in.TokenParam("prompt", i, j), "token id %d outside the vocabulary of model %s [0, %d)", t, a.Body.Model, cfg.VocabSize)}
+				return nil, &interactiveError{tokenstream.CodeInvalid, promptError(in.TokenParam("prompt", i, j), "token id %d outside the vocabulary of model %s [0, %d)", t, a.Body.Model, cfg.VocabSize)}
 			}
 		}
 		out = append(out, ids)
@@ -765,7 +619,7 @@ func fitsContext(field string, n, nPositions int) error {
 	if n <= nPositions-1 {
 		return nil
 	}
-	return &interactiveError{GenCodeContext, &generation.RequestError{Code: GenCodeContext, Param: field,
+	return &interactiveError{tokenstream.CodeContext, &generation.RequestError{Code: tokenstream.CodeContext, Param: field,
 		Message: fmt.Sprintf("%d tokens; the model's context holds %d (at most %d leave room for a completion)", n, nPositions, nPositions-1)}}
 }
 
@@ -784,7 +638,7 @@ func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, chat
 		res.Prompts, res.DroppedTurns = []string{render(kept)}, dropped
 		ids := tok.Encode(res.Prompts[0])
 		if len(ids) > nPositions-1 {
-			return nil, &interactiveError{GenCodeContext, &generation.ChatFieldError{Param: "messages", Msg: fmt.Sprintf(
+			return nil, &interactiveError{tokenstream.CodeContext, &generation.ChatFieldError{Param: "messages", Msg: fmt.Sprintf(
 				"%d tokens with only the system messages and the last user message kept; the model's context holds %d (at most %d leave room for a reply)", len(ids), nPositions, nPositions-1)}}
 		}
 		return ids, nil
@@ -804,47 +658,11 @@ func composePrompt(tok *model.Tokenizer, nPositions int, a InteractiveArgs, chat
 		if len(ids) <= budget || drop == len(a.History) {
 			res.DroppedTurns = drop
 			if len(ids) > nPositions-1 {
-				return nil, &interactiveError{GenCodeContext, &generation.RequestError{Code: GenCodeContext, Param: "prompt",
+				return nil, &interactiveError{tokenstream.CodeContext, &generation.RequestError{Code: tokenstream.CodeContext, Param: "prompt",
 					Message: fmt.Sprintf("%d tokens with the session's instructions and no history; the model's context holds %d", len(ids), nPositions)}}
 			}
 			return ids, nil
 		}
-	}
-}
-
-// tokenStream publishes one generation's messages with their sequence
-// numbers. A failed token publish is counted, not fatal: the reader sees
-// the gap in the sequence.
-type tokenStream struct {
-	bus     *pipeline.Bus
-	subject string
-	key     string // InteractiveArgs.StreamKey
-	seq     int
-	lost    int
-}
-
-func (s *tokenStream) send(m GenMessage) error {
-	m.Seq = s.seq
-	s.seq++
-	return s.bus.PublishCoreSealed(s.subject, s.key, m)
-}
-
-// end sends a message after which the stream may end (start, when the
-// handler cannot go on without it, and done). If it cannot be sent, a small
-// error message takes its sequence number (nothing was sent under it), so
-// the reader is told at once instead of waiting out its timeout.
-func (s *tokenStream) end(m GenMessage) error {
-	err := s.send(m)
-	if err != nil {
-		s.seq--
-		_ = s.send(GenMessage{Type: GenError, Error: &GenFault{Code: GenCodeFailed, Message: fmt.Sprintf("the worker could not send its %s message", m.Type)}})
-	}
-	return err
-}
-
-func (s *tokenStream) token(choice int, t int32, text string, lp *generation.LogprobEntry) {
-	if s.send(GenMessage{Type: GenToken, Choice: choice, Token: &t, Text: text, Logprobs: lp}) != nil {
-		s.lost++
 	}
 }
 
@@ -857,7 +675,7 @@ func execInteractive(ctx context.Context, d *Deps, args []string, stdout io.Writ
 	temperature := fs.Float64("temperature", 1, "sampling temperature; 0 is greedy")
 	fs.StringVar(&a.Body.Model, "model", "builtin:tiny", "model: registered name, directory or builtin:tiny|builtin:small")
 	fs.StringVar(&a.Body.Prompt, "prompt", "", "the prompt (required)")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	t := float32(*temperature)

@@ -9,13 +9,12 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 func TestInteractiveArgsValidateNamesTheField(t *testing.T) {
@@ -164,136 +163,8 @@ func TestComposePromptTrimsAChat(t *testing.T) {
 	}
 	a.Messages = append(msgs, generation.ChatMessage{Role: generation.RoleUser, Content: generation.ChatContent(strings.Repeat("word ", 200))})
 	_, err = composePrompt(tok, 128, a, generation.DefaultChatFormat, 32, &res)
-	if f := faultOf(err, nil); f.Code != GenCodeContext || f.Param != "messages" || !strings.Contains(f.Message, "context holds 128") {
+	if f := faultOf(err, nil); f.Code != tokenstream.CodeContext || f.Param != "messages" || !strings.Contains(f.Message, "context holds 128") {
 		t.Fatalf("a last message too long: %v, fault %+v", err, f)
-	}
-}
-
-// sealedMsg is a token-stream message of generation id sealed with key.
-func sealedMsg(t *testing.T, key, id, raw string) *nats.Msg {
-	t.Helper()
-	m := &nats.Msg{Subject: pipeline.GenTokensSubject(id), Data: []byte(raw)}
-	if err := pipeline.Seal(key, m); err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-func TestGenReaderRefusesGapsAndUnknownTypes(t *testing.T) {
-	key, id := pipeline.NewSealKey(), NewCompletionID()
-	rd := GenReader{Key: key}
-	if _, err := rd.Decode(sealedMsg(t, key, id, `{"seq":0,"type":"start"}`)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rd.Decode(sealedMsg(t, key, id, `{"seq":2,"type":"token","text":"x"}`)); err == nil || !strings.Contains(err.Error(), "lost") {
-		t.Fatalf("gap: %v", err)
-	}
-	for _, raw := range []string{
-		`{"seq":0,"type":"bogus"}`,
-		`{"seq":0,"type":"done","finish_reason":"stop"}`, // no usage
-		`{"seq":0,"type":"error"}`,                       // no error
-	} {
-		rd2 := GenReader{Key: key}
-		if _, err := rd2.Decode(sealedMsg(t, key, id, raw)); err == nil {
-			t.Errorf("%s accepted", raw)
-		}
-	}
-}
-
-// A token of a choice the generation does not have, or a done message
-// whose choices are not 0..n-1 in order, is refused: the producer indexes
-// its replies by them.
-func TestGenReaderRefusesChoicesOutOfRange(t *testing.T) {
-	key, id := pipeline.NewSealKey(), NewCompletionID()
-	for raw, n := range map[string]int{
-		`{"seq":0,"type":"token","choice":3,"text":"x","token":87}`:              3,
-		`{"seq":0,"type":"token","choice":1,"text":"x","token":87}`:              0,
-		`{"seq":0,"type":"token","choice":-1,"text":"x","token":87}`:             2,
-		`{"seq":0,"type":"done","usage":{},"choices":[{"index":0},{"index":2}]}`: 3,
-		`{"seq":0,"type":"done","usage":{},"choices":[{"index":0},{"index":1}]}`: 1,
-	} {
-		rd := GenReader{Key: key, N: n}
-		if _, err := rd.Decode(sealedMsg(t, key, id, raw)); err == nil || !strings.Contains(err.Error(), "choice") {
-			t.Errorf("n=%d: %s: %v, want an error naming the choice", n, raw, err)
-		}
-	}
-	rd := GenReader{Key: key, N: 2}
-	for _, raw := range []string{
-		`{"seq":0,"type":"token","choice":1,"text":"x","token":87}`,
-		`{"seq":1,"type":"done","usage":{},"choices":[{"index":0},{"index":1}]}`,
-	} {
-		if _, err := rd.Decode(sealedMsg(t, key, id, raw)); err != nil {
-			t.Fatalf("n=2: %s: %v", raw, err)
-		}
-	}
-}
-
-// A message not sealed with the generation's key (none, another key, or
-// this key on another generation's subject) is refused as forged.
-func TestGenReaderRefusesForgedMessages(t *testing.T) {
-	key, id := pipeline.NewSealKey(), NewCompletionID()
-	const start = `{"seq":0,"type":"start"}`
-	unsealed := &nats.Msg{Subject: pipeline.GenTokensSubject(id), Data: []byte(start)}
-	otherKey := sealedMsg(t, pipeline.NewSealKey(), id, start)
-	otherGen := sealedMsg(t, key, NewCompletionID(), start)
-	otherGen.Subject = pipeline.GenTokensSubject(id) // replayed onto this stream
-	tampered := sealedMsg(t, key, id, start)
-	tampered.Data = []byte(`{"seq":0,"type":"done"}`)
-	for name, m := range map[string]*nats.Msg{"unsealed": unsealed, "another key": otherKey, "another generation": otherGen, "tampered body": tampered} {
-		rd := GenReader{Key: key}
-		if _, err := rd.Decode(m); !errors.Is(err, pipeline.ErrForged) {
-			t.Errorf("%s: %v; want pipeline.ErrForged", name, err)
-		}
-	}
-	rd := GenReader{Key: key}
-	if _, err := rd.Decode(sealedMsg(t, key, id, start)); err != nil {
-		t.Fatalf("the genuine start after refusals: %v", err)
-	}
-}
-
-// TestTokenStreamTellsTheReaderWhenItsLastMessageFails sends a done
-// message the bus refuses (larger than MaxEventBytes) through a real
-// nats-server: the reader gets an error message in its place, in sequence,
-// instead of nothing.
-func TestTokenStreamTellsTheReaderWhenItsLastMessageFails(t *testing.T) {
-	ns, err := pipeline.StartEmbeddedNATS(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	bus, err := pipeline.ConnectBus(context.Background(), ns.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	subject := pipeline.GenTokensSubject(NewCompletionID())
-	got := make(chan *nats.Msg, 4)
-	sub, err := bus.NC.ChanSubscribe(subject, got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := bus.NC.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	key := pipeline.NewSealKey()
-	st := &tokenStream{bus: bus, subject: subject, key: key}
-	if err := st.end(GenMessage{Type: GenStart}); err != nil {
-		t.Fatal(err)
-	}
-	big := GenMessage{Type: GenDone, Text: strings.Repeat("x", pipeline.MaxEventBytes), Usage: &generation.Usage{}}
-	if err := st.end(big); err == nil {
-		t.Fatal("a done message over MaxEventBytes was sent")
-	}
-	rd := GenReader{Key: key}
-	for _, want := range []string{GenStart, GenError} {
-		m, err := rd.Decode(<-got)
-		if err != nil || m.Type != want {
-			t.Fatalf("message %+v (%v), want %s", m, err, want)
-		}
-		if want == GenError && (m.Error.Code != GenCodeFailed || !strings.Contains(m.Error.Message, "done")) {
-			t.Fatalf("error %+v, want %s naming the done message", m.Error, GenCodeFailed)
-		}
 	}
 }
 
@@ -322,9 +193,9 @@ func TestComposePromptsNamesThePromptAtFault(t *testing.T) {
 		prompts     Prompts
 		code, param string
 	}{
-		{Prompts{Tokens: [][]int32{{1}, {2, 16}}}, GenCodeInvalid, "prompt[1][1]"},
-		{Prompts{Tokens: [][]int32{{1, 2, 3, 4, 5, 6, 7, 8}}, One: true}, GenCodeContext, "prompt"},
-		{Prompts{Texts: []string{"fits", strings.Repeat("word ", 20)}}, GenCodeContext, "prompt[1]"},
+		{Prompts{Tokens: [][]int32{{1}, {2, 16}}}, tokenstream.CodeInvalid, "prompt[1][1]"},
+		{Prompts{Tokens: [][]int32{{1, 2, 3, 4, 5, 6, 7, 8}}, One: true}, tokenstream.CodeContext, "prompt"},
+		{Prompts{Texts: []string{"fits", strings.Repeat("word ", 20)}}, tokenstream.CodeContext, "prompt[1]"},
 	} {
 		a.Prompts = c.prompts
 		_, err := composePrompts(tok, cfg, a, generation.DefaultChatFormat, 4, &res)
@@ -358,13 +229,13 @@ func TestFaultNamesOnlyWhatTheClientCaused(t *testing.T) {
 		ctxErr     error
 		code, text string
 	}{
-		{&interactiveError{GenCodeModel, fmt.Errorf("model %q: %w", "nope", generation.ErrModelNotFound)}, nil, GenCodeModel, `model "nope": not found`},
-		{&interactiveError{GenCodeModel, fmt.Errorf("model %q: %w", "m", registry.ErrNoPromoted)}, nil, GenCodeModel, "no promoted version"},
-		{&interactiveError{GenCodeModel, fmt.Errorf("model: %w %q", generation.ErrUnknownBuiltin, "builtin:huge")}, nil, GenCodeModel, "builtin:huge"},
-		{&interactiveError{GenCodeContext, errors.New("prompt: 900 tokens")}, nil, GenCodeContext, "prompt: 900 tokens"},
-		{&interactiveError{GenCodeModel, errors.New(`model "m": registry: dial tcp 10.0.0.5:6379: connection refused`)}, nil, GenCodeFailed, msgWorkerFailed},
-		{errors.New("open /srv/tandem/.tandem/registry/m/v1/model.safetensors: input/output error"), nil, GenCodeFailed, msgWorkerFailed},
-		{context.DeadlineExceeded, context.DeadlineExceeded, GenCodeTimeout, msgWorkerFailed},
+		{&interactiveError{tokenstream.CodeModel, fmt.Errorf("model %q: %w", "nope", generation.ErrModelNotFound)}, nil, tokenstream.CodeModel, `model "nope": not found`},
+		{&interactiveError{tokenstream.CodeModel, fmt.Errorf("model %q: %w", "m", registry.ErrNoPromoted)}, nil, tokenstream.CodeModel, "no promoted version"},
+		{&interactiveError{tokenstream.CodeModel, fmt.Errorf("model: %w %q", generation.ErrUnknownBuiltin, "builtin:huge")}, nil, tokenstream.CodeModel, "builtin:huge"},
+		{&interactiveError{tokenstream.CodeContext, errors.New("prompt: 900 tokens")}, nil, tokenstream.CodeContext, "prompt: 900 tokens"},
+		{&interactiveError{tokenstream.CodeModel, errors.New(`model "m": registry: dial tcp 10.0.0.5:6379: connection refused`)}, nil, tokenstream.CodeFailed, msgWorkerFailed},
+		{errors.New("open /srv/tandem/.tandem/registry/m/v1/model.safetensors: input/output error"), nil, tokenstream.CodeFailed, msgWorkerFailed},
+		{context.DeadlineExceeded, context.DeadlineExceeded, tokenstream.CodeTimeout, msgWorkerFailed},
 	} {
 		f := faultOf(c.err, c.ctxErr)
 		if f.Code != c.code || !strings.Contains(f.Message, c.text) {

@@ -3,6 +3,8 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -130,6 +132,24 @@ const (
 	KindWebhook       = "webhook"
 )
 
+// batchQueueOnly is why the batch kinds have no `worker exec` of their own.
+const batchQueueOnly = "as part of a batch; submit one with `producer batch create FILE --model M`, " +
+	"or run a file in-process with `worker exec generate`"
+
+// execQueueOnly is the `worker exec` entry of a kind that runs only from
+// the queue, for the reason why: its help says so, and so does its error.
+func execQueueOnly(kind, why string) execFunc {
+	return func(_ context.Context, _ *Deps, args []string, _ io.Writer) error {
+		reason := kind + " runs from the queue " + why
+		fs := flag.NewFlagSet("worker exec "+kind, flag.ContinueOnError)
+		fs.Usage = func() { fmt.Fprintln(fs.Output(), reason) }
+		if _, err := pipeline.ParseArgs(fs, args); err != nil {
+			return err
+		}
+		return errors.New(reason)
+	}
+}
+
 // kind ties a job kind's registration, producer-side validation and
 // `worker exec` entry point together, so a new kind is added in one place.
 // register and exec are nil for a kind another package registers.
@@ -178,12 +198,12 @@ var kinds = map[string]kind{
 		paths:   pathsOf[EvalArgs],
 	},
 	KindBatchChunk: {
-		exec:     execQueueOnly(KindBatchChunk),
+		exec:     execQueueOnly(KindBatchChunk, batchQueueOnly),
 		summary:  "generate one chunk of a batch (enqueued by `producer batch create`)",
 		internal: "POST /v1/batches and `producer batch create` enqueue it",
 	},
 	KindBatchFinalize: {
-		exec:     execQueueOnly(KindBatchFinalize),
+		exec:     execQueueOnly(KindBatchFinalize, batchQueueOnly),
 		summary:  "merge a batch's chunk outputs into output.jsonl and errors.jsonl",
 		internal: "a batch's last chunk, its cancel and its expiry enqueue it",
 	},
@@ -245,7 +265,7 @@ var kinds = map[string]kind{
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[RecsFanoutArgs](r, withPathCheck[RecsFanoutArgs](d, RecsFanoutWorker{Deps: d}), pipeline.KindOptions{})
 		},
-		exec:     execRecsQueueOnly(KindRecsFanout),
+		exec:     execQueueOnly(KindRecsFanout, recsQueueOnly),
 		summary:  "start a sharded rebuild: snapshot the interactions, enqueue one shard task per row range (the nightly cron)",
 		paths:    pathsOf[RecsFanoutArgs],
 		internal: "the scheduler's nightly rebuild enqueues it",
@@ -254,7 +274,7 @@ var kinds = map[string]kind{
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[RecsShardArgs](r, RecsShardWorker{Deps: d}, pipeline.KindOptions{})
 		},
-		exec:     execRecsQueueOnly(KindRecsShard),
+		exec:     execQueueOnly(KindRecsShard, recsQueueOnly),
 		summary:  "compute one row range of a sharded rebuild; the last shard enqueues the merge",
 		internal: "a rebuild fan-out enqueues it",
 	},
@@ -262,7 +282,7 @@ var kinds = map[string]kind{
 		register: func(r *pipeline.Registry, d *Deps) {
 			pipeline.Register[RecsMergeArgs](r, RecsMergeWorker{Deps: d}, pipeline.KindOptions{})
 		},
-		exec:     execRecsQueueOnly(KindRecsMerge),
+		exec:     execQueueOnly(KindRecsMerge, recsQueueOnly),
 		summary:  "merge a sharded rebuild and swap the served lists atomically",
 		internal: "a rebuild's last shard enqueues it",
 	},
@@ -270,7 +290,7 @@ var kinds = map[string]kind{
 		// Runs in the scheduler, beside the live model it needs; workers
 		// never take its queue.
 		register: func(*pipeline.Registry, *Deps) {},
-		exec:     execRecsQueueOnly(KindRecsUserUpdate),
+		exec:     execQueueOnly(KindRecsUserUpdate, recsQueueOnly),
 		summary:  "refresh one user's served list from the scheduler's live model (coalesced per user and window)",
 		internal: "the scheduler's feedback consumer enqueues it",
 	},
@@ -395,13 +415,6 @@ func Exec(ctx context.Context, d *Deps, name string, args []string, stdout io.Wr
 		return fmt.Errorf("%s is run by package batch (`worker exec %s` routes it there)", name, name)
 	}
 	return k.exec(ctx, d, args, stdout)
-}
-
-func execQueueOnly(kind string) execFunc {
-	return func(context.Context, *Deps, []string, io.Writer) error {
-		return fmt.Errorf("%s runs from the queue as part of a batch; submit one with `producer batch create FILE --model M`, "+
-			"or run a file in-process with `worker exec generate`", kind)
-	}
 }
 
 // keepResult stores v as the task's JSON result, where `producer status`

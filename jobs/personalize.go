@@ -795,7 +795,7 @@ func (p *personalizer) generate(ctx context.Context, lm *generation.LoadedModel,
 func execPersonalize(ctx context.Context, d *Deps, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker exec personalize", flag.ContinueOnError)
 	a := BindPersonalizeFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if a.Run == "" {

@@ -93,7 +93,7 @@ func execPing(ctx context.Context, d *Deps, args []string, stdout io.Writer) err
 	var a PingArgs
 	fs.IntVar(&a.SleepMS, "sleep-ms", 0, "milliseconds to wait")
 	fs.StringVar(&a.Record, "record", "", "file in the data root to append the attempt number to")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := a.Validate(); err != nil {

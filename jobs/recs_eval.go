@@ -9,6 +9,7 @@ import (
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/limits"
+	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
 
@@ -122,7 +123,7 @@ func execRecsEval(ctx context.Context, d *Deps, args []string, stdout io.Writer)
 	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the holdout split")
 	fs.StringVar(&o.Mode, "mode", RecsModeUser, "user (user-kNN) or item (item-kNN)")
 	fs.IntVar(&o.Neighbors, "neighbors", 50, "neighbours kept per user and per item (K)")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	root, err := d.DataRoot()

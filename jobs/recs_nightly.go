@@ -767,11 +767,7 @@ var (
 	envArtsErr  error
 )
 
-// execRecsQueueOnly is the `worker exec` entry of the kinds that only run
-// as part of a sharded rebuild.
-func execRecsQueueOnly(kind string) execFunc {
-	return func(context.Context, *Deps, []string, io.Writer) error {
-		return fmt.Errorf("%s runs from the queue as part of a sharded rebuild (enqueue %s); "+
-			"to rebuild in one process use `worker exec %s`", kind, KindRecsFanout, KindRecsRebuild)
-	}
-}
+// recsQueueOnly is why the kinds of the sharded rebuild have no `worker
+// exec` of their own.
+const recsQueueOnly = "as part of a sharded rebuild (enqueue " + KindRecsFanout + "); " +
+	"to rebuild in one process use `worker exec " + KindRecsRebuild + "`"

@@ -257,7 +257,7 @@ func execRecsRebuild(ctx context.Context, d *Deps, args []string, stdout io.Writ
 	fs.IntVar(&a.Neighbors, "neighbors", 50, "neighbours kept per user and per item (K)")
 	fs.IntVar(&a.Top, "top", 20, "recommendations per user")
 	fs.BoolVar(&a.Publish, "publish", false, "publish every user's list to Redis (TANDEM_REDIS_* settings)")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	res, err := RecsRebuildWorker{Deps: d}.run(ctx, a)

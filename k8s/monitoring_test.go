@@ -12,11 +12,12 @@ import (
 )
 
 // asynqMetrics are the series of asynq's queue collector
-// (github.com/hibiken/asynq/x/metrics), which the producer exports.
+// (github.com/hibiken/asynq/x/metrics) as the producer exports them
+// (pipeline.QueueCollector, which renames two).
 var asynqMetrics = map[string]bool{
-	"asynq_tasks_enqueued_total": true, "asynq_queue_size": true, "asynq_queue_latency_seconds": true,
+	"asynq_tasks_enqueued": true, "asynq_queue_size": true, "asynq_queue_latency_seconds": true,
 	"asynq_queue_memory_usage_approx_bytes": true, "asynq_tasks_processed_total": true,
-	"asynq_tasks_failed_total": true, "asynq_queue_paused_total": true,
+	"asynq_tasks_failed_total": true, "asynq_queue_paused": true,
 }
 
 // processMetrics come with the Go and process collectors every binary

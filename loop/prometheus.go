@@ -29,8 +29,8 @@ func NewCollector(m *Metrics) *Collector {
 	return &Collector{
 		m:          m,
 		feedback:   prometheus.NewDesc("tandem_loop_feedback_total", "Generation feedback events counted, by action.", append(labels, "action"), nil),
-		ratingSum:  prometheus.NewDesc("tandem_loop_rating_sum", "Sum of the ratings given (divide by the rate action's count for the mean).", labels, nil),
-		editSum:    prometheus.NewDesc("tandem_loop_edit_distance_sum", "Sum of the normalised word edit distances of edits.", labels, nil),
+		ratingSum:  prometheus.NewDesc("tandem_loop_rating_points", "Sum of the ratings given, each at its latest value, so a revised rating may lower it (divide by the rate action's count for the mean).", labels, nil),
+		editSum:    prometheus.NewDesc("tandem_loop_edit_distance_total", "Sum of the normalised word edit distances of edits (divide by the edit action's count for the mean).", labels, nil),
 		acceptance: prometheus.NewDesc("tandem_loop_acceptance_ratio", "(accepts + edits) / (accepts + edits + rejects + regenerations), all time.", labels, nil),
 		rating:     prometheus.NewDesc("tandem_loop_rating_mean", "Mean rating, all time.", labels, nil),
 		editDist:   prometheus.NewDesc("tandem_loop_edit_distance_mean", "Mean normalised word edit distance of edits, all time.", labels, nil),
@@ -67,7 +67,7 @@ func (c *Collector) emit(ch chan<- prometheus.Metric, scope, name string, s Stat
 	for action, n := range map[string]int64{ActionAccept: s.Accept, ActionReject: s.Reject, ActionRate: s.Rate, ActionEdit: s.Edit, ActionRegenerate: s.Regenerate} {
 		ch <- prometheus.MustNewConstMetric(c.feedback, prometheus.CounterValue, float64(n), scope, name, action)
 	}
-	ch <- prometheus.MustNewConstMetric(c.ratingSum, prometheus.CounterValue, s.RatingSum, scope, name)
+	ch <- prometheus.MustNewConstMetric(c.ratingSum, prometheus.GaugeValue, s.RatingSum, scope, name)
 	ch <- prometheus.MustNewConstMetric(c.editSum, prometheus.CounterValue, s.EditDistanceSum, scope, name)
 	for d, v := range map[*prometheus.Desc]*float64{c.acceptance: s.AcceptanceRate, c.rating: s.MeanRating, c.editDist: s.MeanEditDistance} {
 		if v != nil {

@@ -80,22 +80,40 @@ func (b *Bus) SubscribeCore(subject string, h func(subject string, data []byte))
 	if h == nil {
 		return nil, fmt.Errorf("pipeline: subscribe %s: handler is nil", subject)
 	}
-	return b.subscribeCoreMsg(subject, func(m *nats.Msg) { h(m.Subject, m.Data) })
+	return b.subscribeCore(subject, func() (*nats.Subscription, error) {
+		return b.NC.Subscribe(subject, func(m *nats.Msg) { h(m.Subject, m.Data) })
+	})
 }
 
-// subscribeCoreMsg checks subject and delivers whole messages to h.
-func (b *Bus) subscribeCoreMsg(subject string, h func(*nats.Msg)) (stop func(), err error) {
+// SubscribeCoreChan is SubscribeCore delivering whole messages (CheckSeal
+// reads their headers) into ch, for a reader that waits with a timeout;
+// one that finds ch full is dropped.
+func (b *Bus) SubscribeCoreChan(subject string, ch chan *nats.Msg) (stop func(), err error) {
+	return b.subscribeCore(subject, func() (*nats.Subscription, error) { return b.NC.ChanSubscribe(subject, ch) })
+}
+
+// subscribeCore checks subject and the Bus, then subscribes.
+func (b *Bus) subscribeCore(subject string, subscribe func() (*nats.Subscription, error)) (stop func(), err error) {
 	if err := validateSubject(subject, true); err != nil {
 		return nil, err
 	}
 	if b.isClosed() {
 		return nil, ErrBusClosed
 	}
-	sub, err := b.NC.Subscribe(subject, h)
+	sub, err := subscribe()
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: subscribe %s: %w", subject, err)
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// Flush waits until the server has processed what was sent (subscriptions
+// too), within ctx's deadline or, without one, nats.Conn.Flush's 10 s.
+func (b *Bus) Flush(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		return b.NC.Flush()
+	}
+	return b.NC.FlushWithContext(ctx)
 }
 
 func encodeEvent(v any) ([]byte, error) {

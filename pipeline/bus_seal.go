@@ -105,7 +105,9 @@ func (b *Bus) SubscribeCoreSealed(subject, key string, h func(subject string, da
 	if h == nil {
 		return nil, fmt.Errorf("pipeline: subscribe %s: handler is nil", subject)
 	}
-	return b.subscribeCoreMsg(subject, func(m *nats.Msg) { h(m.Subject, m.Data, CheckSeal(key, m)) })
+	return b.subscribeCore(subject, func() (*nats.Subscription, error) {
+		return b.NC.Subscribe(subject, func(m *nats.Msg) { h(m.Subject, m.Data, CheckSeal(key, m)) })
+	})
 }
 
 // CheckSeal verifies that msg was sealed under key; it returns an error

@@ -6,7 +6,9 @@
 //
 //   - Config (config.go) is the one settings struct every binary shares,
 //     bound to flags and TANDEM_* variables and validated before anything
-//     connects; redisopt.go turns it into Redis connections.
+//     connects; redisopt.go turns it into Redis connections. cmdline.go
+//     parses every command line the same way (ParseArgs: help, stray
+//     arguments) and gives the binaries' exit statuses (ExitCode).
 //   - A job kind is a JobArgs type with a stable Kind string and an optional
 //     Validate, and a Worker[T] for it (job.go). Register puts both in a
 //     Registry (registry.go), which decodes payloads strictly (unknown fields

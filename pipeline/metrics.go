@@ -10,6 +10,7 @@ import (
 	"github.com/hibiken/asynq"
 	asynqmetrics "github.com/hibiken/asynq/x/metrics"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tandem-ai/tandem/limits"
 )
@@ -137,9 +138,45 @@ func (m *Metrics) Middleware() asynq.MiddlewareFunc {
 
 // QueueCollector exports queue depths per state (pending, active, scheduled,
 // retry, archived, completed), sizes, latency and asynq's processed/failed
-// counters, read from Redis at each scrape. It is asynq's own collector, so
-// the series carry the asynq_ names that asynqmon's charts query when it is
-// pointed at Prometheus.
+// counters, read from Redis at each scrape. The series are asynq's own
+// collector's, under its asynq_ names, but for two gauges that asynq names
+// as counters are named (`promtool check metrics` refuses a gauge named
+// ..._total): asynq_tasks_enqueued_total is asynq_tasks_enqueued here, and
+// asynq_queue_paused_total asynq_queue_paused.
 func QueueCollector(insp *asynq.Inspector) prometheus.Collector {
-	return asynqmetrics.NewQueueMetricsCollector(insp)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(asynqmetrics.NewQueueMetricsCollector(insp))
+	return queueCollector{reg}
+}
+
+// queueGauges renames the gauges of asynq's collector named as counters.
+var queueGauges = map[string]string{"asynq_tasks_enqueued_total": "asynq_tasks_enqueued", "asynq_queue_paused_total": "asynq_queue_paused"}
+
+// queueCollector is asynq's collector, gathered and exported again with
+// queueGauges's names. It describes nothing: an unchecked collector.
+type queueCollector struct{ asynq prometheus.Gatherer }
+
+func (queueCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c queueCollector) Collect(ch chan<- prometheus.Metric) {
+	mfs, err := c.asynq.Gather()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(prometheus.NewDesc("asynq_queue_metrics", "asynq's queue collector", nil, nil), err)
+	}
+	for _, mf := range mfs {
+		name, kind := mf.GetName(), prometheus.GaugeValue
+		if renamed, ok := queueGauges[name]; ok {
+			name = renamed
+		} else if mf.GetType() == dto.MetricType_COUNTER {
+			kind = prometheus.CounterValue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels, values []string
+			for _, l := range m.GetLabel() {
+				labels, values = append(labels, l.GetName()), append(values, l.GetValue())
+			}
+			value := m.GetGauge().GetValue() + m.GetCounter().GetValue() // the one its type has
+			ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, mf.GetHelp(), labels, nil), kind, value, values...)
+		}
+	}
 }

@@ -146,7 +146,7 @@ func TestMalformedPayloadArchivedWithoutRetry(t *testing.T) {
 	}
 	found := false
 	for _, mf := range mfs {
-		if mf.GetName() != "asynq_tasks_enqueued_total" {
+		if mf.GetName() != "asynq_tasks_enqueued" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -163,7 +163,7 @@ func TestMalformedPayloadArchivedWithoutRetry(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Error("no asynq_tasks_enqueued_total{state=archived} series for the queue")
+		t.Error("no asynq_tasks_enqueued{state=archived} series for the queue")
 	}
 }
 

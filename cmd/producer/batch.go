@@ -37,24 +37,13 @@ func batchFlags(name string, stderr io.Writer) (*flag.FlagSet, *pipeline.Config,
 	return fs, cfg, store
 }
 
-// splitArgs lets the one positional argument come before or after flags.
-func splitArgs(fs *flag.FlagSet, args []string, what string) (string, error) {
-	var pos string
-	if len(args) > 0 && args[0] != "" && !strings.HasPrefix(args[0], "-") {
-		pos, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
+// batchID parses the arguments of a command on one batch.
+func batchID(fs *flag.FlagSet, args []string) (string, error) {
+	pos, err := pipeline.ParseArgs(fs, args, "ID")
+	if err != nil {
 		return "", err
 	}
-	if pos == "" && fs.NArg() > 0 {
-		pos = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return "", fmt.Errorf("unexpected arguments %v", fs.Args())
-	}
-	if pos == "" {
-		return "", fmt.Errorf("%s: required", what)
-	}
-	return pos, nil
+	return pos[0], nil
 }
 
 // openBatches connects the batch service: Redis, the artifact store, and
@@ -119,10 +108,11 @@ func cmdBatchCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.IntVar(&o.PostProcess.MaxChars, "max-chars", 0, "post-process: cap each text at this many characters")
 	wait := fs.Bool("wait", false, "follow the batch with a progress bar until it ends, then print where the results are")
 	asJSON := fs.Bool("json", false, "print the batch as JSON (with --wait: the final batch)")
-	file, err := splitArgs(fs, args, "FILE (the input; - for standard input)")
+	pos, err := pipeline.ParseArgs(fs, args, "FILE") // - for standard input
 	if err != nil {
-		return fmt.Errorf("usage: producer batch create FILE --model M [--template T] [--device cuda] [--wait]: %w", err)
+		return err
 	}
+	file := pos[0]
 	if o.Model == "" {
 		return errors.New("--model: required (a model directory or builtin:tiny)")
 	}
@@ -238,9 +228,9 @@ func followBatch(ctx context.Context, svc *batch.Service, id string, stdout, std
 
 func cmdBatchStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg, store := batchFlags("status", stderr)
-	id, err := splitArgs(fs, args, "ID")
+	id, err := batchID(fs, args)
 	if err != nil {
-		return fmt.Errorf("usage: producer batch status ID: %w", err)
+		return err
 	}
 	svc, closeSvc, err := openBatches(ctx, *cfg, *store, stderr)
 	if err != nil {
@@ -256,9 +246,9 @@ func cmdBatchStatus(ctx context.Context, args []string, stdout, stderr io.Writer
 
 func cmdBatchCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg, store := batchFlags("cancel", stderr)
-	id, err := splitArgs(fs, args, "ID")
+	id, err := batchID(fs, args)
 	if err != nil {
-		return fmt.Errorf("usage: producer batch cancel ID: %w", err)
+		return err
 	}
 	svc, closeSvc, err := openBatches(ctx, *cfg, *store, stderr)
 	if err != nil {
@@ -276,9 +266,9 @@ func cmdBatchResults(ctx context.Context, args []string, stdout, stderr io.Write
 	fs, cfg, store := batchFlags("results", stderr)
 	outDir := fs.String("out", "", "directory to save output.jsonl and errors.jsonl in (default: print output.jsonl)")
 	errorsOnly := fs.Bool("errors", false, "print errors.jsonl instead of output.jsonl")
-	id, err := splitArgs(fs, args, "ID")
+	id, err := batchID(fs, args)
 	if err != nil {
-		return fmt.Errorf("usage: producer batch results ID [--out DIR] [--errors]: %w", err)
+		return err
 	}
 	svc, closeSvc, err := openBatches(ctx, *cfg, *store, stderr)
 	if err != nil {
@@ -329,7 +319,7 @@ func cmdBatchList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	limit := fs.Int("limit", 20, fmt.Sprintf("batches per page (at most %d)", batch.MaxListLimit))
 	after := fs.String("after", "", "list the batches older than this id (the next page)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	svc, closeSvc, err := openBatches(ctx, *cfg, *store, stderr)

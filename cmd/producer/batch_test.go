@@ -546,8 +546,8 @@ func TestBatchDevice(t *testing.T) {
 func TestPersonalizeDevice(t *testing.T) {
 	e := newBatchEnv(t) // no worker: the job stays where it was put
 	ctx := context.Background()
-	catalog := e.write(t, "catalog.jsonl", `{"id":"i1","kind":"topic","topic":"tea"}`+"\n")
-	base := []string{"personalize", "--catalog", catalog, "--out", filepath.Join(e.dir, "out")}
+	t.Setenv("TANDEM_DATA_ROOT", t.TempDir()) // the job's paths are relative to it
+	base := []string{"personalize", "--catalog", "catalog.jsonl", "--out", "out"}
 
 	_, _, err := runProducer(t, append(base, "--device", "tpu")...)
 	if err == nil || !strings.Contains(err.Error(), "--device") {

@@ -7,6 +7,7 @@ import (
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // chatRequest is the body of POST /v1/chat/completions: OpenAI's fields
@@ -137,7 +138,7 @@ func (s *chatShape) opening() []any {
 	return out
 }
 
-func (s *chatShape) token(m jobs.GenMessage) any {
+func (s *chatShape) token(m tokenstream.Message) any {
 	s.texts[m.Choice].WriteString(m.Text)
 	text := m.Text
 	ch := chatChunkChoice{Index: m.Choice, Delta: chatDelta{Content: &text}}
@@ -149,18 +150,18 @@ func (s *chatShape) token(m jobs.GenMessage) any {
 	return s.chunk(ch)
 }
 
-func (s *chatShape) finish(done jobs.GenMessage, i int) any {
+func (s *chatShape) finish(done tokenstream.Message, i int) any {
 	finish := finishReason(done, i)
 	return s.chunk(chatChunkChoice{Index: i, FinishReason: &finish})
 }
 
-func (s *chatShape) usage(done jobs.GenMessage) any {
+func (s *chatShape) usage(done tokenstream.Message) any {
 	c := s.chunk()
 	c.Usage = done.Usage
 	return c
 }
 
-func (s *chatShape) whole(done jobs.GenMessage) any {
+func (s *chatShape) whole(done tokenstream.Message) any {
 	out := generation.ChatCompletion{ID: s.out.id, Object: "chat.completion", Created: s.out.created, Model: s.out.model, Usage: *done.Usage}
 	for i := range s.texts {
 		ch := generation.ChatChoice{Index: i, FinishReason: finishReason(done, i),

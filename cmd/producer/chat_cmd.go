@@ -15,6 +15,7 @@ import (
 
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // chatStdin is where `producer chat` reads the person's lines; tests pipe
@@ -157,7 +158,7 @@ func cmdChat(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stderr, "usage: producer chat [flags] < lines\n\n%s\n\nflags:\n", chatHelp)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if *maxTokens < 0 || *maxTokens > jobs.MaxInteractiveTokens {

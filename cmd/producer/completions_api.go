@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/nats-io/nats.go"
 
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/generation"
@@ -21,6 +20,7 @@ import (
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // EnvInteractiveStartTimeout bounds how long POST /v1/completions waits for
@@ -36,17 +36,14 @@ const maxCompletionBody = 8*jobs.MaxInteractivePromptBytes + 4096
 
 // completionsAPI serves interactive generation (POST /v1/completions) and
 // its sessions. The flow of one completion: validate the body and apply the
-// session; subscribe to the token subject and flush, so the NATS server
-// knows the subscription before any worker can publish; enqueue the job on
-// the interactive queue (task id = completion id); relay the worker's
+// session; open the token stream, then enqueue the job on the interactive
+// queue (task id = completion id; tokenstream.Begin); relay the worker's
 // messages to the client as they come. A client that goes away cancels the
-// work: a job still queued is deleted, a running one gets a message on its
-// cancel subject once its start message has been seen (the worker listens
-// before it sends that), so the cancel cannot be lost in between.
-// The job carries a fresh stream key; a message not sealed with it (someone
-// else on the bus) ends the request with an error and is never relayed:
-// 502 bad_stream before the answer has begun or without stream: true, an
-// SSE error event (code stream_failed) in a stream.
+// work (tokenstream.Reader.Abandon). The job carries a fresh stream key; a
+// message not sealed with it (someone else on the bus) ends the request
+// with an error and is never relayed: 502 bad_stream before the answer has
+// begun or without stream: true, an SSE error event (code stream_failed)
+// in a stream.
 type completionsAPI struct {
 	bus          *pipeline.Bus // nil without NATS: completions answer 503
 	client       *pipeline.Client
@@ -262,33 +259,31 @@ func (c *completionsAPI) run(w http.ResponseWriter, r *http.Request, args jobs.I
 		writeUnavailable(w, c.logger.With("op", "interactive enqueue", "id", args.ID), err)
 		return
 	}
-	defer g.close()
+	defer g.Close()
 	// Wait for a worker before answering, so "nobody serves the
 	// interactive queue" is a plain 503 and not a broken stream.
-	m, err := g.next(r.Context(), c.startTimeout)
+	m, gone, err := g.Follow(r.Context(), c.startTimeout)
 	switch {
-	case r.Context().Err() != nil:
-		g.abandon()
+	case gone:
 		return
-	case err != nil && !errors.Is(err, errStreamTimeout):
+	case err != nil && !errors.Is(err, tokenstream.ErrTimeout):
 		// A message that fails its seal or its order: never relayed.
-		g.abandon()
 		writeError(w, http.StatusBadGateway, "bad_stream", err.Error())
 		return
 	case err != nil:
-		g.abandon()
 		c.logger.Warn("interactive: no worker started the generation", "id", args.ID, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "unavailable", fmt.Sprintf("no worker started the generation within %v (is one serving the %q queue?)", c.startTimeout, pipeline.QueueInteractive))
 		return
-	case m.Type == jobs.GenError:
+	case m.Type == tokenstream.TypeError:
 		// The worker could not send its start message and said so.
 		writeGenFault(w, m.Error)
 		return
-	case m.Type != jobs.GenStart:
-		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, jobs.GenStart))
+	case m.Type != tokenstream.TypeStart:
+		writeError(w, http.StatusBadGateway, "bad_stream", fmt.Sprintf("token stream began with %q, want %q", m.Type, tokenstream.TypeStart))
 		return
 	}
-	c.relay(w, r, g, newShape(completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix(), choices: g.rd.N}), st)
+	out := completionOut{id: args.ID, model: args.Body.Model, created: time.Now().Unix(), choices: args.Choices()}
+	c.relay(w, r, g, out, newShape(out), st)
 }
 
 // writeRefusal answers a request that prepare or useSession refused with
@@ -391,134 +386,17 @@ func (c *completionsAPI) useSession(ctx context.Context, p auth.Principal, args 
 	return 0, nil
 }
 
-// genRelay is the producer's end of one generation's token stream.
-type genRelay struct {
-	c        *completionsAPI
-	id       string
-	sub      *nats.Subscription
-	msgs     chan *nats.Msg
-	rd       jobs.GenReader
-	started  bool
-	finished bool
-	// startBy is when the start message is due (enqueue + startTimeout);
-	// abandon waits for it no later than this, or startGrace from when it
-	// is called, so a request that already waited out its start timeout
-	// does not wait that long a second time.
-	startBy time.Time
-}
-
-// startGrace bounds abandon's wait for the start of a job that left the
-// queue: a worker subscribes and sends start as soon as it has the job, in
-// milliseconds; this leaves room for a loaded machine.
-const startGrace = 2 * time.Second
-
-// begin subscribes to the generation's token subject, makes sure the server
-// has the subscription, then enqueues the job.
-func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (*genRelay, error) {
-	n := args.Choices() // validated: at most MaxInteractivePromptChoices
-	// Room for every message a generation can send, so a slow client
-	// never makes the subscription drop one.
-	g := &genRelay{c: c, id: args.ID, msgs: make(chan *nats.Msg, n*jobs.MaxInteractiveTokens+4), rd: jobs.GenReader{Key: args.StreamKey, N: n}}
-	sub, err := c.bus.NC.ChanSubscribe(pipeline.GenTokensSubject(args.ID), g.msgs)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe to the token stream: %w", err)
-	}
-	g.sub = sub
-	fctx, cancel := context.WithTimeout(ctx, c.startTimeout)
-	defer cancel()
-	if err := c.bus.NC.FlushWithContext(fctx); err != nil {
-		g.close()
-		return nil, fmt.Errorf("subscribe to the token stream: %w", err)
-	}
-	// The deadline keeps a task that comes back to the queue (a worker
-	// stopped mid-run) from running after nobody can be waiting for it.
-	deadline := time.Now().Add(c.startTimeout + jobs.InteractiveTimeout)
-	if _, err := pipeline.Enqueue(ctx, c.client, args, asynq.TaskID(args.ID), asynq.Deadline(deadline)); err != nil {
-		g.close()
-		return nil, err
-	}
-	g.startBy = time.Now().Add(c.startTimeout)
-	return g, nil
-}
-
-func (g *genRelay) close() { _ = g.sub.Unsubscribe() }
-
-// errStreamTimeout means the worker sent nothing for too long.
-var errStreamTimeout = errors.New("no message from the worker in time")
-
-// next returns the stream's next message, checked for order.
-func (g *genRelay) next(ctx context.Context, timeout time.Duration) (jobs.GenMessage, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return jobs.GenMessage{}, ctx.Err()
-	case <-t.C:
-		return jobs.GenMessage{}, errStreamTimeout
-	case raw := <-g.msgs:
-		m, err := g.rd.Decode(raw)
-		if errors.Is(err, pipeline.ErrForged) {
-			g.c.logger.Warn("interactive: forged message on the token stream refused; the request ends with an error", "id", g.id, "err", err)
-		}
-		if err != nil {
-			return m, err
-		}
-		switch m.Type {
-		case jobs.GenStart:
-			g.started = true
-		case jobs.GenDone, jobs.GenError:
-			g.finished = true
-		}
-		return m, nil
-	}
-}
-
-// abandon stops a generation nobody waits for any more: it deletes the job
-// if it is still queued; otherwise it waits for the worker's start message
-// (until startBy, or startGrace when that has passed), after which the
-// worker surely listens, and sends the cancel.
-func (g *genRelay) abandon() {
-	if g.finished {
-		return
-	}
-	if !g.started {
-		err := g.c.client.Inspector().DeleteTask(pipeline.QueueInteractive, g.id)
-		if err == nil {
-			return // never ran
-		}
-		// Running (or just finished): its start is on the way, if not here.
-		wait := max(time.Until(g.startBy), min(startGrace, g.c.startTimeout))
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		for !g.started && !g.finished {
-			if _, err := g.next(ctx, wait); err != nil {
-				break
-			}
-		}
-		if g.finished {
-			return
-		}
-	}
-	// Sealed like the stream, so the worker acts only on the producer's.
-	if err := g.c.bus.PublishCoreSealed(pipeline.GenCancelSubject(g.id), g.rd.Key, struct{}{}); err != nil {
-		g.c.logger.Warn("interactive: cancel not sent", "id", g.id, "err", err)
-	}
-	_ = g.c.bus.NC.Flush()
-}
-
-// follow returns the next message of a started generation. When the
-// client has gone (gone) or the stream failed (err), the generation is
-// abandoned first.
-func (g *genRelay) follow(ctx context.Context) (m jobs.GenMessage, gone bool, err error) {
-	m, err = g.next(ctx, jobs.InteractiveTimeout)
-	if ctx.Err() != nil {
-		g.abandon()
-		return m, true, nil
-	}
-	if err != nil {
-		g.abandon()
-	}
-	return m, false, err
+// begin opens the generation's token stream (tokenstream.Begin), then
+// enqueues the job; an abandoned generation's job is deleted while queued.
+func (c *completionsAPI) begin(ctx context.Context, args jobs.InteractiveArgs) (*tokenstream.Reader, error) {
+	job := tokenstream.Job{StartTimeout: c.startTimeout, Enqueue: func(ctx context.Context) error {
+		// The deadline keeps a task that comes back to the queue (a worker
+		// stopped mid-run) from running after nobody can be waiting for it.
+		deadline := time.Now().Add(c.startTimeout + jobs.InteractiveTimeout)
+		_, err := pipeline.Enqueue(ctx, c.client, args, asynq.TaskID(args.ID), asynq.Deadline(deadline))
+		return err
+	}, Delete: func() error { return c.client.Inspector().DeleteTask(pipeline.QueueInteractive, args.ID) }}
+	return tokenstream.Begin(ctx, c.bus, args.ID, tokenstream.Decoder{Key: args.StreamKey, N: args.Choices()}, job, c.logger)
 }
 
 // completionOut is what every answer of one completion shares.
@@ -537,14 +415,14 @@ type answerShape interface {
 	opening() []any
 	// token takes a token message (GenReader checked its choice) and
 	// returns its chunk.
-	token(m jobs.GenMessage) any
+	token(m tokenstream.Message) any
 	// finish is the chunk that ends choice i; done is the last message.
-	finish(done jobs.GenMessage, i int) any
+	finish(done tokenstream.Message, i int) any
 	// usage is the last chunk, with the usage and no choice, that
 	// stream_options.include_usage asks for.
-	usage(done jobs.GenMessage) any
+	usage(done tokenstream.Message) any
 	// whole is the answer of a request that does not stream.
-	whole(done jobs.GenMessage) any
+	whole(done tokenstream.Message) any
 }
 
 // completionShape is the answer of POST /v1/completions.
@@ -567,11 +445,11 @@ func (s *completionShape) opening() []any {
 	return out
 }
 
-func (s *completionShape) token(m jobs.GenMessage) any { return s.chunk(s.reply.add(m)) }
+func (s *completionShape) token(m tokenstream.Message) any { return s.chunk(s.reply.add(m)) }
 
 // finish ends choice i; the last choice's chunk carries the usage and
 // Tandem's timing.
-func (s *completionShape) finish(done jobs.GenMessage, i int) any {
+func (s *completionShape) finish(done tokenstream.Message, i int) any {
 	finish := finishReason(done, i)
 	end := s.chunk(chunkChoice{Index: i, FinishReason: &finish})
 	if i == s.out.choices-1 {
@@ -580,13 +458,13 @@ func (s *completionShape) finish(done jobs.GenMessage, i int) any {
 	return end
 }
 
-func (s *completionShape) usage(done jobs.GenMessage) any {
+func (s *completionShape) usage(done tokenstream.Message) any {
 	c := s.chunk()
 	c.Choices, c.Usage = []chunkChoice{}, done.Usage
 	return c
 }
 
-func (s *completionShape) whole(done jobs.GenMessage) any {
+func (s *completionShape) whole(done tokenstream.Message) any {
 	choices := s.reply.choices(done)
 	for i, e := range s.echo {
 		choices[i].Text = e + choices[i].Text
@@ -617,7 +495,7 @@ func newReplyChoices(out completionOut, logprobs bool) *replyChoices {
 
 // add takes a token message (GenReader checked its choice) and returns
 // what a stream's chunk says of it.
-func (r *replyChoices) add(m jobs.GenMessage) chunkChoice {
+func (r *replyChoices) add(m tokenstream.Message) chunkChoice {
 	r.texts[m.Choice].WriteString(m.Text)
 	ch := chunkChoice{Index: m.Choice, Text: m.Text}
 	if r.logprobs != nil && m.Logprobs != nil {
@@ -630,7 +508,7 @@ func (r *replyChoices) add(m jobs.GenMessage) chunkChoice {
 
 // finishReason is how choice i ended, from a done message (a message
 // without choices is a single choice's).
-func finishReason(done jobs.GenMessage, i int) string {
+func finishReason(done tokenstream.Message, i int) string {
 	if i < len(done.Choices) {
 		return done.Choices[i].FinishReason
 	}
@@ -638,7 +516,7 @@ func finishReason(done jobs.GenMessage, i int) string {
 }
 
 // choices are the finished choices, done being the last message.
-func (r *replyChoices) choices(done jobs.GenMessage) []generation.Choice {
+func (r *replyChoices) choices(done tokenstream.Message) []generation.Choice {
 	out := make([]generation.Choice, len(r.texts))
 	for i := range r.texts {
 		out[i] = generation.Choice{Index: i, Text: r.texts[i].String(), FinishReason: finishReason(done, i)}
@@ -659,33 +537,33 @@ func (r *replyChoices) choices(done jobs.GenMessage) []generation.Choice {
 // streaming client as it reaches any other, as an HTTP error status with
 // the API's error body. Once the stream has begun, a failure is an error
 // event, as OpenAI sends one.
-func (c *completionsAPI) relay(w http.ResponseWriter, r *http.Request, g *genRelay, shape answerShape, st answerStream) {
+func (c *completionsAPI) relay(w http.ResponseWriter, r *http.Request, g *tokenstream.Reader, out completionOut, shape answerShape, st answerStream) {
 	var sse *sseWriter // the stream, once begun
 	for {
-		m, gone, err := g.follow(r.Context())
+		m, gone, err := g.Follow(r.Context(), jobs.InteractiveTimeout)
 		switch {
 		case gone:
 			return
 		case err != nil && sse != nil:
-			sse.fail(g.id, &jobs.GenFault{Code: "stream_failed", Message: err.Error()})
+			sse.fail(out.id, &tokenstream.Fault{Code: "stream_failed", Message: err.Error()})
 			return
-		case errors.Is(err, errStreamTimeout):
+		case errors.Is(err, tokenstream.ErrTimeout):
 			writeError(w, http.StatusGatewayTimeout, "timeout", err.Error())
 			return
 		case err != nil:
 			writeError(w, http.StatusBadGateway, "bad_stream", err.Error())
 			return
-		case m.Type == jobs.GenError && sse != nil:
-			sse.fail(g.id, m.Error)
+		case m.Type == tokenstream.TypeError && sse != nil:
+			sse.fail(out.id, m.Error)
 			return
-		case m.Type == jobs.GenError:
+		case m.Type == tokenstream.TypeError:
 			writeGenFault(w, m.Error)
 			return
 		}
 		if st.on && sse == nil {
 			flusher, ok := startSSE(w)
 			if !ok {
-				g.abandon()
+				g.Abandon()
 				return
 			}
 			sse = &sseWriter{w: w, flusher: flusher}
@@ -694,16 +572,16 @@ func (c *completionsAPI) relay(w http.ResponseWriter, r *http.Request, g *genRel
 			}
 		}
 		switch m.Type {
-		case jobs.GenToken:
+		case tokenstream.TypeToken:
 			if ch := shape.token(m); sse != nil {
 				sse.send(ch)
 			}
-		case jobs.GenDone:
+		case tokenstream.TypeDone:
 			if sse == nil {
 				writeJSON(w, http.StatusOK, shape.whole(m))
 				return
 			}
-			for i := range g.rd.N {
+			for i := range out.choices {
 				sse.send(shape.finish(m, i))
 			}
 			if st.includeUsage {
@@ -718,7 +596,7 @@ func (c *completionsAPI) relay(w http.ResponseWriter, r *http.Request, g *genRel
 // writeGenFault answers with the error of a generation the worker
 // failed, naming the field at fault when it does, before any answer has
 // begun.
-func writeGenFault(w http.ResponseWriter, f *jobs.GenFault) {
+func writeGenFault(w http.ResponseWriter, f *tokenstream.Fault) {
 	writeParamError(w, genErrorStatus(f.Code), f.Code, f.Param, f.Message)
 }
 
@@ -727,11 +605,11 @@ func writeGenFault(w http.ResponseWriter, f *jobs.GenFault) {
 // token).
 func genErrorStatus(code string) int {
 	switch code {
-	case jobs.GenCodeModel:
+	case tokenstream.CodeModel:
 		return http.StatusNotFound // as OpenAI answers an unknown model
-	case jobs.GenCodeContext, jobs.GenCodeInvalid:
+	case tokenstream.CodeContext, tokenstream.CodeInvalid:
 		return http.StatusBadRequest
-	case jobs.GenCodeTimeout:
+	case tokenstream.CodeTimeout:
 		return http.StatusGatewayTimeout
 	}
 	return http.StatusInternalServerError
@@ -742,14 +620,14 @@ func genErrorStatus(code string) int {
 // the end of one choice with its finish reason; the last chunk also
 // carries the usage (of every choice) and Tandem's timing.
 type completionChunk struct {
-	ID      string            `json:"id"`
-	Object  string            `json:"object"`
-	Created int64             `json:"created"`
-	Model   string            `json:"model"`
-	Choices []chunkChoice     `json:"choices"`
-	Usage   *generation.Usage `json:"usage,omitempty"`
-	Timing  *jobs.GenTiming   `json:"timing,omitempty"`
-	Error   *jobs.GenFault    `json:"error,omitempty"`
+	ID      string              `json:"id"`
+	Object  string              `json:"object"`
+	Created int64               `json:"created"`
+	Model   string              `json:"model"`
+	Choices []chunkChoice       `json:"choices"`
+	Usage   *generation.Usage   `json:"usage,omitempty"`
+	Timing  *tokenstream.Timing `json:"timing,omitempty"`
+	Error   *tokenstream.Fault  `json:"error,omitempty"`
 }
 
 type chunkChoice struct {
@@ -796,7 +674,7 @@ func (s *sseWriter) done() {
 }
 
 // fail ends the stream of completion id with an error event.
-func (s *sseWriter) fail(id string, f *jobs.GenFault) {
+func (s *sseWriter) fail(id string, f *tokenstream.Fault) {
 	s.send(completionChunk{ID: id, Object: "error", Error: f})
 	s.done()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // TestCompletionChoicesStreamAsTheyCollect asks for n = 3 at a fixed seed:
@@ -135,7 +136,7 @@ func TestCompletionLogprobsAreTheChosenTokens(t *testing.T) {
 	// On the token stream the alternatives are in order, most likely
 	// first: greedy, that is the chosen token.
 	for _, m := range tap(s.id) {
-		if m.Type != jobs.GenToken {
+		if m.Type != tokenstream.TypeToken {
 			continue
 		}
 		if m.Logprobs == nil || len(m.Logprobs.Top) != 2 || m.Logprobs.Top[0].Token != *m.Token || m.Logprobs.Top[0].Logprob != m.Logprobs.Logprob {

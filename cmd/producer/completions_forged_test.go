@@ -11,6 +11,7 @@ import (
 
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // forgedReply is what an attacker writes into another generation's stream:
@@ -90,7 +91,7 @@ func TestCompletionRefusesForgedTokenStream(t *testing.T) {
 		// A start and a first token: the stream has begun when the
 		// forgery comes.
 		tok := int32(1)
-		for _, m := range []jobs.GenMessage{{Type: jobs.GenStart}, {Seq: 1, Type: jobs.GenToken, Text: "real", Token: &tok}} {
+		for _, m := range []tokenstream.Message{{Type: tokenstream.TypeStart}, {Seq: 1, Type: tokenstream.TypeToken, Text: "real", Token: &tok}} {
 			if err := worker.PublishCoreSealed(pipeline.GenTokensSubject(id), job.Args.StreamKey, m); err != nil {
 				return err
 			}

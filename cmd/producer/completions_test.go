@@ -24,11 +24,12 @@ import (
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // tapTokens records every token-stream message on the embedded server,
 // per subject, as the worker published them.
-func tapTokens(t *testing.T, e *genEnv) func(id string) []jobs.GenMessage {
+func tapTokens(t *testing.T, e *genEnv) func(id string) []tokenstream.Message {
 	t.Helper()
 	nc := e.connect(t, pipeline.RoleProducer).NC
 	var mu sync.Mutex
@@ -45,22 +46,22 @@ func tapTokens(t *testing.T, e *genEnv) func(id string) []jobs.GenMessage {
 	}
 	// read returns the messages of id once its last one (done or error)
 	// is in: the tap's connection may get it after the producer's did.
-	return func(id string) []jobs.GenMessage {
+	return func(id string) []tokenstream.Message {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			mu.Lock()
-			var out []jobs.GenMessage
+			var out []tokenstream.Message
 			// The tap has no stream key (the producer drew it): it checks
 			// the order only; the producer checked the seals.
 			for i, raw := range got[pipeline.GenTokensSubject(id)] {
-				var m jobs.GenMessage
+				var m tokenstream.Message
 				if err := json.Unmarshal(raw, &m); err != nil || m.Seq != i {
 					t.Fatalf("token stream of %s: message %d is %s (%v)", id, i, raw, err)
 				}
 				out = append(out, m)
 			}
 			mu.Unlock()
-			if n := len(out); n > 0 && (out[n-1].Type == jobs.GenDone || out[n-1].Type == jobs.GenError) || time.Now().After(deadline) {
+			if n := len(out); n > 0 && (out[n-1].Type == tokenstream.TypeDone || out[n-1].Type == tokenstream.TypeError) || time.Now().After(deadline) {
 				return out
 			}
 			time.Sleep(5 * time.Millisecond)
@@ -89,11 +90,11 @@ func TestCompletionStreamsTokensInOrderAndRecordsThem(t *testing.T) {
 	// the client got the same texts in the same order, and the done text is
 	// their concatenation.
 	msgs := tap(got.id)
-	if len(msgs) != len(got.texts)+2 || msgs[0].Type != jobs.GenStart || msgs[len(msgs)-1].Type != jobs.GenDone {
+	if len(msgs) != len(got.texts)+2 || msgs[0].Type != tokenstream.TypeStart || msgs[len(msgs)-1].Type != tokenstream.TypeDone {
 		t.Fatalf("%d messages on the subject for %d chunks: first %+v last %+v", len(msgs), len(got.texts), msgs[0], msgs[len(msgs)-1])
 	}
 	for i, text := range got.texts {
-		if m := msgs[i+1]; m.Type != jobs.GenToken || m.Text != text {
+		if m := msgs[i+1]; m.Type != tokenstream.TypeToken || m.Text != text {
 			t.Fatalf("chunk %d = %q, message %d = %+v", i, text, i+1, m)
 		}
 	}
@@ -128,10 +129,10 @@ func TestCompletionStreamsTokensInOrderAndRecordsThem(t *testing.T) {
 	// A failure on the worker reaches the client: as an error object, or
 	// as an error event in the stream.
 	const bad = `{"model":"builtin:huge","prompt":"x"}`
-	if code, msg := e.postJSON(t, "/v1/completions", bad, nil); code != http.StatusNotFound || !strings.Contains(msg, jobs.GenCodeModel) {
+	if code, msg := e.postJSON(t, "/v1/completions", bad, nil); code != http.StatusNotFound || !strings.Contains(msg, tokenstream.CodeModel) {
 		t.Fatalf("unknown model: %d %s, want 404 as OpenAI answers", code, msg)
 	}
-	if s := e.stream(t, context.Background(), strings.Replace(bad, `}`, `,"stream":true}`, 1), nil); s.err == nil || !strings.Contains(s.err.Error(), jobs.GenCodeModel) {
+	if s := e.stream(t, context.Background(), strings.Replace(bad, `}`, `,"stream":true}`, 1), nil); s.err == nil || !strings.Contains(s.err.Error(), tokenstream.CodeModel) {
 		t.Fatalf("unknown model, streamed: %v", s.err)
 	}
 }
@@ -242,7 +243,7 @@ func TestCompletionLargerThanOneMessageArrivesWhole(t *testing.T) {
 	}
 	// The done message stayed within the limit by leaving the text out.
 	msgs := tap(got.ID)
-	if done := msgs[len(msgs)-1]; done.Type != jobs.GenDone || done.Text != "" || done.Usage.CompletionTokens != n {
+	if done := msgs[len(msgs)-1]; done.Type != tokenstream.TypeDone || done.Text != "" || done.Usage.CompletionTokens != n {
 		t.Fatalf("last message %s with %d bytes of text, want done without text", done.Type, len(done.Text))
 	}
 

@@ -14,6 +14,7 @@ import (
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // maxEmbeddingsBody bounds a POST /v1/embeddings body.
@@ -92,7 +93,7 @@ func (c *completionsAPI) embeddings(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		c.logger.Error("embeddings: no answer from the worker", "id", args.ID, "err", err)
-		writeError(w, http.StatusBadGateway, jobs.GenCodeFailed, "the worker could not complete the embeddings; try again later")
+		writeError(w, http.StatusBadGateway, tokenstream.CodeFailed, "the worker could not complete the embeddings; try again later")
 		return
 	case res.Error != nil:
 		writeRequestError(w, embeddingsErrorStatus(res.Error.Code), res.Error)

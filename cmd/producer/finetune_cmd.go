@@ -23,13 +23,10 @@ func cmdFinetune(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	wait := fs.Bool("wait", false, "follow the job with a progress bar until it ends")
 	device := fs.String("device", "", "cuda: train on a GPU worker (the gpu queue); cpu or empty: the finetune queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := a.ApplyInitConfig(*initConfig); err != nil {
-		return err
-	}
-	if err := absPaths(&a.Model, &a.Data, &a.Out); err != nil {
 		return err
 	}
 	queue, err := pipeline.QueueForDevice(*device, "")

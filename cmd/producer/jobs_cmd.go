@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/tandem-ai/tandem/batch"
+	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -41,13 +41,11 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	device := fs.String("device", "", "cuda: route the job to GPU workers (the gpu queue); cpu or empty: the kind's own queue")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
 	maxRetry := fs.Int("max-retry", -1, fmt.Sprintf("retries before the job is archived, 0..%d (default: the kind's own)", limits.JobMaxRetry))
-	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
-		return fmt.Errorf("usage: producer enqueue KIND --args FILE.json (kinds: %v)", jobs.Names())
-	}
-	kind := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := pipeline.ParseArgs(fs, args, "KIND")
+	if err != nil {
 		return err
 	}
+	kind := pos[0]
 	if *argsFile == "" {
 		return errors.New("--args: required")
 	}
@@ -60,6 +58,9 @@ func cmdEnqueue(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	payload, err := readArgsFile(*argsFile)
 	if err != nil {
+		return err
+	}
+	if err := checkJobPaths(*cfg, kind, payload, func(string) string { return "--args" }); err != nil {
 		return err
 	}
 	client, err := newClient(*cfg)
@@ -108,22 +109,35 @@ func newClient(cfg pipeline.Config) (*pipeline.Client, error) {
 	return pipeline.NewClient(cfg, pipeline.WithRegistry(reg))
 }
 
-// absPaths makes file arguments absolute, since the worker runs elsewhere,
-// in another directory; model too when it names a local directory.
-func absPaths(model *string, paths ...*string) error {
-	for _, p := range paths {
-		if *p != "" {
-			abs, err := filepath.Abs(*p)
-			if err != nil {
-				return err
-			}
-			*p = abs
+// checkJobPaths checks the files the args in payload name as the worker
+// will resolve them: relative to the data root (--data-root,
+// $TANDEM_DATA_ROOT), not to the current directory, and confined to it.
+// The worker checks again; checking here, as `producer serve` does, makes a
+// path it would refuse an error at once, each naming its flag (flagOf).
+// Where the data root is not there to check against, the worker alone
+// checks.
+func checkJobPaths(cfg pipeline.Config, kind string, payload []byte, flagOf func(field string) string) error {
+	root, err := jobs.OpenDataRoot(cfg)
+	if err != nil {
+		if errors.Is(err, dataroot.ErrRootInReserved) {
+			return err
 		}
+		return nil
 	}
-	if fi, err := os.Stat(*model); err == nil && fi.IsDir() {
-		*model, _ = filepath.Abs(*model)
+	defer root.Close()
+	err = jobs.CheckPaths(root, kind, payload)
+	joined, ok := err.(interface{ Unwrap() []error }) // one error per refused path
+	if !ok {
+		return err
 	}
-	return nil
+	var errs []error
+	for _, err := range joined.Unwrap() {
+		if pe := (*dataroot.PathError)(nil); errors.As(err, &pe) {
+			err = fmt.Errorf("%s: %w", flagOf(pe.Field), err)
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("%w\n(paths are relative to the data root, %s: --data-root, $%s)", errors.Join(errs...), root.Dir(), jobs.EnvDataRoot)
 }
 
 // validatedArgs are job args that check themselves.
@@ -135,12 +149,17 @@ type validatedArgs interface {
 // enqueueArgs validates a and enqueues it with its kind's defaults; the
 // caller closes the returned client.
 func enqueueArgs(ctx context.Context, cfg pipeline.Config, a validatedArgs, queue, taskID string) (*pipeline.Client, *asynq.TaskInfo, error) {
-	if err := a.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("%s args: %w", a.Kind(), err)
-	}
 	payload, err := json.Marshal(a)
 	if err != nil {
 		return nil, nil, err
+	}
+	// Paths first: the commands that call this name their flags as the
+	// args' fields (--data sets "data").
+	if err := checkJobPaths(cfg, a.Kind(), payload, func(field string) string { return "--" + field }); err != nil {
+		return nil, nil, err
+	}
+	if err := a.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("%s args: %w", a.Kind(), err)
 	}
 	client, err := newClient(cfg)
 	if err != nil {
@@ -174,10 +193,8 @@ func enqueueRaw(ctx context.Context, c *pipeline.Client, kind string, payload []
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("status", stderr)
-	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
-		return errors.New("usage: producer status ID")
-	}
-	if err := fs.Parse(args[1:]); err != nil {
+	id, err := pipeline.ParseArgs(fs, args, "ID")
+	if err != nil {
 		return err
 	}
 	client, err := newClient(*cfg)
@@ -185,7 +202,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer client.Close()
-	info, err := findTask(client.Inspector(), args[0])
+	info, err := findTask(client.Inspector(), id[0])
 	if err != nil {
 		return err
 	}
@@ -194,10 +211,8 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func cmdCancel(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("cancel", stderr)
-	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
-		return errors.New("usage: producer cancel ID")
-	}
-	if err := fs.Parse(args[1:]); err != nil {
+	id, err := pipeline.ParseArgs(fs, args, "ID")
+	if err != nil {
 		return err
 	}
 	client, err := newClient(*cfg)
@@ -205,17 +220,17 @@ func cmdCancel(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer client.Close()
-	state, err := cancelTask(client.Inspector(), args[0])
+	state, err := cancelTask(client.Inspector(), id[0])
 	if err != nil {
 		return err
 	}
-	return printJSON(stdout, map[string]string{"id": args[0], "result": state})
+	return printJSON(stdout, map[string]string{"id": id[0], "result": state})
 }
 
 func cmdQueues(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("queues", stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	client, err := newClient(*cfg)

@@ -10,8 +10,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
+	"strings"
 	"syscall"
+
+	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // command is one producer subcommand.
@@ -39,39 +43,34 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "producer:", err)
-		}
-		os.Exit(1)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "producer:", err)
 	}
+	os.Exit(pipeline.ExitCode(err))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return dispatch(ctx, "", commands, args, stdout, stderr)
 }
 
-// dispatch runs the subcommand named by args[0] from table. parent is the
-// enclosing subcommand ("batch"), or "" at the top level; it prefixes the
-// usage line and the errors.
+// dispatch runs the subcommand named by args[0] from table; `help CMD...`
+// is `CMD... -h`. parent is the enclosing subcommand ("batch"), or "" at the top
+// level; it prefixes the usage line and the errors.
 func dispatch(ctx context.Context, parent string, table map[string]command, args []string, stdout, stderr io.Writer) error {
-	path, prefix := "producer", ""
-	if parent != "" {
-		path, prefix = "producer "+parent, parent+": "
+	if len(args) > 1 && args[0] == "help" {
+		args = append(slices.Clone(args[1:]), "-h")
 	}
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stderr, path, table)
-		if len(args) == 0 {
-			return errors.New(prefix + "a subcommand is required")
+	if len(args) > 0 {
+		if c, ok := table[args[0]]; ok {
+			return c.run(ctx, args[1:], stdout, stderr)
 		}
-		return nil
 	}
-	c, ok := table[args[0]]
-	if !ok {
-		usage(stderr, path, table)
-		return fmt.Errorf("%sunknown subcommand %q", prefix, args[0])
+	usage(stderr, strings.TrimSpace("producer "+parent), table)
+	err := pipeline.SubcommandError("subcommand", args)
+	if parent != "" {
+		err = fmt.Errorf("%s: %w", parent, err)
 	}
-	return c.run(ctx, args[1:], stdout, stderr)
+	return err
 }
 
 func usage(w io.Writer, path string, table map[string]command) {

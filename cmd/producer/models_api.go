@@ -12,9 +12,9 @@ import (
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/generation"
-	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/registry"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // modelCatalog is what the models a client may name are: the builtin
@@ -278,10 +278,10 @@ func writeModelError(w http.ResponseWriter, name string, err error) {
 		return
 	}
 	if errors.Is(err, registry.ErrNoPromoted) {
-		writeParamError(w, http.StatusNotFound, jobs.GenCodeModel, "model",
+		writeParamError(w, http.StatusNotFound, tokenstream.CodeModel, "model",
 			fmt.Sprintf("model %q: registered, but no version of it is promoted; name one as NAME@N", name))
 		return
 	}
-	writeParamError(w, http.StatusNotFound, jobs.GenCodeModel, "model",
+	writeParamError(w, http.StatusNotFound, tokenstream.CodeModel, "model",
 		fmt.Sprintf("model %q: not found; GET /v1/models lists the models this server has (a builtin:NAME, a registered name or name@N, or a model directory in the data root)", name))
 }

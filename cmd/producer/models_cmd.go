@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/tandem-ai/tandem/jobs"
@@ -12,26 +13,32 @@ import (
 	"github.com/tandem-ai/tandem/registry"
 )
 
-// cmdModels is `producer models list|show NAME|promote NAME@N`.
+// modelsCommands are the subcommands of `producer models`.
+var modelsCommands = map[string]command{
+	"list":    {"list the registered models: list [--json]", modelsCommand("list").run},
+	"show":    {"show a model's versions, or one version: show NAME[@N] [--json]", modelsCommand("show").run},
+	"promote": {"make NAME resolve to a version: promote NAME@N", modelsCommand("promote").run},
+}
+
 func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const usage = "usage: producer models list | show NAME | promote NAME@N"
-	if len(args) == 0 {
-		return errors.New(usage)
-	}
-	sub := args[0]
-	fs, cfg := clientFlags("models "+sub, stderr)
+	return dispatch(ctx, "models", modelsCommands, args, stdout, stderr)
+}
+
+// modelsCommand is one of modelsCommands, which share their flags.
+type modelsCommand string
+
+func (sub modelsCommand) run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cfg := clientFlags("models "+string(sub), stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
-	var ref string
-	rest := args[1:]
-	if sub == "show" || sub == "promote" {
-		if len(rest) == 0 || rest[0] == "" || rest[0][0] == '-' {
-			return errors.New(usage)
-		}
-		ref, rest = rest[0], rest[1:]
+	var names []string
+	if sub != "list" {
+		names = []string{"NAME[@N]"}
 	}
-	if err := fs.Parse(rest); err != nil {
+	pos, err := pipeline.ParseArgs(fs, args, names...)
+	if err != nil {
 		return err
 	}
+	ref := strings.Join(pos, "") // NAME[@N] of show and promote, "" for list
 	reg, closeReg, err := openRegistry(*cfg)
 	if err != nil {
 		return err
@@ -110,7 +117,7 @@ func cmdModels(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return printJSON(stdout, v)
 	}
-	return fmt.Errorf("unknown models subcommand %q; %s", sub, usage)
+	return fmt.Errorf("models: no subcommand %q", sub)
 }
 
 // openRegistry connects the model registry named by the pipeline config:

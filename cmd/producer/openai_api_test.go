@@ -28,6 +28,7 @@ import (
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // oaiServer serves e's parts through serveMux, the routes of `producer
@@ -190,7 +191,7 @@ func TestOpenAIModelsListAndRetrieve(t *testing.T) {
 	}
 	_, err = client.Models.Get(ctx, "no-such-model")
 	ae := apiErrorOf(t, "retrieve an unknown model", err)
-	if ae.StatusCode != http.StatusNotFound || ae.Type != "invalid_request_error" || ae.Code != jobs.GenCodeModel || ae.Param != "model" || strings.Contains(ae.Message, dir) {
+	if ae.StatusCode != http.StatusNotFound || ae.Type != "invalid_request_error" || ae.Code != tokenstream.CodeModel || ae.Param != "model" || strings.Contains(ae.Message, dir) {
 		t.Errorf("retrieve an unknown model: %d %+v", ae.StatusCode, ae)
 	}
 
@@ -272,7 +273,7 @@ func TestOpenAIUnknownModelStreamedIs404(t *testing.T) {
 		}
 		ae := apiErrorOf(t, "model "+name, stream.Err())
 		stream.Close()
-		if ae.StatusCode != http.StatusNotFound || ae.Code != jobs.GenCodeModel || ae.Param != "model" || ae.Type != "invalid_request_error" {
+		if ae.StatusCode != http.StatusNotFound || ae.Code != tokenstream.CodeModel || ae.Param != "model" || ae.Type != "invalid_request_error" {
 			t.Errorf("model %q: %d %+v", name, ae.StatusCode, ae)
 		}
 		if msg := strings.ReplaceAll(ae.Message, name, "M"); strings.Contains(msg, dir) {

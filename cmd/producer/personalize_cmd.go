@@ -21,15 +21,12 @@ func cmdPersonalize(ctx context.Context, args []string, stdout, stderr io.Writer
 	wait := fs.Bool("wait", false, "follow the job until it ends and print its result")
 	taskID := fs.String("task-id", "", "task id; a second enqueue with the same id is refused")
 	device := fs.String("device", "", "cuda: generate on a GPU worker (the gpu queue); cpu or empty: the default queue")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	queue, err := pipeline.QueueForDevice(*device, "")
 	if err != nil {
 		return fmt.Errorf("--device: %w", err)
-	}
-	if err := absPaths(&a.Model, &a.Users, &a.Catalog, &a.Out); err != nil {
-		return err
 	}
 	client, info, err := enqueueArgs(ctx, *cfg, *a, queue, *taskID)
 	if err != nil {

@@ -245,7 +245,7 @@ func cmdFeedback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs.StringVar(&ev.ID, "id", "", "event id, used as Nats-Msg-Id (default: random)")
 	fs.StringVar(&ev.ItemKind, "kind", "", "item kind, e.g. template or topic")
 	gf := bindGenerationFeedbackFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if *gf.generation != "" {
@@ -284,11 +284,8 @@ func cmdFeedback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 func cmdRecs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("recs", stderr)
 	n := fs.Int("n", 10, "at most this many items")
-	if len(args) == 0 || args[0] == "" || args[0][0] == '-' {
-		return errors.New("usage: producer recs USER [--n N]")
-	}
-	user := args[0]
-	if err := fs.Parse(args[1:]); err != nil {
+	user, err := pipeline.ParseArgs(fs, args, "USER")
+	if err != nil {
 		return err
 	}
 	if *n < 1 || *n > jobs.MaxRecsTop {
@@ -302,7 +299,7 @@ func cmdRecs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer rdb.Close()
-	v, err := getRecs(ctx, recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}), user, *n)
+	v, err := getRecs(ctx, recsys.NewRedisStore(rdb, recsys.RedisStoreOptions{}), user[0], *n)
 	if err != nil {
 		return err
 	}

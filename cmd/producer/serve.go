@@ -35,7 +35,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	addr := fs.String("addr", envOr("TANDEM_HTTP_ADDR", "127.0.0.1:8080"), "listen address of the HTTP API [TANDEM_HTTP_ADDR]")
 	apiTokens := fs.String("api-tokens", envOr("TANDEM_API_TOKENS", ""), "file of API tokens, one per line: <token or sha256 hex> <name (the user it acts as)> <submit,read,impersonate,admin>; empty: no authentication (logged as a warning) [TANDEM_API_TOKENS]")
 	requireAuth := fs.Bool("api-require-auth", envOr("TANDEM_API_REQUIRE_AUTH", "") == "true", "refuse to start without --api-tokens [TANDEM_API_REQUIRE_AUTH]")
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))

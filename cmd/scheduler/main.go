@@ -58,12 +58,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "scheduler:", err)
-		}
-		os.Exit(1)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "scheduler:", err)
 	}
+	os.Exit(pipeline.ExitCode(err))
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
@@ -74,19 +72,23 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	requirePersistence := pipeline.RequirePersistenceFlag(fs)
 	schedule := fs.String("schedule", envOr("TANDEM_SCHEDULE", ""), "JSON file of periodic jobs (empty: none) [TANDEM_SCHEDULE]")
 	embedded := fs.String("embedded-nats", envOr("TANDEM_EMBEDDED_NATS", ""), "host an in-process nats-server on this address, e.g. 127.0.0.1:4333 (JetStream under the data dir) [TANDEM_EMBEDDED_NATS]")
-	interactions := fs.String("interactions", envOr("TANDEM_INTERACTIONS", ""), "interaction log (.csv or .jsonl) the live recommender starts from; empty: no data [TANDEM_INTERACTIONS]")
+	interactions := fs.String("interactions", envOr("TANDEM_INTERACTIONS", ""), "interaction log (.csv or .jsonl) in the data root, which the live recommender and the nightly rebuild start from; empty: no data [TANDEM_INTERACTIONS]")
 	adminAddr := fs.String("admin-addr", envOr("TANDEM_ADMIN_ADDR", "127.0.0.1:9102"), "address of the admin HTTP server (/metrics, /healthz) [TANDEM_ADMIN_ADDR]")
 	var rc recsFlags
 	if err := rc.bind(fs); err != nil {
 		return err
 	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	if err := rc.validate(); err != nil {
+		return err
+	}
+	initial, err := interactionsPath(cfg, *interactions)
+	if err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
@@ -96,12 +98,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 
 	var entries []pipeline.PeriodicEntry
 	if *schedule != "" {
-		var err error
 		if entries, err = pipeline.LoadSchedule(*schedule); err != nil {
 			return err
 		}
 	}
-	entries, err := withNightlyRebuild(entries, rc, *interactions, logger)
+	entries, err = withNightlyRebuild(entries, rc, *interactions, logger)
 	if err != nil {
 		return err
 	}
@@ -175,7 +176,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer arts.Close()
 		stopFeedback, err := startFeedback(ctx, bus, feedbackOptions{
-			Interactions: *interactions, Config: cfg, Redis: client.Redis(), Artifacts: arts,
+			Interactions: initial, Config: cfg, Redis: client.Redis(), Artifacts: arts,
 			ExactWeights: rc.weights == "exact", Window: rc.window, Poll: rc.poll, Concurrency: rc.concurrency, Logger: logger,
 		})
 		if err != nil {
@@ -218,6 +219,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// interactionsPath resolves --interactions as the nightly rebuild's job
+// (recs-fanout) will: relative to the data root, not to the current
+// directory, and confined to it. It returns the file's path for the live
+// model; "" stays "".
+func interactionsPath(cfg pipeline.Config, p string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	root, err := jobs.OpenDataRoot(cfg)
+	if err != nil {
+		return "", fmt.Errorf("--interactions: %w", err)
+	}
+	defer root.Close()
+	name, err := root.Name("interactions", p)
+	if err != nil {
+		return "", fmt.Errorf("--interactions: %w (paths are relative to the data root, %s: --data-root, $%s)", err, root.Dir(), jobs.EnvDataRoot)
+	}
+	return root.Path(name), nil
 }
 
 func envOr(key, def string) string {

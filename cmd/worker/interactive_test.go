@@ -23,6 +23,7 @@ import (
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 func TestNewServersSplitsTheInteractiveLane(t *testing.T) {
@@ -77,7 +78,7 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	// run enqueues a generation and reads its stream; cancelAfter > 0 sends
 	// a cancel once that many tokens arrived, sealed with the generation's
 	// key as the producer sends it, or unsealed (forged) when forge is set.
-	run := func(maxTokens, cancelAfter int, forge bool) []jobs.GenMessage {
+	run := func(maxTokens, cancelAfter int, forge bool) []tokenstream.Message {
 		t.Helper()
 		id := jobs.NewCompletionID()
 		ch := make(chan *nats.Msg, jobs.MaxInteractiveTokens+4)
@@ -93,8 +94,8 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 		if _, err := pipeline.Enqueue(context.Background(), client, args, asynq.TaskID(id)); err != nil {
 			t.Fatal(err)
 		}
-		rd := jobs.GenReader{Key: args.StreamKey}
-		var msgs []jobs.GenMessage
+		rd := tokenstream.Decoder{Key: args.StreamKey}
+		var msgs []tokenstream.Message
 		for {
 			select {
 			case raw := <-ch:
@@ -103,10 +104,10 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 					t.Fatal(err)
 				}
 				msgs = append(msgs, m)
-				if m.Type == jobs.GenDone || m.Type == jobs.GenError {
+				if m.Type == tokenstream.TypeDone || m.Type == tokenstream.TypeError {
 					return msgs
 				}
-				if m.Type == jobs.GenToken && len(msgs)-1 == cancelAfter {
+				if m.Type == tokenstream.TypeToken && len(msgs)-1 == cancelAfter {
 					msg := &nats.Msg{Subject: pipeline.GenCancelSubject(id), Data: []byte("{}")}
 					if !forge {
 						if err := pipeline.Seal(args.StreamKey, msg); err != nil {
@@ -125,12 +126,12 @@ func TestWorkerBinaryStreamsAndCancelsInteractive(t *testing.T) {
 	// A cancel nobody sealed (anyone else on the bus) is ignored: the
 	// generation runs on (a sealed one stops it about 2 tokens later).
 	msgs := run(64, 1, true)
-	if done := msgs[len(msgs)-1]; done.Type != jobs.GenDone || done.FinishReason == jobs.FinishCancelled {
+	if done := msgs[len(msgs)-1]; done.Type != tokenstream.TypeDone || done.FinishReason == jobs.FinishCancelled {
 		t.Fatalf("generation sent a forged cancel: ended %+v; want it to run on, not cancelled", done)
 	}
 	msgs = run(8, 0, false)
 	done := msgs[len(msgs)-1]
-	if done.Type != jobs.GenDone || done.Usage.CompletionTokens != len(msgs)-2 || msgs[0].Type != jobs.GenStart {
+	if done.Type != tokenstream.TypeDone || done.Usage.CompletionTokens != len(msgs)-2 || msgs[0].Type != tokenstream.TypeStart {
 		t.Fatalf("short generation: %d messages ending %+v", len(msgs), done)
 	}
 	first := done

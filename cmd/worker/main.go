@@ -17,8 +17,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -41,12 +41,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "worker:", err)
-		}
-		os.Exit(1)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "worker:", err)
 	}
+	os.Exit(pipeline.ExitCode(err))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -98,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if _, err := pipeline.ParseArgs(fs, args); err != nil {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
@@ -342,12 +340,12 @@ func adminMux(reg *prometheus.Registry) *http.ServeMux {
 }
 
 func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(stderr, "usage: worker exec KIND [flags]\n\nFile paths are relative to the data root, $%s (default the current directory).\n\nkinds:\n", jobs.EnvDataRoot)
+	if len(args) == 0 || !slices.Contains(jobs.Names(), args[0]) {
+		fmt.Fprintf(stderr, "usage: worker exec KIND [flags]   (each kind takes -h)\n\nFile paths are relative to the data root, $%s (default the current directory).\n\nkinds:\n", jobs.EnvDataRoot)
 		for _, k := range jobs.Names() {
 			fmt.Fprintf(stderr, "  %-10s %s\n", k, jobs.Summary(k))
 		}
-		return errors.New("exec: a job kind is required")
+		return fmt.Errorf("exec: %w", pipeline.SubcommandError("job kind", args))
 	}
 	logger, err := newLogger(stderr, envOr("TANDEM_LOG_LEVEL", "warn"))
 	if err != nil {

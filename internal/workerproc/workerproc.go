@@ -1,18 +1,24 @@
 // Package workerproc builds the worker binary (or any of the three) and
 // runs it as a child process, for tests whose subject happens to
 // processes: SIGKILL mid-job, SIGTERM with work in flight, a worker exiting
-// by itself, a whole stack driven from outside.
+// by itself, a whole stack driven from outside, a command line.
 package workerproc
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
 // Build compiles cmd/worker into a temporary directory and returns its path.
@@ -114,4 +120,71 @@ func FreeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// CommandLine is one command line of a binary and what it must do: print
+// its usage (Usage, a piece of it) on stderr and exit with Code: 0 for help
+// asked for, 2 for a refused line, 1 for a failure; Err is in the last line.
+type CommandLine struct {
+	Args       []string
+	Code       int
+	Usage, Err string
+}
+
+// CheckCommandLines runs bin once per line, in an empty directory, with a
+// Redis and addresses that nothing answers on: a line that started a server
+// instead of answering fails or runs until the start deadline kills it.
+func CheckCommandLines(t *testing.T, bin string, lines []CommandLine) {
+	for _, c := range lines {
+		t.Run(strings.Join(append([]string{filepath.Base(bin)}, c.Args...), " "), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), startDeadline)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, c.Args...)
+			cmd.Dir = t.TempDir()
+			cmd.Env = append(os.Environ(), "TANDEM_REDIS_URL=redis://127.0.0.1:1/0", "TANDEM_NATS_URL=", "TANDEM_DATA_DIR=state",
+				"TANDEM_DATA_ROOT=.", "TANDEM_ADMIN_ADDR=127.0.0.1:0", "TANDEM_HTTP_ADDR=127.0.0.1:0")
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); cmd.ProcessState == nil {
+				t.Fatal(err)
+			}
+			code := cmd.ProcessState.ExitCode()
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			switch last := lines[len(lines)-1]; {
+			case code != c.Code:
+				t.Errorf("exit status %d, want %d; stderr:\n%s", code, c.Code, stderr.String())
+			case !strings.Contains(stderr.String(), c.Usage):
+				t.Errorf("stderr lacks the usage %q:\n%s", c.Usage, stderr.String())
+			case !strings.Contains(last, c.Err):
+				t.Errorf("stderr ends %q, want the error %q", last, c.Err)
+			case stdout.Len() > 0:
+				t.Errorf("stdout: %s, want nothing", stdout.String())
+			}
+		})
+	}
+}
+
+// CheckMetrics scrapes http://<addr>/metrics and fails t with each problem
+// promlint finds in it: the linter `promtool check metrics` runs. It
+// returns the text, for the caller to check which families it held.
+func CheckMetrics(t testing.TB, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d, %v", resp.StatusCode, err)
+	}
+	problems, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	for _, p := range problems {
+		t.Errorf("/metrics: %s: %s", p.Metric, p.Text)
+	}
+	return string(body)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/recsys"
+	"github.com/tandem-ai/tandem/tokenstream"
 )
 
 // demoTemplates and demoTopics give the synthetic items (even: template,
@@ -377,9 +378,9 @@ type demoChunk struct {
 	Choices []struct {
 		Text string `json:"text"`
 	} `json:"choices"`
-	Usage  *generation.Usage `json:"usage"`
-	Timing *jobs.GenTiming   `json:"timing"`
-	Error  *jobs.GenFault    `json:"error"`
+	Usage  *generation.Usage   `json:"usage"`
+	Timing *tokenstream.Timing `json:"timing"`
+	Error  *tokenstream.Fault  `json:"error"`
 }
 
 // streamReply asks for catalog item on user's behalf through POST
@@ -421,7 +422,7 @@ type demoStream struct {
 	first, total time.Duration // from the request to the first token, to the end
 	tokens       int           // the chunks that carried text
 	usage        generation.Usage
-	timing       jobs.GenTiming
+	timing       tokenstream.Timing
 }
 
 // tokensPerSecond is the stream's rate after its first token, 0 when it
