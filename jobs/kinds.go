@@ -3,13 +3,12 @@ package jobs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -18,6 +17,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/generation"
+	"github.com/tandem-ai/tandem/gpu"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -26,78 +26,50 @@ import (
 type Deps struct {
 	Logger *slog.Logger
 	Models *generation.ModelStore
-	Bus    *pipeline.Bus // nil when the worker runs without NATS (worker exec)
+	Bus    *pipeline.Bus // nil when no NATS URL is configured
 	// Batches runs the batch kinds (generate:chunk, generate:finalize); nil
 	// until batch.Attach installs it, and those kinds then fail transiently.
 	Batches BatchRunner
 	// Webhooks delivers webhook tasks; nil when no URL is configured.
 	Webhooks *WebhookConfig
 	// Redis is the worker's Redis client, for kinds that write serving data
-	// (recs-rebuild's publish); nil under `worker exec`, which then connects
-	// from the TANDEM_* environment when it needs one.
+	// (recs-rebuild's publish) or read the interaction log.
 	Redis redis.UniversalClient
-	// Artifacts keeps the sharded rebuild's snapshots and shard files; nil
-	// opens the store TANDEM_ARTIFACT_STORE names on first use.
+	// Artifacts keeps the sharded rebuild's snapshots and shard files.
 	Artifacts artifact.Store
 	// Registry is the model registry the finetune kinds resolve base models
-	// in and register their runs with; nil (`worker exec`) uses one over
-	// Redis (see Redis) and the registry directory under FinetuneDataDir.
-	// The worker passes the registry it also installs with
-	// registry.SetDefault, so generation and fine-tuning agree on names.
+	// in and register their runs with; Models resolves names in the same
+	// one, so generation and fine-tuning agree on names.
 	Registry *registry.Registry
+	// DataDir is the service's own state (pipeline.Config.DataDir):
+	// finetune-feedback runs keep their files in <DataDir>/finetune/<run>.
+	DataDir string
+	// Device is the worker's GPU, which fine-tunes train on; nil: the CPU.
+	Device *gpu.Device
+	// PromptTemplates parses personalize's templates: the batch template
+	// language (batch.PromptTemplates), which jobs cannot import.
+	PromptTemplates PromptTemplateParser
 
 	// root confines the files jobs name (paths.go): DataRoot reads it,
 	// SetDataRoot installs it.
 	root dataroot.Lazy
 }
 
-// redisOf is d's Redis client or, under `worker exec` (no client), one
-// connected from the TANDEM_* environment. Every kind that needs Redis
-// beside its queue (publishing, serving lists, the interaction log) asks here.
+// redisOf is d's Redis client, which every kind that needs Redis beside its
+// queue (publishing, serving lists, the interaction log) asks for here.
 func redisOf(d *Deps) (redis.UniversalClient, error) {
-	if d != nil && d.Redis != nil {
-		return d.Redis, nil
+	if d == nil || d.Redis == nil {
+		return nil, errors.New("redis: this worker has no client (Deps.Redis)")
 	}
-	rdb, _, err := envRedis()
-	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	return rdb, nil
+	return d.Redis, nil
 }
 
-// registryOf is d's model registry or, without one, a registry over
-// redisOf(d) with its artifacts under FinetuneDataDir.
+// registryOf is d's model registry.
 func registryOf(d *Deps) (*registry.Registry, error) {
-	if d != nil && d.Registry != nil {
-		return d.Registry, nil
+	if d == nil || d.Registry == nil {
+		return nil, errors.New("this worker has no model registry (Deps.Registry)")
 	}
-	rdb, err := redisOf(d)
-	if err != nil {
-		return nil, err
-	}
-	return registry.New(rdb, RegistryDir(FinetuneDataDir())), nil
-}
-
-var (
-	envRedisOnce sync.Once
-	envRDB       redis.UniversalClient
-	envDataDir   string
-	envRedisErr  error
-)
-
-// envRedis connects to the Redis named by the TANDEM_* environment, once,
-// and returns it with the environment's data directory.
-func envRedis() (redis.UniversalClient, string, error) {
-	envRedisOnce.Do(func() {
-		cfg := pipeline.DefaultConfig()
-		if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
-			envRedisErr = err
-			return
-		}
-		envRDB, envRedisErr = cfg.RedisClient()
-		envDataDir = cfg.DataDir
-	})
-	return envRDB, envDataDir, envRedisErr
+	return d.Registry, nil
 }
 
 // logger is the Deps' logger, or the default one.
@@ -121,7 +93,7 @@ func NewDeps(logger *slog.Logger) *Deps {
 		logger.Error("model cache bound ignored", "err", err, "using", generation.DefaultModelCacheBytes)
 		limit = generation.DefaultModelCacheBytes
 	}
-	return &Deps{Logger: logger, Models: generation.NewModelStoreLimit(limit, OpenEnvDataRoot)}
+	return &Deps{Logger: logger, Models: generation.NewModelStoreWith(generation.StoreConfig{Limit: limit, OpenRoot: OpenEnvDataRoot})}
 }
 
 // execFunc runs one job kind in-process from command-line flags.
@@ -373,19 +345,12 @@ func ValidatePayload(name string, payload []byte) error {
 	if _, ok := kinds[name]; !ok {
 		return fmt.Errorf("kind: unknown %q (have %v)", name, Names())
 	}
-	checkOnce.Do(func() {
-		checkRegistry = pipeline.NewRegistry()
-		RegisterAll(checkRegistry, NewDeps(nil))
-	})
-	return checkRegistry.Check(name, payload)
+	// A registry of every kind, only to decode and validate: its workers
+	// never run, so they need no parts.
+	r := pipeline.NewRegistry()
+	RegisterAll(r, &Deps{})
+	return r.Check(name, payload)
 }
-
-// checkRegistry holds every kind only to decode and validate payloads; its
-// workers never run.
-var (
-	checkOnce     sync.Once
-	checkRegistry *pipeline.Registry
-)
 
 // Exec runs one kind in-process with no Redis: `worker exec KIND [flags]`.
 func Exec(ctx context.Context, d *Deps, name string, args []string, stdout io.Writer) error {
