@@ -80,20 +80,15 @@ func (d *Deps) logger() *slog.Logger {
 	return d.Logger
 }
 
-// NewDeps returns Deps with a fresh model store bounded by
-// TANDEM_MODEL_CACHE_BYTES (a bad value is logged and the default used;
-// generation.ModelCacheBytesFromEnv reports it as an error for callers
-// that can fail).
+// NewDeps returns Deps with only a logger and a fresh model store of the
+// default bound (generation.DefaultModelCacheBytes), for tests and tools;
+// a worker builds its Deps from its configuration (cmd/worker openDeps).
 func NewDeps(logger *slog.Logger) *Deps {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	limit, err := generation.ModelCacheBytesFromEnv()
-	if err != nil {
-		logger.Error("model cache bound ignored", "err", err, "using", generation.DefaultModelCacheBytes)
-		limit = generation.DefaultModelCacheBytes
-	}
-	return &Deps{Logger: logger, Models: generation.NewModelStoreWith(generation.StoreConfig{Limit: limit, OpenRoot: OpenEnvDataRoot})}
+	return &Deps{Logger: logger, Models: generation.NewModelStoreWith(generation.StoreConfig{
+		Limit: generation.DefaultModelCacheBytes, OpenRoot: OpenEnvDataRoot})}
 }
 
 // execFunc runs one job kind in-process from command-line flags.
