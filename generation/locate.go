@@ -31,11 +31,7 @@ const (
 // registered names. Errors name no server path; IsModelNotFound tells the
 // model's absence from a failure to look (Redis).
 func LocateModel(ctx context.Context, reg *registry.Registry, root *dataroot.Root, name string) (ModelSource, error) {
-	resolve := func(string) (string, bool, error) { return "", false, nil }
-	if reg != nil {
-		resolve = func(n string) (string, bool, error) { return reg.Resolve(ctx, n) }
-	}
-	_, isDir, err := resolveModelNameWith(name, resolve)
+	_, isDir, err := resolveModelName(ctx, name, reg)
 	switch {
 	case err != nil:
 		return 0, err

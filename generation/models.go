@@ -2,6 +2,7 @@ package generation
 
 import (
 	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/gpu"
@@ -133,6 +135,10 @@ type ModelStore struct {
 	// openRoot opens one when none was set.
 	root     dataroot.Lazy
 	openRoot func() (*dataroot.Root, error)
+	// device gets a copy of every model loaded (nil: the CPU); registry
+	// resolves registered names (nil: none are known).
+	device   *gpu.Device
+	registry *registry.Registry
 	// load is model loading, replaceable in tests.
 	load func(key string) (*model.Model, error)
 	// chat reads a loaded model's chat format (loadChatFormat).
@@ -159,21 +165,26 @@ type ModelStoreStats struct {
 	Evictions int64 `json:"evictions"`
 }
 
-// NewModelStore returns an empty store with no byte limit; openRoot opens
-// the data root on first use when SetDataRoot installed none
-// (jobs.OpenEnvDataRoot). With a nil openRoot, call SetDataRoot before
-// a model directory is named.
+// NewModelStore returns an empty store with no byte limit, device or
+// registry; openRoot is as for StoreConfig.
 func NewModelStore(openRoot func() (*dataroot.Root, error)) *ModelStore {
-	return NewModelStoreLimit(0, openRoot)
+	return NewModelStoreWith(StoreConfig{OpenRoot: openRoot})
 }
 
-// NewModelStoreLimit returns an empty store that keeps at most limit bytes
-// of parameters loaded (0: no limit); openRoot is as for NewModelStore.
-func NewModelStoreLimit(limit int64, openRoot func() (*dataroot.Root, error)) *ModelStore {
-	if limit < 0 {
-		limit = 0
-	}
-	s := &ModelStore{limit: limit, entries: map[string]*modelEntry{}, lru: list.New(), openRoot: openRoot}
+// StoreConfig is what a ModelStore is built from.
+type StoreConfig struct {
+	Limit int64 // parameter bytes kept loaded; 0: no limit
+	// OpenRoot opens the data root on first use when SetDataRoot installed
+	// none; with nil, call SetDataRoot before a model directory is named.
+	OpenRoot func() (*dataroot.Root, error)
+	Device   *gpu.Device        // the worker's GPU, which models are copied onto; nil: the CPU
+	Registry *registry.Registry // resolves registered names (name, name@N); nil: none
+}
+
+// NewModelStoreWith returns an empty store configured by c.
+func NewModelStoreWith(c StoreConfig) *ModelStore {
+	s := &ModelStore{limit: max(c.Limit, 0), entries: map[string]*modelEntry{}, lru: list.New(),
+		openRoot: c.OpenRoot, device: c.Device, registry: c.Registry}
 	s.load, s.chat = s.loadModel, s.loadChatFormat
 	return s
 }
@@ -240,7 +251,7 @@ func (s *ModelStore) Get(name string) (*LoadedModel, error) {
 	}
 	e.lm = &LoadedModel{Name: name, Model: m, Chat: chat}
 	var decoders model.DecoderFactory
-	if d := Accelerator(); d != nil {
+	if d := s.device; d != nil {
 		if decoders, err = e.lm.attachDevice(d); err != nil {
 			e.err = fmt.Errorf("model %q: loading onto %s: %w", name, d, err)
 			delete(s.entries, key)
@@ -288,7 +299,9 @@ func (s *ModelStore) Stats() ModelStoreStats {
 // directory named any other way (outside the root, "..", a link pointing
 // out) is refused here, before anything is read.
 func (s *ModelStore) key(name string) (string, error) {
-	key, isDir, err := resolveModelName(name)
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	key, isDir, err := resolveModelName(ctx, name, s.registry)
 	if err != nil || !isDir {
 		return key, err
 	}
@@ -308,6 +321,9 @@ func (s *ModelStore) key(name string) (string, error) {
 // directory, which the registry wrote and which may lie anywhere, in the
 // service's own state (the data dir inside the root, by default) too.
 const rootModelPrefix = "root:"
+
+// resolveTimeout bounds the registry's Redis round trips of one Get.
+const resolveTimeout = 5 * time.Second
 
 // loadModel loads by key: builtin weights, a directory inside the data
 // root through the root (so no link inside it can lead out), or a
@@ -406,28 +422,26 @@ func modelNotFound(err error) error {
 // worker's data root: a known builtin name, a registered name, or a
 // directory path that no data root would refuse (dataroot.CheckPath).
 func ValidateModelName(name string) error {
-	_, _, err := resolveModelName(name)
+	_, _, err := resolveModelName(context.Background(), name, nil)
 	return err
 }
 
-// resolveModelName sorts a model name: a registered name (or name@version)
-// resolves to its version's directory on every call, so a promotion
-// reaches the next job; builtin:NAME is checked; anything else is a
-// directory path (isDir), checked as far as it can be without the root.
-func resolveModelName(name string) (key string, isDir bool, err error) {
-	return resolveModelNameWith(name, registry.ResolveModel)
-}
-
-// resolveModelNameWith is resolveModelName with registered names resolved
-// by resolve (registry.ResolveModel's contract).
-func resolveModelNameWith(name string, resolve func(name string) (dir string, ok bool, err error)) (key string, isDir bool, err error) {
+// resolveModelName sorts a model name: a name registered in reg (or
+// name@version) resolves to its version's directory on every call, so a
+// promotion reaches the next job; builtin:NAME is checked; anything else is
+// a directory path (isDir), checked as far as it can be without the root.
+func resolveModelName(ctx context.Context, name string, reg *registry.Registry) (key string, isDir bool, err error) {
 	if name == "" {
 		return "", false, fmt.Errorf("model: required (a directory, a registered name or %stiny)", BuiltinPrefix)
 	}
-	if dir, ok, err := resolve(name); err != nil {
-		return "", false, fmt.Errorf("model %q: %w", name, err)
-	} else if ok {
-		return dir, false, nil
+	if reg != nil {
+		dir, ok, err := reg.Resolve(ctx, name)
+		if err != nil {
+			return "", false, fmt.Errorf("model %q: %w", name, err)
+		}
+		if ok {
+			return dir, false, nil
+		}
 	}
 	if strings.HasPrefix(name, BuiltinPrefix) {
 		if _, ok := BuiltinConfigs[strings.TrimPrefix(name, BuiltinPrefix)]; !ok {

@@ -29,7 +29,7 @@ func smallModel(t *testing.T, vocab int) *model.Model {
 
 func TestModelStoreLRU(t *testing.T) {
 	one := int64(len(smallModel(t, 64).Params)) * 4
-	s := NewModelStoreLimit(2*one+one/2, nil) // room for two
+	s := NewModelStoreWith(StoreConfig{Limit: 2*one + one/2}) // room for two
 	dataroottest.Install(t, s, t.TempDir())
 	var loads atomic.Int32
 	s.load = func(string) (*model.Model, error) {
@@ -74,7 +74,7 @@ func TestModelStoreLRU(t *testing.T) {
 }
 
 func TestModelStoreKeepsOneOverLimit(t *testing.T) {
-	s := NewModelStoreLimit(1, nil)
+	s := NewModelStoreWith(StoreConfig{Limit: 1})
 	dataroottest.Install(t, s, t.TempDir())
 	s.load = func(string) (*model.Model, error) { return smallModel(t, 64), nil }
 	if _, err := s.Get("models/big"); err != nil {

@@ -12,12 +12,12 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/generation"
+	"github.com/tandem-ai/tandem/gpu"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -249,7 +249,7 @@ func (w FinetuneWorker) run(ctx context.Context, runID string, a FinetuneArgs, r
 			}
 		},
 	}
-	hooks.Backend = trainBackend()
+	hooks.Backend = trainBackend(w.Deps.Device)
 	res, err := finetune.Run(ctx, o, hooks)
 	if err != nil {
 		if errors.Is(err, finetune.ErrBadDataset) || isOptionError(err) || dataroot.IsRefused(err) {
@@ -376,37 +376,6 @@ func registerRun(ctx context.Context, d *Deps, root *dataroot.Root, out string, 
 	return v, nil
 }
 
-var (
-	dataDirMu  sync.RWMutex
-	dataDirSet string
-)
-
-// SetFinetuneDataDir sets the data directory of the finetune kinds (the
-// worker passes its --data-dir).
-func SetFinetuneDataDir(dir string) {
-	dataDirMu.Lock()
-	dataDirSet = dir
-	dataDirMu.Unlock()
-}
-
-// FinetuneDataDir is where finetune-feedback runs keep their files
-// (<dir>/finetune/<run id>), which the service writes for itself: the
-// directory SetFinetuneDataDir installed, else $TANDEM_DATA_DIR, else
-// ".tandem", as the worker's --data-dir default. Runs a user asks for go
-// to the data root (DefaultFinetuneOut).
-func FinetuneDataDir() string {
-	dataDirMu.RLock()
-	d := dataDirSet
-	dataDirMu.RUnlock()
-	if d != "" {
-		return d
-	}
-	if d := os.Getenv("TANDEM_DATA_DIR"); d != "" {
-		return d
-	}
-	return pipeline.DefaultConfig().DataDir
-}
-
 // RegistryDir is the registry's artifact root under a data directory.
 func RegistryDir(dataDir string) string { return filepath.Join(dataDir, "registry") }
 
@@ -501,8 +470,7 @@ func (a FinetuneArgs) ServingChange() string {
 
 // trainBackend is the fine-tuning hook: on a GPU worker each run trains on
 // the device and scores its best weights there (see finetune.Hooks.Backend).
-func trainBackend() func(m *model.Model) (model.TrainBackend, error) {
-	d := generation.Accelerator()
+func trainBackend(d *gpu.Device) func(m *model.Model) (model.TrainBackend, error) {
 	if d == nil {
 		return nil
 	}

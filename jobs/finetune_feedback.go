@@ -158,14 +158,14 @@ func (w FinetuneFeedbackWorker) run(ctx context.Context, runID string, a Finetun
 		return res, err
 	}
 	res.Base = base.Ref()
-	runDir := filepath.Join(FinetuneDataDir(), "finetune", runID)
+	runDir := filepath.Join(w.Deps.DataDir, "finetune", runID)
 	data := filepath.Join(runDir, "feedback.jsonl")
 	if _, _, err := col.Export(ctx, data); err != nil {
 		return res, err
 	}
 	out := filepath.Join(runDir, "model")
 	o := a.options(base.Artifact, data, out)
-	ft, err := finetune.Run(ctx, o, finetune.Hooks{OnStep: finetune.ObserveStep, OnEpoch: finetune.ObserveEpoch, Backend: trainBackend()})
+	ft, err := finetune.Run(ctx, o, finetune.Hooks{OnStep: finetune.ObserveStep, OnEpoch: finetune.ObserveEpoch, Backend: trainBackend(w.Deps.Device)})
 	if err != nil {
 		if errors.Is(err, finetune.ErrBadDataset) {
 			return res, pipeline.Permanent(err)

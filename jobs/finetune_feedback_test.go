@@ -116,10 +116,7 @@ func TestFeedbackFinetunePromotesWhenNoWorse(t *testing.T) {
 	ctx := context.Background()
 	rdb := finetuneTestRedis(t)
 	tmp := t.TempDir()
-	t.Setenv("TANDEM_DATA_DIR", tmp)
 	reg := registry.New(rdb, filepath.Join(tmp, "registry"))
-	registry.SetDefault(reg) // the name's resolution after the run
-	t.Cleanup(func() { registry.SetDefault(nil) })
 	name := fmt.Sprintf("feedback-%d", time.Now().UnixNano())
 	cleanupModelKeys(t, rdb, name)
 
@@ -161,7 +158,7 @@ func TestFeedbackFinetunePromotesWhenNoWorse(t *testing.T) {
 	if err := args.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	w := FinetuneFeedbackWorker{Deps: &Deps{Redis: rdb, Registry: reg}}
+	w := FinetuneFeedbackWorker{Deps: &Deps{Redis: rdb, Registry: reg, DataDir: tmp}}
 	res, err := w.run(ctx, "fb-run-1", args)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +167,7 @@ func TestFeedbackFinetunePromotesWhenNoWorse(t *testing.T) {
 	if !res.Promoted || res.Version != name+"@2" || res.Base != name+"@1" || !(res.NewDevLoss <= res.BaseDevLoss) {
 		t.Fatalf("result %+v", res)
 	}
-	dir, ok, err := registry.ResolveModel(name)
+	dir, ok, err := reg.Resolve(ctx, name)
 	if err != nil || !ok {
 		t.Fatalf("resolve: %v %v", ok, err)
 	}

@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -20,6 +18,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/dataroot"
 	"github.com/tandem-ai/tandem/generation"
+	"github.com/tandem-ai/tandem/gpu"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
@@ -28,73 +27,45 @@ import (
 type Deps struct {
 	Logger *slog.Logger
 	Models *generation.ModelStore
-	Bus    *pipeline.Bus // nil when the worker runs without NATS (worker exec)
+	Bus    *pipeline.Bus // nil when no NATS URL is configured
 	// Redis is the worker's Redis client, for kinds that write serving data
-	// (recs-rebuild's publish); nil under `worker exec`, which then connects
-	// from the TANDEM_* environment when it needs one.
+	// (recs-rebuild's publish) or read the interaction log.
 	Redis redis.UniversalClient
-	// Artifacts keeps the sharded rebuild's snapshots and shard files; nil
-	// opens the store TANDEM_ARTIFACT_STORE names on first use.
+	// Artifacts keeps the sharded rebuild's snapshots and shard files.
 	Artifacts artifact.Store
 	// Registry is the model registry the finetune kinds resolve base models
-	// in and register their runs with; nil (`worker exec`) uses one over
-	// Redis (see Redis) and the registry directory under FinetuneDataDir.
-	// The worker passes the registry it also installs with
-	// registry.SetDefault, so generation and fine-tuning agree on names.
+	// in and register their runs with; Models resolves names in the same
+	// one, so generation and fine-tuning agree on names.
 	Registry *registry.Registry
+	// DataDir is the service's own state (pipeline.Config.DataDir):
+	// finetune-feedback runs keep their files in <DataDir>/finetune/<run>.
+	DataDir string
+	// Device is the worker's GPU, which fine-tunes train on; nil: the CPU.
+	Device *gpu.Device
+	// PromptTemplates parses personalize's templates: the batch template
+	// language (batch.PromptTemplates), which jobs cannot import.
+	PromptTemplates PromptTemplateParser
 
 	// root confines the files jobs name (paths.go): DataRoot reads it,
 	// SetDataRoot installs it.
 	root dataroot.Lazy
 }
 
-// redisOf is d's Redis client or, under `worker exec` (no client), one
-// connected from the TANDEM_* environment. Every kind that needs Redis
-// beside its queue (publishing, serving lists, the interaction log) asks here.
+// redisOf is d's Redis client, which every kind that needs Redis beside its
+// queue (publishing, serving lists, the interaction log) asks for here.
 func redisOf(d *Deps) (redis.UniversalClient, error) {
-	if d != nil && d.Redis != nil {
-		return d.Redis, nil
+	if d == nil || d.Redis == nil {
+		return nil, errors.New("redis: this worker has no client (Deps.Redis)")
 	}
-	rdb, _, err := envRedis()
-	if err != nil {
-		return nil, fmt.Errorf("redis: %w", err)
-	}
-	return rdb, nil
+	return d.Redis, nil
 }
 
-// registryOf is d's model registry or, without one, a registry over
-// redisOf(d) with its artifacts under FinetuneDataDir.
+// registryOf is d's model registry.
 func registryOf(d *Deps) (*registry.Registry, error) {
-	if d != nil && d.Registry != nil {
-		return d.Registry, nil
+	if d == nil || d.Registry == nil {
+		return nil, errors.New("this worker has no model registry (Deps.Registry)")
 	}
-	rdb, err := redisOf(d)
-	if err != nil {
-		return nil, err
-	}
-	return registry.New(rdb, RegistryDir(FinetuneDataDir())), nil
-}
-
-var (
-	envRedisOnce sync.Once
-	envRDB       redis.UniversalClient
-	envDataDir   string
-	envRedisErr  error
-)
-
-// envRedis connects to the Redis named by the TANDEM_* environment, once,
-// and returns it with the environment's data directory.
-func envRedis() (redis.UniversalClient, string, error) {
-	envRedisOnce.Do(func() {
-		cfg := pipeline.DefaultConfig()
-		if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
-			envRedisErr = err
-			return
-		}
-		envRDB, envRedisErr = cfg.RedisClient()
-		envDataDir = cfg.DataDir
-	})
-	return envRDB, envDataDir, envRedisErr
+	return d.Registry, nil
 }
 
 // logger is the Deps' logger, or the default one.
@@ -105,20 +76,15 @@ func (d *Deps) logger() *slog.Logger {
 	return d.Logger
 }
 
-// NewDeps returns Deps with a fresh model store bounded by
-// TANDEM_MODEL_CACHE_BYTES (a bad value is logged and the default used;
-// generation.ModelCacheBytesFromEnv reports it as an error for callers
-// that can fail).
+// NewDeps returns Deps with only a logger and a fresh model store of the
+// default bound (generation.DefaultModelCacheBytes), for tests and tools;
+// a worker builds its Deps from its configuration (cmd/worker openDeps).
 func NewDeps(logger *slog.Logger) *Deps {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	limit, err := generation.ModelCacheBytesFromEnv()
-	if err != nil {
-		logger.Error("model cache bound ignored", "err", err, "using", generation.DefaultModelCacheBytes)
-		limit = generation.DefaultModelCacheBytes
-	}
-	return &Deps{Logger: logger, Models: generation.NewModelStoreLimit(limit, OpenEnvDataRoot)}
+	return &Deps{Logger: logger, Models: generation.NewModelStoreWith(generation.StoreConfig{
+		Limit: generation.DefaultModelCacheBytes, OpenRoot: OpenEnvDataRoot})}
 }
 
 // execFunc runs one job kind in-process from command-line flags.
@@ -391,19 +357,12 @@ func ValidatePayload(name string, payload []byte) error {
 	} else if k.register == nil {
 		return fmt.Errorf("kind: %q is registered by package batch; check it with batch.Register's registry", name)
 	}
-	checkOnce.Do(func() {
-		checkRegistry = pipeline.NewRegistry()
-		RegisterAll(checkRegistry, NewDeps(nil))
-	})
-	return checkRegistry.Check(name, payload)
+	// A registry of every kind, only to decode and validate: its workers
+	// never run, so they need no parts.
+	r := pipeline.NewRegistry()
+	RegisterAll(r, &Deps{})
+	return r.Check(name, payload)
 }
-
-// checkRegistry holds every kind only to decode and validate payloads; its
-// workers never run.
-var (
-	checkOnce     sync.Once
-	checkRegistry *pipeline.Registry
-)
 
 // Exec runs one kind in-process with no Redis: `worker exec KIND [flags]`.
 func Exec(ctx context.Context, d *Deps, name string, args []string, stdout io.Writer) error {

@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -177,23 +176,6 @@ type PromptTemplate interface {
 // PromptTemplateParser parses a template's source; name names it in errors.
 type PromptTemplateParser func(name, src string) (PromptTemplate, error)
 
-var promptTemplates atomic.Pointer[PromptTemplateParser]
-
-// SetPromptTemplateParser installs the template language personalize fills
-// templates with. The batch package installs its own when it is linked
-// into a binary (batch.ParseTemplate, with its bounds on size, loops and
-// time), as every worker binary does; jobs cannot import it (batch
-// imports jobs).
-func SetPromptTemplateParser(p PromptTemplateParser) { promptTemplates.Store(&p) }
-
-func parsePromptTemplate(name, src string) (PromptTemplate, error) {
-	p := promptTemplates.Load()
-	if p == nil {
-		return nil, errors.New("no prompt template parser installed (link the batch package)")
-	}
-	return (*p)(name, src)
-}
-
 // catalogItem is a checked catalog entry with its parsed template.
 type catalogItem struct {
 	CatalogEntry
@@ -208,7 +190,7 @@ type catalog struct {
 
 // readCatalog reads and checks a catalog; any bad line fails it, naming
 // the line (the catalog is configuration, not data to skip through).
-func readCatalog(r io.Reader) (*catalog, error) {
+func readCatalog(r io.Reader, parse PromptTemplateParser) (*catalog, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	c := &catalog{byID: map[string]*catalogItem{}}
 	for lineNo := 1; ; lineNo++ {
@@ -225,7 +207,7 @@ func readCatalog(r io.Reader) (*catalog, error) {
 		if len(generation.TrimLineSpace(raw)) == 0 {
 			continue
 		}
-		it, err := parseCatalogLine(raw)
+		it, err := parseCatalogLine(raw, parse)
 		if err != nil {
 			return nil, fmt.Errorf("catalog line %d: %w", lineNo, err)
 		}
@@ -244,7 +226,7 @@ func readCatalog(r io.Reader) (*catalog, error) {
 	return c, nil
 }
 
-func parseCatalogLine(raw []byte) (*catalogItem, error) {
+func parseCatalogLine(raw []byte, parse PromptTemplateParser) (*catalogItem, error) {
 	var e CatalogEntry
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
@@ -260,7 +242,7 @@ func parseCatalogLine(raw []byte) (*catalogItem, error) {
 		if e.Topic != "" {
 			return nil, errors.New(`field "topic": only for kind "topic"`)
 		}
-		t, err := parsePromptTemplate(e.ID, e.Template)
+		t, err := parse(e.ID, e.Template)
 		if err != nil {
 			return nil, fmt.Errorf("field \"template\": %w", err)
 		}
@@ -490,14 +472,18 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 	if p.a.PerUser == 0 {
 		p.a.PerUser = DefaultPersonalizePerUser
 	}
-	if p.cat, err = readCatalogFile(root, a.Catalog); err != nil {
+	parse := w.Deps.PromptTemplates
+	if parse == nil {
+		return res, errors.New("this worker has no prompt template parser (Deps.PromptTemplates)")
+	}
+	if p.cat, err = readCatalogFile(root, a.Catalog, parse); err != nil {
 		return res, pipeline.Permanent(err)
 	}
 	src := a.TopicTemplate
 	if src == "" {
 		src = DefaultTopicTemplate
 	}
-	if p.topic, err = parsePromptTemplate("topic_template", src); err != nil {
+	if p.topic, err = parse("topic_template", src); err != nil {
 		return res, pipeline.Permanent(fmt.Errorf("topic_template: %w", err))
 	}
 	rdb, err := redisOf(w.Deps)
@@ -523,7 +509,7 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 	if err != nil {
 		return res, err
 	}
-	p.model = modelVersion(ctx, a.Model)
+	p.model = modelVersion(ctx, w.Deps.Registry, a.Model)
 	sum := PersonalizeSummary{Run: a.Run, Model: p.model, Users: []PersonalizeUser{}, Errors: bad}
 	if sum.Errors == nil {
 		sum.Errors = []PersonalizeLineError{}
@@ -562,13 +548,13 @@ func (w PersonalizeWorker) run(ctx context.Context, a PersonalizeArgs) (Personal
 	return res, nil
 }
 
-func readCatalogFile(root *dataroot.Root, p string) (*catalog, error) {
+func readCatalogFile(root *dataroot.Root, p string, parse PromptTemplateParser) (*catalog, error) {
 	f, err := root.Open("catalog", p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return readCatalog(f)
+	return readCatalog(f, parse)
 }
 
 // users reads the users file, or lists every user with a served list.
@@ -608,8 +594,7 @@ func (p *personalizer) users(ctx context.Context) ([]userLine, []PersonalizeLine
 // modelVersion names a registered model with its promoted version
 // ("name@N"), so feedback and metrics tell versions apart; other names are
 // kept as given.
-func modelVersion(ctx context.Context, name string) string {
-	r := registry.Default()
+func modelVersion(ctx context.Context, r *registry.Registry, name string) string {
 	if r == nil {
 		return name
 	}

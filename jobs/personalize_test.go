@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	_ "github.com/tandem-ai/tandem/batch" // the prompt template language
+	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/dataroot/dataroottest"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
@@ -66,7 +66,7 @@ func newPersonalizeEnv(t *testing.T) *personalizeEnv {
 		t.Fatal(err)
 	}
 	e.deps = jobs.NewDeps(nil)
-	e.deps.Redis = e.rdb
+	e.deps.Redis, e.deps.PromptTemplates = e.rdb, batch.PromptTemplates
 	dataroottest.Install(t, e.deps, e.dir) // the catalog, users files and outputs live here
 	e.serving = recsys.NewRedisStore(e.rdb, recsys.RedisStoreOptions{})
 	e.gens = loop.NewStore(e.rdb, loop.StoreOptions{})

@@ -9,8 +9,6 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
-	"os"
-	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -733,39 +731,17 @@ func enqueueOnce[T pipeline.JobArgs](ctx context.Context, rdb redis.UniversalCli
 }
 
 // recsBackends returns the Redis client and artifact store of the sharded
-// rebuild: the Deps' own, else ones opened from the TANDEM_* environment
-// (once per process).
+// rebuild.
 func recsBackends(d *Deps) (redis.UniversalClient, artifact.Store, error) {
 	rdb, err := redisOf(d)
 	if err != nil {
 		return nil, nil, err
 	}
-	if d != nil && d.Artifacts != nil {
-		return rdb, d.Artifacts, nil
+	if d.Artifacts == nil {
+		return nil, nil, errors.New("artifact store: this worker has none (Deps.Artifacts)")
 	}
-	envArtsOnce.Do(func() {
-		_, dataDir, err := envRedis()
-		if err != nil {
-			envArtsErr = err
-			return
-		}
-		o := artifact.Options{Spec: os.Getenv(artifact.EnvStore), DataDir: dataDir}
-		if d != nil && d.Bus != nil {
-			o.JS = d.Bus.JS
-		}
-		envArts, envArtsErr = artifact.Open(context.Background(), o)
-	})
-	if envArtsErr != nil {
-		return nil, nil, fmt.Errorf("artifact store: %w", envArtsErr)
-	}
-	return rdb, envArts, nil
+	return rdb, d.Artifacts, nil
 }
-
-var (
-	envArtsOnce sync.Once
-	envArts     artifact.Store
-	envArtsErr  error
-)
 
 // recsQueueOnly is why the kinds of the sharded rebuild have no `worker
 // exec` of their own.

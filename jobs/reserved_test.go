@@ -224,8 +224,6 @@ func TestRegisteredModelInTheDataDirLoads(t *testing.T) {
 	cfg := pipeline.DefaultConfig()
 	cfg.DataRoot, cfg.DataDir = dir, filepath.Join(dir, ".tandem")
 	reg := registry.New(rdb, RegistryDir(cfg.DataDir))
-	registry.SetDefault(reg)
-	t.Cleanup(func() { registry.SetDefault(nil) })
 	name := fmt.Sprintf("in-data-dir-%d", time.Now().UnixNano())
 	cleanupModelKeys(t, rdb, name)
 	src := filepath.Join(t.TempDir(), "trained")
@@ -248,7 +246,7 @@ func TestRegisteredModelInTheDataDirLoads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	s := generation.NewModelStore(OpenEnvDataRoot)
+	s := generation.NewModelStoreWith(generation.StoreConfig{Registry: reg})
 	s.SetDataRoot(root)
 	if _, err := s.Get(name); err != nil {
 		t.Fatalf("the registered model %s: %v", name, err)

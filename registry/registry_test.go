@@ -66,8 +66,6 @@ func TestPromotionIsSeenByTheNextResolution(t *testing.T) {
 	rdb := testRedis(t)
 	reg := New(rdb, filepath.Join(tmp, "registry"))
 	bot := uniqueName(t, rdb, "support-bot")
-	SetDefault(reg)
-	t.Cleanup(func() { SetDefault(nil) })
 
 	m1 := saveModel(t, filepath.Join(tmp, "run1"), 1)
 	m2 := saveModel(t, filepath.Join(tmp, "run2"), 2)
@@ -83,7 +81,7 @@ func TestPromotionIsSeenByTheNextResolution(t *testing.T) {
 		t.Fatalf("versions %d, %d", v1.Version, v2.Version)
 	}
 	// Nothing promoted yet: the bare name is an error, name@N works.
-	if _, _, err := ResolveModel(bot); !errors.Is(err, ErrNoPromoted) {
+	if _, _, err := reg.Resolve(ctx, bot); !errors.Is(err, ErrNoPromoted) {
 		t.Fatalf("unpromoted: %v", err)
 	}
 	if _, err := reg.Promote(ctx, bot, 1); err != nil {
@@ -91,7 +89,7 @@ func TestPromotionIsSeenByTheNextResolution(t *testing.T) {
 	}
 	check := func(ref string, want *model.Model) {
 		t.Helper()
-		dir, ok, err := ResolveModel(ref)
+		dir, ok, err := reg.Resolve(ctx, ref)
 		if err != nil || !ok {
 			t.Fatalf("resolve %s: %q %v %v", ref, dir, ok, err)
 		}
@@ -122,11 +120,11 @@ func TestPromotionIsSeenByTheNextResolution(t *testing.T) {
 	}
 	// Not registry references: the caller falls back to paths.
 	for _, ref := range []string{"builtin:tiny", "/tmp/model", "other-model", "Bad Name"} {
-		if _, ok, err := ResolveModel(ref); ok || err != nil {
+		if _, ok, err := reg.Resolve(ctx, ref); ok || err != nil {
 			t.Errorf("resolve %q: ok=%v err=%v, want a fallback", ref, ok, err)
 		}
 	}
-	if _, _, err := ResolveModel(bot + "@9"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := reg.Resolve(ctx, bot+"@9"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing version: %v", err)
 	}
 	if _, err := reg.Promote(ctx, bot, 9); !errors.Is(err, ErrNotFound) {

@@ -118,32 +118,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Queues = setup.queues
 	if setup.dev != nil {
-		// Closed last, after the server has stopped and its jobs ended.
-		defer setup.dev.Close()
-		generation.SetAccelerator(setup.dev)
+		defer setup.dev.Close() // closed last, after the server has stopped and its jobs ended
 	}
-
-	// Every file a job names lies in the data root; a root that cannot be
-	// opened stops the worker here rather than failing each job.
-	root, err := jobs.OpenDataRoot(cfg)
+	deps, closeDeps, err := openDeps(ctx, cfg, logger, setup.dev)
 	if err != nil {
 		return err
 	}
-	defer root.Close()
-	deps := jobs.NewDeps(logger)
-	deps.SetDataRoot(root)
-	if cfg.NATSURL != "" {
-		natsOpts, err := cfg.NATSOptions()
-		if err != nil {
-			return err
-		}
-		bus, err := pipeline.ConnectBus(ctx, cfg.NATSURL, natsOpts...)
-		if err != nil {
-			return fmt.Errorf("nats: %w", err)
-		}
-		defer bus.Close()
-		deps.Bus = bus
-	}
+	defer closeDeps()
 	if cfg.Queues, err = queuesForBus(cfg.Queues, deps.Bus != nil, logger); err != nil {
 		return err
 	}
@@ -157,33 +138,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	deps.Models.SetEngineConfig(generation.EngineConfig{Slots: *engineSlots, PrefillTokens: *prefillTokens,
 		Metrics: generation.NewMetrics(promReg), Logger: logger})
 
-	// The model registry lets jobs name models (name or name@N) and lets
-	// fine-tunes register what they train.
-	rdb, err := cfg.RedisClient()
-	if err != nil {
-		return err
-	}
-	defer rdb.Close()
-	deps.Redis = rdb // recs-rebuild publishes through it, finetune-feedback collects from it
-	// The sharded recommender rebuild keeps its snapshots and shard files
-	// here; schedulers reload from the same store.
-	aopts := artifact.Options{Spec: os.Getenv(artifact.EnvStore), DataDir: cfg.DataDir}
-	if deps.Bus != nil {
-		aopts.JS = deps.Bus.JS
-	}
-	arts, err := artifact.Open(ctx, aopts)
-	if err != nil {
-		return err
-	}
-	defer arts.Close()
-	deps.Artifacts = arts
 	if err := cfg.EnforceRedisPersistence(ctx, *requirePersistence, logger); err != nil {
 		return err
 	}
-	modelReg := registry.New(rdb, jobs.RegistryDir(cfg.DataDir))
-	registry.SetDefault(modelReg)
-	deps.Registry = modelReg // the finetune kinds resolve and register here
-	jobs.SetFinetuneDataDir(cfg.DataDir)
 
 	// The kinds: jobs' own, then batch's (generate:chunk, generate:finalize,
 	// webhook) with their Redis records, the artifact store
@@ -227,7 +184,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if setup.dev != nil {
 		deviceName = setup.dev.String()
 	}
-	logger.Info("worker starting", "kinds", reg.Kinds(), "queues", cfg.Queues, "concurrency", cfg.Concurrency, "device", deviceName, "admin", *adminAddr, "data_root", root.Dir())
+	logger.Info("worker starting", "kinds", reg.Kinds(), "queues", cfg.Queues, "concurrency", cfg.Concurrency, "device", deviceName, "admin", *adminAddr, "data_root", cfg.DataRoot)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -363,19 +320,82 @@ func execCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if setup.dev != nil {
 		defer setup.dev.Close()
-		generation.SetAccelerator(setup.dev)
 	}
-	root, err := jobs.OpenEnvDataRoot()
+	cfg := pipeline.DefaultConfig()
+	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+		return err
+	}
+	deps, closeDeps, err := openDeps(ctx, cfg, logger, setup.dev)
 	if err != nil {
 		return err
 	}
-	defer root.Close()
-	deps := jobs.NewDeps(logger)
-	deps.SetDataRoot(root)
+	defer closeDeps()
 	if args[0] == jobs.KindWebhook {
 		return batch.ExecWebhook(ctx, args[1:], stdout)
 	}
 	return jobs.Exec(ctx, deps, args[0], args[1:], stdout)
+}
+
+// openDeps builds what jobs run on, alike for the server and `worker exec`:
+// every file a job names lies in the data root (a root that cannot be
+// opened stops the worker here rather than failing each job); the NATS bus
+// where cfg names a server; Redis; the artifact store of the sharded
+// rebuild's snapshots and shard files, which schedulers reload from; the
+// model registry, which jobs name models in (name, name@N) and fine-tunes
+// register to; and a model store that resolves names there and loads onto
+// dev (nil: the CPU). The function returned releases what it opened.
+func openDeps(ctx context.Context, cfg pipeline.Config, logger *slog.Logger, dev *gpu.Device) (_ *jobs.Deps, _ func(), err error) {
+	var closers []func() error
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			_ = closers[i]()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	limit, err := generation.ModelCacheBytesFromEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := jobs.OpenDataRoot(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, root.Close)
+	var bus *pipeline.Bus
+	if cfg.NATSURL != "" {
+		natsOpts, err := cfg.NATSOptions()
+		if err != nil {
+			return nil, nil, err
+		}
+		if bus, err = pipeline.ConnectBus(ctx, cfg.NATSURL, natsOpts...); err != nil {
+			return nil, nil, fmt.Errorf("nats: %w", err)
+		}
+		closers = append(closers, func() error { bus.Close(); return nil })
+	}
+	rdb, err := cfg.RedisClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, rdb.Close)
+	aopts := artifact.Options{Spec: os.Getenv(artifact.EnvStore), DataDir: cfg.DataDir}
+	if bus != nil {
+		aopts.JS = bus.JS
+	}
+	arts, err := artifact.Open(ctx, aopts)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers = append(closers, arts.Close)
+	reg := registry.New(rdb, jobs.RegistryDir(cfg.DataDir))
+	models := generation.NewModelStoreWith(generation.StoreConfig{Limit: limit, Device: dev, Registry: reg})
+	deps := &jobs.Deps{Logger: logger, Models: models, Bus: bus, Redis: rdb, Artifacts: arts, Registry: reg,
+		DataDir: cfg.DataDir, Device: dev, PromptTemplates: batch.PromptTemplates}
+	deps.SetDataRoot(root)
+	return deps, closeAll, nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
