@@ -70,7 +70,7 @@ func BenchmarkFeedbackToList(b *testing.B) {
 				target := before[0].Item
 				body, _ := json.Marshal(recsys.Event{ID: "bench-" + strconv.Itoa(k), User: user, Item: target, Type: recsys.EventPurchase, Value: 1})
 				start := time.Now()
-				if _, err := jobs.PublishFeedback(ctx, e.bus, body); err != nil {
+				if _, err := publishBody(ctx, e.bus, body); err != nil {
 					b.Fatal(err)
 				}
 				for {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
@@ -181,21 +182,20 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 // id, then stream sequence) but still gets its update task: the delivery
 // that logged it may have failed before enqueuing one.
 func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) error {
-	ce, err := c.intake.AcceptDelivery(ctx, d)
+	ev, err := c.intake.AcceptDelivery(ctx, d)
 	if loop.Refused(err) {
 		return pipeline.BadEvent(err)
 	}
 	if err != nil {
 		return err
 	}
-	ev := ce.Event
 	if ev.Item == "" {
 		// Feedback on a generation made from neither a template nor a
 		// topic (the one event the intake lets lack an item): nothing for
 		// the recommender, a sample for fine-tuning.
-		return c.collectGeneration(ctx, ce)
+		return c.collectGeneration(ctx, ev)
 	}
-	entry, added, err := c.log.Append(ctx, ev)
+	entry, added, err := c.log.Append(ctx, ev.Interaction())
 	if errors.Is(err, recsys.ErrBadInput) {
 		return pipeline.BadEvent(err)
 	}
@@ -208,7 +208,7 @@ func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) erro
 	if added {
 		c.logger.Debug("feedback logged", "id", ev.ID, "entry", entry, "user", ev.User, "item", ev.Item, "event", ev.Type)
 	}
-	return c.collectGeneration(ctx, ce)
+	return c.collectGeneration(ctx, ev)
 }
 
 // collectGeneration hands an accepted or edited generation to the
@@ -217,29 +217,23 @@ func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) erro
 // the edited text is the event's. Events that are not feedback on a
 // generation, or that the collector cannot use, are skipped (logged); only
 // Redis trouble is returned, to be retried (Collect is idempotent).
-func (c *feedbackConsumer) collectGeneration(ctx context.Context, ce loop.CheckedEvent) error {
-	if !ce.Generation {
+func (c *feedbackConsumer) collectGeneration(ctx context.Context, ev feedback.Event) error {
+	if !ev.OnGeneration() || (ev.Action != feedback.ActionAccept && ev.Action != feedback.ActionEdit) {
 		return nil
 	}
-	g := ce.Feedback
-	fe := finetune.FeedbackEvent{GenerationID: g.GenerationID, Action: g.Action, Prompt: g.Prompt, Completion: g.Completion,
-		EditedText: g.EditedText, Model: g.Model}
-	if fe.Action != finetune.FeedbackAccept && fe.Action != finetune.FeedbackEdit {
-		return nil
-	}
-	col, err := finetune.NewFeedbackCollector(c.rdb, fe.Collection())
+	col, err := finetune.NewFeedbackCollector(c.rdb, finetune.Collection(ev.Model))
 	if err != nil {
-		c.logger.Warn("generation feedback skipped", "id", g.ID, "err", err)
+		c.logger.Warn("generation feedback skipped", "id", ev.ID, "err", err)
 		return nil
 	}
-	_, err = col.Collect(ctx, fe)
+	_, err = col.Collect(ctx, ev)
 	switch {
 	case err == nil, errors.Is(err, finetune.ErrIgnored):
 		return nil
 	case transientErr(err):
 		return err
 	}
-	c.logger.Warn("generation feedback skipped", "id", g.ID, "generation", fe.GenerationID, "err", err)
+	c.logger.Warn("generation feedback skipped", "id", ev.ID, "generation", ev.GenerationID, "err", err)
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -19,7 +20,7 @@ import (
 
 // TestGenerationFeedbackClosesTheLoop sends feedback on recorded
 // generations the way the producer does (loop.Store.SendFeedback over
-// jobs.PublishFeedback) through an embedded nats-server to the real
+// feedback.Publish) through an embedded nats-server to the real
 // consumers: the user's recommendations move, accepted and edited texts
 // reach the fine-tune dataset, and the loop metrics count, each exactly
 // once however often the events are resent or redelivered.
@@ -45,22 +46,26 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 	_, metrics := e.startLoopConsumers(t)
 
 	var sent [][]byte
-	publish := func(ctx context.Context, body []byte) error {
+	publish := func(ctx context.Context, ev feedback.Event) error {
+		body, err := ev.Encode()
+		if err != nil {
+			return err
+		}
 		sent = append(sent, body)
-		_, err := jobs.PublishFeedback(ctx, e.bus, body)
+		_, err = feedback.Publish(ctx, e.bus, ev)
 		return err
 	}
-	feedback := []struct {
+	given := []struct {
 		gen string
 		fb  loop.Feedback
 	}{
-		{"gen-liked", loop.Feedback{Action: loop.ActionAccept}},
-		{"gen-disliked", loop.Feedback{Action: loop.ActionReject}},
-		{"gen-free", loop.Feedback{Action: loop.ActionEdit, EditedText: "hello world"}},
+		{"gen-liked", loop.Feedback{Action: feedback.ActionAccept}},
+		{"gen-disliked", loop.Feedback{Action: feedback.ActionReject}},
+		{"gen-free", loop.Feedback{Action: feedback.ActionEdit, EditedText: "hello world"}},
 	}
 	send := func() {
 		t.Helper()
-		for _, f := range feedback {
+		for _, f := range given {
 			if _, err := gens.SendFeedback(ctx, f.gen, f.fb, publish); err != nil {
 				t.Fatal(err)
 			}
@@ -217,13 +222,17 @@ func TestFeedbackRerateCountsTheLatestRating(t *testing.T) {
 	e.startWorkers(t)
 
 	var sent [][]byte
-	publish := func(ctx context.Context, body []byte) error {
+	publish := func(ctx context.Context, ev feedback.Event) error {
+		body, err := ev.Encode()
+		if err != nil {
+			return err
+		}
 		sent = append(sent, body)
-		_, err := jobs.PublishFeedback(ctx, e.bus, body)
+		_, err = feedback.Publish(ctx, e.bus, ev)
 		return err
 	}
 	for _, v := range []float64{2, 2, 5} { // the second 2 publishes nothing
-		if _, err := gens.SendFeedback(ctx, gen.ID, loop.Feedback{Action: loop.ActionRate, Value: v}, publish); err != nil {
+		if _, err := gens.SendFeedback(ctx, gen.ID, loop.Feedback{Action: feedback.ActionRate, Value: v}, publish); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -69,7 +69,7 @@ func (e *feedbackEnv) publishAll(t *testing.T, c *feedbackConsumer, evs []recsys
 	keys := make([]string, len(evs))
 	for i, ev := range evs {
 		body, _ := json.Marshal(ev)
-		if _, err := jobs.PublishFeedback(ctx, e.bus, body); err != nil {
+		if _, err := publishBody(ctx, e.bus, body); err != nil {
 			t.Fatal(err)
 		}
 		keys[i] = recsys.KeyLoggedPrefix + ev.ID
