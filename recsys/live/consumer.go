@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -31,16 +31,30 @@ const FeedbackDurable = "recsys"
 // those users are refreshed by the next rebuild instead.
 const maxRefreshPerEvent = limits.RecsRefreshPerEvent
 
-// Defaults of feedbackOptions.
+// Defaults of Options.
 const (
-	defaultUpdateWindow      = 200 * time.Millisecond
-	defaultUpdatePoll        = 50 * time.Millisecond
-	defaultUpdateConcurrency = 64
+	DefaultWindow      = 200 * time.Millisecond
+	DefaultPoll        = 50 * time.Millisecond
+	DefaultConcurrency = 64
 )
 
-// feedbackOptions configures the feedback consumer, the live recommender
-// and the server that runs its update tasks.
-type feedbackOptions struct {
+// Bounds of Options.Window.
+const (
+	MinWindow = 10 * time.Millisecond
+	// MaxWindow keeps an update task's waits within its timeout
+	// (jobs.RecsUserUpdateTimeout): a task waits out up to maxWindowBumps
+	// windows (an enqueue that finds its window's task started takes a
+	// later one), then up to catchUpTimeout for the live model, and needs
+	// updateWorkMargin to rewrite the lists. A test checks the sum.
+	MaxWindow = 5 * time.Second
+	// updateWorkMargin is the time an update task keeps for its own work
+	// after its waits.
+	updateWorkMargin = 10 * time.Second
+)
+
+// Options configures the feedback consumer, the live recommender and the
+// server that runs its update tasks.
+type Options struct {
 	// Interactions is an optional interaction file the live model starts
 	// from while no sharded rebuild has written a snapshot.
 	Interactions string
@@ -58,7 +72,7 @@ type feedbackOptions struct {
 	// event) instead of frozen at the last rebuild.
 	ExactWeights bool
 	// Window is how long a user's events are gathered into one update
-	// task. Default 200ms.
+	// task, MinWindow..MaxWindow. Default 200ms.
 	Window time.Duration
 	// Poll is how often the update server looks at its empty queue.
 	// Default 50ms.
@@ -81,16 +95,16 @@ type feedbackConsumer struct {
 	logger  *slog.Logger
 }
 
-// startFeedback builds the live model, starts following the log, serving
-// update tasks and consuming. stop drains the consumer, then stops the
-// update server and the follower; the caller closes the bus after it.
-func startFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (stop func(), err error) {
-	_, stop, err = runFeedback(ctx, bus, o)
+// Start builds the live model, starts following the log, serving update
+// tasks and consuming. stop drains the consumer, then stops the update
+// server and the follower; the caller closes the bus after it.
+func Start(ctx context.Context, bus *pipeline.Bus, o Options) (stop func(), err error) {
+	_, stop, err = start(ctx, bus, o)
 	return stop, err
 }
 
-// runFeedback is startFeedback that also returns the consumer, for tests.
-func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*feedbackConsumer, func(), error) {
+// start is Start that also returns the consumer, for tests.
+func start(ctx context.Context, bus *pipeline.Bus, o Options) (*feedbackConsumer, func(), error) {
 	if o.Redis == nil {
 		return nil, nil, errors.New("feedback consumer: no Redis client")
 	}
@@ -98,13 +112,13 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Window <= 0 {
-		o.Window = defaultUpdateWindow
+		o.Window = DefaultWindow
 	}
 	if o.Poll <= 0 {
-		o.Poll = defaultUpdatePoll
+		o.Poll = DefaultPoll
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = defaultUpdateConcurrency
+		o.Concurrency = DefaultConcurrency
 	}
 	live, err := newLiveModel(ctx, liveOptions{Initial: o.Interactions, Redis: o.Redis, Artifacts: o.Artifacts,
 		Neighbors: o.Neighbors, RecN: o.RecN, ExactWeights: o.ExactWeights, Logger: o.Logger})

@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -163,7 +163,7 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 func (e *feedbackEnv) startLoopConsumers(t *testing.T) (*feedbackConsumer, *loop.Metrics) {
 	t.Helper()
 	ctx := context.Background()
-	c, stopRecs, err := runFeedback(ctx, e.bus, e.options())
+	c, stopRecs, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,8 @@
-package main
-
-import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"sync"
-	"time"
-
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tandem-ai/tandem/artifact"
-	"github.com/tandem-ai/tandem/jobs"
-	"github.com/tandem-ai/tandem/pipeline"
-	"github.com/tandem-ai/tandem/recsys"
-)
-
-// The live recommender.
+// Package live keeps the recommender current between nightly rebuilds,
+// inside the scheduler (which only wires it: Start). It consumes the
+// FEEDBACK stream into the interaction log, follows that log with an
+// in-memory model, and serves the recs-live queue's coalesced update
+// tasks, which rewrite the served lists of the users an event moved.
 //
 // Every scheduler replica holds a live model and keeps it equal to "the
 // current base, then every interaction log entry after it, in log order":
@@ -38,6 +23,24 @@ import (
 // once: nothing applied meanwhile is lost, nothing counts twice, and the
 // order is the log's. Users whose events were replayed get an update task,
 // since the rebuild's lists do not have their latest events.
+package live
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
+)
 
 // Defaults of the live recommender.
 const (

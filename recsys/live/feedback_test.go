@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -49,8 +49,8 @@ type feedbackEnv struct {
 
 // options are the feedback options of a scheduler on this environment,
 // with a short update window so tests run quickly.
-func (e *feedbackEnv) options() feedbackOptions {
-	return feedbackOptions{Interactions: e.interactions, Config: e.cfg, Redis: e.rdb, Artifacts: e.arts,
+func (e *feedbackEnv) options() Options {
+	return Options{Interactions: e.interactions, Config: e.cfg, Redis: e.rdb, Artifacts: e.arts,
 		Window: 20 * time.Millisecond, Poll: 10 * time.Millisecond}
 }
 
@@ -204,7 +204,7 @@ func TestFeedbackUpdatesRedisOnce(t *testing.T) {
 	if err != nil || !ok || len(before) == 0 {
 		t.Fatalf("u1 before feedback: %v %v %v", before, ok, err)
 	}
-	c, stop, err := runFeedback(ctx, e.bus, e.options())
+	c, stop, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestFeedbackBadEventsDeadLettered(t *testing.T) {
 	e := newFeedbackEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, stop, err := runFeedback(ctx, e.bus, e.options())
+	_, stop, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestFeedbackCollectsGenerations(t *testing.T) {
 	defer cancel()
 	o := e.options()
 	o.Interactions = "" // no initial data
-	_, stop, err := runFeedback(ctx, e.bus, o)
+	_, stop, err := start(ctx, e.bus, o)
 	if err != nil {
 		t.Fatal(err)
 	}
