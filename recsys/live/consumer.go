@@ -56,20 +56,24 @@ const (
 // server that runs its update tasks.
 type Options struct {
 	// Interactions is an optional interaction file the live model starts
-	// from while no sharded rebuild has written a snapshot.
+	// from while no sharded rebuild has written a snapshot; empty starts
+	// from no data.
 	Interactions string
 	// Config is the pipeline configuration: the update server's Redis.
 	Config pipeline.Config
 	// Redis holds the log, the serving store and the fine-tune feedback
 	// samples; it must be the Redis of Config.
 	Redis redis.UniversalClient
-	// Artifacts holds the rebuilds' snapshots.
+	// Artifacts holds the rebuilds' snapshots; nil works only until the
+	// first sharded rebuild.
 	Artifacts artifact.Store
 	// Neighbors is K of the similarity tables (0: default); RecN the list
 	// length stored per user (0: default). A rebuild's own settings win.
 	Neighbors, RecN int
-	// ExactWeights keeps IDF weights exact between rebuilds (slower per
-	// event) instead of frozen at the last rebuild.
+	// ExactWeights keeps IDF weights exact between rebuilds instead of
+	// frozen at the last rebuild (jobs.RecsConfig rather than
+	// jobs.RecsLiveConfig): every event on a new (user, item) pair then
+	// recomputes every row holding the item.
 	ExactWeights bool
 	// Window is how long a user's events are gathered into one update
 	// task, MinWindow..MaxWindow. Default 200ms.
@@ -120,8 +124,7 @@ func start(ctx context.Context, bus *pipeline.Bus, o Options) (*feedbackConsumer
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
-	live, err := newLiveModel(ctx, liveOptions{Initial: o.Interactions, Redis: o.Redis, Artifacts: o.Artifacts,
-		Neighbors: o.Neighbors, RecN: o.RecN, ExactWeights: o.ExactWeights, Logger: o.Logger})
+	live, err := newLiveModel(ctx, o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("recommender: %w", err)
 	}

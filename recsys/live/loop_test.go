@@ -46,15 +46,7 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 	_, metrics := e.startLoopConsumers(t)
 
 	var sent [][]byte
-	publish := func(ctx context.Context, ev feedback.Event) error {
-		body, err := ev.Encode()
-		if err != nil {
-			return err
-		}
-		sent = append(sent, body)
-		_, err = feedback.Publish(ctx, e.bus, ev)
-		return err
-	}
+	publish := e.publisher(&sent)
 	given := []struct {
 		gen string
 		fb  loop.Feedback
@@ -158,6 +150,20 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 	}
 }
 
+// publisher is the producer's loop.Publisher (feedback.Publish) on the
+// environment's bus, keeping each event's body in sent.
+func (e *feedbackEnv) publisher(sent *[][]byte) loop.Publisher {
+	return func(ctx context.Context, ev feedback.Event) error {
+		body, err := ev.Encode()
+		if err != nil {
+			return err
+		}
+		*sent = append(*sent, body)
+		_, err = feedback.Publish(ctx, e.bus, ev)
+		return err
+	}
+}
+
 // startLoopConsumers runs the scheduler's two FEEDBACK consumers, the
 // recommender's and the loop metrics', until the test ends.
 func (e *feedbackEnv) startLoopConsumers(t *testing.T) (*feedbackConsumer, *loop.Metrics) {
@@ -222,15 +228,7 @@ func TestFeedbackRerateCountsTheLatestRating(t *testing.T) {
 	e.startWorkers(t)
 
 	var sent [][]byte
-	publish := func(ctx context.Context, ev feedback.Event) error {
-		body, err := ev.Encode()
-		if err != nil {
-			return err
-		}
-		sent = append(sent, body)
-		_, err = feedback.Publish(ctx, e.bus, ev)
-		return err
-	}
+	publish := e.publisher(&sent)
 	for _, v := range []float64{2, 2, 5} { // the second 2 publishes nothing
 		if _, err := gens.SendFeedback(ctx, gen.ID, loop.Feedback{Action: feedback.ActionRate, Value: v}, publish); err != nil {
 			t.Fatal(err)
