@@ -17,44 +17,19 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/atomicfile"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/registry"
 )
 
-// Feedback actions that make a training sample. Others (ratings, rejects)
-// are ignored by the collector.
-const (
-	FeedbackAccept = "accept" // the generation was used as is
-	FeedbackEdit   = "edit"   // the generation was used after a person edited it
-)
-
-// Limits on one feedback sample.
-const (
-	MaxFeedbackIDLen     = limits.FeedbackIDLen
-	MaxFeedbackTextBytes = limits.FeedbackTextBytes
-)
-
-// FeedbackEvent is the part of a feedback event the collector reads.
-// Unknown fields are ignored: the same events feed the recommender.
-type FeedbackEvent struct {
-	GenerationID string `json:"generation_id"`
-	Action       string `json:"action"`
-	Prompt       string `json:"prompt"`
-	Completion   string `json:"completion"`            // the text the model generated
-	EditedText   string `json:"edited_text,omitempty"` // for edits: the person's version
-	// Model is the registered model that generated the text; it picks the
-	// collection (see Collection).
-	Model string `json:"model,omitempty"`
-}
-
 // DefaultCollection gathers feedback that names no registered model.
 const DefaultCollection = "default"
 
-// Collection is the collection ev belongs to: its model's registry name
-// (without any @version), or DefaultCollection.
-func (ev FeedbackEvent) Collection() string {
-	name, _, _ := strings.Cut(ev.Model, "@")
+// Collection is the collection of feedback on a generation by model: the
+// model's registry name (without any @version), or DefaultCollection.
+func Collection(model string) string {
+	name, _, _ := strings.Cut(model, "@")
 	if registry.ValidateName(name) != nil {
 		return DefaultCollection
 	}
@@ -81,8 +56,8 @@ type FeedbackCollector struct {
 }
 
 // NewFeedbackCollector returns a collector for one collection (the
-// registry name of the model the feedback is about, see
-// FeedbackEvent.Collection); "" means DefaultCollection.
+// registry name of the model the feedback is about, see Collection); ""
+// means DefaultCollection.
 func NewFeedbackCollector(rdb redis.UniversalClient, collection string) (*FeedbackCollector, error) {
 	if collection == "" {
 		collection = DefaultCollection
@@ -100,33 +75,18 @@ func (c *FeedbackCollector) trainedKey() string {
 	return pipeline.Key("finetune", "feedback", c.collection, "trained")
 }
 
-// DecodeFeedback parses an event's JSON body.
-func DecodeFeedback(data []byte) (FeedbackEvent, error) {
-	var ev FeedbackEvent
-	if err := json.Unmarshal(data, &ev); err != nil {
-		return ev, fmt.Errorf("feedback: %w", err)
-	}
-	return ev, nil
-}
-
-// Check checks ev as Collect does, without storing it: ErrIgnored for an
-// action other than accept or edit, an error naming the field for one that
-// is missing or over its limit.
-func (ev FeedbackEvent) Check() error {
-	_, err := ev.sample()
-	return err
-}
-
-// sample checks ev and turns it into a sample.
-func (ev FeedbackEvent) sample() (FeedbackSample, error) {
-	if ev.Action != FeedbackAccept && ev.Action != FeedbackEdit {
+// sample checks ev and turns it into a sample: ErrIgnored for an action
+// other than accept or edit, an error naming the field for one that is
+// missing or over its limit.
+func sample(ev feedback.Event) (FeedbackSample, error) {
+	if ev.Action != feedback.ActionAccept && ev.Action != feedback.ActionEdit {
 		return FeedbackSample{}, ErrIgnored
 	}
-	if ev.GenerationID == "" || len(ev.GenerationID) > MaxFeedbackIDLen || strings.ContainsAny(ev.GenerationID, "\x00\n") {
-		return FeedbackSample{}, fmt.Errorf("feedback: generation_id must be 1..%d bytes without NUL or newline", MaxFeedbackIDLen)
+	if ev.GenerationID == "" || len(ev.GenerationID) > limits.FeedbackIDLen || strings.ContainsAny(ev.GenerationID, "\x00\n") {
+		return FeedbackSample{}, fmt.Errorf("feedback: generation_id must be 1..%d bytes without NUL or newline", limits.FeedbackIDLen)
 	}
 	s := FeedbackSample{Prompt: ev.Prompt, Completion: ev.Completion}
-	if ev.Action == FeedbackEdit {
+	if ev.Action == feedback.ActionEdit {
 		if strings.TrimSpace(ev.EditedText) == "" {
 			return FeedbackSample{}, errors.New("feedback: edited_text: required for an edit")
 		}
@@ -136,8 +96,8 @@ func (ev FeedbackEvent) sample() (FeedbackSample, error) {
 		return FeedbackSample{}, errors.New("feedback: completion: required")
 	}
 	for name, v := range map[string]string{"prompt": s.Prompt, "completion": s.Completion} {
-		if len(v) > MaxFeedbackTextBytes || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
-			return FeedbackSample{}, fmt.Errorf("feedback: %s must be valid UTF-8 text of at most %d bytes", name, MaxFeedbackTextBytes)
+		if len(v) > feedback.MaxTextBytes || !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return FeedbackSample{}, fmt.Errorf("feedback: %s must be valid UTF-8 text of at most %d bytes", name, feedback.MaxTextBytes)
 		}
 	}
 	return s, nil
@@ -145,8 +105,8 @@ func (ev FeedbackEvent) sample() (FeedbackSample, error) {
 
 // Collect records ev. added is false for a duplicate; ErrIgnored marks an
 // event that is neither an accept nor an edit (the caller acks it).
-func (c *FeedbackCollector) Collect(ctx context.Context, ev FeedbackEvent) (added bool, err error) {
-	s, err := ev.sample()
+func (c *FeedbackCollector) Collect(ctx context.Context, ev feedback.Event) (added bool, err error) {
+	s, err := sample(ev)
 	if err != nil {
 		return false, err
 	}
@@ -154,7 +114,7 @@ func (c *FeedbackCollector) Collect(ctx context.Context, ev FeedbackEvent) (adde
 	if err != nil {
 		return false, err
 	}
-	if ev.Action == FeedbackEdit {
+	if ev.Action == feedback.ActionEdit {
 		n, err := c.rdb.HSet(ctx, c.samplesKey(), ev.GenerationID, b).Result()
 		if err != nil {
 			return false, fmt.Errorf("feedback: %w", err)

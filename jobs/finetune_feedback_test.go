@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/model"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -57,7 +59,7 @@ func TestFeedbackCollectorDedupes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	add := func(ev finetune.FeedbackEvent) bool {
+	add := func(ev feedback.Event) bool {
 		t.Helper()
 		ok, err := col.Collect(ctx, ev)
 		if err != nil {
@@ -65,14 +67,14 @@ func TestFeedbackCollectorDedupes(t *testing.T) {
 		}
 		return ok
 	}
-	if !add(finetune.FeedbackEvent{GenerationID: "g1", Action: "accept", Prompt: "p", Completion: " one"}) {
+	if !add(feedback.Event{GenerationID: "g1", Action: "accept", Prompt: "p", Completion: " one"}) {
 		t.Fatal("first accept not added")
 	}
-	if add(finetune.FeedbackEvent{GenerationID: "g1", Action: "accept", Prompt: "p", Completion: " one"}) {
+	if add(feedback.Event{GenerationID: "g1", Action: "accept", Prompt: "p", Completion: " one"}) {
 		t.Fatal("redelivered accept added twice")
 	}
-	add(finetune.FeedbackEvent{GenerationID: "g1", Action: "edit", Prompt: "p", Completion: " one", EditedText: " uno"})
-	add(finetune.FeedbackEvent{GenerationID: "g0", Action: "edit", Prompt: "q", Completion: " x", EditedText: " two"})
+	add(feedback.Event{GenerationID: "g1", Action: "edit", Prompt: "p", Completion: " one", EditedText: " uno"})
+	add(feedback.Event{GenerationID: "g0", Action: "edit", Prompt: "q", Completion: " x", EditedText: " two"})
 	// Ratings never reach the dataset, first ones or revisions (the
 	// scheduler hands over accepts and edits only; the collector refuses
 	// the rest).
@@ -80,19 +82,19 @@ func TestFeedbackCollectorDedupes(t *testing.T) {
 		`{"id":"fb-rate-g2","generation_id":"g2","action":"rate","event":"rating","value":2,"prompt":"p","completion":" two"}`,
 		`{"id":"fb-rate-g2.r1","generation_id":"g2","action":"rate","event":"rating","value":5,"previous":2,"revision":1,"prompt":"p","completion":" two"}`,
 	} {
-		ev, err := finetune.DecodeFeedback([]byte(body))
-		if err != nil {
+		var ev feedback.Event
+		if err := json.Unmarshal([]byte(body), &ev); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := col.Collect(ctx, ev); !errors.Is(err, finetune.ErrIgnored) {
 			t.Fatalf("a rating %s: %v", body, err)
 		}
 	}
-	if _, err := col.Collect(ctx, finetune.FeedbackEvent{GenerationID: "g3", Action: "edit", Completion: "x"}); err == nil {
+	if _, err := col.Collect(ctx, feedback.Event{GenerationID: "g3", Action: "edit", Completion: "x"}); err == nil {
 		t.Fatal("an edit without edited_text was accepted")
 	}
 	for model, want := range map[string]string{"writer@3": "writer", "writer": "writer", "builtin:tiny": finetune.DefaultCollection, "": finetune.DefaultCollection} {
-		if got := (finetune.FeedbackEvent{Model: model}).Collection(); got != want {
+		if got := finetune.Collection(model); got != want {
 			t.Errorf("collection of %q: %q, want %q", model, got, want)
 		}
 	}
@@ -141,9 +143,9 @@ func TestFeedbackFinetunePromotesWhenNoWorse(t *testing.T) {
 	for i := 0; i < 40; i++ {
 		s := finetune.SyntheticSentence(rng)
 		cut := strings.Index(s, " near ")
-		ev := finetune.FeedbackEvent{GenerationID: fmt.Sprintf("gen-%03d", i), Action: finetune.FeedbackAccept, Prompt: s[:cut], Completion: s[cut:]}
+		ev := feedback.Event{GenerationID: fmt.Sprintf("gen-%03d", i), Action: feedback.ActionAccept, Prompt: s[:cut], Completion: s[cut:]}
 		if i%4 == 0 {
-			ev.Action, ev.EditedText = finetune.FeedbackEdit, s[cut:]
+			ev.Action, ev.EditedText = feedback.ActionEdit, s[cut:]
 			ev.Completion = " something else"
 		}
 		if _, err := col.Collect(ctx, ev); err != nil {

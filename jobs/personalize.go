@@ -3,6 +3,7 @@ package jobs
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -784,7 +785,7 @@ func execPersonalize(ctx context.Context, d *Deps, args []string, stdout io.Writ
 		return err
 	}
 	if a.Run == "" {
-		a.Run = NewEventID()
+		a.Run = rand.Text()
 	}
 	if err := a.Validate(); err != nil {
 		return err

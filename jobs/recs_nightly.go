@@ -3,6 +3,7 @@ package jobs
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -441,7 +442,7 @@ func (w RecsShardWorker) Work(ctx context.Context, job *pipeline.Job[RecsShardAr
 	}
 	// Counted only once the files are whole: the merge never reads a shard
 	// that is missing or half-written.
-	token := job.ID + " " + NewEventID() // fresh per run: a retried task's run is another call
+	token := job.ID + " " + rand.Text() // fresh per run: a retried task's run is another call
 	out, err := recsShardDone.Run(ctx, rdb, []string{recsRebuildDoneKey(a.Rebuild)}, a.Shard, token, int64(recsRecordTTL/time.Second)).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("shard %d: count: %w", a.Shard, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/auth"
 	"github.com/tandem-ai/tandem/batch"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
@@ -383,10 +384,10 @@ var enforcements = map[string]enforcement{
 	"TotalSteps":            over(totalSteps, "epochs:", "steps in all"),
 	"CheckpointHeaderBytes": coveredBy("finetune.TestCheckpointRefusesHugeHeader"),
 	"FeedbackIDLen": over(func(*testing.T) error {
-		return finetune.FeedbackEvent{GenerationID: strings.Repeat("g", limits.FeedbackIDLen+1), Action: finetune.FeedbackAccept, Prompt: "p", Completion: "c"}.Check()
+		return collectFeedback(feedback.Event{GenerationID: strings.Repeat("g", limits.FeedbackIDLen+1), Action: feedback.ActionAccept, Prompt: "p", Completion: "c"})
 	}, "generation_id"),
 	"FeedbackTextBytes": over(func(*testing.T) error {
-		return finetune.FeedbackEvent{GenerationID: "g", Action: finetune.FeedbackAccept, Prompt: "p", Completion: strings.Repeat("c", limits.FeedbackTextBytes+1)}.Check()
+		return collectFeedback(feedback.Event{GenerationID: "g", Action: feedback.ActionAccept, Prompt: "p", Completion: strings.Repeat("c", limits.FeedbackTextBytes+1)})
 	}, "completion"),
 
 	// Recommendations and the loop.
@@ -492,10 +493,21 @@ func scheduleOf(n int, name string) string {
 	return "[" + strings.Join(entries, ",") + "]"
 }
 
+// collectFeedback hands ev to a fine-tune collector, which checks it
+// before it needs Redis.
+func collectFeedback(ev feedback.Event) error {
+	col, err := finetune.NewFeedbackCollector(nil, "")
+	if err != nil {
+		return err
+	}
+	_, err = col.Collect(context.Background(), ev)
+	return err
+}
+
 // feedbackEvent checks one feedback event as the intake does.
 func feedbackEvent(body string) func(*testing.T) error {
 	return func(*testing.T) error {
-		_, err := jobs.DecodeFeedbackEvent([]byte(body))
+		_, err := feedback.Decode("", []byte(body))
 		return err
 	}
 }

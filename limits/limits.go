@@ -344,7 +344,7 @@ const (
 	FeedbackTextBytes = 16 << 10
 )
 
-// Recommendations and the generation loop (recsys/, loop/, cmd/scheduler/).
+// Recommendations and the generation loop (recsys/, recsys/live/, loop/, feedback/).
 const (
 	// RecsLineBytes bounds one line of an interaction file, newline
 	// excluded (recsys.Limits.MaxLineBytes changes it).

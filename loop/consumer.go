@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -55,17 +56,16 @@ func ConsumeMetrics(ctx context.Context, bus *pipeline.Bus, m *Metrics, logger *
 // as in the recommender's consumer, so both dead-letter the same events:
 // the metrics' own refusals come after it.
 func handleMetrics(ctx context.Context, intake *Intake, m *Metrics, d pipeline.Delivery, logger *slog.Logger) error {
-	ce, err := intake.AcceptDelivery(ctx, d)
+	ev, err := intake.AcceptDelivery(ctx, d)
 	if Refused(err) {
 		return pipeline.BadEvent(err)
 	}
 	if err != nil {
 		return err
 	}
-	if !ce.Generation {
+	if !ev.OnGeneration() {
 		return nil // a plain recommender event
 	}
-	ev := ce.Feedback // its id is set: the intake fills it in
 	// The event's own time places it in its hour, unless it claims to be
 	// from the future or from before the stream could have kept it.
 	at := ev.Time
@@ -76,7 +76,7 @@ func handleMetrics(ctx context.Context, intake *Intake, m *Metrics, d pipeline.D
 		at = time.Now()
 	}
 	counted, err := m.Record(ctx, ev, at)
-	if errors.Is(err, ErrBadFeedback) {
+	if errors.Is(err, feedback.ErrInvalid) {
 		return pipeline.BadEvent(err)
 	}
 	if err != nil {

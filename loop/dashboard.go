@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tandem-ai/tandem/feedback"
 )
 
 // Dashboard defaults and bounds.
@@ -282,8 +284,8 @@ func lineChart(id, title, subtitle string, series []Bucket, lo, hi float64, form
 
 // volumeColors are the bar colours per action, in stacking order.
 var volumeColors = []struct{ action, color string }{
-	{ActionAccept, "#2e7d32"}, {ActionEdit, "#1565c0"}, {ActionRate, "#8e24aa"},
-	{ActionRegenerate, "#ef6c00"}, {ActionReject, "#c62828"},
+	{feedback.ActionAccept, "#2e7d32"}, {feedback.ActionEdit, "#1565c0"}, {feedback.ActionRate, "#8e24aa"},
+	{feedback.ActionRegenerate, "#ef6c00"}, {feedback.ActionReject, "#c62828"},
 }
 
 func volumeChart(id, title, subtitle string, series []Bucket) chart {
@@ -301,7 +303,7 @@ func volumeChart(id, title, subtitle string, series []Bucket) chart {
 	slot := float64(plotW) / float64(max(1, len(series)))
 	w := max(chartMinimumBarWidth, slot*(1-barGapFraction))
 	for i, b := range series {
-		counts := map[string]int64{ActionAccept: b.All.Accept, ActionEdit: b.All.Edit, ActionRate: b.All.Rate, ActionRegenerate: b.All.Regenerate, ActionReject: b.All.Reject}
+		counts := map[string]int64{feedback.ActionAccept: b.All.Accept, feedback.ActionEdit: b.All.Edit, feedback.ActionRate: b.All.Rate, feedback.ActionRegenerate: b.All.Regenerate, feedback.ActionReject: b.All.Reject}
 		base := 0.0
 		for _, vc := range volumeColors {
 			n := counts[vc.action]

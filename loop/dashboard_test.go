@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandem-ai/tandem/feedback"
 )
 
 // dashboardNow is the seeded dashboard's clock.
@@ -30,11 +32,11 @@ func seedDashboard(t *testing.T) *httptest.Server {
 	store := NewStore(rdb, StoreOptions{})
 	m := NewMetrics(rdb, MetricsOptions{})
 	feedback := [][]Feedback{
-		{{Action: ActionAccept}, {Action: ActionRate, Value: 5}},
-		{{Action: ActionReject}},
-		{{Action: ActionEdit, EditedText: "Crisp leaves drift down on the quiet road"}, {Action: ActionRate, Value: 4}},
-		{{Action: ActionRegenerate}},
-		{{Action: ActionAccept}},
+		{{Action: feedback.ActionAccept}, {Action: feedback.ActionRate, Value: 5}},
+		{{Action: feedback.ActionReject}},
+		{{Action: feedback.ActionEdit, EditedText: "Crisp leaves drift down on the quiet road"}, {Action: feedback.ActionRate, Value: 4}},
+		{{Action: feedback.ActionRegenerate}},
+		{{Action: feedback.ActionAccept}},
 		{}, // no feedback yet
 	}
 	for i, fbs := range feedback {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tandem-ai/tandem/finetune"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -25,11 +25,11 @@ func TestNewFeedbackEventMapsActions(t *testing.T) {
 		event string
 		value float64
 	}{
-		{Feedback{Action: ActionAccept}, recsys.EventAccepted, 1},
-		{Feedback{Action: ActionReject}, recsys.EventRejected, 1},
-		{Feedback{Action: ActionRate, Value: 4}, recsys.EventRating, 4},
-		{Feedback{Action: ActionEdit, EditedText: "leaves fall softly"}, recsys.EventEdited, 1},
-		{Feedback{Action: ActionRegenerate}, recsys.EventRegenerated, 1},
+		{Feedback{Action: feedback.ActionAccept}, recsys.EventAccepted, 1},
+		{Feedback{Action: feedback.ActionReject}, recsys.EventRejected, 1},
+		{Feedback{Action: feedback.ActionRate, Value: 4}, recsys.EventRating, 4},
+		{Feedback{Action: feedback.ActionEdit, EditedText: "leaves fall softly"}, recsys.EventEdited, 1},
+		{Feedback{Action: feedback.ActionRegenerate}, recsys.EventRegenerated, 1},
 	} {
 		ev, err := NewFeedbackEvent(testGen, tc.fb, at)
 		if err != nil {
@@ -51,25 +51,25 @@ func TestNewFeedbackEventMapsActions(t *testing.T) {
 		if rev.ID != ev.ID || rev.User != "u7" || rev.Item != "tpl-haiku" || rev.ItemKind != "template" || rev.Type != tc.event || rev.Value != tc.value {
 			t.Errorf("%s: as a recsys event: %+v", tc.fb.Action, rev)
 		}
-		// ...and the fine-tune collector as a sample of its model.
-		fe, err := finetune.DecodeFeedback(body)
+		// ...and the fine-tune collector and the metrics as feedback on it.
+		fe, err := feedback.Decode(pipeline.FeedbackSubject(tc.event), body)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if fe.GenerationID != "gen-1" || fe.Action != tc.fb.Action || fe.Prompt != testGen.Prompt || fe.Completion != testGen.Text ||
-			fe.EditedText != tc.fb.EditedText || fe.Collection() != "demo" {
-			t.Errorf("%s: as fine-tune feedback: %+v", tc.fb.Action, fe)
+			fe.EditedText != tc.fb.EditedText || fe.Model != "demo@2" {
+			t.Errorf("%s: as feedback on the generation: %+v", tc.fb.Action, fe)
 		}
 	}
 	// The topic is the item when there is no template; with neither the
 	// event has no recommender item.
 	g := testGen
 	g.Template = ""
-	if ev, _ := NewFeedbackEvent(g, Feedback{Action: ActionAccept}, at); ev.Item != "autumn" || ev.ItemKind != "topic" {
+	if ev, _ := NewFeedbackEvent(g, Feedback{Action: feedback.ActionAccept}, at); ev.Item != "autumn" || ev.ItemKind != "topic" {
 		t.Errorf("topic generation: item %q kind %q", ev.Item, ev.ItemKind)
 	}
 	g.Topic = ""
-	if ev, _ := NewFeedbackEvent(g, Feedback{Action: ActionAccept}, at); ev.Item != "" || ev.ItemKind != "" {
+	if ev, _ := NewFeedbackEvent(g, Feedback{Action: feedback.ActionAccept}, at); ev.Item != "" || ev.ItemKind != "" {
 		t.Errorf("free generation: item %q kind %q", ev.Item, ev.ItemKind)
 	}
 }
@@ -83,18 +83,18 @@ func TestFeedbackRefusedNamingTheField(t *testing.T) {
 		field string
 	}{
 		{testGen, Feedback{Action: "like"}, `"action"`},
-		{testGen, Feedback{Action: ActionRate, Value: 6}, `"value"`},
-		{testGen, Feedback{Action: ActionRate, Value: 2.5}, `"value"`},
-		{testGen, Feedback{Action: ActionRate}, `"value"`},
-		{testGen, Feedback{Action: ActionAccept, Value: 3}, `"value"`},
-		{testGen, Feedback{Action: ActionEdit, EditedText: "  "}, `"edited_text"`},
-		{testGen, Feedback{Action: ActionEdit, EditedText: strings.Repeat("x", MaxFeedbackTextBytes+1)}, `"edited_text"`},
-		{testGen, Feedback{Action: ActionReject, EditedText: "no"}, `"edited_text"`},
-		{noUser, Feedback{Action: ActionAccept}, "no user"},
+		{testGen, Feedback{Action: feedback.ActionRate, Value: 6}, `"value"`},
+		{testGen, Feedback{Action: feedback.ActionRate, Value: 2.5}, `"value"`},
+		{testGen, Feedback{Action: feedback.ActionRate}, `"value"`},
+		{testGen, Feedback{Action: feedback.ActionAccept, Value: 3}, `"value"`},
+		{testGen, Feedback{Action: feedback.ActionEdit, EditedText: "  "}, `"edited_text"`},
+		{testGen, Feedback{Action: feedback.ActionEdit, EditedText: strings.Repeat("x", feedback.MaxTextBytes+1)}, `"edited_text"`},
+		{testGen, Feedback{Action: feedback.ActionReject, EditedText: "no"}, `"edited_text"`},
+		{noUser, Feedback{Action: feedback.ActionAccept}, "no user"},
 	} {
 		_, err := NewFeedbackEvent(tc.g, tc.fb, time.Now())
-		if !errors.Is(err, ErrBadFeedback) || !strings.Contains(err.Error(), tc.field) {
-			t.Errorf("%+v: %v, want ErrBadFeedback naming %s", tc.fb, err, tc.field)
+		if !errors.Is(err, feedback.ErrInvalid) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%+v: %v, want feedback.ErrInvalid naming %s", tc.fb, err, tc.field)
 		}
 	}
 }
@@ -104,12 +104,12 @@ func TestFeedbackEventFitsTheBus(t *testing.T) {
 	// Quotes double in JSON: without cutting this would be ~130 KiB.
 	g.Prompt = strings.Repeat(`"`, MaxRecordTextBytes)
 	g.Text = strings.Repeat(`\`, MaxRecordTextBytes)
-	ev, err := NewFeedbackEvent(g, Feedback{Action: ActionEdit, EditedText: strings.Repeat(`"`, MaxFeedbackTextBytes)}, time.Now())
+	ev, err := NewFeedbackEvent(g, Feedback{Action: feedback.ActionEdit, EditedText: strings.Repeat(`"`, feedback.MaxTextBytes)}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := ev.Encode()
-	if len(b) > pipeline.MaxEventBytes || len(ev.EditedText) != MaxFeedbackTextBytes || ev.Completion == "" {
+	if len(b) > pipeline.MaxEventBytes || len(ev.EditedText) != feedback.MaxTextBytes || ev.Completion == "" {
 		t.Fatalf("event is %d bytes (limit %d), edited text %d bytes, completion %d bytes", len(b), pipeline.MaxEventBytes, len(ev.EditedText), len(ev.Completion))
 	}
 }
@@ -121,32 +121,24 @@ func TestSendFeedback(t *testing.T) {
 	if err := s.Save(ctx, testGen); err != nil {
 		t.Fatal(err)
 	}
-	var sent [][]byte
-	publish := func(_ context.Context, b []byte) error { sent = append(sent, b); return nil }
-	ev, err := s.SendFeedback(ctx, "gen-1", Feedback{Action: ActionRate, Value: 5}, publish)
+	var sent []feedback.Event
+	publish := func(_ context.Context, ev feedback.Event) error { sent = append(sent, ev); return nil }
+	ev, err := s.SendFeedback(ctx, "gen-1", Feedback{Action: feedback.ActionRate, Value: 5}, publish)
 	if err != nil || len(sent) != 1 {
 		t.Fatalf("SendFeedback: %v, %d sent", err, len(sent))
 	}
-	got, ok, err := DecodeFeedbackEvent(sent[0])
-	if err != nil || !ok || got.ID != ev.Event.ID || got.Value != 5 || got.GenerationID != "gen-1" || got.Model != "demo@2" {
-		t.Fatalf("sent %s (%v %v)", sent[0], ok, err)
+	if got := sent[0]; got.Check("") != nil || got.ID != ev.Event.ID || got.Value != 5 || got.GenerationID != "gen-1" || got.Model != "demo@2" {
+		t.Fatalf("sent %+v (%v)", got, got.Check(""))
 	}
-	if _, err := s.SendFeedback(ctx, "gen-nope", Feedback{Action: ActionAccept}, publish); !errors.Is(err, ErrNotFound) {
+	if _, err := s.SendFeedback(ctx, "gen-nope", Feedback{Action: feedback.ActionAccept}, publish); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown generation: %v", err)
 	}
-	if _, err := s.SendFeedback(ctx, "a.b", Feedback{Action: ActionAccept}, publish); !errors.Is(err, ErrBadFeedback) {
+	if _, err := s.SendFeedback(ctx, "a.b", Feedback{Action: feedback.ActionAccept}, publish); !errors.Is(err, feedback.ErrInvalid) {
 		t.Fatalf("bad generation id: %v", err)
 	}
 	boom := errors.New("bus down")
-	if _, err := s.SendFeedback(ctx, "gen-1", Feedback{Action: ActionAccept}, func(context.Context, []byte) error { return boom }); !errors.Is(err, boom) {
+	if _, err := s.SendFeedback(ctx, "gen-1", Feedback{Action: feedback.ActionAccept}, func(context.Context, feedback.Event) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("publisher error lost: %v", err)
-	}
-	// A plain recommender event is not generation feedback.
-	if _, ok, err := DecodeFeedbackEvent([]byte(`{"user":"u","item":"i","event":"click"}`)); ok || err != nil {
-		t.Fatalf("plain event: ok=%v err=%v", ok, err)
-	}
-	if _, _, err := DecodeFeedbackEvent([]byte(`{"generation_id":"g","action":"like"}`)); !errors.Is(err, ErrBadFeedback) {
-		t.Fatalf("bad action: %v", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -20,20 +21,20 @@ func TestIntakeTakesTheGenerationFromItsRecord(t *testing.T) {
 	in := NewIntake(rdb)
 	forged := `{"user":"u1","event":"edited","generation_id":"g1","action":"edit","edited_text":"Quick fox.",
 		"prompt":"forged","completion":"forged","model":"evil","topic":"evil"}`
-	ce, err := in.Check(ctx, pipeline.FeedbackSubject("edited"), []byte(forged), false)
+	f, err := in.Check(ctx, pipeline.FeedbackSubject("edited"), []byte(forged), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f := ce.Feedback; f.ID != "fb-edit-g1" || f.Prompt != "p" || f.Completion != "the quick brown fox" || f.Model != "m@1" || f.Topic != "" ||
-		f.Item != "tpl-a" || f.EditedText != "Quick fox." || ce.Event.Item != "tpl-a" || ce.Event.ItemKind != "template" {
-		t.Fatalf("checked event %+v / %+v, want the record's fields", ce.Feedback, ce.Event)
+	if f.ID != "fb-edit-g1" || f.Prompt != "p" || f.Completion != "the quick brown fox" || f.Model != "m@1" || f.Topic != "" ||
+		f.Item != "tpl-a" || f.ItemKind != "template" || f.EditedText != "Quick fox." {
+		t.Fatalf("checked event %+v, want the record's fields", f)
 	}
 	other := strings.Replace(forged, `"user":"u1"`, `"user":"u2"`, 1)
 	if _, err := in.Check(ctx, "", []byte(other), false); !errors.Is(err, ErrWrongUser) {
 		t.Fatalf("another user: %v, want ErrWrongUser", err)
 	}
-	if ce, err := in.Check(ctx, "", []byte(other), true); err != nil || ce.Event.User != "u1" {
-		t.Fatalf("acting for others: %+v %v, want the generation's user", ce.Event, err)
+	if f, err := in.Check(ctx, "", []byte(other), true); err != nil || f.User != "u1" {
+		t.Fatalf("acting for others: %+v %v, want the generation's user", f, err)
 	}
 	if _, err := in.Check(ctx, "", []byte(strings.Replace(forged, `"g1"`, `"g404"`, 1)), false); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown generation: %v, want ErrNotFound", err)
@@ -47,8 +48,8 @@ func TestIntakeTakesTheGenerationFromItsRecord(t *testing.T) {
 		`{"user":"u1","event":"accepted","value":3,"generation_id":"g1","action":"accept"}`: `"value"`,
 		`{"user":"u1","event":"accepted","generation_id":"g1"}`:                             `"action"`,
 	} {
-		if _, err := in.Check(ctx, "", []byte(body), false); !errors.Is(err, ErrBadFeedback) || !strings.Contains(err.Error(), field) {
-			t.Errorf("%s: %v, want ErrBadFeedback naming %s", body, err, field)
+		if _, err := in.Check(ctx, "", []byte(body), false); !errors.Is(err, feedback.ErrInvalid) || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v, want feedback.ErrInvalid naming %s", body, err, field)
 		}
 	}
 	if _, err := in.Check(ctx, "", []byte(`{"user":"u1","item":"i","event":"dwell","value":12.5}`), false); err != nil {
@@ -63,8 +64,11 @@ func TestIntakeClaimsOneContentPerID(t *testing.T) {
 	ctx := context.Background()
 	in := NewIntake(rdb)
 	accept := func(body string) error {
-		_, err := in.Accept(ctx, "", []byte(body), false)
-		return err
+		ev, err := in.Check(ctx, "", []byte(body), false)
+		if err != nil {
+			return err
+		}
+		return in.Claim(ctx, ev)
 	}
 	if err := accept(`{"id":"e1","user":"u1","item":"i1","event":"rating","value":4,"ts":1700000000}`); err != nil {
 		t.Fatal(err)

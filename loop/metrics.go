@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -21,10 +22,10 @@ import (
 // so a redelivered or resent event never counts twice, and a crash can
 // never leave it half counted.
 //
-// A re-rating (a revision, FeedbackEvent.Revision >= 1) is the same rating
+// A re-rating (a revision, feedback.Event.Revision >= 1) is the same rating
 // with another value: it adds value - previous to the rating sums and
 // nothing to the counts, in the all-time hash and in the hour where the
-// rating was counted first (FeedbackEvent.RatedAt), so every mean rating,
+// rating was counted first (feedback.Event.RatedAt), so every mean rating,
 // all-time or hourly, is that of the latest ratings. The generation's
 // summary keeps the rating of the highest revision counted, whatever the
 // order the revisions arrive in.
@@ -164,30 +165,23 @@ return 1
 // the rating sums of all time and of the hour of ev.RatedAt (the hour of
 // at when RatedAt is not within the dedupe horizon before at), and
 // nothing to the counts.
-func (m *Metrics) Record(ctx context.Context, ev FeedbackEvent, at time.Time) (counted bool, err error) {
-	if ev.ID == "" {
-		return false, fmt.Errorf("%w: field \"id\": required", ErrBadFeedback)
+func (m *Metrics) Record(ctx context.Context, ev feedback.Event, at time.Time) (counted bool, err error) {
+	switch {
+	case ev.ID == "":
+		return false, fmt.Errorf("%w: field \"id\": required", feedback.ErrInvalid)
+	case !ev.OnGeneration():
+		return false, fmt.Errorf("%w: field \"generation_id\": required", feedback.ErrInvalid)
 	}
-	if err := pipeline.ValidateID(ev.GenerationID); err != nil {
-		return false, fmt.Errorf("%w: field \"generation_id\": %w", ErrBadFeedback, err)
-	}
-	if err := ev.checkRevision(); err != nil {
+	if err := ev.Check(""); err != nil {
 		return false, err
 	}
-	val, shown := "", ""
+	val, shown := "1", ""
 	switch ev.Action {
-	case ActionRate:
-		if !validRating(ev.Value) {
-			return false, fmt.Errorf("%w: field \"value\": rating %g out of [%d, %d]", ErrBadFeedback, ev.Value, MinRating, MaxRating)
-		}
+	case feedback.ActionRate:
 		val = strconv.FormatFloat(ev.Value-ev.Previous, 'f', -1, 64)
 		shown = strconv.FormatFloat(ev.Value, 'f', -1, 64)
-	case ActionEdit:
+	case feedback.ActionEdit:
 		val = strconv.FormatFloat(EditDistance(ev.Completion, ev.EditedText), 'f', 6, 64)
-	case ActionAccept, ActionReject, ActionRegenerate:
-		val = "1"
-	default:
-		return false, fmt.Errorf("%w: field \"action\": %.64q is not one of %s", ErrBadFeedback, ev.Action, strings.Join(Actions(), ", "))
 	}
 	if shown == "" {
 		shown = val
@@ -249,8 +243,8 @@ func (c *Counts) set(counter, v string) {
 		*p, _ = strconv.ParseFloat(v, 64)
 		return
 	}
-	ints := map[string]*int64{"events": &c.Events, ActionAccept: &c.Accept, ActionReject: &c.Reject,
-		ActionRate: &c.Rate, ActionEdit: &c.Edit, ActionRegenerate: &c.Regenerate}
+	ints := map[string]*int64{"events": &c.Events, feedback.ActionAccept: &c.Accept, feedback.ActionReject: &c.Reject,
+		feedback.ActionRate: &c.Rate, feedback.ActionEdit: &c.Edit, feedback.ActionRegenerate: &c.Regenerate}
 	if p, ok := ints[counter]; ok {
 		*p, _ = strconv.ParseInt(v, 10, 64)
 	}
@@ -356,7 +350,7 @@ func (m *Metrics) ReadOverall(ctx context.Context, now time.Time, hours int) (Me
 // overallFields are the counter fields of scope ScopeAll.
 var overallFields = func() []string {
 	out := []string{field(ScopeAll, ScopeAll, "events"), field(ScopeAll, ScopeAll, "rating_sum"), field(ScopeAll, ScopeAll, "edit_distance_sum")}
-	for _, a := range Actions() {
+	for _, a := range feedback.Actions() {
 		out = append(out, field(ScopeAll, ScopeAll, a))
 	}
 	return out
@@ -483,15 +477,15 @@ func (m *Metrics) FeedbackOf(ctx context.Context, ids []string) ([]GenerationFee
 				}
 				continue
 			}
-			flags := map[string]*bool{ActionAccept: &g.Accepted, ActionReject: &g.Rejected, ActionRegenerate: &g.Regenerated, ActionEdit: &g.Edited}
+			flags := map[string]*bool{feedback.ActionAccept: &g.Accepted, feedback.ActionReject: &g.Rejected, feedback.ActionRegenerate: &g.Regenerated, feedback.ActionEdit: &g.Edited}
 			if p, ok := flags[f]; ok {
 				*p = true
 			}
 			switch f {
-			case ActionRate:
+			case feedback.ActionRate:
 				r, _ := strconv.ParseFloat(v, 64)
 				g.Rating = int(r)
-			case ActionEdit:
+			case feedback.ActionEdit:
 				g.EditDistance, _ = strconv.ParseFloat(v, 64)
 			}
 		}

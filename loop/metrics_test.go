@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -40,7 +41,7 @@ func saveGeneration(t *testing.T, rdb redis.UniversalClient, gen, tpl, mdl strin
 
 // event builds the feedback event for action on a generation of template
 // tpl by model mdl.
-func event(t *testing.T, gen, tpl, mdl string, fb Feedback) FeedbackEvent {
+func event(t *testing.T, gen, tpl, mdl string, fb Feedback) feedback.Event {
 	t.Helper()
 	ev, err := NewFeedbackEvent(testGeneration(gen, tpl, mdl), fb, time.Now())
 	if err != nil {
@@ -55,20 +56,20 @@ func TestMetricsRecordOnceAndRead(t *testing.T) {
 	m := NewMetrics(rdb, MetricsOptions{MaxNames: 2})
 	h0 := time.Date(2026, 11, 29, 9, 10, 0, 0, time.UTC)
 	h1 := h0.Add(time.Hour)
-	record := func(ev FeedbackEvent, at time.Time, want bool) {
+	record := func(ev feedback.Event, at time.Time, want bool) {
 		t.Helper()
 		counted, err := m.Record(ctx, ev, at)
 		if err != nil || counted != want {
 			t.Fatalf("Record(%s) = %v, %v; want counted=%v", ev.ID, counted, err, want)
 		}
 	}
-	record(event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept}), h0, true)
-	record(event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept}), h0, false) // resend
-	record(event(t, "g2", "tpl-a", "m@1", Feedback{Action: ActionReject}), h0, true)
-	record(event(t, "g2", "tpl-a", "m@1", Feedback{Action: ActionRate, Value: 2}), h0, true)
-	record(event(t, "g3", "tpl-b", "m@2", Feedback{Action: ActionEdit, EditedText: "the quick red fox"}), h1, true)
-	record(event(t, "g3", "tpl-b", "m@2", Feedback{Action: ActionRate, Value: 5}), h1, true)
-	record(event(t, "g4", "tpl-c", "m@2", Feedback{Action: ActionRegenerate}), h1, true) // third template: over MaxNames
+	record(event(t, "g1", "tpl-a", "m@1", Feedback{Action: feedback.ActionAccept}), h0, true)
+	record(event(t, "g1", "tpl-a", "m@1", Feedback{Action: feedback.ActionAccept}), h0, false) // resend
+	record(event(t, "g2", "tpl-a", "m@1", Feedback{Action: feedback.ActionReject}), h0, true)
+	record(event(t, "g2", "tpl-a", "m@1", Feedback{Action: feedback.ActionRate, Value: 2}), h0, true)
+	record(event(t, "g3", "tpl-b", "m@2", Feedback{Action: feedback.ActionEdit, EditedText: "the quick red fox"}), h1, true)
+	record(event(t, "g3", "tpl-b", "m@2", Feedback{Action: feedback.ActionRate, Value: 5}), h1, true)
+	record(event(t, "g4", "tpl-c", "m@2", Feedback{Action: feedback.ActionRegenerate}), h1, true) // third template: over MaxNames
 
 	v, err := m.Read(ctx, h1.Add(10*time.Minute), 3)
 	if err != nil {
@@ -194,8 +195,8 @@ func TestMetricsConsumerCountsEachEventOnce(t *testing.T) {
 		}
 		return ack.Sequence
 	}
-	accept, _ := event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept}).Encode()
-	rate, _ := event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionRate, Value: 4}).Encode()
+	accept, _ := event(t, "g1", "tpl-a", "m@1", Feedback{Action: feedback.ActionAccept}).Encode()
+	rate, _ := event(t, "g1", "tpl-a", "m@1", Feedback{Action: feedback.ActionRate, Value: 4}).Encode()
 	publish("fb-accept-g1", accept)
 	publish("fb-accept-g1", accept)   // dropped by JetStream
 	publish("another-msg-id", accept) // stored again, dropped by the event id
@@ -257,7 +258,7 @@ func TestResendWithinTheDedupeHorizonCountsOnceEverywhere(t *testing.T) {
 	ctx := context.Background()
 	log := recsys.NewInteractionLog(rdb, recsys.InteractionLogOptions{})
 	m := NewMetrics(rdb, MetricsOptions{})
-	ev := event(t, "g1", "tpl-a", "m@1", Feedback{Action: ActionAccept})
+	ev := event(t, "g1", "tpl-a", "m@1", Feedback{Action: feedback.ActionAccept})
 	b, err := ev.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -337,7 +338,7 @@ func TestReadOverallMatchesReadOnTheOverallCounters(t *testing.T) {
 	hooked.AddHook(reads)
 	m := NewMetrics(hooked, MetricsOptions{})
 	h0 := time.Date(2026, 11, 29, 9, 10, 0, 0, time.UTC)
-	for i, fb := range []Feedback{{Action: ActionAccept}, {Action: ActionRate, Value: 4}, {Action: ActionEdit, EditedText: "the slow brown fox"}, {Action: ActionReject}} {
+	for i, fb := range []Feedback{{Action: feedback.ActionAccept}, {Action: feedback.ActionRate, Value: 4}, {Action: feedback.ActionEdit, EditedText: "the slow brown fox"}, {Action: feedback.ActionReject}} {
 		ev := event(t, fmt.Sprintf("g%d", i), fmt.Sprintf("tpl-%d", i%2), "m@1", fb)
 		if _, err := m.Record(ctx, ev, h0.Add(time.Duration(i)*40*time.Minute)); err != nil {
 			t.Fatal(err)

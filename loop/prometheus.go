@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tandem-ai/tandem/feedback"
 )
 
 // collectTimeout bounds the Redis read of one scrape.
@@ -64,7 +66,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *Collector) emit(ch chan<- prometheus.Metric, scope, name string, s Stats) {
-	for action, n := range map[string]int64{ActionAccept: s.Accept, ActionReject: s.Reject, ActionRate: s.Rate, ActionEdit: s.Edit, ActionRegenerate: s.Regenerate} {
+	for action, n := range map[string]int64{feedback.ActionAccept: s.Accept, feedback.ActionReject: s.Reject, feedback.ActionRate: s.Rate, feedback.ActionEdit: s.Edit, feedback.ActionRegenerate: s.Regenerate} {
 		ch <- prometheus.MustNewConstMetric(c.feedback, prometheus.CounterValue, float64(n), scope, name, action)
 	}
 	ch <- prometheus.MustNewConstMetric(c.ratingSum, prometheus.GaugeValue, s.RatingSum, scope, name)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -18,7 +19,7 @@ import (
 // A person may rate a generation again, and the latest rating counts.
 // Every consumer of the FEEDBACK stream adds events up (the recommender's
 // matrix, the loop metrics' sums), so a re-rating is published as a
-// revision: an event with an id of its own, RatingRevisionID(gen, k),
+// revision: an event with an id of its own, feedback.RevisionID(gen, k),
 // carrying the new value and the value it replaces (previous). Consumers
 // add value - previous, and a first rating with its revisions adds up to
 // the latest rating alone; a resent revision is dropped by its id like
@@ -107,7 +108,7 @@ type FeedbackSent struct {
 	// Event is the event that now counts for this feedback: the one
 	// published, or, when Unchanged, the rating's latest revision (of
 	// which only the id, value and revision are given then).
-	Event FeedbackEvent
+	Event feedback.Event
 	// Unchanged is true for a rating equal to the generation's current
 	// one, all of whose events were published before: nothing was sent.
 	Unchanged bool
@@ -122,7 +123,7 @@ type pendingRevision struct {
 
 // sendRating publishes ev, the first rating of its generation, or the
 // revision it makes (see the comment at the top of this file).
-func (s *Store) sendRating(ctx context.Context, ev FeedbackEvent, publish Publisher) (FeedbackSent, error) {
+func (s *Store) sendRating(ctx context.Context, ev feedback.Event, publish Publisher) (FeedbackSent, error) {
 	value := strconv.FormatFloat(ev.Value, 'f', -1, 64)
 	res, err := reserveRating.Run(ctx, s.rdb, []string{RatingKey(ev.GenerationID), feedbackKey(ev.GenerationID)},
 		value, ev.Time.UnixMilli(), s.opts.TTL.Milliseconds(), MaxRatingRevisions).Slice()
@@ -134,7 +135,7 @@ func (s *Store) sendRating(ctx context.Context, ev FeedbackEvent, publish Publis
 		return FeedbackSent{Event: ev}, fmt.Errorf("rating of %s: %w", ev.GenerationID, err)
 	}
 	out := FeedbackSent{Unchanged: status == 0 && len(pending) == 0}
-	out.Event, err = ev.revision(rev, ev.Value, 0, ev.Time, first)
+	out.Event, err = revision(ev, rev, ev.Value, 0, ev.Time, first)
 	if err != nil {
 		return FeedbackSent{Event: ev}, err
 	}
@@ -145,7 +146,7 @@ func (s *Store) sendRating(ctx context.Context, ev FeedbackEvent, publish Publis
 		// Refused, after publishing what an earlier request left pending:
 		// the rating that stays is then the one every consumer has.
 		return FeedbackSent{Event: ev}, fmt.Errorf("%w: field \"value\": generation %s was rated %d times, the limit; its rating stays as it is",
-			ErrBadFeedback, ev.GenerationID, rev+1)
+			feedback.ErrInvalid, ev.GenerationID, rev+1)
 	}
 	return out, nil
 }
@@ -153,7 +154,7 @@ func (s *Store) sendRating(ctx context.Context, ev FeedbackEvent, publish Publis
 // publishPending publishes the revisions reserveRating left pending, in
 // order, marks the ones published as sent, and sets out.Event to the
 // latest one (rev) when it is among them.
-func (s *Store) publishPending(ctx context.Context, ev FeedbackEvent, rev int, first time.Time, pending []pendingRevision, publish Publisher, out *FeedbackSent) error {
+func (s *Store) publishPending(ctx context.Context, ev feedback.Event, rev int, first time.Time, pending []pendingRevision, publish Publisher, out *FeedbackSent) error {
 	sent := -1
 	defer func() {
 		if sent >= 0 {
@@ -163,15 +164,11 @@ func (s *Store) publishPending(ctx context.Context, ev FeedbackEvent, rev int, f
 		}
 	}()
 	for _, p := range pending {
-		rv, err := ev.revision(p.k, p.value, p.previous, p.at, first)
+		rv, err := revision(ev, p.k, p.value, p.previous, p.at, first)
 		if err != nil {
 			return err
 		}
-		body, err := rv.Encode()
-		if err != nil {
-			return err
-		}
-		if err := publish(ctx, body); err != nil {
+		if err := publish(ctx, rv); err != nil {
 			return err
 		}
 		sent = p.k

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
 )
@@ -22,29 +23,28 @@ import (
 // next publishes fail.
 type recorder struct {
 	mu   sync.Mutex
-	sent []FeedbackEvent
+	sent []feedback.Event
 	fail int
 }
 
 var errBusDown = errors.New("bus down")
 
-func (r *recorder) publish(_ context.Context, body []byte) error {
+func (r *recorder) publish(_ context.Context, ev feedback.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fail > 0 {
 		r.fail--
 		return errBusDown
 	}
-	ev, ok, err := DecodeFeedbackEvent(body)
-	if err != nil || !ok {
-		return fmt.Errorf("published a bad event %s: %v", body, err)
+	if err := ev.Check(""); err != nil || !ev.OnGeneration() {
+		return fmt.Errorf("published a bad event %+v: %v", ev, err)
 	}
 	r.sent = append(r.sent, ev)
 	return nil
 }
 
 // take returns what was published since the last take.
-func (r *recorder) take() []FeedbackEvent {
+func (r *recorder) take() []feedback.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := r.sent
@@ -54,7 +54,7 @@ func (r *recorder) take() []FeedbackEvent {
 
 // latestOf sums value - previous over the distinct events, as every
 // consumer does: what the events say the rating is.
-func latestOf(evs []FeedbackEvent) float64 {
+func latestOf(evs []feedback.Event) float64 {
 	seen := map[string]bool{}
 	sum := 0.0
 	for _, ev := range evs {
@@ -81,10 +81,10 @@ func TestRerateSendsARevision(t *testing.T) {
 	ctx := context.Background()
 	rdb, s := storeWithGen(t)
 	rec := &recorder{}
-	var all []FeedbackEvent
-	rate := func(v float64) (FeedbackSent, []FeedbackEvent) {
+	var all []feedback.Event
+	rate := func(v float64) (FeedbackSent, []feedback.Event) {
 		t.Helper()
-		got, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: v}, rec.publish)
+		got, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: v}, rec.publish)
 		if err != nil {
 			t.Fatalf("rate %g: %v", v, err)
 		}
@@ -124,14 +124,14 @@ func TestRerateSendsARevision(t *testing.T) {
 	// A publish that fails leaves the revision to the next request, which
 	// sends it before its own; a retry of the same value sends it too.
 	rec.fail = 1
-	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 4}, rec.publish); !errors.Is(err, errBusDown) {
+	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: 4}, rec.publish); !errors.Is(err, errBusDown) {
 		t.Fatalf("rating with the bus down: %v", err)
 	}
 	if retry, sent := rate(4); retry.Unchanged || len(sent) != 1 || sent[0].ID != "fb-rate-gen-1.r3" || sent[0].Previous != 3 {
 		t.Fatalf("retry after a failed publish: %+v, sent %+v", retry, sent)
 	}
 	rec.fail = 1
-	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 1}, rec.publish); !errors.Is(err, errBusDown) {
+	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: 1}, rec.publish); !errors.Is(err, errBusDown) {
 		t.Fatalf("rating with the bus down: %v", err)
 	}
 	last, sent := rate(2)
@@ -156,7 +156,7 @@ func TestRerateSendsARevision(t *testing.T) {
 func TestRerateAfterAnOlderRating(t *testing.T) {
 	ctx := context.Background()
 	rdb, s := storeWithGen(t)
-	old, err := NewFeedbackEvent(testGen, Feedback{Action: ActionRate, Value: 4}, time.Now().Add(-time.Hour))
+	old, err := NewFeedbackEvent(testGen, Feedback{Action: feedback.ActionRate, Value: 4}, time.Now().Add(-time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,10 +164,10 @@ func TestRerateAfterAnOlderRating(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	if got, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 4}, rec.publish); err != nil || !got.Unchanged {
+	if got, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: 4}, rec.publish); err != nil || !got.Unchanged {
 		t.Fatalf("the counted rating again: %+v, %v; want unchanged", got, err)
 	}
-	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 1}, rec.publish); err != nil {
+	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: 1}, rec.publish); err != nil {
 		t.Fatal(err)
 	}
 	sent := rec.take()
@@ -189,12 +189,12 @@ func TestConcurrentReratesChainTheirRevisions(t *testing.T) {
 	rec := &recorder{}
 	var lastSeq uint64
 	var seqMu sync.Mutex
-	publish := func(ctx context.Context, body []byte) error {
-		if err := rec.publish(ctx, body); err != nil {
+	publish := func(ctx context.Context, ev feedback.Event) error {
+		if err := rec.publish(ctx, ev); err != nil {
 			return err
 		}
-		var ev FeedbackEvent
-		if err := json.Unmarshal(body, &ev); err != nil {
+		body, err := ev.Encode()
+		if err != nil {
 			return err
 		}
 		// Twice under the event id (JetStream drops the second) and once
@@ -210,7 +210,7 @@ func TestConcurrentReratesChainTheirRevisions(t *testing.T) {
 		}
 		return nil
 	}
-	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 1}, publish); err != nil {
+	if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: 1}, publish); err != nil {
 		t.Fatal(err)
 	}
 	const n = 24
@@ -219,14 +219,14 @@ func TestConcurrentReratesChainTheirRevisions(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: float64(2 + i%4)}, publish); err != nil {
+			if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: float64(2 + i%4)}, publish); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
 	wg.Wait()
 	sent := rec.take()
-	byRev := map[int]FeedbackEvent{}
+	byRev := map[int]feedback.Event{}
 	for _, ev := range sent {
 		if prev, ok := byRev[ev.Revision]; ok && (prev.ID != ev.ID || prev.Value != ev.Value || prev.Previous != ev.Previous) {
 			t.Fatalf("revision %d published as %+v and as %+v", ev.Revision, prev, ev)
@@ -242,7 +242,7 @@ func TestConcurrentReratesChainTheirRevisions(t *testing.T) {
 		if !ok {
 			t.Fatalf("revisions %v have a gap at %d", slices.Sorted(maps.Keys(byRev)), k)
 		}
-		if k > 0 && (ev.Previous != byRev[k-1].Value || ev.ID != RatingRevisionID(testGen.ID, k)) {
+		if k > 0 && (ev.Previous != byRev[k-1].Value || ev.ID != feedback.RevisionID(testGen.ID, k)) {
 			t.Fatalf("revision %d %+v does not replace revision %d's value %g", k, ev, k-1, byRev[k-1].Value)
 		}
 	}
@@ -271,12 +271,12 @@ func TestRatingRevisionsAreBounded(t *testing.T) {
 	_, s := storeWithGen(t)
 	rec := &recorder{}
 	for k := 0; k <= MaxRatingRevisions; k++ {
-		if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: float64(1 + k%2)}, rec.publish); err != nil {
+		if _, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: float64(1 + k%2)}, rec.publish); err != nil {
 			t.Fatalf("rating %d: %v", k, err)
 		}
 	}
-	_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 5}, rec.publish)
-	if !errors.Is(err, ErrBadFeedback) || !strings.Contains(err.Error(), `"value"`) || !strings.Contains(err.Error(), "limit") {
+	_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: 5}, rec.publish)
+	if !errors.Is(err, feedback.ErrInvalid) || !strings.Contains(err.Error(), `"value"`) || !strings.Contains(err.Error(), "limit") {
 		t.Fatalf("re-rating past MaxRatingRevisions: %v", err)
 	}
 	if got := latestOf(rec.take()); got != float64(1+MaxRatingRevisions%2) {
@@ -292,19 +292,19 @@ func TestLastRevisionIsPublishedPastTheBound(t *testing.T) {
 	ctx := context.Background()
 	_, s := storeWithGen(t)
 	rec := &recorder{}
-	var all []FeedbackEvent
+	var all []feedback.Event
 	for k := 0; k <= MaxRatingRevisions; k++ {
 		if k == MaxRatingRevisions {
 			rec.fail = 1
 		}
-		_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: float64(1 + k%2)}, rec.publish)
+		_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: float64(1 + k%2)}, rec.publish)
 		if k < MaxRatingRevisions && err != nil || k == MaxRatingRevisions && !errors.Is(err, errBusDown) {
 			t.Fatalf("rating %d: %v", k, err)
 		}
 		all = append(all, rec.take()...)
 	}
-	_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: ActionRate, Value: 5}, rec.publish)
-	if !errors.Is(err, ErrBadFeedback) || !strings.Contains(err.Error(), `"value"`) {
+	_, err := s.SendFeedback(ctx, testGen.ID, Feedback{Action: feedback.ActionRate, Value: 5}, rec.publish)
+	if !errors.Is(err, feedback.ErrInvalid) || !strings.Contains(err.Error(), `"value"`) {
 		t.Fatalf("re-rating past MaxRatingRevisions: %v", err)
 	}
 	all = append(all, rec.take()...)
@@ -323,20 +323,20 @@ func TestMetricsCountARevisionAsTheSameRating(t *testing.T) {
 	m := NewMetrics(rdb, MetricsOptions{})
 	h0 := time.Date(2026, 11, 29, 9, 10, 0, 0, time.UTC)
 	h3 := h0.Add(3 * time.Hour)
-	rating, err := NewFeedbackEvent(testGen, Feedback{Action: ActionRate, Value: 2}, h0)
+	rating, err := NewFeedbackEvent(testGen, Feedback{Action: feedback.ActionRate, Value: 2}, h0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev := func(k int, value, previous float64) FeedbackEvent {
+	rev := func(k int, value, previous float64) feedback.Event {
 		t.Helper()
-		ev, err := rating.revision(k, value, previous, h3, h0)
+		ev, err := revision(rating, k, value, previous, h3, h0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ev
 	}
 	for _, step := range []struct {
-		ev   FeedbackEvent
+		ev   feedback.Event
 		want bool
 	}{
 		{rating, true}, {rev(2, 3, 5), true}, {rev(1, 5, 2), true}, {rev(1, 5, 2), false},
@@ -366,14 +366,14 @@ func TestMetricsCountARevisionAsTheSameRating(t *testing.T) {
 		t.Fatalf("the generation shows rating %d (%v), want revision 2's 3", fbs[0].Rating, err)
 	}
 	// Malformed revisions are refused, naming the field.
-	accept := event(t, "g9", "tpl-a", "m@1", Feedback{Action: ActionAccept})
+	accept := event(t, "g9", "tpl-a", "m@1", Feedback{Action: feedback.ActionAccept})
 	accept.Revision, accept.Previous, accept.RatedAt = 1, 2, h0
 	noPrev := rev(1, 5, 2)
 	noPrev.Previous = 0
 	lonePrev := rating
 	lonePrev.Previous = 3
-	for field, ev := range map[string]FeedbackEvent{"revision": accept, "previous": noPrev, `"previous"`: lonePrev} {
-		if _, err := m.Record(ctx, ev, h3); !errors.Is(err, ErrBadFeedback) || !strings.Contains(err.Error(), field) {
+	for field, ev := range map[string]feedback.Event{"revision": accept, "previous": noPrev, `"previous"`: lonePrev} {
+		if _, err := m.Record(ctx, ev, h3); !errors.Is(err, feedback.ErrInvalid) || !strings.Contains(err.Error(), field) {
 			t.Fatalf("%+v: %v, want an error naming %s", ev, err, field)
 		}
 	}

@@ -108,7 +108,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		ev.Value = *w.Value
 	}
 	if len(w.Time) > 0 && !bytes.Equal(w.Time, []byte("null")) {
-		t, err := parseJSONTime(w.Time)
+		t, err := ParseJSONTime(w.Time)
 		if err != nil {
 			return err
 		}
@@ -118,7 +118,8 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func parseJSONTime(raw json.RawMessage) (time.Time, error) {
+// ParseJSONTime reads an event's ts: RFC 3339 text or Unix seconds.
+func ParseJSONTime(raw json.RawMessage) (time.Time, error) {
 	if raw[0] == '"' {
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
@@ -159,6 +160,14 @@ type scorer struct {
 	halfLife time.Duration
 	anchor   time.Time
 	lim      Limits
+}
+
+// CheckEvent checks ev as a Store with the default weights and limits
+// does before it adds it: a known type, a user and an item, ids within
+// their limits, finite values.
+func CheckEvent(ev Event) error {
+	s := scorer{weights: DefaultEventWeights(), lim: DefaultLimits()}
+	return s.validate(&ev)
 }
 
 // validate checks the event's fields against the limits.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 )
@@ -45,7 +46,7 @@ type chatReply struct {
 	id     string // the generation (completion) id
 	prompt string
 	// sent holds the feedback actions sent on it, with the rating of
-	// loop.ActionRate.
+	// feedback.ActionRate.
 	sent map[string]float64
 }
 
@@ -92,13 +93,13 @@ func (c *chat) handle(ctx context.Context, line string) (quit bool, err error) {
 	}
 	fb := loop.Feedback{Action: strings.TrimPrefix(name, "/")}
 	switch fb.Action {
-	case loop.ActionRate:
+	case feedback.ActionRate:
 		r, err := strconv.Atoi(arg)
 		if err != nil {
-			return false, fmt.Errorf("/rate: %.32q is not a rating; /rate [#N] R with R from %d to %d", arg, loop.MinRating, loop.MaxRating)
+			return false, fmt.Errorf("/rate: %.32q is not a rating; /rate [#N] R with R from %d to %d", arg, feedback.MinRating, feedback.MaxRating)
 		}
 		fb.Value = float64(r)
-	case loop.ActionEdit:
+	case feedback.ActionEdit:
 		fb.EditedText = arg
 	default:
 		if arg != "" {
@@ -108,7 +109,7 @@ func (c *chat) handle(ctx context.Context, line string) (quit bool, err error) {
 	if err := fb.Validate(); err != nil {
 		return false, fmt.Errorf("%s: %w", name, err)
 	}
-	if fb.Action == loop.ActionRegenerate {
+	if fb.Action == feedback.ActionRegenerate {
 		return false, c.regenerate(ctx, n)
 	}
 	return false, c.feedback(ctx, n, fb)
@@ -140,7 +141,7 @@ func (c *chat) feedback(ctx context.Context, n int, fb loop.Feedback) error {
 	r := &c.replies[n-1]
 	if prev, ok := r.sent[fb.Action]; ok {
 		switch {
-		case fb.Action != loop.ActionRate:
+		case fb.Action != feedback.ActionRate:
 			fmt.Fprintf(c.stderr, "reply #%d already has %q feedback, which counts once; not sent\n", n, fb.Action)
 			return nil
 		case prev == fb.Value:
@@ -157,7 +158,7 @@ func (c *chat) feedback(ctx context.Context, n int, fb loop.Feedback) error {
 	}
 	r.sent[fb.Action] = fb.Value
 	what := fb.Action
-	if fb.Action == loop.ActionRate {
+	if fb.Action == feedback.ActionRate {
 		if v.Unchanged { // rated so elsewhere, e.g. before this chat resumed the session
 			fmt.Fprintf(c.stderr, "reply #%d is already rated %g; nothing sent\n", n, fb.Value)
 			return nil
@@ -184,7 +185,7 @@ func (c *chat) regenerate(ctx context.Context, n int) error {
 	}
 	// The feedback is a side effect: a chat without a user (no --user, and
 	// a session without one) cannot send any, but still wants the reply.
-	if err := c.feedback(ctx, n, loop.Feedback{Action: loop.ActionRegenerate}); err != nil {
+	if err := c.feedback(ctx, n, loop.Feedback{Action: feedback.ActionRegenerate}); err != nil {
 		var he *httpError
 		if !errors.As(err, &he) || he.code != codeNoUser {
 			return err

@@ -7,12 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
 // feedbackEvents returns every event on the FEEDBACK stream, in order.
-func feedbackEvents(t *testing.T, recs *recsAPI) []loop.FeedbackEvent {
+func feedbackEvents(t *testing.T, recs *recsAPI) []feedback.Event {
 	t.Helper()
 	ctx := context.Background()
 	st, err := recs.bus.JS.Stream(ctx, pipeline.StreamFeedback)
@@ -23,15 +24,15 @@ func feedbackEvents(t *testing.T, recs *recsAPI) []loop.FeedbackEvent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []loop.FeedbackEvent
+	var out []feedback.Event
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := st.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ev, ok, err := loop.DecodeFeedbackEvent(m.Data)
-		if err != nil || !ok || m.Header.Get("Nats-Msg-Id") != ev.ID {
-			t.Fatalf("message %d: %s (%v, %v, id header %q)", seq, m.Data, ok, err, m.Header.Get("Nats-Msg-Id"))
+		ev, err := feedback.Decode("", m.Data)
+		if err != nil || !ev.OnGeneration() || m.Header.Get("Nats-Msg-Id") != ev.ID {
+			t.Fatalf("message %d: %s (%v, id header %q)", seq, m.Data, err, m.Header.Get("Nats-Msg-Id"))
 		}
 		out = append(out, ev)
 	}
@@ -100,9 +101,9 @@ func TestChatFeedbackCommands(t *testing.T) {
 	var got []string
 	for _, ev := range events {
 		got = append(got, fmt.Sprintf("%s %s %g", ev.Action, ev.GenerationID, ev.Value))
-		id := loop.FeedbackEventID(ev.GenerationID, ev.Action)
-		if ev.Action == loop.ActionRate {
-			id = loop.RatingRevisionID(ev.GenerationID, ev.Revision)
+		id := feedback.EventID(ev.GenerationID, ev.Action)
+		if ev.Action == feedback.ActionRate {
+			id = feedback.RevisionID(ev.GenerationID, ev.Revision)
 		}
 		if ev.User != "u3" || ev.Item != "tpl-chat" || ev.ItemKind != "template" || ev.ID != id {
 			t.Errorf("event %+v: want u3's feedback on template tpl-chat", ev)
@@ -154,7 +155,7 @@ func TestChatFeedbackCommands(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, "2 earlier replies") || !strings.Contains(stderr, "reply #1: rating 4 sent") {
 		t.Fatalf("resumed chat: %v\n%s", err, stderr)
 	}
-	if events := feedbackEvents(t, recs); len(events) != 7 || events[6].Action != loop.ActionRate || events[6].GenerationID != first || events[6].Value != 4 {
+	if events := feedbackEvents(t, recs); len(events) != 7 || events[6].Action != feedback.ActionRate || events[6].GenerationID != first || events[6].Value != 4 {
 		t.Fatalf("after the resumed chat's rating: %+v", events[len(events)-1])
 	}
 	// Another chat on the session does not know of that rating; the API

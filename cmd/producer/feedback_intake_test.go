@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tandem-ai/tandem/loop"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/pipeline"
 )
 
@@ -37,14 +37,14 @@ func (e *intakeEnv) postAs(t *testing.T, token, path, body string) (int, string)
 }
 
 // lastEvent is the last event stored on subject tandem.feedback.<typ>.
-func (e *intakeEnv) lastEvent(t *testing.T, typ string) loop.FeedbackEvent {
+func (e *intakeEnv) lastEvent(t *testing.T, typ string) feedback.Event {
 	t.Helper()
 	return lastFeedbackEvent(t, e.recs, typ)
 }
 
 // lastFeedbackEvent is the last event stored on subject
 // tandem.feedback.<typ> of recs's bus.
-func lastFeedbackEvent(t *testing.T, recs *recsAPI, typ string) loop.FeedbackEvent {
+func lastFeedbackEvent(t *testing.T, recs *recsAPI, typ string) feedback.Event {
 	t.Helper()
 	ctx := context.Background()
 	st, err := recs.bus.JS.Stream(ctx, pipeline.StreamFeedback)
@@ -55,7 +55,7 @@ func lastFeedbackEvent(t *testing.T, recs *recsAPI, typ string) loop.FeedbackEve
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ev loop.FeedbackEvent
+	var ev feedback.Event
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		t.Fatal(err)
 	}

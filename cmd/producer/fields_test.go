@@ -26,6 +26,7 @@ import (
 
 	"github.com/tandem-ai/tandem/artifact"
 	"github.com/tandem-ai/tandem/auth"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -445,7 +446,7 @@ func fieldRoutes(fileID string) []fieldRoute {
 	}, {
 		// Feedback on a generation: checked, then refused as the
 		// generation is not there.
-		path: "feedback", body: loop.FeedbackEvent{}, accept: http.StatusNotFound,
+		path: "feedback", body: feedback.Event{}, accept: http.StatusNotFound,
 		valid: []string{`{"generation_id":"gen-none","action":"rate","value":4,"user":"u1","id":"fb-rate-gen-none.r1","item":"i1","event":"rating",
 			"ts":"2025-01-02T03:04:05Z","kind":"topic","template":"t1","topic":"p1","model":"builtin:tiny","source":"api","prompt":"hi",
 			"completion":"hello","revision":1,"previous":3,"rated_at":"2025-01-01T00:00:00Z"}`,

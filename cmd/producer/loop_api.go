@@ -14,7 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/auth"
-	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -32,7 +32,7 @@ type loopAPI struct {
 }
 
 // maxFeedbackBody bounds POST /v1/generations/{id}/feedback.
-const maxFeedbackBody = loop.MaxFeedbackTextBytes + 4096
+const maxFeedbackBody = feedback.MaxTextBytes + 4096
 
 // registerLoopRoutes adds the loop's routes. On api, behind the API's
 // token check (GET needs read, POST submit):
@@ -65,11 +65,11 @@ func registerLoopRoutes(root, api *http.ServeMux, authn *auth.Authenticator, pro
 	}
 }
 
-// publishFeedback publishes a feedback event over bus with the
-// recommender's checks (jobs.PublishFeedback); a loop.Publisher.
+// publishFeedback publishes a feedback event over bus
+// (feedback.Publish); a loop.Publisher.
 func publishFeedback(bus *pipeline.Bus) loop.Publisher {
-	return func(ctx context.Context, body []byte) error {
-		_, err := jobs.PublishFeedback(ctx, bus, body)
+	return func(ctx context.Context, ev feedback.Event) error {
+		_, err := feedback.Publish(ctx, bus, ev)
 		return err
 	}
 }
@@ -97,7 +97,7 @@ func viewOf(sent loop.FeedbackSent) feedbackView {
 	ev := sent.Event
 	v := feedbackView{ID: ev.ID, GenerationID: ev.GenerationID, Action: ev.Action, Event: ev.Type, Item: ev.Item,
 		Subject: pipeline.FeedbackSubject(ev.Type), Unchanged: sent.Unchanged}
-	if ev.Action == loop.ActionRate {
+	if ev.Action == feedback.ActionRate {
 		v.Value = ev.Value
 		if !sent.Unchanged {
 			v.Revision, v.Previous = ev.Revision, ev.Previous
@@ -125,8 +125,8 @@ func writeFeedbackError(w http.ResponseWriter, logger *slog.Logger, err error, c
 	switch {
 	case errors.Is(err, loop.ErrNoUser):
 		writeError(w, http.StatusBadRequest, codeNoUser, err.Error())
-	case errors.Is(err, loop.ErrBadFeedback):
-		writeParamError(w, http.StatusBadRequest, code400, paramOf(err, loop.FeedbackEvent{}), err.Error())
+	case errors.Is(err, feedback.ErrInvalid):
+		writeParamError(w, http.StatusBadRequest, code400, paramOf(err, feedback.Event{}), err.Error())
 	case errors.Is(err, loop.ErrNotFound):
 		writeError(w, http.StatusNotFound, "not_found", err.Error())
 	case errors.Is(err, loop.ErrWrongUser):

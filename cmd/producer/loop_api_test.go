@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/auth"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
 )
@@ -127,8 +128,8 @@ func TestGenerationFeedbackRoute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, ok, err := loop.DecodeFeedbackEvent(m.Data)
-	if err != nil || !ok || ev.User != "u1" || ev.Item != "tpl-a" || ev.ItemKind != "template" || ev.Completion != "hello there" ||
+	ev, err := feedback.Decode("", m.Data)
+	if err != nil || !ev.OnGeneration() || ev.User != "u1" || ev.Item != "tpl-a" || ev.ItemKind != "template" || ev.Completion != "hello there" ||
 		ev.EditedText != "Hi there!" || ev.Prompt != "Say hi" || ev.Model != "builtin:tiny" || m.Header.Get("Nats-Msg-Id") != "fb-edit-gen-1" {
 		t.Fatalf("stored %s (headers %v)", m.Data, m.Header)
 	}
@@ -198,11 +199,11 @@ func TestGenerationFeedbackRerate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev, ok, err := loop.DecodeFeedbackEvent(m.Data)
-	if err != nil || !ok || ev.Value != 5 || ev.Previous != 2 || ev.Revision != 1 || ev.RatedAt.IsZero() || m.Header.Get("Nats-Msg-Id") != "fb-rate-gen-1.r1" {
+	ev, err := feedback.Decode("", m.Data)
+	if err != nil || !ev.OnGeneration() || ev.Value != 5 || ev.Previous != 2 || ev.Revision != 1 || ev.RatedAt.IsZero() || m.Header.Get("Nats-Msg-Id") != "fb-rate-gen-1.r1" {
 		t.Fatalf("stored %s (headers %v)", m.Data, m.Header)
 	}
-	if err := publishFeedback(e.recs.bus)(ctx, m.Data); err != nil {
+	if err := publishFeedback(e.recs.bus)(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.streamMsgs(t); n != 2 {

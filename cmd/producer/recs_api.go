@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
 	"github.com/tandem-ai/tandem/loop"
@@ -72,7 +73,7 @@ func connectBus(ctx context.Context, cfg pipeline.Config) (*pipeline.Bus, error)
 
 // recsRoutes adds:
 //
-//	POST /v1/feedback                         one feedback event (recsys.Event JSON, or feedback on a
+//	POST /v1/feedback                         one feedback event (feedback.Event JSON, or feedback on a
 //	                                          generation with its fields); 202 once stored
 //	GET  /v1/users/{id}/recommendations[?n=]  the user's precomputed list (a token that may not
 //	                                          impersonate reads only its own user's: 403)
@@ -110,22 +111,21 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	ctx := req.Context()
-	ce, err := r.intake.Check(ctx, "", body, mayActFor(req))
+	ev, err := r.intake.Check(ctx, "", body, mayActFor(req))
 	if err != nil {
 		writeFeedbackError(w, r.logger, err, codeInvalidEvent)
 		return
 	}
-	if ce.Generation {
-		fe := ce.Feedback
-		if fe.Revision != 0 {
+	if ev.OnGeneration() {
+		if ev.Revision != 0 {
 			writeError(w, http.StatusBadRequest, codeInvalidEvent, `field "revision": revisions are numbered by the server; send the new rating`)
 			return
 		}
-		fb := loop.Feedback{Action: fe.Action, EditedText: fe.EditedText}
-		if fe.Action == loop.ActionRate {
-			fb.Value = fe.Value
+		fb := loop.Feedback{Action: ev.Action, EditedText: ev.EditedText}
+		if ev.Action == feedback.ActionRate {
+			fb.Value = ev.Value
 		}
-		sent, err := r.gens.SendFeedback(ctx, fe.GenerationID, fb, r.intake.Checked(publishFeedback(r.bus)))
+		sent, err := r.gens.SendFeedback(ctx, ev.GenerationID, fb, r.intake.Checked(publishFeedback(r.bus)))
 		if err != nil {
 			writeFeedbackError(w, r.logger, err, codeInvalidEvent)
 			return
@@ -133,18 +133,11 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusAccepted, viewOf(sent))
 		return
 	}
-	if ce.Event.ID == "" {
-		if body, ce.Event.ID, err = jobs.WithEventID(body); err != nil {
-			writeFeedbackError(w, r.logger, err, codeInvalidEvent)
-			return
-		}
-	}
-	if err := r.intake.Claim(ctx, ce.Event.ID, ce.Digest); err != nil {
+	if err := r.intake.Claim(ctx, ev); err != nil {
 		writeFeedbackError(w, r.logger, err, codeInvalidEvent)
 		return
 	}
-	ev, err := jobs.PublishFeedback(ctx, r.bus, body)
-	if err != nil {
+	if ev, err = feedback.Publish(ctx, r.bus, ev); err != nil {
 		writeFeedbackError(w, r.logger, err, codeInvalidEvent)
 		return
 	}
@@ -152,9 +145,9 @@ func (r *recsAPI) postFeedback(w http.ResponseWriter, req *http.Request) {
 }
 
 // feedbackFields are the fields POST /v1/feedback takes: those of feedback
-// on a generation (loop.FeedbackEvent), which hold a recommender event's
+// on a generation (feedback.Event), which hold a recommender event's
 // (recsys.Event). The intake checks their values.
-var feedbackFields = bodyFields(reflect.TypeFor[loop.FeedbackEvent]())
+var feedbackFields = bodyFields(reflect.TypeFor[feedback.Event]())
 
 // checkFeedbackFields refuses an event with a field POST /v1/feedback does
 // not take: the recommender's decoder ignores unknown fields (events on
@@ -237,7 +230,7 @@ func (r *recsAPI) getRecommendations(w http.ResponseWriter, req *http.Request) {
 // (feedback on a recorded generation, see sendGenerationFeedback).
 func cmdFeedback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cfg := clientFlags("feedback", stderr)
-	var ev recsys.Event
+	var ev feedback.Event
 	fs.StringVar(&ev.User, "user", "", "user id (required)")
 	fs.StringVar(&ev.Item, "item", "", "item id (required)")
 	fs.StringVar(&ev.Type, "event", recsys.EventClick, "event type: view, click, purchase, rating, dwell, accepted, edited, rejected, regenerated")
@@ -261,11 +254,7 @@ func cmdFeedback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if cfg.NATSURL == "" {
 		return errors.New("feedback needs NATS: set TANDEM_NATS_URL (or --nats-url)")
 	}
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return err
-	}
-	if _, err := jobs.DecodeFeedbackEvent(body); err != nil {
+	if err := ev.Check(""); err != nil {
 		return err // before dialling: a bad flag needs no server
 	}
 	bus, err := connectBus(ctx, *cfg)
@@ -273,7 +262,7 @@ func cmdFeedback(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer bus.Close()
-	pub, err := jobs.PublishFeedback(ctx, bus, body)
+	pub, err := feedback.Publish(ctx, bus, ev)
 	if err != nil {
 		return err
 	}

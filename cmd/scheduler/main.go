@@ -15,7 +15,7 @@
 // built-in periodic entry (--recs-rebuild, 02:00 UTC by default), and with
 // NATS the scheduler consumes feedback into the interaction log, follows
 // that log with a live model, and runs the coalesced per-user update tasks
-// on its own queue (see live.go).
+// on its own queue (package recsys/live).
 //
 // Its JetStream consumers: the recommender's (recsys: feedback into the
 // interaction log, fine-tune samples) and the loop metrics' (loop-metrics:
@@ -52,6 +52,7 @@ import (
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys/live"
 )
 
 func main() {
@@ -175,7 +176,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		defer arts.Close()
-		stopFeedback, err := startFeedback(ctx, bus, feedbackOptions{
+		stopFeedback, err := live.Start(ctx, bus, live.Options{
 			Interactions: initial, Config: cfg, Redis: client.Redis(), Artifacts: arts,
 			ExactWeights: rc.weights == "exact", Window: rc.window, Poll: rc.poll, Concurrency: rc.concurrency, Logger: logger,
 		})

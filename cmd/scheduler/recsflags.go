@@ -13,6 +13,7 @@ import (
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/pipeline"
 	"github.com/tandem-ai/tandem/recsys"
+	"github.com/tandem-ai/tandem/recsys/live"
 )
 
 // nightlyEntryName names the built-in periodic entry of the sharded
@@ -37,15 +38,15 @@ func (r *recsFlags) bind(fs *flag.FlagSet) error {
 	if err != nil {
 		return err
 	}
-	window, err := envDuration("TANDEM_RECS_WINDOW", defaultUpdateWindow)
+	window, err := envDuration("TANDEM_RECS_WINDOW", live.DefaultWindow)
 	if err != nil {
 		return err
 	}
-	poll, err := envDuration("TANDEM_RECS_POLL", defaultUpdatePoll)
+	poll, err := envDuration("TANDEM_RECS_POLL", live.DefaultPoll)
 	if err != nil {
 		return err
 	}
-	conc, err := envInt("TANDEM_RECS_CONCURRENCY", defaultUpdateConcurrency)
+	conc, err := envInt("TANDEM_RECS_CONCURRENCY", live.DefaultConcurrency)
 	if err != nil {
 		return err
 	}
@@ -60,27 +61,13 @@ func (r *recsFlags) bind(fs *flag.FlagSet) error {
 	return nil
 }
 
-// Bounds of the recommender settings.
-const (
-	minUpdateWindow = 10 * time.Millisecond
-	// maxUpdateWindow keeps an update task's waits within its timeout
-	// (jobs.RecsUserUpdateTimeout): a task waits out up to maxWindowBumps
-	// windows (an enqueue that finds its window's task started takes a
-	// later one), then up to catchUpTimeout for the live model, and needs
-	// updateWorkMargin to rewrite the lists. A test checks the sum.
-	maxUpdateWindow = 5 * time.Second
-	// updateWorkMargin is the time an update task keeps for its own work
-	// after its waits.
-	updateWorkMargin = 10 * time.Second
-)
-
 func (r *recsFlags) validate() error {
 	switch {
 	case r.shards < 1 || r.shards > jobs.MaxRecsShards:
 		return fmt.Errorf("--recs-shards %d: want 1..%d", r.shards, jobs.MaxRecsShards)
-	case r.window < minUpdateWindow || r.window > maxUpdateWindow:
+	case r.window < live.MinWindow || r.window > live.MaxWindow:
 		return fmt.Errorf("--recs-window %v: want %v..%v (an update task waits out its window within its %v timeout)",
-			r.window, minUpdateWindow, maxUpdateWindow, jobs.RecsUserUpdateTimeout)
+			r.window, live.MinWindow, live.MaxWindow, jobs.RecsUserUpdateTimeout)
 	case r.poll < pipeline.MinPollInterval || r.poll > pipeline.MaxPollInterval:
 		return fmt.Errorf("--recs-poll %v: want %v..%v", r.poll, pipeline.MinPollInterval, pipeline.MaxPollInterval)
 	case r.concurrency < 1 || r.concurrency > pipeline.MaxConcurrency:

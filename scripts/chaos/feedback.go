@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Names the scheduler's feedback consumer uses (cmd/scheduler/feedback.go,
+// Names the scheduler's feedback consumer uses (recsys/live/consumer.go,
 // pipeline/subjects.go); the harness only reads their state.
 const (
 	feedbackStream    = "FEEDBACK"

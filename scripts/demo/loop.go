@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/generation"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -120,7 +121,7 @@ func demoLoop(ctx context.Context, d *demo) error {
 		return err
 	}
 	fmt.Printf("   u1's list: %s\n", itemList(before.Items))
-	for i, action := range []string{loop.ActionAccept, loop.ActionReject} {
+	for i, action := range []string{feedback.ActionAccept, feedback.ActionReject} {
 		out, err := d.output(ctx, "producer", "feedback", "--generation", u1.Generations[i], "--action", action)
 		if err != nil {
 			return err
@@ -293,7 +294,7 @@ func demoInteractive(ctx context.Context, d *demo) error {
 	}
 	picked := []string{before.Items[0].Item, before.Items[1].Item}
 	fmt.Printf("   u1's list: %s\n", itemList(before.Items))
-	for i, action := range []string{loop.ActionAccept, loop.ActionReject} {
+	for i, action := range []string{feedback.ActionAccept, feedback.ActionReject} {
 		id, err := d.streamReply(ctx, "u1", picked[i])
 		if err != nil {
 			return err
@@ -358,10 +359,10 @@ func (d *demo) rerate(ctx context.Context, id string) error {
 		Previous float64
 	}
 	url := d.api + "/v1/generations/" + id + "/feedback"
-	if err := callJSON(ctx, http.MethodPost, url, loop.Feedback{Action: loop.ActionRate, Value: 2}, &first); err != nil {
+	if err := callJSON(ctx, http.MethodPost, url, loop.Feedback{Action: feedback.ActionRate, Value: 2}, &first); err != nil {
 		return err
 	}
-	if err := callJSON(ctx, http.MethodPost, url, loop.Feedback{Action: loop.ActionRate, Value: 5}, &second); err != nil {
+	if err := callJSON(ctx, http.MethodPost, url, loop.Feedback{Action: feedback.ActionRate, Value: 5}, &second); err != nil {
 		return err
 	}
 	if second.Revision != 1 || second.Previous != 2 || second.Value != 5 {

@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/limits"
@@ -30,34 +31,52 @@ const FeedbackDurable = "recsys"
 // those users are refreshed by the next rebuild instead.
 const maxRefreshPerEvent = limits.RecsRefreshPerEvent
 
-// Defaults of feedbackOptions.
+// Defaults of Options.
 const (
-	defaultUpdateWindow      = 200 * time.Millisecond
-	defaultUpdatePoll        = 50 * time.Millisecond
-	defaultUpdateConcurrency = 64
+	DefaultWindow      = 200 * time.Millisecond
+	DefaultPoll        = 50 * time.Millisecond
+	DefaultConcurrency = 64
 )
 
-// feedbackOptions configures the feedback consumer, the live recommender
-// and the server that runs its update tasks.
-type feedbackOptions struct {
+// Bounds of Options.Window.
+const (
+	MinWindow = 10 * time.Millisecond
+	// MaxWindow keeps an update task's waits within its timeout
+	// (jobs.RecsUserUpdateTimeout): a task waits out up to maxWindowBumps
+	// windows (an enqueue that finds its window's task started takes a
+	// later one), then up to catchUpTimeout for the live model, and needs
+	// updateWorkMargin to rewrite the lists. A test checks the sum.
+	MaxWindow = 5 * time.Second
+	// updateWorkMargin is the time an update task keeps for its own work
+	// after its waits.
+	updateWorkMargin = 10 * time.Second
+)
+
+// Options configures the feedback consumer, the live recommender and the
+// server that runs its update tasks.
+type Options struct {
 	// Interactions is an optional interaction file the live model starts
-	// from while no sharded rebuild has written a snapshot.
+	// from while no sharded rebuild has written a snapshot; empty starts
+	// from no data.
 	Interactions string
 	// Config is the pipeline configuration: the update server's Redis.
 	Config pipeline.Config
 	// Redis holds the log, the serving store and the fine-tune feedback
 	// samples; it must be the Redis of Config.
 	Redis redis.UniversalClient
-	// Artifacts holds the rebuilds' snapshots.
+	// Artifacts holds the rebuilds' snapshots; nil works only until the
+	// first sharded rebuild.
 	Artifacts artifact.Store
 	// Neighbors is K of the similarity tables (0: default); RecN the list
 	// length stored per user (0: default). A rebuild's own settings win.
 	Neighbors, RecN int
-	// ExactWeights keeps IDF weights exact between rebuilds (slower per
-	// event) instead of frozen at the last rebuild.
+	// ExactWeights keeps IDF weights exact between rebuilds instead of
+	// frozen at the last rebuild (jobs.RecsConfig rather than
+	// jobs.RecsLiveConfig): every event on a new (user, item) pair then
+	// recomputes every row holding the item.
 	ExactWeights bool
 	// Window is how long a user's events are gathered into one update
-	// task. Default 200ms.
+	// task, MinWindow..MaxWindow. Default 200ms.
 	Window time.Duration
 	// Poll is how often the update server looks at its empty queue.
 	// Default 50ms.
@@ -80,16 +99,16 @@ type feedbackConsumer struct {
 	logger  *slog.Logger
 }
 
-// startFeedback builds the live model, starts following the log, serving
-// update tasks and consuming. stop drains the consumer, then stops the
-// update server and the follower; the caller closes the bus after it.
-func startFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (stop func(), err error) {
-	_, stop, err = runFeedback(ctx, bus, o)
+// Start builds the live model, starts following the log, serving update
+// tasks and consuming. stop drains the consumer, then stops the update
+// server and the follower; the caller closes the bus after it.
+func Start(ctx context.Context, bus *pipeline.Bus, o Options) (stop func(), err error) {
+	_, stop, err = start(ctx, bus, o)
 	return stop, err
 }
 
-// runFeedback is startFeedback that also returns the consumer, for tests.
-func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*feedbackConsumer, func(), error) {
+// start is Start that also returns the consumer, for tests.
+func start(ctx context.Context, bus *pipeline.Bus, o Options) (*feedbackConsumer, func(), error) {
 	if o.Redis == nil {
 		return nil, nil, errors.New("feedback consumer: no Redis client")
 	}
@@ -97,16 +116,15 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Window <= 0 {
-		o.Window = defaultUpdateWindow
+		o.Window = DefaultWindow
 	}
 	if o.Poll <= 0 {
-		o.Poll = defaultUpdatePoll
+		o.Poll = DefaultPoll
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = defaultUpdateConcurrency
+		o.Concurrency = DefaultConcurrency
 	}
-	live, err := newLiveModel(ctx, liveOptions{Initial: o.Interactions, Redis: o.Redis, Artifacts: o.Artifacts,
-		Neighbors: o.Neighbors, RecN: o.RecN, ExactWeights: o.ExactWeights, Logger: o.Logger})
+	live, err := newLiveModel(ctx, o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("recommender: %w", err)
 	}
@@ -181,21 +199,20 @@ func runFeedback(ctx context.Context, bus *pipeline.Bus, o feedbackOptions) (*fe
 // id, then stream sequence) but still gets its update task: the delivery
 // that logged it may have failed before enqueuing one.
 func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) error {
-	ce, err := c.intake.AcceptDelivery(ctx, d)
+	ev, err := c.intake.AcceptDelivery(ctx, d)
 	if loop.Refused(err) {
 		return pipeline.BadEvent(err)
 	}
 	if err != nil {
 		return err
 	}
-	ev := ce.Event
 	if ev.Item == "" {
 		// Feedback on a generation made from neither a template nor a
 		// topic (the one event the intake lets lack an item): nothing for
 		// the recommender, a sample for fine-tuning.
-		return c.collectGeneration(ctx, ce)
+		return c.collectGeneration(ctx, ev)
 	}
-	entry, added, err := c.log.Append(ctx, ev)
+	entry, added, err := c.log.Append(ctx, ev.Interaction())
 	if errors.Is(err, recsys.ErrBadInput) {
 		return pipeline.BadEvent(err)
 	}
@@ -208,7 +225,7 @@ func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) erro
 	if added {
 		c.logger.Debug("feedback logged", "id", ev.ID, "entry", entry, "user", ev.User, "item", ev.Item, "event", ev.Type)
 	}
-	return c.collectGeneration(ctx, ce)
+	return c.collectGeneration(ctx, ev)
 }
 
 // collectGeneration hands an accepted or edited generation to the
@@ -217,29 +234,23 @@ func (c *feedbackConsumer) handle(ctx context.Context, d pipeline.Delivery) erro
 // the edited text is the event's. Events that are not feedback on a
 // generation, or that the collector cannot use, are skipped (logged); only
 // Redis trouble is returned, to be retried (Collect is idempotent).
-func (c *feedbackConsumer) collectGeneration(ctx context.Context, ce loop.CheckedEvent) error {
-	if !ce.Generation {
+func (c *feedbackConsumer) collectGeneration(ctx context.Context, ev feedback.Event) error {
+	if !ev.OnGeneration() || (ev.Action != feedback.ActionAccept && ev.Action != feedback.ActionEdit) {
 		return nil
 	}
-	g := ce.Feedback
-	fe := finetune.FeedbackEvent{GenerationID: g.GenerationID, Action: g.Action, Prompt: g.Prompt, Completion: g.Completion,
-		EditedText: g.EditedText, Model: g.Model}
-	if fe.Action != finetune.FeedbackAccept && fe.Action != finetune.FeedbackEdit {
-		return nil
-	}
-	col, err := finetune.NewFeedbackCollector(c.rdb, fe.Collection())
+	col, err := finetune.NewFeedbackCollector(c.rdb, finetune.Collection(ev.Model))
 	if err != nil {
-		c.logger.Warn("generation feedback skipped", "id", g.ID, "err", err)
+		c.logger.Warn("generation feedback skipped", "id", ev.ID, "err", err)
 		return nil
 	}
-	_, err = col.Collect(ctx, fe)
+	_, err = col.Collect(ctx, ev)
 	switch {
 	case err == nil, errors.Is(err, finetune.ErrIgnored):
 		return nil
 	case transientErr(err):
 		return err
 	}
-	c.logger.Warn("generation feedback skipped", "id", g.ID, "generation", fe.GenerationID, "err", err)
+	c.logger.Warn("generation feedback skipped", "id", ev.ID, "generation", ev.GenerationID, "err", err)
 	return nil
 }
 

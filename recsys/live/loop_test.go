@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -19,7 +20,7 @@ import (
 
 // TestGenerationFeedbackClosesTheLoop sends feedback on recorded
 // generations the way the producer does (loop.Store.SendFeedback over
-// jobs.PublishFeedback) through an embedded nats-server to the real
+// feedback.Publish) through an embedded nats-server to the real
 // consumers: the user's recommendations move, accepted and edited texts
 // reach the fine-tune dataset, and the loop metrics count, each exactly
 // once however often the events are resent or redelivered.
@@ -45,22 +46,18 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 	_, metrics := e.startLoopConsumers(t)
 
 	var sent [][]byte
-	publish := func(ctx context.Context, body []byte) error {
-		sent = append(sent, body)
-		_, err := jobs.PublishFeedback(ctx, e.bus, body)
-		return err
-	}
-	feedback := []struct {
+	publish := e.publisher(&sent)
+	given := []struct {
 		gen string
 		fb  loop.Feedback
 	}{
-		{"gen-liked", loop.Feedback{Action: loop.ActionAccept}},
-		{"gen-disliked", loop.Feedback{Action: loop.ActionReject}},
-		{"gen-free", loop.Feedback{Action: loop.ActionEdit, EditedText: "hello world"}},
+		{"gen-liked", loop.Feedback{Action: feedback.ActionAccept}},
+		{"gen-disliked", loop.Feedback{Action: feedback.ActionReject}},
+		{"gen-free", loop.Feedback{Action: feedback.ActionEdit, EditedText: "hello world"}},
 	}
 	send := func() {
 		t.Helper()
-		for _, f := range feedback {
+		for _, f := range given {
 			if _, err := gens.SendFeedback(ctx, f.gen, f.fb, publish); err != nil {
 				t.Fatal(err)
 			}
@@ -153,12 +150,26 @@ func TestGenerationFeedbackClosesTheLoop(t *testing.T) {
 	}
 }
 
+// publisher is the producer's loop.Publisher (feedback.Publish) on the
+// environment's bus, keeping each event's body in sent.
+func (e *feedbackEnv) publisher(sent *[][]byte) loop.Publisher {
+	return func(ctx context.Context, ev feedback.Event) error {
+		body, err := ev.Encode()
+		if err != nil {
+			return err
+		}
+		*sent = append(*sent, body)
+		_, err = feedback.Publish(ctx, e.bus, ev)
+		return err
+	}
+}
+
 // startLoopConsumers runs the scheduler's two FEEDBACK consumers, the
 // recommender's and the loop metrics', until the test ends.
 func (e *feedbackEnv) startLoopConsumers(t *testing.T) (*feedbackConsumer, *loop.Metrics) {
 	t.Helper()
 	ctx := context.Background()
-	c, stopRecs, err := runFeedback(ctx, e.bus, e.options())
+	c, stopRecs, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,13 +228,9 @@ func TestFeedbackRerateCountsTheLatestRating(t *testing.T) {
 	e.startWorkers(t)
 
 	var sent [][]byte
-	publish := func(ctx context.Context, body []byte) error {
-		sent = append(sent, body)
-		_, err := jobs.PublishFeedback(ctx, e.bus, body)
-		return err
-	}
+	publish := e.publisher(&sent)
 	for _, v := range []float64{2, 2, 5} { // the second 2 publishes nothing
-		if _, err := gens.SendFeedback(ctx, gen.ID, loop.Feedback{Action: loop.ActionRate, Value: v}, publish); err != nil {
+		if _, err := gens.SendFeedback(ctx, gen.ID, loop.Feedback{Action: feedback.ActionRate, Value: v}, publish); err != nil {
 			t.Fatal(err)
 		}
 	}

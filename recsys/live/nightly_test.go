@@ -1,9 +1,8 @@
-package main
+package live
 
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -69,7 +68,7 @@ func (e *feedbackEnv) publishAll(t *testing.T, c *feedbackConsumer, evs []recsys
 	keys := make([]string, len(evs))
 	for i, ev := range evs {
 		body, _ := json.Marshal(ev)
-		if _, err := jobs.PublishFeedback(ctx, e.bus, body); err != nil {
+		if _, err := publishBody(ctx, e.bus, body); err != nil {
 			t.Fatal(err)
 		}
 		keys[i] = recsys.KeyLoggedPrefix + ev.ID
@@ -118,14 +117,19 @@ func waitReloaded(t *testing.T, c *feedbackConsumer, b jobs.RecsBase) {
 	c.caughtUp(t)
 }
 
+// nightlyEntryName is the name of the scheduler's built-in nightly entry.
+const nightlyEntryName = "recs-nightly"
+
 // nightlyTicker returns what one scheduler replica does at a tick of its
-// built-in nightly entry (3 shards): it reports how many tasks it enqueued.
+// built-in nightly entry (02:00 UTC, 3 shards): it reports how many tasks
+// it enqueued.
 func (e *feedbackEnv) nightlyTicker(t *testing.T) func(at time.Time) int {
 	t.Helper()
-	entries, err := withNightlyRebuild(nil, recsFlags{rebuild: defaultNightlySpec, shards: 3}, e.interactions, quiet)
+	payload, err := json.Marshal(jobs.RecsFanoutArgs{Interactions: e.interactions, Shards: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries := []pipeline.PeriodicEntry{{Name: nightlyEntryName, Spec: "0 2 * * *", Kind: jobs.KindRecsFanout, Payload: payload}}
 	client, err := pipeline.NewClient(e.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +206,7 @@ func TestNightlyShardedRebuild(t *testing.T) {
 	e := newFeedbackEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c, stop, err := runFeedback(ctx, e.bus, e.options())
+	c, stop, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +321,7 @@ func TestNightlyShardedRebuild(t *testing.T) {
 	if err := e.arts.Delete(ctx, base2.Snapshot); err != nil {
 		t.Fatal(err)
 	}
-	c2, stop2, err := runFeedback(ctx, e.bus, e.options())
+	c2, stop2, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -644,70 +648,10 @@ func TestUpdateTasksCoalesce(t *testing.T) {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-func flagSet() *flag.FlagSet { return flag.NewFlagSet("scheduler", flag.ContinueOnError) }
-
-func TestNightlyEntry(t *testing.T) {
-	rc := recsFlags{rebuild: defaultNightlySpec, shards: 4}
-	got, err := withNightlyRebuild(nil, rc, "/data/interactions.csv", quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].Name != nightlyEntryName || got[0].Spec != "0 2 * * *" || got[0].Kind != jobs.KindRecsFanout {
-		t.Fatalf("built-in entry %+v", got)
-	}
-	var args jobs.RecsFanoutArgs
-	if err := json.Unmarshal(got[0].Payload, &args); err != nil || args.Shards != 4 || args.Interactions != "/data/interactions.csv" {
-		t.Fatalf("payload %s: %+v %v", got[0].Payload, args, err)
-	}
-	if err := jobs.ValidatePayload(got[0].Kind, got[0].Payload); err != nil {
-		t.Fatal(err)
-	}
-	// A schedule entry of the kind replaces it; "off" drops it.
-	own := []pipeline.PeriodicEntry{{Name: "mine", Spec: "30 3 * * *", Kind: jobs.KindRecsFanout}}
-	if got, _ := withNightlyRebuild(own, rc, "", quiet); len(got) != 1 || got[0].Name != "mine" {
-		t.Fatalf("with a schedule entry: %+v", got)
-	}
-	rc.rebuild = "off"
-	var logged strings.Builder
-	if got, _ := withNightlyRebuild(nil, rc, "", slog.New(slog.NewTextHandler(&logged, nil))); len(got) != 0 {
-		t.Fatalf("off: %+v", got)
-	}
-	// With no rebuild at all the log is trimmed by nothing but its cap: say so.
-	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "interaction log") {
-		t.Fatalf("rebuild off: logged %q, want a warning about the interaction log", logged.String())
-	}
-	logged.Reset()
-	if _, err := withNightlyRebuild(own, rc, "", slog.New(slog.NewTextHandler(&logged, nil))); err != nil || logged.Len() != 0 {
-		t.Fatalf("rebuild off with a schedule entry: %v, logged %q", err, logged.String())
-	}
-	rc.rebuild = "61 2 * * *"
-	if _, err := withNightlyRebuild(nil, rc, "", quiet); err == nil || !strings.Contains(err.Error(), "--recs-rebuild") {
-		t.Fatalf("bad spec: %v, want an error naming the flag", err)
-	}
-	// The flags are read from the environment and checked.
-	t.Setenv("TANDEM_RECS_WINDOW", "soon")
-	var bad recsFlags
-	if err := bad.bind(flagSet()); err == nil || !strings.Contains(err.Error(), "TANDEM_RECS_WINDOW") {
-		t.Fatalf("bad TANDEM_RECS_WINDOW: %v", err)
-	}
-	t.Setenv("TANDEM_RECS_WINDOW", "5ms")
-	if err := bad.bind(flagSet()); err != nil {
-		t.Fatal(err)
-	}
-	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "--recs-window") {
-		t.Fatalf("a 5ms window: %v", err)
-	}
-	// A window an update task would sleep out inside its own timeout.
-	t.Setenv("TANDEM_RECS_WINDOW", "1m")
-	if err := bad.bind(flagSet()); err != nil {
-		t.Fatal(err)
-	}
-	if err := bad.validate(); err == nil || !strings.Contains(err.Error(), "--recs-window") {
-		t.Fatalf("a 1m window: %v", err)
-	}
-	// The longest window accepted leaves the task its catch-up wait and
-	// its work within the timeout.
-	if budget := maxWindowBumps*maxUpdateWindow + catchUpTimeout + updateWorkMargin; budget > jobs.RecsUserUpdateTimeout {
+// TestUpdateTaskBudget: the longest window accepted leaves an update task
+// its catch-up wait and its work within the task's timeout.
+func TestUpdateTaskBudget(t *testing.T) {
+	if budget := maxWindowBumps*MaxWindow + catchUpTimeout + updateWorkMargin; budget > jobs.RecsUserUpdateTimeout {
 		t.Fatalf("an update task may need %v, over its %v timeout", budget, jobs.RecsUserUpdateTimeout)
 	}
 }
@@ -722,7 +666,7 @@ func TestFeedbackBurstCoalesces(t *testing.T) {
 	ref := e.publishRebuild(t)
 	o := e.options()
 	o.Window = 2 * time.Second
-	c, stop, err := runFeedback(ctx, e.bus, o)
+	c, stop, err := start(ctx, e.bus, o)
 	if err != nil {
 		t.Fatal(err)
 	}

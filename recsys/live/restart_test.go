@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -27,7 +27,7 @@ func TestFeedbackAfterRedisRestart(t *testing.T) {
 	// task its first one enqueued.
 	opts.Window = 2 * time.Second
 	opts.Config.ShutdownTimeout = time.Second
-	c, stop, err := runFeedback(ctx, e.bus, opts)
+	c, stop, err := start(ctx, e.bus, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

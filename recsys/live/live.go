@@ -1,23 +1,8 @@
-package main
-
-import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"sync"
-	"time"
-
-	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/tandem-ai/tandem/artifact"
-	"github.com/tandem-ai/tandem/jobs"
-	"github.com/tandem-ai/tandem/pipeline"
-	"github.com/tandem-ai/tandem/recsys"
-)
-
-// The live recommender.
+// Package live keeps the recommender current between nightly rebuilds,
+// inside the scheduler (which only wires it: Start). It consumes the
+// FEEDBACK stream into the interaction log, follows that log with an
+// in-memory model, and serves the recs-live queue's coalesced update
+// tasks, which rewrite the served lists of the users an event moved.
 //
 // Every scheduler replica holds a live model and keeps it equal to "the
 // current base, then every interaction log entry after it, in log order":
@@ -38,6 +23,23 @@ import (
 // once: nothing applied meanwhile is lost, nothing counts twice, and the
 // order is the log's. Users whose events were replayed get an update task,
 // since the rebuild's lists do not have their latest events.
+package live
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/jobs"
+	"github.com/tandem-ai/tandem/pipeline"
+	"github.com/tandem-ai/tandem/recsys"
+)
 
 // Defaults of the live recommender.
 const (
@@ -59,29 +61,10 @@ const (
 	catchUpTimeout = 30 * time.Second
 )
 
-// liveOptions configures the live recommender.
-type liveOptions struct {
-	// Initial is the interaction file used while no rebuild has written a
-	// snapshot; empty starts from no data.
-	Initial string
-	Redis   redis.UniversalClient
-	// Artifacts holds the rebuilds' snapshots; nil works only until the
-	// first sharded rebuild.
-	Artifacts artifact.Store
-	// Neighbors and RecN are K and the list length used until a rebuild
-	// records its own (0: defaults).
-	Neighbors, RecN int
-	// ExactWeights keeps IDF weights exact between rebuilds instead of
-	// frozen (jobs.RecsConfig rather than jobs.RecsLiveConfig): every event
-	// on a new (user, item) pair then recomputes every row holding the item.
-	ExactWeights bool
-	Logger       *slog.Logger
-}
-
 // liveModel is a replica's live model and the follower that keeps it
 // current.
 type liveModel struct {
-	o     liveOptions
+	o     Options
 	log   *recsys.InteractionLog
 	store *recsys.RedisStore
 	// refresh enqueues update tasks for users a reload replayed; nil: none.
@@ -106,10 +89,7 @@ type changedUsers struct {
 // newLiveModel builds the model from the current base (or the initial
 // file) and positions it at the base's end of the log; run then applies
 // the rest.
-func newLiveModel(ctx context.Context, o liveOptions) (*liveModel, error) {
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+func newLiveModel(ctx context.Context, o Options) (*liveModel, error) {
 	l := &liveModel{
 		o:        o,
 		log:      recsys.NewInteractionLog(o.Redis, recsys.InteractionLogOptions{}),
@@ -144,7 +124,7 @@ func newLiveModel(ctx context.Context, o liveOptions) (*liveModel, error) {
 func (l *liveModel) build(ctx context.Context, base jobs.RecsBase) (*recsys.Model, error) {
 	initial := ""
 	if base.Snapshot == "" {
-		initial = l.o.Initial
+		initial = l.o.Interactions
 	}
 	st, err := jobs.LoadRecsData(ctx, l.o.Artifacts, base.Snapshot, initial)
 	if err != nil {

@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -37,7 +37,7 @@ func benchSynth() recsys.SynthConfig {
 // window, so this is latency, not throughput. It reports p50, p90 and p99
 // per update window.
 func BenchmarkFeedbackToList(b *testing.B) {
-	for _, window := range []time.Duration{defaultUpdateWindow, 50 * time.Millisecond} {
+	for _, window := range []time.Duration{DefaultWindow, 50 * time.Millisecond} {
 		b.Run("window="+window.String(), func(b *testing.B) {
 			sc := benchSynth()
 			e := newFeedbackEnvWith(b, sc)
@@ -45,8 +45,8 @@ func BenchmarkFeedbackToList(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			o := e.options()
-			o.Window, o.Poll = window, defaultUpdatePoll
-			_, stop, err := runFeedback(ctx, e.bus, o)
+			o.Window, o.Poll = window, DefaultPoll
+			_, stop, err := start(ctx, e.bus, o)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -70,7 +70,7 @@ func BenchmarkFeedbackToList(b *testing.B) {
 				target := before[0].Item
 				body, _ := json.Marshal(recsys.Event{ID: "bench-" + strconv.Itoa(k), User: user, Item: target, Type: recsys.EventPurchase, Value: 1})
 				start := time.Now()
-				if _, err := jobs.PublishFeedback(ctx, e.bus, body); err != nil {
+				if _, err := publishBody(ctx, e.bus, body); err != nil {
 					b.Fatal(err)
 				}
 				for {

@@ -1,4 +1,4 @@
-package main
+package live
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/feedback"
 	"github.com/tandem-ai/tandem/finetune"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
@@ -48,8 +49,8 @@ type feedbackEnv struct {
 
 // options are the feedback options of a scheduler on this environment,
 // with a short update window so tests run quickly.
-func (e *feedbackEnv) options() feedbackOptions {
-	return feedbackOptions{Interactions: e.interactions, Config: e.cfg, Redis: e.rdb, Artifacts: e.arts,
+func (e *feedbackEnv) options() Options {
+	return Options{Interactions: e.interactions, Config: e.cfg, Redis: e.rdb, Artifacts: e.arts,
 		Window: 20 * time.Millisecond, Poll: 10 * time.Millisecond}
 }
 
@@ -147,6 +148,16 @@ func (c *feedbackConsumer) caughtUp(t testing.TB) {
 	}
 }
 
+// publishBody publishes an event's JSON as the producer publishes a
+// client's: decoded and checked (feedback.Decode), then feedback.Publish.
+func publishBody(ctx context.Context, bus *pipeline.Bus, body []byte) (feedback.Event, error) {
+	ev, err := feedback.Decode("", body)
+	if err != nil {
+		return ev, err
+	}
+	return feedback.Publish(ctx, bus, ev)
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -193,7 +204,7 @@ func TestFeedbackUpdatesRedisOnce(t *testing.T) {
 	if err != nil || !ok || len(before) == 0 {
 		t.Fatalf("u1 before feedback: %v %v %v", before, ok, err)
 	}
-	c, stop, err := runFeedback(ctx, e.bus, e.options())
+	c, stop, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +213,7 @@ func TestFeedbackUpdatesRedisOnce(t *testing.T) {
 	// Buying the top recommendation makes it seen, so it must leave the list.
 	target := before[0].Item
 	body, _ := json.Marshal(recsys.Event{ID: "ev-1", User: "u1", Item: target, Type: recsys.EventPurchase, Value: 1})
-	ev, err := jobs.PublishFeedback(ctx, e.bus, body)
+	ev, err := publishBody(ctx, e.bus, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +226,7 @@ func TestFeedbackUpdatesRedisOnce(t *testing.T) {
 		after = l
 		return !slices.ContainsFunc(l, func(s recsys.Scored) bool { return s.Item == target })
 	})
-	if _, err := ref.Apply(ev); err != nil {
+	if _, err := ref.Apply(ev.Interaction()); err != nil {
 		t.Fatal(err)
 	}
 	want, err := ref.Recommend("u1", recsys.RecOptions{})
@@ -228,7 +239,7 @@ func TestFeedbackUpdatesRedisOnce(t *testing.T) {
 
 	// The same event again: JetStream drops the same Nats-Msg-Id, and under
 	// a new one the model drops the event id. Either way, applied once.
-	if _, err := jobs.PublishFeedback(ctx, e.bus, body); err != nil {
+	if _, err := publishBody(ctx, e.bus, body); err != nil {
 		t.Fatal(err)
 	}
 	ack, err := e.bus.PublishAck(ctx, pipeline.FeedbackSubject(recsys.EventPurchase), "other-msg-id", json.RawMessage(body))
@@ -272,7 +283,7 @@ func TestFeedbackBadEventsDeadLettered(t *testing.T) {
 	e := newFeedbackEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, stop, err := runFeedback(ctx, e.bus, e.options())
+	_, stop, err := start(ctx, e.bus, e.options())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,9 +295,9 @@ func TestFeedbackBadEventsDeadLettered(t *testing.T) {
 		`{"item":"i1","event":"click"}`:                         `"user"`,
 		`{"user":"u1","item":"i1","event":"click","value":"x"}`: `value`,
 	} {
-		_, err := jobs.PublishFeedback(ctx, e.bus, []byte(body))
-		if !errors.Is(err, jobs.ErrBadFeedback) || !strings.Contains(err.Error(), field) {
-			t.Errorf("PublishFeedback(%s) = %v, want ErrBadFeedback naming %s", body, err, field)
+		_, err := publishBody(ctx, e.bus, []byte(body))
+		if !errors.Is(err, feedback.ErrInvalid) || !strings.Contains(err.Error(), field) {
+			t.Errorf("publishBody(%s) = %v, want feedback.ErrInvalid naming %s", body, err, field)
 		}
 	}
 	// ...and the consumer dead-letters them when they arrive anyway.
@@ -343,7 +354,7 @@ func TestFeedbackCollectsGenerations(t *testing.T) {
 	defer cancel()
 	o := e.options()
 	o.Interactions = "" // no initial data
-	_, stop, err := runFeedback(ctx, e.bus, o)
+	_, stop, err := start(ctx, e.bus, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +365,7 @@ func TestFeedbackCollectsGenerations(t *testing.T) {
 	}
 	body := []byte(`{"user":"u9","item":"tpl-1","event":"edited","kind":"template",
 		"generation_id":"gen-1","action":"edit","prompt":"Say hi","completion":"hello","edited_text":"Hi!"}`)
-	if _, err := jobs.PublishFeedback(ctx, e.bus, body); err != nil {
+	if _, err := publishBody(ctx, e.bus, body); err != nil {
 		t.Fatal(err)
 	}
 	col, err := finetune.NewFeedbackCollector(e.rdb, "")
