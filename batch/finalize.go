@@ -130,6 +130,8 @@ func (r *Runner) merge(ctx context.Context, b *Batch, final Status) (_ Counts, m
 		code, msg = "batch_expired", "the batch's completion window closed before this request ran"
 	case StatusCompleted:
 		code, msg = "batch_incomplete", "this request's chunk did not finish"
+	case StatusFailed:
+		code, msg = "batch_failed", "the batch failed before this request ran (its errors say why)"
 	}
 
 	w, err := newResultWriter()

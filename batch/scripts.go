@@ -75,7 +75,7 @@ return {code, redis.call('HLEN', KEYS[2]), tonumber(redis.call('HGET', KEYS[1], 
 `)
 
 // scriptSeal starts finalisation: from in_progress (every chunk counted, or
-// ARGV[1] == 'expire') or cancelling, it sets status finalizing and decides
+// ARGV[1] == 'expire' or 'fail') or cancelling, it sets status finalizing and decides
 // the final status once. A batch already finalizing returns the decided
 // status again, so a finalisation that crashed resumes. Returns {state,
 // detail}: {"sealed", final status}, {"terminal", status}, {"missing", ""}
@@ -94,6 +94,8 @@ elseif st == 'in_progress' and done >= chunks then
   final = 'completed'
 elseif ARGV[1] == 'expire' and (st == 'in_progress' or st == 'validating') then
   final = 'expired'
+elseif ARGV[1] == 'fail' and (st == 'in_progress' or st == 'validating') then
+  final = 'failed'
 else
   return {'not_ready', st}
 end

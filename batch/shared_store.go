@@ -43,13 +43,15 @@ const storeFix = "give the producer and the workers one store: " + artifact.EnvS
 
 // scriptAdvertise records store ARGV[1] as used until ARGV[2] and drops
 // the stores whose time ran out before ARGV[3], in one step, so that no
-// renewal is dropped as stale.
+// renewal is dropped as stale; the hash itself lapses ARGV[4] seconds
+// after the last advertisement, when every worker has gone.
 var scriptAdvertise = redis.NewScript(`
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   if tonumber(all[i + 1]) < tonumber(ARGV[3]) then redis.call('HDEL', KEYS[1], all[i]) end
 end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
 
@@ -63,7 +65,7 @@ func (s *Service) advertiseStore(ctx context.Context) (stop func(), err error) {
 	}
 	renew := func(ctx context.Context) error {
 		now := s.now()
-		return scriptAdvertise.Run(ctx, s.Store.rdb, []string{storesKey}, id, now.Add(storeTTL).Unix(), now.Unix()).Err()
+		return scriptAdvertise.Run(ctx, s.Store.rdb, []string{storesKey}, id, now.Add(storeTTL).Unix(), now.Unix(), int(storeTTL.Seconds())).Err()
 	}
 	if err := renew(ctx); err != nil {
 		return nil, fmt.Errorf("batch: advertise the artifact store: %w", err)
@@ -124,18 +126,20 @@ func (s *Service) checkWorkersShareStore(ctx context.Context) error {
 
 // failInputMissing fails batch b at once because what, an input of it, is
 // not in this worker's artifact store: the producer wrote it to another
-// store, and no retry would find it. The finalisation task then announces
-// the failure and removes the waiting chunks and the expiry task. A batch
-// that ended meanwhile (cancelled) is left as it is.
+// store, and no retry would find it. The batch is sealed as failed, so its
+// finalisation merges what finished chunks wrote (those rows keep their
+// results), reports the other rows, announces the failure and removes the
+// waiting chunks and the expiry task. A batch already sealed or ended
+// (cancelled) keeps its own end.
 func (r *Runner) failInputMissing(ctx context.Context, b *Batch, what string) error {
-	err := r.Store.Transition(ctx, b.ID, StatusFailed, StatusInProgress)
-	if errors.Is(err, ErrConflict) {
-		return nil
-	}
+	p := r.inputMissing(ctx, what)
+	seal, err := r.Store.SealFailed(ctx, b.ID)
 	if err != nil {
 		return err
 	}
-	p := r.inputMissing(ctx, what)
+	if !seal.Sealed {
+		return nil
+	}
 	if err := r.Store.SetErrors(ctx, b.ID, []Problem{p}); err != nil {
 		r.Logger.Warn("batch: failed, but its reason was not recorded", "batch", b.ID, "reason", p.Message, "err", err)
 	}

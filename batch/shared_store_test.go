@@ -2,6 +2,7 @@ package batch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -53,7 +54,7 @@ func TestWorkerOnAnotherArtifactStore(t *testing.T) {
 		}
 		return msg != ""
 	})
-	for _, want := range []string{"the input of chunk", "not in this worker's artifact store (local)", "TANDEM_ARTIFACT_STORE=nats", "the same TANDEM_DATA_DIR"} {
+	for _, want := range []string{"the input of", "not in this worker's artifact store (local)", "TANDEM_ARTIFACT_STORE=nats", "the same TANDEM_DATA_DIR"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("reason %q lacks %q", msg, want)
 		}
@@ -100,5 +101,47 @@ func TestWorkerOnAnotherArtifactStore(t *testing.T) {
 	e.startWorker(t, envOptions{})
 	if _, err := create(); err != nil {
 		t.Fatalf("Create with a worker on the producer's store: %v", err)
+	}
+}
+
+// A chunk whose input is gone fails its batch at once, but through the
+// seal and the merge: a chunk that finished before keeps its rows'
+// results in the output file, and the counts add up to the total.
+func TestInputMissingKeepsFinishedChunks(t *testing.T) {
+	_, r := newStallEnv(t)
+	ctx := context.Background()
+	input, _ := openAIInput(8, 3)
+	b, _, err := r.Create(ctx, strings.NewReader(input), CreateOptions{Model: "builtin:tiny", ChunkSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RunChunk(ctx, &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: 0}}); err != nil {
+		t.Fatalf("chunk 0: %v", err)
+	}
+	if err := r.Artifacts.Delete(ctx, inputKey(b.ID, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RunChunk(ctx, &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: 1}}); err == nil {
+		t.Fatal("chunk 1 without its input: no error")
+	}
+	if err := r.Finalize(ctx, &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}); err != nil {
+		t.Fatalf("finalise: %v", err)
+	}
+	end, err := r.Get(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end.Status != StatusFailed || end.RequestCounts != (Counts{Total: 8, Completed: 4, Failed: 4}) {
+		t.Fatalf("ended %s with %+v; want failed with 4 completed and 4 failed", end.Status, end.RequestCounts)
+	}
+	if len(end.Errors) == 0 || end.Errors[0].Code != CodeInputMissing {
+		t.Fatalf("errors %+v; want %s", end.Errors, CodeInputMissing)
+	}
+	lines := 0
+	if err := readJSONL(ctx, r.Artifacts, outputKey(b.ID), func(json.RawMessage) error { lines++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if lines != 4 {
+		t.Fatalf("output file: %d lines; want chunk 0's 4", lines)
 	}
 }

@@ -210,6 +210,17 @@ func (s *Store) Seal(ctx context.Context, id string, expire bool) (SealResult, e
 	if expire {
 		reason = "expire"
 	}
+	return s.seal(ctx, id, reason)
+}
+
+// SealFailed seals a batch that is in progress as failed, whatever its
+// chunks' progress: one of its inputs cannot be read, so it can never
+// complete. A batch already sealed or cancelling keeps its final status.
+func (s *Store) SealFailed(ctx context.Context, id string) (SealResult, error) {
+	return s.seal(ctx, id, "fail")
+}
+
+func (s *Store) seal(ctx context.Context, id, reason string) (SealResult, error) {
 	v, err := scriptSeal.Run(ctx, s.rdb, []string{recordKey(id), chunksKey(id)}, reason, s.now().Unix()).StringSlice()
 	if err != nil {
 		return SealResult{}, fmt.Errorf("batch %s: seal: %w", id, err)
