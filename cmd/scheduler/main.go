@@ -49,6 +49,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tandem-ai/tandem/artifact"
+	"github.com/tandem-ai/tandem/batch"
 	"github.com/tandem-ai/tandem/jobs"
 	"github.com/tandem-ai/tandem/loop"
 	"github.com/tandem-ai/tandem/pipeline"
@@ -107,8 +108,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Every kind a schedule may name, batch's (a webhook) included.
+	kinds := pipeline.NewRegistry()
+	jobs.RegisterAll(kinds, &jobs.Deps{})
+	batch.Register(kinds, nil)
 	for _, e := range entries {
-		if err := jobs.ValidatePayload(e.Kind, e.Payload); err != nil {
+		if err := kinds.Check(e.Kind, e.Payload); err != nil {
 			return fmt.Errorf("schedule %s: entry %q: %w", *schedule, e.Name, err)
 		}
 	}
