@@ -158,6 +158,9 @@ func (w FinetuneFeedbackWorker) run(ctx context.Context, runID string, a Finetun
 		return res, err
 	}
 	res.Base = base.Ref()
+	if w.Deps.DataDir == "" {
+		return res, errors.New("jobs: Deps.DataDir is not set: a feedback fine-tune writes its run under the data dir")
+	}
 	runDir := filepath.Join(w.Deps.DataDir, "finetune", runID)
 	data := filepath.Join(runDir, "feedback.jsonl")
 	if _, _, err := col.Export(ctx, data); err != nil {

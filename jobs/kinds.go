@@ -364,7 +364,7 @@ func ValidatePayload(name string, payload []byte) error {
 	return r.Check(name, payload)
 }
 
-// Exec runs one kind in-process with no Redis: `worker exec KIND [flags]`.
+// Exec runs one kind in-process, outside the queue, on d: `worker exec KIND [flags]`.
 func Exec(ctx context.Context, d *Deps, name string, args []string, stdout io.Writer) error {
 	k, ok := kinds[name]
 	if !ok {

@@ -413,7 +413,7 @@ type completionOut struct {
 type answerShape interface {
 	// opening is the chunks a stream begins with, before any token.
 	opening() []any
-	// token takes a token message (GenReader checked its choice) and
+	// token takes a token message (tokenstream.Decoder checked its choice) and
 	// returns its chunk.
 	token(m tokenstream.Message) any
 	// finish is the chunk that ends choice i; done is the last message.
@@ -472,7 +472,7 @@ func (s *completionShape) whole(done tokenstream.Message) any {
 	return generation.CompletionResponse{
 		ID: s.out.id, Object: "text_completion", Created: s.out.created, Model: s.out.model,
 		Choices: choices,
-		Usage:   *done.Usage, // GenReader refuses a done message without usage
+		Usage:   *done.Usage, // tokenstream.Decoder refuses a done message without usage
 	}
 }
 
@@ -493,7 +493,7 @@ func newReplyChoices(out completionOut, logprobs bool) *replyChoices {
 	return r
 }
 
-// add takes a token message (GenReader checked its choice) and returns
+// add takes a token message (tokenstream.Decoder checked its choice) and returns
 // what a stream's chunk says of it.
 func (r *replyChoices) add(m tokenstream.Message) chunkChoice {
 	r.texts[m.Choice].WriteString(m.Text)
