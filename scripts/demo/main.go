@@ -466,12 +466,32 @@ func demoBatch(ctx context.Context, d *demo) error {
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("producer batch create: %w", err)
 	}
+	// The results live in the artifact store (the NATS object store here,
+	// which every process shares); `producer batch results --out` saves
+	// them as files.
+	var id string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "batch "); ok && id == "" {
+			id, _, _ = strings.Cut(rest, " ")
+			id = strings.TrimSuffix(id, ":")
+		}
+	}
+	if id == "" {
+		return errors.New("producer batch create --wait printed no batch id")
+	}
+	out.Reset()
+	save := exec.CommandContext(ctx, filepath.Join(d.bin, "producer"), "batch", "results", id, "--out", filepath.Join(d.dir, "results"))
+	save.Env = d.envFor("producer")
+	save.Stdout, save.Stderr = &out, os.Stderr
+	if err := save.Run(); err != nil {
+		return fmt.Errorf("producer batch results: %w", err)
+	}
 	for _, line := range strings.Split(out.String(), "\n") {
 		if path, ok := strings.CutPrefix(line, "output: "); ok {
 			return showResults(path)
 		}
 	}
-	return errors.New("producer batch create --wait printed no output path")
+	return errors.New("producer batch results printed no output path")
 }
 
 // indentWriter indents each line it passes on, like the demo's own lines.
