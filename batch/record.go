@@ -130,6 +130,11 @@ type Batch struct {
 	ErrorFileID  string `json:"error_file_id,omitempty"`
 
 	resultFiles bool // the result files are registered (field result_files)
+	// store is the artifact store the producer wrote the inputs to (its
+	// ID; field store, "" in records from before it was kept): a worker
+	// on another store fails the batch at once when an input is missing,
+	// a worker on the same one retries.
+	store string
 }
 
 // chunkQueue is the queue b's chunk tasks are on: pipeline.QueueGPU for a

@@ -74,7 +74,7 @@ func (r *Runner) RunChunk(ctx context.Context, job *pipeline.Job[ChunkArgs]) err
 		rows = append(rows, row)
 		return nil
 	})
-	if errors.Is(err, artifact.ErrNotFound) {
+	if errors.Is(err, artifact.ErrNotFound) && !r.onStoreOf(ctx, b) {
 		return r.failInputMissing(ctx, b, fmt.Sprintf("the input of chunk %d", a.Chunk))
 	}
 	if err != nil {

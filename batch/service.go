@@ -193,6 +193,10 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 	if err := s.checkWorkersShareStore(ctx); err != nil {
 		return nil, &plan.Report, err
 	}
+	store, err := s.Artifacts.ID(ctx)
+	if err != nil {
+		return nil, &plan.Report, err
+	}
 	now := s.now()
 	b := &Batch{
 		ID: newBatchID(), Object: "batch", Endpoint: o.Endpoint, InputFileID: o.InputFileID, Model: plan.Model, InputKind: plan.Kind,
@@ -200,7 +204,7 @@ func (s *Service) Create(ctx context.Context, input io.Reader, o CreateOptions) 
 		RequestCounts: Counts{Total: plan.Report.Lines, Failed: len(plan.Invalid)},
 		CreatedAt:     now.Unix(), ExpiresAt: now.Add(window).Unix(),
 		Chunks: (len(plan.Rows) + o.ChunkSize - 1) / o.ChunkSize, ChunkSize: o.ChunkSize, BatchSize: o.BatchSize,
-		Skipped: len(plan.Invalid), PostProcess: o.PostProcess, Device: o.Device,
+		Skipped: len(plan.Invalid), PostProcess: o.PostProcess, Device: o.Device, store: store,
 	}
 	if err := s.Store.Create(ctx, b); err != nil {
 		return nil, &plan.Report, err

@@ -150,6 +150,15 @@ func (r *Runner) failInputMissing(ctx context.Context, b *Batch, what string) er
 	return pipeline.Permanent(fmt.Errorf("batch %s: %s", b.ID, p.Message))
 }
 
+// onStoreOf reports whether this worker's artifact store is the one b's
+// producer wrote its inputs to: there, a missing input may yet appear (a
+// shared disk that shows a file late) and the chunk retries; elsewhere no
+// retry would find it.
+func (r *Runner) onStoreOf(ctx context.Context, b *Batch) bool {
+	id, err := r.Artifacts.ID(ctx)
+	return err == nil && b.store != "" && id == b.store
+}
+
 // inputMissing is the problem of an input (what) missing from this
 // worker's artifact store.
 func (r *Runner) inputMissing(ctx context.Context, what string) Problem {

@@ -104,9 +104,10 @@ func TestWorkerOnAnotherArtifactStore(t *testing.T) {
 	}
 }
 
-// A chunk whose input is gone fails its batch at once, but through the
-// seal and the merge: a chunk that finished before keeps its rows'
-// results in the output file, and the counts add up to the total.
+// A chunk whose input is not in its worker's store fails its batch at
+// once, but through the seal and the merge: a chunk that finished before
+// keeps its rows' results in the output file, and the counts add up to
+// the total. On the producer's own store the chunk retries instead.
 func TestInputMissingKeepsFinishedChunks(t *testing.T) {
 	_, r := newStallEnv(t)
 	ctx := context.Background()
@@ -121,8 +122,21 @@ func TestInputMissingKeepsFinishedChunks(t *testing.T) {
 	if err := r.Artifacts.Delete(ctx, inputKey(b.ID, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.RunChunk(ctx, &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: 1}}); err == nil {
-		t.Fatal("chunk 1 without its input: no error")
+	// On the producer's own store a missing input may yet appear: the
+	// chunk retries and the batch goes on.
+	job := &pipeline.Job[ChunkArgs]{Args: ChunkArgs{BatchID: b.ID, Chunk: 1}}
+	if err := r.RunChunk(ctx, job); err == nil || pipeline.IsPermanent(err) {
+		t.Fatalf("chunk 1 without its input, on the producer's store: %v; want an error to retry", err)
+	}
+	if st, _, err := r.Store.State(ctx, b.ID); err != nil || st != StatusInProgress {
+		t.Fatalf("batch %s, %v; want in_progress while its chunk retries", st, err)
+	}
+	// A worker on another store: no retry would find it.
+	if err := r.Store.rdb.HSet(ctx, recordKey(b.ID), "store", "local:another").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RunChunk(ctx, job); !pipeline.IsPermanent(err) {
+		t.Fatalf("chunk 1 without its input, on another store: %v; want a permanent error", err)
 	}
 	if err := r.Finalize(ctx, &pipeline.Job[FinalizeArgs]{Args: FinalizeArgs{BatchID: b.ID}}); err != nil {
 		t.Fatalf("finalise: %v", err)

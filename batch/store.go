@@ -336,7 +336,7 @@ func encodeRecord(b *Batch) ([]any, error) {
 		"total", b.RequestCounts.Total, "completed", b.RequestCounts.Completed, "failed", b.RequestCounts.Failed,
 		"chunks", b.Chunks, "chunk_size", b.ChunkSize, "batch_size", b.BatchSize, "skipped", b.Skipped,
 		"created_at", b.CreatedAt, "expires_at", b.ExpiresAt, "device", b.Device,
-		"endpoint", b.Endpoint, "input_file_id", b.InputFileID,
+		"endpoint", b.Endpoint, "input_file_id", b.InputFileID, "store", b.store,
 	}
 	return f, nil
 }
@@ -350,7 +350,7 @@ func decodeRecord(m map[string]string) (*Batch, error) {
 	if e := m["endpoint"]; e != "" { // records from before endpoints were kept: completions
 		b.Endpoint = e
 	}
-	b.InputFileID = m["input_file_id"]
+	b.InputFileID, b.store = m["input_file_id"], m["store"]
 	if b.OutputKey != "" {
 		b.OutputFileID = files.ResultID(b.ID, FileOutput)
 	}
