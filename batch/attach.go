@@ -80,10 +80,14 @@ func Attach(ctx context.Context, reg *pipeline.Registry, d *jobs.Deps, cfg pipel
 	if err != nil {
 		return nil, nil, fmt.Errorf("batch: %w", err)
 	}
-	stopAdvertising, err := svc.advertiseStore(ctx)
-	if err != nil {
-		_ = svc.Close()
-		return nil, nil, err
+	// Only a worker that takes chunks (the default queue, or the GPU
+	// workers' one) speaks for the store batches will be read from.
+	stopAdvertising := func() {}
+	if cfg.Queues[pipeline.QueueDefault] > 0 || cfg.Queues[pipeline.QueueGPU] > 0 {
+		if stopAdvertising, err = svc.advertiseStore(ctx); err != nil {
+			_ = svc.Close()
+			return nil, nil, err
+		}
 	}
 	svc.Metrics = NewMetrics(promReg)
 	if d.Models == nil {

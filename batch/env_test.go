@@ -123,7 +123,11 @@ func (e *testEnv) startWorker(t testing.TB, o envOptions) *jobs.Deps {
 	deps.Bus = e.bus
 	reg := pipeline.NewRegistry()
 	jobs.RegisterAll(reg, deps)
-	r, detach, err := Attach(ctx, reg, deps, e.cfg, e.promReg)
+	cfg := e.cfg
+	if o.queues != nil {
+		cfg.Queues = o.queues
+	}
+	r, detach, err := Attach(ctx, reg, deps, cfg, e.promReg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,10 +137,6 @@ func (e *testEnv) startWorker(t testing.TB, o envOptions) *jobs.Deps {
 	}
 	if o.webhooks != nil {
 		r.Webhooks = o.webhooks
-	}
-	cfg := e.cfg
-	if o.queues != nil {
-		cfg.Queues = o.queues
 	}
 	srv, err := pipeline.NewServer(cfg, reg, logger)
 	if err != nil {

@@ -159,3 +159,23 @@ func TestInputMissingKeepsFinishedChunks(t *testing.T) {
 		t.Fatalf("output file: %d lines; want chunk 0's 4", lines)
 	}
 }
+
+// Only workers that take chunks speak for the store: an interactive-only
+// worker on the producer's store does not make a batch acceptable while
+// the chunk workers use another one.
+func TestOnlyChunkWorkersAdvertiseTheirStore(t *testing.T) {
+	e := newTestEnv(t, envOptions{})
+	ctx := context.Background()
+	e.startWorker(t, envOptions{queues: map[string]int{pipeline.QueueInteractive: 1}})
+	if n, err := e.svc.Store.rdb.HLen(ctx, storesKey).Result(); err != nil || n != 0 {
+		t.Fatalf("stores advertised by an interactive-only worker: %d, %v; want none", n, err)
+	}
+	producerDir := e.cfg.DataDir
+	e.cfg.DataDir = t.TempDir()
+	e.startWorker(t, envOptions{})
+	e.cfg.DataDir = producerDir
+	input, _ := openAIInput(2, 2)
+	if _, _, err := e.svc.Create(ctx, strings.NewReader(input), CreateOptions{Model: "builtin:tiny"}); !errors.Is(err, ErrStoreNotShared) {
+		t.Fatalf("create beside an interactive worker on the producer's store and a chunk worker on another: %v; want ErrStoreNotShared", err)
+	}
+}
