@@ -102,6 +102,15 @@ func (a FinalizeArgs) TaskID() string {
 	return a.BatchID + ":finalize"
 }
 
+// Kinds is a registry of every kind, jobs' and batch's, for enqueuing and
+// checking payloads only: its workers never run, so they need no parts.
+func Kinds() *pipeline.Registry {
+	r := pipeline.NewRegistry()
+	jobs.RegisterAll(r, &jobs.Deps{})
+	Register(r, nil)
+	return r
+}
+
 // Register registers the batch kinds on r, run by run: generate:chunk,
 // generate:finalize and webhook. A nil run registers them for enqueuing
 // (their options and payload checks) only.

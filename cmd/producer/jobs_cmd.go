@@ -103,10 +103,7 @@ func newClient(cfg pipeline.Config) (*pipeline.Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	reg := pipeline.NewRegistry()
-	jobs.RegisterAll(reg, &jobs.Deps{}) // only to check payloads: its workers never run here
-	batch.Register(reg, nil)
-	return pipeline.NewClient(cfg, pipeline.WithRegistry(reg))
+	return pipeline.NewClient(cfg, pipeline.WithRegistry(batch.Kinds()))
 }
 
 // checkJobPaths checks the files the args in payload name as the worker

@@ -109,9 +109,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	// Every kind a schedule may name, batch's (a webhook) included.
-	kinds := pipeline.NewRegistry()
-	jobs.RegisterAll(kinds, &jobs.Deps{})
-	batch.Register(kinds, nil)
+	kinds := batch.Kinds()
 	for _, e := range entries {
 		if err := kinds.Check(e.Kind, e.Payload); err != nil {
 			return fmt.Errorf("schedule %s: entry %q: %w", *schedule, e.Name, err)
